@@ -1,0 +1,52 @@
+# hostlock: `make demo` and `make test` set everything up on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+PY := $(VENV)/bin/python
+NODE_SRC := $(shell find src -name '*.ts' -o -name '*.json' 2>/dev/null)
+
+help:
+	@echo "make demo    run concurrent playbooks and draw who held which host when"
+	@echo "make test    install everything, build, run TypeScript, Python and molecule tests"
+	@echo "make bench   run the benchmarks (figures as ratios against anchors)"
+	@echo "make stress  long stress variants"
+
+node_modules/.stamp: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@test -f node_modules/fs-ext/build/Release/fs_ext.node || (cd node_modules/fs-ext && npx --no-install node-gyp rebuild)
+	touch $@
+
+$(VENV)/.stamp: requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt
+	touch $@
+
+build: node_modules/.stamp
+	node scripts/build.mjs
+
+venv: $(VENV)/.stamp
+
+test-ts: build
+	node --test --test-concurrency=1 build/test/
+
+test-py: build venv
+	$(VENV)/bin/pytest -q test/python
+
+test-molecule: build venv
+	bash molecule/run-all.sh
+
+test: test-ts test-py test-molecule
+
+demo: build venv
+	bash demo/demo.sh
+
+bench: build venv
+	bash bench/run.sh
+
+stress: build venv
+	HOSTLOCK_STRESS=long node --test --test-concurrency=1 build/test/
+
+clean:
+	rm -rf dist build node_modules $(VENV)
+
+.PHONY: help build venv test test-ts test-py test-molecule demo bench stress clean
