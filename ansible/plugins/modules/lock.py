@@ -1,0 +1,253 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: hostlock contributors; MIT License
+# Documentation only: the work is done by the action plugin of the same name on the controller.
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: lock
+short_description: Keep concurrent playbook runs out of each other's way with flock(2) locks
+version_added: "0.1.0"
+description:
+  - Takes, tries, releases or inspects a named C(flock(2)) lock on the Ansible controller, so that
+    tasks of concurrent C(ansible-playbook) runs (cron, CI, people on a shared bastion) that must
+    not overlap take turns, per host or per any named resource.
+  - A lock taken with O(state=acquired) or O(state=try) belongs to the B(run), not to the task;
+    it lasts until O(state=released) or until the playbook run ends in any way (success, failure,
+    Ctrl-C, SIGKILL of C(ansible-playbook)); the kernel drops it then, so no stale lock is left.
+  - Hosts of one run share a hold on a common name. The hold is counted and dropped when the last
+    host of the run releases it, so a run never deadlocks on itself. Acquiring what the run already
+    holds reports RV(changed=false). To serialise the forks of one run, set the task keyword C(throttle) to 1.
+  - While it waits it prints a line every few seconds naming the holder (playbook, task, host,
+    user, pid) and since when.
+  - Requires the hostlock helper (Node.js >= 20) on the controller, installed with
+    C(npm install -g hostlock). It is found through O(helper), the variable C(hostlock_helper),
+    the environment variable E(HOSTLOCK_HELPER), then C(hostlock) on E(PATH).
+  - The locks are plain C(flock(2)) locks on files in O(lock_dir); C(flock(1)) and Python's
+    C(fcntl.flock) on the same files exclude hostlock and the reverse.
+author:
+  - hostlock contributors
+options:
+  name:
+    description:
+      - Name of the lock. Any string names a resource, for example C(cluster) or C(known_hosts).
+      - Defaults to the host's C(inventory_hostname), which makes a per-host lock.
+    type: str
+  state:
+    description:
+      - V(acquired) waits until the lock is held, or fails after O(timeout) naming the holder.
+      - V(try) never waits and never fails on contention; RV(acquired) tells the outcome and
+        RV(holders) who is in the way. On success it is held like V(acquired).
+      - V(released) drops this host's share of the run's hold; RV(changed) is true when something
+        was released.
+      - V(status) reports the holders and takes nothing.
+    type: str
+    choices: [acquired, try, released, status]
+    default: acquired
+  timeout:
+    description:
+      - Seconds to wait with O(state=acquired). Omit it to wait for ever; V(0) fails at once when busy.
+    type: float
+  shared:
+    description:
+      - Take a shared (read) lock; shared holders overlap, an exclusive holder excludes everybody.
+    type: bool
+    default: false
+  lock_dir:
+    description:
+      - Directory of the lock files.
+      - Defaults to the variable C(hostlock_lock_dir), then the environment variable E(HOSTLOCK_DIR),
+        then a private per-user directory C(/tmp/hostlock-<uid>/locks) chosen by the helper.
+      - Runs that must exclude each other need the same directory; for several users, use a
+        directory writable by a common group.
+    type: path
+  helper:
+    description:
+      - Command line of the hostlock helper, for example C(node /opt/hostlock/dist/cli.js).
+      - Defaults to the variable C(hostlock_helper), then E(HOSTLOCK_HELPER), then C(hostlock) on E(PATH).
+    type: raw
+attributes:
+  action:
+    description: Runs on the controller as an action plugin; the module file only documents it.
+    support: full
+  async:
+    description: Cannot run asynchronously.
+    support: none
+  bypass_host_loop:
+    description: Runs once per host; use C(run_once) for a global lock.
+    support: none
+  check_mode:
+    description: Reports what would happen (from the lock's status) and takes nothing.
+    support: full
+  diff_mode:
+    description: Has no diff.
+    support: none
+  platform:
+    description: Linux controllers (C(flock(2)) and C(/proc)); the managed hosts are not touched.
+    platforms: posix
+notes:
+  - The lock lives on the controller. Runs started from different controllers do not see each other
+    unless O(lock_dir) is on a filesystem with working C(flock), and NFS only emulates it.
+  - If the helper holding the run's locks dies while the run goes on, the next hostlock task of
+    that host fails with C(lock lost) instead of continuing unprotected.
+seealso:
+  - name: flock(1)
+    description: The shell tool for the same kind of lock.
+    link: https://man7.org/linux/man-pages/man1/flock.1.html
+'''
+
+EXAMPLES = r'''
+- name: One run at a time per host
+  hosts: web
+  tasks:
+    - name: Wait up to 10 minutes for other runs to leave this host
+      hostlock.core.lock:
+        timeout: 600
+
+    - name: Deploy
+      ansible.builtin.command: /usr/local/bin/deploy
+      changed_when: true
+
+    - name: Let the next run in (the end of the run would do it too)
+      hostlock.core.lock:
+        state: released
+
+- name: One run at a time for the whole cluster
+  hosts: db
+  tasks:
+    - name: Take the cluster lock once for all hosts of this run
+      hostlock.core.lock:
+        name: cluster
+      run_once: true
+
+    - name: Rolling restart
+      ansible.builtin.service:
+        name: postgresql
+        state: restarted
+      throttle: 1
+
+- name: Skip work somebody else is doing
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Try the cache lock without waiting
+      hostlock.core.lock:
+        name: artifact-cache
+        state: try
+      register: cache_lock
+
+    - name: Refresh the cache only if we got it
+      ansible.builtin.command: /usr/local/bin/refresh-cache
+      changed_when: true
+      when: cache_lock.acquired
+
+- name: Readers share, writers exclude
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Read the inventory export under a shared lock
+      hostlock.core.lock:
+        name: inventory-export
+        shared: true
+        lock_dir: /srv/locks
+
+- name: Who holds it
+  hosts: web
+  gather_facts: false
+  tasks:
+    - name: Look without taking
+      hostlock.core.lock:
+        state: status
+      register: who
+
+    - name: Show the holders
+      ansible.builtin.debug:
+        var: who.holders
+'''
+
+RETURN = r'''
+acquired:
+  description: Whether this run holds the lock after the task (in check mode, whether it would).
+  returned: always
+  type: bool
+  sample: true
+changed:
+  description:
+    - V(acquired)/V(try), true when a new hold was taken (false when the run already held it).
+    - V(released), true when this host's share was released.
+  returned: always
+  type: bool
+name:
+  description: Name of the lock.
+  returned: always
+  type: str
+  sample: web1
+path:
+  description: Lock file on the controller.
+  returned: always
+  type: str
+  sample: /tmp/hostlock-1000/locks/web1.lock
+mode:
+  description: V(exclusive) or V(shared).
+  returned: always
+  type: str
+  sample: exclusive
+waited:
+  description: Seconds spent waiting.
+  returned: always
+  type: float
+  sample: 12.5
+holders:
+  description: Who holds the lock (for a failed V(try) or a timeout, who is in the way).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    pid:
+      description: PID of the holding ansible-playbook (or other program).
+      type: int
+    user:
+      description: User name of the holder.
+      type: str
+    controller:
+      description: Host name of the controller the holder runs on.
+      type: str
+    run:
+      description: Identity of the holding run, C(<pid>-<start time>).
+      type: str
+    playbook:
+      description: Playbook file name of the holding run.
+      type: str
+    play:
+      description: Play that took the lock.
+      type: str
+    task:
+      description: Task that took the lock.
+      type: str
+    host:
+      description: Inventory host whose task took the lock.
+      type: str
+    mode:
+      description: V(exclusive) or V(shared).
+      type: str
+    since:
+      description: When the hold was taken, ISO 8601 UTC.
+      type: str
+  sample:
+    - pid: 4242
+      user: alice
+      controller: bastion1
+      run: 4242-1733
+      playbook: site.yml
+      play: web
+      task: deploy
+      host: web1
+      mode: exclusive
+      since: "2026-11-26T04:40:00.000Z"
+msg:
+  description: What happened, on failure or contention, and in check mode.
+  returned: on failure, contention and in check mode
+  type: str
+'''

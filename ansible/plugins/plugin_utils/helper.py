@@ -1,0 +1,317 @@
+# -*- coding: utf-8 -*-
+# Copyright: hostlock contributors; MIT License
+"""Find the hostlock helper, start a private ``serve``, or reach the run's agent."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+from ansible_collections.hostlock.core.plugins.plugin_utils.rpc import (
+    HelperGone,
+    RpcConnection,
+    RpcError,
+)
+
+__all__ = [
+    'HelperError', 'PROTOCOL', 'find_helper', 'start_serve', 'connect_agent',
+    'process_start_time', 'run_id',
+]
+
+# Protocol version of docs/PROTOCOL.md this client speaks.
+PROTOCOL = 1
+
+INSTALL_HINT = (
+    "Install the helper with `npm install -g hostlock` (needs Node.js >= 20), "
+    "or point to it: task argument `helper`, variable `hostlock_helper`, or "
+    "HOSTLOCK_HELPER='node /path/to/hostlock/dist/cli.js'."
+)
+
+# Seconds to wait for a helper to start and say hello.
+START_TIMEOUT = 10.0
+
+
+class HelperError(Exception):
+    """The helper cannot be found, started or spoken to."""
+
+
+def find_helper(arg=None, var=None, environ=None):
+    """Return the helper command line as a list, first found of:
+    task argument, variable ``hostlock_helper``, env ``HOSTLOCK_HELPER``, ``hostlock`` on PATH."""
+    environ = os.environ if environ is None else environ
+    for source, value in (('helper argument', arg), ('hostlock_helper variable', var),
+                          ('HOSTLOCK_HELPER', environ.get('HOSTLOCK_HELPER'))):
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        cmd = list(value) if isinstance(value, (list, tuple)) else shlex.split(str(value))
+        _check_runnable(cmd, source)
+        return cmd
+    found = shutil.which('hostlock', path=environ.get('PATH'))
+    if found:
+        return [found]
+    raise HelperError('hostlock helper not found: no helper argument, no hostlock_helper '
+                      'variable, no HOSTLOCK_HELPER and no `hostlock` on PATH. ' + INSTALL_HINT)
+
+
+def _check_runnable(cmd, source):
+    """Fail early, naming the source, when the program or the script it runs is missing."""
+    prog = cmd[0]
+    if os.sep in prog:
+        if not os.access(prog, os.X_OK):
+            raise HelperError('hostlock helper from %s: %s is not an executable file. %s'
+                              % (source, prog, INSTALL_HINT))
+    elif shutil.which(prog) is None:
+        what = 'Node.js (`node`)' if prog in ('node', 'nodejs') else '`%s`' % prog
+        raise HelperError('hostlock helper from %s (%s): %s is not installed or not on PATH. %s'
+                          % (source, shlex.join(cmd), what, INSTALL_HINT))
+    # `node script.js`: a missing script would only show up as a crash at start.
+    if os.path.basename(prog) in ('node', 'nodejs') and len(cmd) > 1 and not cmd[1].startswith('-'):
+        if not os.path.isfile(cmd[1]):
+            raise HelperError('hostlock helper from %s (%s): %s does not exist (not built? run '
+                              '`make build`). %s' % (source, shlex.join(cmd), cmd[1], INSTALL_HINT))
+
+
+def check_hello(result, cmd):
+    """Refuse a helper that speaks another protocol version."""
+    proto = (result or {}).get('protocol')
+    if proto != PROTOCOL:
+        raise HelperError('hostlock helper %s speaks protocol %r, this collection needs %d: '
+                          'install matching versions of the hostlock npm package and the '
+                          'hostlock.core collection. %s'
+                          % (shlex.join(cmd), proto, PROTOCOL, INSTALL_HINT))
+    return result
+
+
+def _tail(fileobj, limit=2000):
+    try:
+        fileobj.seek(0)
+        data = fileobj.read()
+    except (OSError, ValueError):
+        return ''
+    if isinstance(data, bytes):
+        data = data.decode('utf-8', 'replace')
+    return data[-limit:].strip()
+
+
+class ServeProcess:
+    """A private ``hostlock serve`` child; closing its stdin makes it release everything and exit."""
+
+    def __init__(self, cmd, client='python'):
+        self.cmd = cmd
+        # stderr to a file: a pipe nobody reads would stall the helper once full.
+        self._log = tempfile.TemporaryFile(prefix='hostlock-serve-')
+        try:
+            self.proc = subprocess.Popen(
+                cmd + ['serve'], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=self._log, close_fds=True, bufsize=0)
+        except OSError as e:
+            self._log.close()
+            raise HelperError('cannot start hostlock helper %s: %s. %s'
+                              % (shlex.join(cmd), e, INSTALL_HINT))
+        self.conn = RpcConnection(self.proc.stdout.fileno(), self.proc.stdin.fileno(),
+                                  closer=self._shutdown,
+                                  describe='hostlock helper (pid %d)' % self.proc.pid)
+        try:
+            self.hello = check_hello(self.conn.call('hello', {'client': client},
+                                                    timeout=START_TIMEOUT), cmd)
+        except HelperGone as e:
+            self.conn.close()
+            raise HelperError('hostlock helper %s failed to start: %s%s. %s'
+                              % (shlex.join(cmd), e, self.stderr_tail(' Its output: '), INSTALL_HINT))
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def stderr_tail(self, lead=''):
+        text = _tail(self._log)
+        return lead + text if text else ''
+
+    def _shutdown(self):
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+def start_serve(cmd, client='python'):
+    """Start a private helper and return its ServeProcess (``.conn`` is the connection)."""
+    return ServeProcess(cmd, client=client)
+
+
+def process_start_time(pid):
+    """Field 22 of /proc/PID/stat: tells a process from a later one with the same PID."""
+    with open('/proc/%d/stat' % pid, 'rb') as f:
+        data = f.read().decode('ascii', 'replace')
+    # The command name (field 2) may contain spaces and parentheses; fields resume after the last ')'.
+    return data[data.rindex(')') + 2:].split()[19]
+
+
+def run_id(pid):
+    return '%d-%s' % (pid, process_start_time(pid))
+
+
+def default_runtime_dir(environ=None):
+    environ = os.environ if environ is None else environ
+    return environ.get('HOSTLOCK_RUNTIME_DIR') or '/tmp/hostlock-%d/run' % os.getuid()
+
+
+def _guess_socket(owner_pid):
+    """The socket path by the documented naming rule, to skip a Node start when the agent is up."""
+    try:
+        return os.path.join(default_runtime_dir(), 'agent-%s.sock' % run_id(owner_pid))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _ask_socket(cmd, owner_pid):
+    try:
+        out = subprocess.run(cmd + ['agent', '--owner-pid', str(owner_pid), '--print-socket'],
+                             stdin=subprocess.DEVNULL, capture_output=True, timeout=START_TIMEOUT,
+                             close_fds=True)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise HelperError('cannot run hostlock helper %s: %s. %s' % (shlex.join(cmd), e, INSTALL_HINT))
+    path = out.stdout.decode('utf-8', 'replace').strip()
+    if out.returncode != 0 or not path:
+        err = out.stderr.decode('utf-8', 'replace').strip()[-1500:]
+        raise HelperError('hostlock helper %s agent --print-socket failed (exit %d): %s. %s'
+                          % (shlex.join(cmd), out.returncode, err or 'no output', INSTALL_HINT))
+    return path.splitlines()[-1]
+
+
+def _try_connect(path):
+    if not path:
+        return None
+    try:
+        return RpcConnection.connect_unix(path)
+    except (FileNotFoundError, ConnectionRefusedError, socket.timeout, OSError):
+        return None
+
+
+def _spawn_agent(cmd, owner_pid, sock_path):
+    log_target = subprocess.DEVNULL
+    log_path = None
+    run_dir = os.path.dirname(sock_path)
+    try:
+        st = os.stat(run_dir)
+        if st.st_uid == os.getuid():
+            log_path = os.path.join(run_dir, os.path.basename(sock_path)[:-len('.sock')] + '.log')
+            log_target = open(log_path, 'ab')
+    except OSError:
+        log_path = None
+    try:
+        # Own session: the agent outlives this worker and ignores the terminal's Ctrl-C.
+        proc = subprocess.Popen(cmd + ['agent', '--owner-pid', str(owner_pid)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=log_target, start_new_session=True, close_fds=True)
+    except OSError as e:
+        raise HelperError('cannot start hostlock agent %s: %s. %s' % (shlex.join(cmd), e, INSTALL_HINT))
+    finally:
+        if log_target is not subprocess.DEVNULL:
+            log_target.close()
+    return proc, log_path
+
+
+def connect_agent(cmd, owner_pid, client='ansible', member=None):
+    """Connect to the agent of the run owned by ``owner_pid``, starting it if needed.
+
+    Returns ``(connection, hello_result)``. Many workers may race here; the helper
+    makes sure only one agent serves the run, so losers just keep connecting.
+    """
+    conn = _try_connect(_guess_socket(owner_pid))
+    sock_path = None
+    if conn is None:
+        sock_path = _ask_socket(cmd, owner_pid)
+        conn = _try_connect(sock_path)
+    if conn is None:
+        proc, log_path = _spawn_agent(cmd, owner_pid, sock_path)
+        deadline = time.monotonic() + START_TIMEOUT
+        delay = 0.02
+        while conn is None:
+            conn = _try_connect(sock_path)
+            if conn is not None:
+                break
+            code = proc.poll()
+            # Exit 0 means another agent won the race; anything else is a failure to report.
+            if code not in (None, 0):
+                raise HelperError('hostlock agent %s exited with code %d before listening on %s%s. %s'
+                                  % (shlex.join(cmd), code, sock_path, _log_hint(log_path), INSTALL_HINT))
+            if time.monotonic() > deadline:
+                raise HelperError('hostlock agent did not listen on %s within %ds%s. %s'
+                                  % (sock_path, START_TIMEOUT, _log_hint(log_path), INSTALL_HINT))
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.2)
+    try:
+        params = {'client': client}
+        if member is not None:
+            # With a member, hello also reports (and clears) that member's lost holds.
+            params['member'] = member
+        hello = check_hello(conn.call('hello', params, timeout=START_TIMEOUT), cmd)
+    except HelperGone as e:
+        conn.close()
+        raise HelperError('hostlock agent does not answer: %s' % e)
+    except BaseException:
+        conn.close()
+        raise
+    return conn, hello
+
+
+def _log_hint(log_path):
+    if not log_path:
+        return ''
+    try:
+        with open(log_path, 'rb') as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 1500))
+            text = f.read().decode('utf-8', 'replace').strip()
+    except OSError:
+        return ''
+    return ' (agent log %s: %s)' % (log_path, text) if text else ' (agent log: %s)' % log_path
+
+
+def holder_text(holder):
+    """One line naming a holder: playbook, task, host, user, pid and since."""
+    if not isinstance(holder, dict):
+        return str(holder)
+    if holder.get('foreign'):
+        return 'a process outside hostlock (pid %s, user %s, %s)' % (
+            holder.get('pid', '?'), holder.get('user', '?'), holder.get('mode', 'exclusive'))
+    parts = []
+    if holder.get('playbook'):
+        parts.append('playbook %s' % holder['playbook'])
+    if holder.get('play'):
+        parts.append("play '%s'" % holder['play'])
+    if holder.get('task'):
+        parts.append("task '%s'" % holder['task'])
+    if holder.get('host'):
+        parts.append('host %s' % holder['host'])
+    parts.append('user %s' % holder.get('user', '?'))
+    if holder.get('controller'):
+        parts.append('on %s' % holder['controller'])
+    parts.append('pid %s' % holder.get('pid', '?'))
+    if holder.get('mode') == 'shared':
+        parts.append('shared')
+    text = ', '.join(parts)
+    if holder.get('since'):
+        text += ' since %s' % holder['since']
+    return text
+
+
+def holders_text(holders):
+    if not holders:
+        return 'an unknown holder'
+    return '; '.join(holder_text(h) for h in holders)
+
+
+__all__ += ['holder_text', 'holders_text', 'RpcError', 'HelperGone', 'default_runtime_dir']

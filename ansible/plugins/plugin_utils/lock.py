@@ -1,0 +1,308 @@
+# -*- coding: utf-8 -*-
+# Copyright: hostlock contributors; MIT License
+"""``Lock``: a drop-in for ``cli2.Lock`` backed by the hostlock helper.
+
+    with Lock('/tmp/mylock') as lock:          # blocking
+        ...
+    with Lock('/tmp/mylock', blocking=False) as lock:
+        if not lock.acquired:
+            lock.block()                       # turn the failed try into a wait
+
+Each ``Lock`` object is its own holder (its own helper connection and handle),
+like an open file description. Inside an ansible-playbook worker it uses the
+run's agent; elsewhere it starts a private ``hostlock serve`` while it holds.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import multiprocessing
+import os
+import sys
+
+from ansible_collections.hostlock.core.plugins.plugin_utils.helper import (
+    HelperError,
+    HelperGone,
+    RpcError,
+    connect_agent,
+    find_helper,
+    holders_text,
+    run_id,
+    start_serve,
+)
+
+__all__ = ['Lock', 'LockTimeout', 'LockError', 'HelperError', 'logger']
+
+logger = logging.getLogger('hostlock')
+
+# Seconds between the helper's "still waiting" notifications.
+NOTIFY_EVERY = 5
+
+
+class LockError(Exception):
+    """The helper refused or lost the lock."""
+
+
+class LockTimeout(LockError, TimeoutError):
+    """A blocking wait ran out of ``timeout`` seconds."""
+
+    def __init__(self, message, holders=None, waited=None):
+        super().__init__(message)
+        self.holders = holders or []
+        self.waited = waited
+
+
+def _ansible_worker():
+    """The running Ansible WorkerProcess, or None outside an ansible-playbook worker."""
+    mod = sys.modules.get('ansible.executor.process.worker')
+    if mod is None:
+        return None
+    proc = multiprocessing.current_process()
+    worker_cls = getattr(mod, 'WorkerProcess', None)
+    if worker_cls is not None and isinstance(proc, worker_cls):
+        return proc
+    return getattr(mod, 'current_worker', None)
+
+
+class _DisplayHandler(logging.Handler):
+    """Log records to Ansible's Display: a 2.19 worker's stderr is /dev/null."""
+
+    def emit(self, record):
+        try:
+            from ansible.utils.display import Display
+            Display().display(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+def _level_from_env():
+    value = os.environ.get('LOG_LEVEL')
+    if not value:
+        return None
+    value = value.strip().upper()
+    if value.isdigit():
+        return int(value)
+    level = logging.getLevelName(value)
+    return level if isinstance(level, int) else None
+
+
+_configured = False
+
+
+def configure_logging():
+    """Give the 'hostlock' logger a level and a handler once, unless the application did."""
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    level = _level_from_env()
+    if _ansible_worker() is not None:
+        if level is None:
+            try:
+                from ansible.utils.display import Display
+                verbosity = Display().verbosity
+            except Exception:
+                verbosity = 0
+            level = logging.DEBUG if verbosity >= 2 else logging.INFO if verbosity == 1 else logging.WARNING
+        handler = _DisplayHandler()
+        handler.setFormatter(logging.Formatter('hostlock: %(message)s'))
+        logger.addHandler(handler)
+        logger.propagate = False
+        logger.setLevel(level)
+        return
+    if level is not None:
+        logger.setLevel(level)
+    if not logger.hasHandlers():
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
+        logger.addHandler(handler)
+        if level is None:
+            logger.setLevel(logging.WARNING)
+
+
+def _owner():
+    """Metadata other waiters see about this holder."""
+    owner = {'pid': os.getpid()}
+    try:
+        owner['user'] = getpass.getuser()
+    except Exception:
+        pass
+    worker = _ansible_worker()
+    if worker is not None:
+        # Name the run and task so `hostlock status` shows who holds a plugin's lock.
+        ppid = os.getppid()
+        owner['pid'] = ppid
+        try:
+            owner['run'] = run_id(ppid)
+        except (OSError, ValueError, IndexError):
+            pass
+        task = getattr(worker, '_task', None)
+        host = getattr(worker, '_host', None)
+        if task is not None:
+            try:
+                owner['task'] = str(task.get_name())
+                play = task.get_play()
+                owner['play'] = str(play.get_name())
+                path = play.get_path()
+                if path:
+                    owner['playbook'] = os.path.basename(path.rsplit(':', 1)[0])
+            except Exception:
+                pass
+        if host is not None:
+            owner['host'] = str(getattr(host, 'name', host))
+    else:
+        owner['playbook'] = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else 'python'
+    return owner
+
+
+class Lock:
+    """An flock(2) lock on ``lock_path`` held through the hostlock helper.
+
+    ``blocking=False`` tries once on enter; ``acquired`` tells the outcome and
+    ``block()`` waits for it. ``timeout`` (seconds) bounds every wait and raises
+    ``LockTimeout``; ``shared=True`` takes a shared (read) lock.
+    """
+
+    def __init__(self, lock_path, blocking=True, prefix=None, *, timeout=None, shared=False,
+                 helper=None):
+        self.lock_path = os.path.abspath(os.fspath(lock_path))
+        self.blocking = blocking
+        self.prefix = prefix
+        self.timeout = timeout
+        self.shared = shared
+        self.helper = helper
+        self.acquired = False
+        self.holders = []
+        self.waited = 0.0
+        self._conn = None
+        self._serve = None
+        self._handle = None
+        configure_logging()
+
+    def __repr__(self):
+        return '<hostlock Lock %s %s>' % (self.lock_path, 'acquired' if self.acquired else 'not acquired')
+
+    def _log(self, level, event, extra=''):
+        lead = '%s ' % self.prefix if self.prefix else ''
+        logger.log(level, '%s%s %s%s', lead, event, self.lock_path, extra)
+
+    def _connect(self):
+        if self._conn is not None:
+            return self._conn
+        cmd = find_helper(arg=self.helper)
+        if _ansible_worker() is not None:
+            self._conn, hello = connect_agent(cmd, os.getppid(), client='hostlock.core Lock')
+        else:
+            self._serve = start_serve(cmd, client='hostlock.core Lock')
+            self._conn = self._serve.conn
+        return self._conn
+
+    def _disconnect(self):
+        conn, self._conn, self._serve, self._handle = self._conn, None, None, None
+        if conn is not None:
+            conn.close()
+
+    def _params(self):
+        params = {'path': self.lock_path, 'shared': bool(self.shared), 'owner': _owner(),
+                  'notify': NOTIFY_EVERY}
+        if self.prefix:
+            params['prefix'] = str(self.prefix)
+        return params
+
+    def _on_notify(self, method, params):
+        if method == 'waiting':
+            self._log(logging.DEBUG, 'Still waiting', ' (%ss) for %s' % (
+                int(params.get('waited') or 0), holders_text(params.get('holders'))))
+
+    def _call(self, method, params):
+        try:
+            return self._connect().call(method, params, on_notify=self._on_notify)
+        except RpcError as e:
+            self._disconnect()
+            raise LockError('hostlock: %s %s: %s' % (method, self.lock_path, e))
+        except HelperGone as e:
+            self._disconnect()
+            self.acquired = False
+            raise LockError('hostlock: lost the helper while locking %s: %s' % (self.lock_path, e))
+
+    def _took(self, result):
+        self.holders = result.get('holders') or []
+        self.waited += float(result.get('waited') or 0)
+        if result.get('acquired'):
+            self._handle = result.get('handle')
+            self.acquired = True
+            self._log(logging.INFO, 'Acquired')
+            return True
+        return False
+
+    def acquire(self):
+        """Take the lock: wait when ``blocking``, else try once. Returns ``acquired``."""
+        if self.acquired:
+            return True
+        if self.blocking:
+            return self.block()
+        result = self._call('try', self._params())
+        if not self._took(result):
+            # Keep the pending handle: block() turns this failed try into a wait.
+            self._handle = result.get('handle')
+            self._log(logging.DEBUG, 'Busy', ' (held by %s)' % holders_text(self.holders))
+        return self.acquired
+
+    def block(self):
+        """Wait until the lock is held (after a failed try, or instead of acquire)."""
+        if self.acquired:
+            return True
+        pending = self._handle
+        if pending is None:
+            # Say who is in the way before waiting, as cli2 logs "Waiting" first.
+            result = self._call('try', self._params())
+            if self._took(result):
+                return True
+            pending = result.get('handle')
+            self.holders = result.get('holders') or []
+        self._log(logging.INFO, 'Waiting', ' (held by %s)' % holders_text(self.holders))
+        params = {'handle': pending}
+        if self.timeout is not None:
+            params['timeout'] = self.timeout
+        result = self._call('block', params)
+        if self._took(result):
+            return True
+        # A timed-out wait holds nothing; drop its connection so no ghost can linger.
+        self._disconnect()
+        raise LockTimeout('hostlock: timed out after %.1fs waiting for %s, held by %s'
+                          % (self.waited, self.lock_path, holders_text(self.holders)),
+                          holders=self.holders, waited=self.waited)
+
+    def release(self):
+        """Drop the lock (or a pending try); safe to call when nothing is held."""
+        was = self.acquired
+        self.acquired = False
+        if self._conn is None:
+            return False
+        released = False
+        try:
+            if self._handle is not None:
+                released = bool(self._conn.call('release', {'handle': self._handle}, timeout=30).get('released'))
+        except (RpcError, HelperGone) as e:
+            logger.warning('%s release of %s failed: %s', self.prefix or '', self.lock_path, e)
+        finally:
+            # Closing the connection drops anything it still holds, whatever the reply was.
+            self._disconnect()
+        if was:
+            self._log(logging.INFO, 'Released')
+        return released or was
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.release()
+
+    def __del__(self):
+        try:
+            if self._conn is not None:
+                self._conn.close()
+        except Exception:
+            pass
