@@ -1,0 +1,157 @@
+"""Fixtures for real ansible-playbook runs against the real hostlock helper."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+CLI = REPO / 'dist' / 'cli.js'
+HOSTS = ['h1', 'h2', 'h3', 'h4']
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'nohelper: the test does not need a built helper')
+
+
+@pytest.fixture(scope='session')
+def collections_root(tmp_path_factory):
+    """A collections tree whose hostlock.core is the repo's ansible/ directory."""
+    root = tmp_path_factory.mktemp('collections')
+    ns = root / 'ansible_collections' / 'hostlock'
+    ns.mkdir(parents=True)
+    (ns / 'core').symlink_to(REPO / 'ansible')
+    return root
+
+
+class Env:
+    """One test's private lock dir, runtime dir, inventory and environment."""
+
+    def __init__(self, tmp: Path, collections_root: Path):
+        self.tmp = tmp
+        self.lock_dir = tmp / 'locks'
+        self.runtime_dir = tmp / 'run'
+        self.out = tmp / 'out'
+        for d in (self.lock_dir, self.runtime_dir, self.out):
+            d.mkdir(mode=0o700)
+        self.helper = 'node %s' % CLI
+        self.inventory = tmp / 'hosts.ini'
+        self.inventory.write_text(
+            '[all]\n' + ''.join(
+                '%s ansible_connection=local ansible_python_interpreter=%s\n' % (h, sys.executable)
+                for h in HOSTS))
+        home = tmp / 'ansible-home'
+        home.mkdir()
+        (tmp / 'ansible.cfg').write_text('[defaults]\n')
+        self.vars = dict(
+            os.environ,
+            ANSIBLE_COLLECTIONS_PATH=str(collections_root),
+            ANSIBLE_HOME=str(home),
+            ANSIBLE_LOCAL_TEMP=str(home / 'tmp'),
+            ANSIBLE_NOCOLOR='1',
+            ANSIBLE_RETRY_FILES_ENABLED='0',
+            ANSIBLE_HOST_KEY_CHECKING='0',
+            ANSIBLE_DEPRECATION_WARNINGS='0',
+            ANSIBLE_STDOUT_CALLBACK='default',
+            ANSIBLE_CONFIG=str(tmp / 'ansible.cfg'),
+            ANSIBLE_CALLBACK_PLUGINS=str(Path(__file__).parent / 'callbacks'),
+            ANSIBLE_CALLBACKS_ENABLED='record',
+            HOSTLOCK_HELPER=self.helper,
+            HOSTLOCK_DIR=str(self.lock_dir),
+            HOSTLOCK_RUNTIME_DIR=str(self.runtime_dir),
+            PATH=str(VENV_BIN) + os.pathsep + os.environ.get('PATH', ''),
+        )
+        self.vars.pop('LOG_LEVEL', None)
+        self._procs: list[subprocess.Popen] = []
+
+    def playbook(self, name: str, text: str) -> Path:
+        path = self.tmp / name
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    def start(self, playbook: Path, *args: str, env: dict | None = None, limit: str | None = None,
+              tag: str = 'run'):
+        env = dict(env or {}, HOSTLOCK_TEST_RECORD=str(self.out / ('record-%s.jsonl' % tag)))
+        cmd = [str(VENV_BIN / 'ansible-playbook'), '-i', str(self.inventory), str(playbook),
+               '-e', 'out=%s' % self.out, *args]
+        if limit:
+            cmd += ['--limit', limit]
+        proc = subprocess.Popen(cmd, env=dict(self.vars, **(env or {})), cwd=self.tmp,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self._procs.append(proc)
+        return proc
+
+    def run(self, playbook: Path, *args: str, env: dict | None = None, limit: str | None = None,
+            tag: str = 'run', timeout: float = 90):
+        proc = self.start(playbook, *args, env=env, limit=limit, tag=tag)
+        out, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, out
+
+    def records(self, tag: str = 'run'):
+        path = self.out / ('record-%s.jsonl' % tag)
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def record(self, tag: str, task: str, host: str = 'h1'):
+        """The recorded result of one task on one host."""
+        found = [r for r in self.records(tag) if r['task'] == task and r['host'] == host]
+        assert found, 'no result for task %r on %s in run %s: %s' % (task, host, tag, self.records(tag))
+        return found[-1]
+
+    def wait_for_file(self, path: Path, timeout: float = 30, proc: subprocess.Popen | None = None):
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError('playbook ended before %s appeared:\n%s' % (path, proc.stdout.read()))
+            if time.monotonic() > deadline:
+                raise AssertionError('%s did not appear within %ss' % (path, timeout))
+            time.sleep(0.05)
+
+    def cli(self, *args: str, timeout: float = 30):
+        return subprocess.run(['node', str(CLI), *args], env=self.vars, capture_output=True,
+                              text=True, timeout=timeout)
+
+    def cleanup(self):
+        (self.out / 'go').touch()
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.kill()
+            try:
+                proc.communicate(timeout=10)
+            except Exception:
+                pass
+
+
+@pytest.fixture
+def env(request, tmp_path, collections_root):
+    if not CLI.exists() and request.node.get_closest_marker('nohelper') is None:
+        pytest.fail('%s is missing: run `make build` first' % CLI)
+    e = Env(tmp_path, collections_root)
+    yield e
+    e.cleanup()
+
+
+def journal_intervals(path: Path):
+    """Parse 'enter|exit <who> <time>' lines into {who: (enter, exit)}."""
+    spans: dict[str, list[float]] = {}
+    for line in path.read_text().split('\n'):
+        if not line.strip():
+            continue
+        event, who, stamp = line.split()
+        spans.setdefault(who, [None, None])[0 if event == 'enter' else 1] = float(stamp)
+    return {who: tuple(span) for who, span in spans.items()}
+
+
+def overlaps(spans):
+    items = sorted(spans.values())
+    return [(a, b) for a, b in zip(items, items[1:]) if b[0] < a[1]]
