@@ -14,7 +14,9 @@ await build({
   target: 'node20',
   format: 'cjs',
   external: ['fs-ext'],
-  banner: { js: '#!/usr/bin/env node' },
+  // yargs is ESM and finds its files through import.meta.url, which a CJS bundle lacks.
+  define: { 'import.meta.url': '__hostlockMetaUrl' },
+  banner: { js: "#!/usr/bin/env node\nconst __hostlockMetaUrl = require('node:url').pathToFileURL(__filename).href;" },
   logLevel: 'warning',
 });
 chmodSync('dist/cli.js', 0o755);

@@ -1,0 +1,147 @@
+// Holder records: who holds which lock file, readable without taking the lock.
+// One small JSON file per hold, named after the lock file's inode, written
+// atomically and removed on release. A record whose helper process is gone
+// (PID absent or reused, told apart by start time) is never reported, and the
+// kernel's /proc/locks has the last word on whether the inode is locked at all.
+import { mkdirSync, readFileSync, readdirSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import type { Mode } from './lockfile';
+import { isSameProcess, processStartTime, processUser, readKernelLocks, type KernelLock } from './proc';
+
+export interface Owner {
+  pid?: number;
+  user?: string;
+  run?: string;
+  playbook?: string;
+  play?: string;
+  task?: string;
+  host?: string;
+}
+
+export interface Holder extends Owner {
+  pid: number;
+  user: string;
+  controller: string;
+  mode: Mode;
+  since: string;
+  helper_pid?: number;
+  members?: string[];
+  lost?: boolean;
+  foreign?: boolean;
+}
+
+interface StoredRecord extends Holder {
+  name?: string;
+  path: string;
+  inode: string;
+  helper_start: string;
+}
+
+const controller = hostname();
+let helperStart: string | undefined;
+let seq = 0;
+
+export class HolderRegistry {
+  private ready = false;
+  constructor(readonly dir: string, private readonly dirMode = 0o700) {}
+
+  private ensure(): boolean {
+    if (!this.ready) {
+      try {
+        mkdirSync(this.dir, { recursive: true, mode: this.dirMode });
+        this.ready = true;
+      } catch {
+        return false; // records are best effort: a lock never fails for want of one
+      }
+    }
+    return true;
+  }
+
+  // Writes the record of a new hold; returns its file name (the key to update or remove it).
+  add(inode: string, path: string, name: string | undefined, holder: Holder): string | undefined {
+    if (!this.ensure()) return undefined;
+    helperStart ??= processStartTime(process.pid) ?? '0';
+    const file = `${inode.replace(/:/g, '_')}.${process.pid}.${++seq}.json`;
+    this.write(file, { ...holder, name, path, inode, helper_pid: process.pid, helper_start: helperStart });
+    return file;
+  }
+
+  update(file: string | undefined, patch: Partial<Holder>): void {
+    if (!file) return;
+    try {
+      const rec = JSON.parse(readFileSync(join(this.dir, file), 'utf8')) as StoredRecord;
+      this.write(file, { ...rec, ...patch });
+    } catch { /* gone: nothing to update */ }
+  }
+
+  remove(file: string | undefined): void {
+    if (!file) return;
+    try {
+      unlinkSync(join(this.dir, file));
+    } catch { /* already gone */ }
+  }
+
+  private write(file: string, rec: StoredRecord): void {
+    const tmp = join(this.dir, `.${file}.${process.pid}.tmp`);
+    try {
+      writeFileSync(tmp, JSON.stringify(rec), { mode: this.dirMode === 0o700 ? 0o600 : 0o660 });
+      renameSync(tmp, join(this.dir, file));
+    } catch {
+      try { unlinkSync(tmp); } catch { /* nothing written */ }
+    }
+  }
+
+  // Live records for one inode, dead ones swept away as they are found.
+  read(inode: string): StoredRecord[] {
+    const prefix = inode.replace(/:/g, '_') + '.';
+    let files: string[];
+    try {
+      files = readdirSync(this.dir).filter((f) => f.startsWith(prefix) && f.endsWith('.json'));
+    } catch {
+      return [];
+    }
+    const out: StoredRecord[] = [];
+    for (const f of files) {
+      let rec: StoredRecord;
+      try {
+        rec = JSON.parse(readFileSync(join(this.dir, f), 'utf8'));
+      } catch {
+        continue;
+      }
+      if (rec.helper_pid !== undefined && isSameProcess(rec.helper_pid, rec.helper_start)) out.push(rec);
+      else if (rec.helper_pid !== undefined) this.remove(f);
+    }
+    return out;
+  }
+}
+
+// Holders of an inode: hostlock's records, checked against the kernel's lock
+// table, plus any holder without a record (flock(1), Python fcntl) as foreign.
+export function holdersOf(registry: HolderRegistry, inode: string, kernel = readKernelLocks()): Holder[] {
+  const records = registry.read(inode);
+  if (kernel === null) return records.map(publicHolder);
+  const onInode = kernel.filter((k) => k.inode === inode);
+  if (onInode.length === 0) return [];
+  const helpers = new Set(records.map((r) => r.helper_pid));
+  const out = records.map(publicHolder);
+  for (const k of onInode) {
+    // A lock taken by our flock(1) waiter child shows the child's PID, dead by now.
+    if (helpers.has(k.pid) || processStartTime(k.pid) === null) continue;
+    out.push(foreignHolder(k));
+  }
+  return out;
+}
+
+function publicHolder(r: StoredRecord): Holder {
+  const { name: _n, path: _p, inode: _i, helper_start: _s, ...h } = r;
+  return h;
+}
+
+function foreignHolder(k: KernelLock): Holder {
+  return { pid: k.pid, user: processUser(k.pid) ?? '?', controller, mode: k.mode, since: '', foreign: true };
+}
+
+export function controllerName(): string {
+  return controller;
+}

@@ -1,0 +1,175 @@
+// The lock engine's lowest layer: one open lock file and flock(2) on it. It
+// knows files and the kernel, nothing of waiting policy or holders.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, constants, existsSync, fchmodSync, fstatSync, lstatSync, openSync, statSync } from 'node:fs';
+import { ErrorCode, HostlockError, fromErrno } from './errors';
+import { kernelInodeKey } from './proc';
+
+// fs-ext is a native addon; load it once, on first use.
+let fsExt: { flockSync(fd: number, flags: string): void; flock(fd: number, flags: string, cb: (err: Error | null) => void): void };
+function flockApi() {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return (fsExt ??= require('fs-ext'));
+}
+
+export type Mode = 'exclusive' | 'shared';
+
+// Never O_TRUNC; O_NOFOLLOW refuses a planted symlink; O_NONBLOCK keeps a FIFO
+// that appears between the lstat and the open from hanging us. libuv opens
+// every file with O_CLOEXEC, so no child process inherits a lock by accident.
+const OPEN_FLAGS = constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+
+export class LockFile {
+  private constructor(
+    readonly path: string,
+    readonly fd: number,
+    readonly dev: bigint,
+    readonly ino: bigint,
+  ) {}
+
+  static open(path: string, groupShared = false): LockFile {
+    try {
+      const st = lstatSync(path, { throwIfNoEntry: false });
+      if (st && !st.isFile()) refuse(path, st.isSymbolicLink() ? 'a symbolic link' : 'not a regular file');
+    } catch (err) {
+      throw fromErrno(err, path, 'open the lock file');
+    }
+    let fd: number;
+    try {
+      fd = openSync(path, OPEN_FLAGS, groupShared ? 0o660 : 0o600);
+    } catch (err) {
+      throw fromErrno(err, path, 'open the lock file');
+    }
+    try {
+      const st = fstatSync(fd, { bigint: true });
+      if (!st.isFile()) refuse(path, 'not a regular file');
+      // umask may have dropped the group bits a team directory needs.
+      if (groupShared && st.uid === BigInt(process.getuid?.() ?? -1) && (st.mode & 0o777n) !== 0o660n) {
+        fchmodSync(fd, 0o660);
+      }
+      return new LockFile(path, fd, st.dev, st.ino);
+    } catch (err) {
+      closeSync(fd);
+      throw fromErrno(err, path, 'open the lock file');
+    }
+  }
+
+  get inodeKey(): string {
+    return kernelInodeKey(this.dev, this.ino);
+  }
+
+  // One non-blocking flock(2). True when taken, false on contention.
+  tryLock(mode: Mode): boolean {
+    try {
+      flockApi().flockSync(this.fd, mode === 'shared' ? 'shnb' : 'exnb');
+      return true;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EAGAIN' || code === 'EWOULDBLOCK') return false;
+      throw fromErrno(err, this.path, 'lock');
+    }
+  }
+
+  // After flock succeeds the path must still name this very file: someone may
+  // have unlinked or replaced it while we waited, and a lock on an orphaned
+  // inode excludes nobody who opens the path now.
+  stillAtPath(): boolean {
+    try {
+      const mine = fstatSync(this.fd, { bigint: true });
+      if (mine.nlink === 0n) return false;
+      const now = statSync(this.path, { bigint: true, throwIfNoEntry: false });
+      return !!now && now.dev === mine.dev && now.ino === mine.ino;
+    } catch {
+      return false;
+    }
+  }
+
+  // Closing the descriptor is what releases the lock: the kernel drops a flock
+  // when the last descriptor of its open file description closes.
+  close(): void {
+    try {
+      closeSync(this.fd);
+    } catch { /* already closed */ }
+  }
+}
+
+function refuse(path: string, what: string): never {
+  throw new HostlockError(ErrorCode.PathRefused,
+    `refusing to use ${path} as a lock file: it is ${what}; remove it or choose another name or path`, { path });
+}
+
+// A blocking wait that can be abandoned at any moment.
+export interface KernelWait {
+  done: Promise<boolean>; // true: the lock is now held on our descriptor
+  cancel(): void;
+}
+
+// Blocking flock(2) in a child process that inherits our descriptor: the lock
+// it takes belongs to our open file description and outlives the child. A
+// child costs no libuv pool thread (fs-ext's blocking flock would pin one of
+// only four for the whole wait), and killing it interrupts the wait at once,
+// so a timed-out or cancelled wait can never turn into a ghost holder.
+const FLOCK_BIN = ['/usr/bin/flock', '/bin/flock'].find((p) => existsSync(p));
+
+export function waitStrategy(): 'child' | 'poll' {
+  if (process.env.HOSTLOCK_WAIT === 'poll' || !FLOCK_BIN) return 'poll';
+  return 'child';
+}
+
+export function kernelWait(file: LockFile, mode: Mode): KernelWait {
+  return waitStrategy() === 'child' ? childWait(file, mode) : pollWait(file, mode);
+}
+
+function childWait(file: LockFile, mode: Mode): KernelWait {
+  let child: ChildProcess | undefined;
+  let cancelled = false;
+  const done = new Promise<boolean>((resolve) => {
+    child = spawn(FLOCK_BIN!, [mode === 'shared' ? '-s' : '-x', '3'], {
+      stdio: ['ignore', 'ignore', 'ignore', file.fd],
+    });
+    child.on('error', () => resolve(false));
+    child.on('exit', (code) => resolve(!cancelled && code === 0));
+  });
+  return {
+    done,
+    cancel() {
+      cancelled = true;
+      child?.kill('SIGKILL');
+    },
+  };
+}
+
+// Fallback where no flock(1) exists: non-blocking attempts with a capped backoff.
+function pollWait(file: LockFile, mode: Mode): KernelWait {
+  let timer: NodeJS.Timeout | undefined;
+  let cancelled = false;
+  let finish: (v: boolean) => void = () => {};
+  const done = new Promise<boolean>((resolve) => {
+    finish = resolve;
+    let delay = 1;
+    const attempt = () => {
+      if (cancelled) return;
+      let got = false;
+      try {
+        got = file.tryLock(mode);
+      } catch {
+        resolve(false);
+        return;
+      }
+      if (got) resolve(true);
+      else {
+        timer = setTimeout(attempt, delay);
+        delay = Math.min(delay * 2, 25);
+      }
+    };
+    attempt();
+  });
+  return {
+    done,
+    cancel() {
+      cancelled = true;
+      if (timer) clearTimeout(timer);
+      finish(false);
+    },
+  };
+}

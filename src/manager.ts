@@ -1,0 +1,359 @@
+// Lock policy above the engine: per-path queues, waiting with timeouts and
+// cancellation, holder records, status. Transports (stdio, socket) sit above.
+import { readdirSync, statSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { ErrorCode, HostlockError } from './errors';
+import { HolderRegistry, controllerName, holdersOf, type Holder, type Owner } from './holders';
+import { kernelWait, LockFile, type KernelWait, type Mode } from './lockfile';
+import { log } from './log';
+import { checkLockDir, decodeLockName, ensurePrivateDir, isSharedGroupDir, LOCK_SUFFIX, lockPathFor, runtimeDir } from './names';
+import { currentUser, kernelInodeKey, readKernelLocks } from './proc';
+
+export interface Target {
+  path: string;
+  name?: string;
+  registry: HolderRegistry;
+  groupShared: boolean;
+}
+
+export interface Hold {
+  target: Target;
+  mode: Mode;
+  file: LockFile;
+  since: Date;
+  record?: string;
+  owner: Owner;
+  prefix: string;
+  lost: boolean;
+}
+
+export interface WaitingInfo {
+  waited: number;
+  holders: Holder[];
+}
+
+export interface AcquireRequest {
+  target: Target;
+  mode: Mode;
+  timeout?: number | null; // seconds; null/undefined: forever; only when wait is true
+  wait: boolean;
+  owner?: Owner;
+  prefix?: string;
+  notifyEvery?: number; // seconds
+  onWaiting?: (info: WaitingInfo) => void;
+  // Called synchronously when the outcome is known, before the promise settles,
+  // so a caller's bookkeeping is never behind the lock's real state.
+  onSettled?: (outcome?: AcquireOutcome, err?: unknown) => void;
+}
+
+export interface AcquireOutcome {
+  acquired: boolean;
+  hold?: Hold;
+  waited: number;
+  reason?: 'timeout' | 'busy' | 'cancelled';
+  holders: Holder[];
+}
+
+interface Waiter {
+  req: AcquireRequest;
+  entry: PathEntry;
+  file?: LockFile;
+  kernel?: KernelWait;
+  started: number;
+  timer?: NodeJS.Timeout;
+  ticker?: NodeJS.Timeout;
+  settle: (o: AcquireOutcome) => void;
+  fail: (err: unknown) => void;
+  settled: boolean;
+}
+
+interface PathEntry {
+  path: string;
+  holds: Set<Hold>;
+  queue: Waiter[];
+}
+
+export interface Cancellable {
+  cancel(): void;
+}
+
+const registries = new Map<string, HolderRegistry>();
+function registryFor(dir: string, group: boolean): HolderRegistry {
+  let r = registries.get(dir);
+  if (!r) registries.set(dir, (r = new HolderRegistry(dir, group ? 0o2770 : 0o700)));
+  return r;
+}
+
+function seconds(sinceMs: number): number {
+  return Math.round((performance.now() - sinceMs) * 1000) / 1e6;
+}
+
+export class LockManager {
+  private readonly entries = new Map<string, PathEntry>();
+  private readonly lostTimer: NodeJS.Timeout;
+
+  constructor() {
+    // A person deleting a held lock file breaks exclusion for newcomers; the
+    // holder cannot prevent it but must say so.
+    this.lostTimer = setInterval(() => this.checkLost(), 2000);
+    this.lostTimer.unref();
+  }
+
+  targetForName(name: string, dir?: string): Target {
+    const d = checkLockDir(dir);
+    const group = isSharedGroupDir(d);
+    return { path: lockPathFor(d, name), name, registry: registryFor(join(d, '.holders'), group), groupShared: group };
+  }
+
+  targetForPath(path: string): Target {
+    const d = dirname(path);
+    const group = isSharedGroupDir(d);
+    const reg = registryFor(join(ensurePrivateDir(runtimeDir()), 'holders'), false);
+    return { path, registry: reg, groupShared: group };
+  }
+
+  // Starts an acquisition. The returned promise settles once: held, busy (try),
+  // timeout, or cancelled; `cancel` abandons a wait and guarantees no hold.
+  acquire(req: AcquireRequest): { outcome: Promise<AcquireOutcome> } & Cancellable {
+    const entry = this.entry(req.target.path);
+    let waiter!: Waiter;
+    const outcome = new Promise<AcquireOutcome>((resolve, reject) => {
+      waiter = {
+        req, entry, started: performance.now(), settled: false,
+        settle: (o) => {
+          if (waiter.settled) return;
+          waiter.settled = true;
+          clearTimeout(waiter.timer);
+          clearInterval(waiter.ticker);
+          req.onSettled?.(o);
+          resolve(o);
+        },
+        fail: (err) => {
+          if (waiter.settled) return;
+          waiter.settled = true;
+          clearTimeout(waiter.timer);
+          clearInterval(waiter.ticker);
+          req.onSettled?.(undefined, err);
+          reject(err);
+        },
+      };
+      try {
+        // FIFO within this helper: a newcomer never overtakes a queued waiter.
+        if (entry.queue.length === 0 && this.compatible(entry, req.mode) && this.attempt(waiter)) return;
+      } catch (err) {
+        this.dropFile(waiter);
+        waiter.fail(err);
+        return;
+      }
+      if (!req.wait || req.timeout === 0) {
+        this.dropFile(waiter);
+        waiter.settle({ acquired: false, waited: seconds(waiter.started), reason: req.wait ? 'timeout' : 'busy',
+          holders: this.holders(req.target) });
+        return;
+      }
+      log.info('Waiting', { prefix: req.prefix, path: req.target.path });
+      entry.queue.push(waiter);
+      if (req.timeout !== undefined && req.timeout !== null) {
+        waiter.timer = setTimeout(() => this.giveUp(waiter, 'timeout'), req.timeout * 1000);
+      }
+      if (req.onWaiting) {
+        const every = Math.max(0.05, req.notifyEvery ?? 2) * 1000;
+        waiter.ticker = setInterval(() => {
+          req.onWaiting!({ waited: seconds(waiter.started), holders: this.holders(req.target) });
+        }, every);
+      }
+      this.pump(entry);
+    });
+    return { outcome, cancel: () => this.giveUp(waiter, 'cancelled') };
+  }
+
+  release(hold: Hold): boolean {
+    const entry = this.entries.get(hold.target.path);
+    if (!entry || !entry.holds.delete(hold)) return false;
+    // Unlock first, then drop the record: a record without a lock is filtered
+    // out by /proc/locks, a lock without a record would look foreign.
+    hold.file.close();
+    hold.target.registry.remove(hold.record);
+    log.info('Released', { prefix: hold.prefix, path: hold.target.path });
+    this.pump(entry);
+    this.forget(entry);
+    return true;
+  }
+
+  status(target: Target): { exists: boolean; held: boolean; mode: Mode | null; holders: Holder[]; lost: boolean } {
+    const st = statSync(target.path, { bigint: true, throwIfNoEntry: false });
+    const lost = [...(this.entries.get(target.path)?.holds ?? [])].some((h) => h.lost);
+    if (!st) return { exists: false, held: false, mode: null, holders: [], lost };
+    const holders = holdersOf(target.registry, kernelInodeKey(st.dev, st.ino));
+    return { exists: true, held: holders.length > 0, mode: holders.length ? holders[0].mode : null, holders, lost };
+  }
+
+  list(dir?: string): { dir: string; locks: Array<{ name: string; path: string; held: boolean; mode: Mode | null; holders: Holder[] }> } {
+    const d = checkLockDir(dir);
+    const registry = registryFor(join(d, '.holders'), isSharedGroupDir(d));
+    const kernel = readKernelLocks();
+    const locks = [];
+    for (const f of readdirSync(d).sort()) {
+      if (f.startsWith('.') || !f.endsWith(LOCK_SUFFIX)) continue;
+      const path = join(d, f);
+      const st = statSync(path, { bigint: true, throwIfNoEntry: false });
+      if (!st?.isFile()) continue;
+      const recs = registry.read(kernelInodeKey(st.dev, st.ino));
+      const holders = holdersOf(registry, kernelInodeKey(st.dev, st.ino), kernel);
+      const stem = basename(f, LOCK_SUFFIX);
+      const name = decodeLockName(stem) ?? (recs[0] as { name?: string } | undefined)?.name ?? stem;
+      locks.push({ name, path, held: holders.length > 0, mode: holders.length ? holders[0].mode : null, holders });
+    }
+    return { dir: d, locks };
+  }
+
+  holders(target: Target): Holder[] {
+    try {
+      return this.status(target).holders;
+    } catch {
+      return [];
+    }
+  }
+
+  heldCount(): number {
+    let n = 0;
+    for (const e of this.entries.values()) n += e.holds.size;
+    return n;
+  }
+
+  // ---- internals -------------------------------------------------------
+
+  private entry(path: string): PathEntry {
+    let e = this.entries.get(path);
+    if (!e) this.entries.set(path, (e = { path, holds: new Set(), queue: [] }));
+    return e;
+  }
+
+  private forget(entry: PathEntry): void {
+    if (entry.holds.size === 0 && entry.queue.length === 0) this.entries.delete(entry.path);
+  }
+
+  private compatible(entry: PathEntry, mode: Mode): boolean {
+    if (entry.holds.size === 0) return true;
+    if (mode === 'exclusive') return false;
+    for (const h of entry.holds) if (h.mode === 'exclusive') return false;
+    return true;
+  }
+
+  // One non-blocking kernel attempt for this waiter; true when it now holds.
+  private attempt(w: Waiter): boolean {
+    for (let tries = 0; tries < 100; tries++) {
+      w.file ??= LockFile.open(w.req.target.path, w.req.target.groupShared);
+      if (!w.file.tryLock(w.req.mode)) return false;
+      if (w.file.stillAtPath()) {
+        this.grant(w);
+        return true;
+      }
+      // We locked an inode that was unlinked or replaced meanwhile: start over on the new file.
+      this.dropFile(w);
+    }
+    throw new HostlockError(ErrorCode.IoError, `lock file ${w.req.target.path} keeps being replaced; giving up`,
+      { path: w.req.target.path });
+  }
+
+  private grant(w: Waiter): void {
+    const { req } = w;
+    const owner = req.owner ?? {};
+    const hold: Hold = {
+      target: req.target, mode: req.mode, file: w.file!, since: new Date(), owner, prefix: req.prefix ?? '', lost: false,
+    };
+    w.file = undefined;
+    hold.record = req.target.registry.add(hold.file.inodeKey, req.target.path, req.target.name, {
+      ...owner,
+      pid: owner.pid ?? process.pid,
+      user: owner.user ?? currentUser(),
+      controller: controllerName(),
+      mode: req.mode,
+      since: hold.since.toISOString(),
+    });
+    w.entry.holds.add(hold);
+    log.info('Acquired', { prefix: hold.prefix, path: req.target.path, mode: req.mode });
+    w.settle({ acquired: true, hold, waited: seconds(w.started), holders: [] });
+  }
+
+  // Grants queued waiters in order while they fit; the head that meets a
+  // holder outside this process waits in the kernel.
+  private pump(entry: PathEntry): void {
+    while (entry.queue.length > 0) {
+      const head = entry.queue[0];
+      if (head.kernel || !this.compatible(entry, head.req.mode)) return;
+      try {
+        if (this.attempt(head)) {
+          entry.queue.shift();
+          continue;
+        }
+      } catch (err) {
+        entry.queue.shift();
+        this.dropFile(head);
+        head.fail(err);
+        continue;
+      }
+      this.waitInKernel(head);
+      return;
+    }
+    this.forget(entry);
+  }
+
+  private waitInKernel(w: Waiter): void {
+    const wait = kernelWait(w.file!, w.req.mode);
+    w.kernel = wait;
+    wait.done.then((got) => {
+      if (w.settled || w.kernel !== wait) return;
+      w.kernel = undefined;
+      if (got && w.file!.stillAtPath()) {
+        w.entry.queue.splice(w.entry.queue.indexOf(w), 1);
+        this.grant(w);
+      } else {
+        this.dropFile(w); // locked a deleted inode, or the waiter child failed: try afresh
+      }
+      this.pump(w.entry);
+    });
+  }
+
+  private giveUp(w: Waiter, reason: 'timeout' | 'cancelled'): void {
+    if (!w || w.settled) return;
+    const i = w.entry.queue.indexOf(w);
+    if (i >= 0) w.entry.queue.splice(i, 1);
+    w.kernel?.cancel();
+    w.kernel = undefined;
+    this.dropFile(w); // closing our descriptor undoes any lock the killed child may have just taken
+    w.settle({ acquired: false, waited: seconds(w.started), reason, holders: this.holders(w.req.target) });
+    this.pump(w.entry);
+  }
+
+  private dropFile(w: Waiter): void {
+    w.file?.close();
+    w.file = undefined;
+  }
+
+  private checkLost(): void {
+    for (const e of this.entries.values()) {
+      for (const h of e.holds) {
+        if (h.lost || h.file.stillAtPath()) continue;
+        h.lost = true;
+        h.target.registry.update(h.record, { lost: true });
+        log.warn(`lock file ${h.target.path} was deleted or replaced while held: others may now hold it too`,
+          { prefix: h.prefix, path: h.target.path });
+      }
+    }
+  }
+
+  // Releases everything this manager holds and abandons every wait.
+  shutdown(): void {
+    for (const e of [...this.entries.values()]) {
+      for (const w of [...e.queue]) this.giveUp(w, 'cancelled');
+      for (const h of [...e.holds]) this.release(h);
+    }
+    clearInterval(this.lostTimer);
+  }
+
+  isLost(hold: Hold): boolean {
+    if (!hold.lost && !hold.file.stillAtPath()) hold.lost = true;
+    return hold.lost;
+  }
+}

@@ -1,0 +1,91 @@
+// `hostlock run NAME -- CMD`: flock(1) with names, timeouts and holder records.
+import { spawn } from 'node:child_process';
+import { HostlockError } from './errors';
+import { log } from './log';
+import { LockManager } from './manager';
+
+export const EXIT = {
+  conflict: 1, // default; --conflict-exit-code changes it (like flock -E)
+  usage: 64,
+  lockUnusable: 73,
+  cannotExecute: 126,
+  notFound: 127,
+} as const;
+
+export interface RunOptions {
+  name: string;
+  dir?: string;
+  shared: boolean;
+  timeout?: number;
+  nonblock: boolean;
+  conflictExitCode: number;
+  command: string[];
+  quiet: boolean;
+}
+
+export async function runLocked(o: RunOptions): Promise<number> {
+  const manager = new LockManager();
+  let target;
+  try {
+    target = manager.targetForName(o.name, o.dir);
+  } catch (err) {
+    process.stderr.write(`hostlock: ${(err as Error).message}\n`);
+    return EXIT.lockUnusable;
+  }
+  const mode = o.shared ? 'shared' : 'exclusive';
+  const attempt = manager.acquire({
+    target, mode, wait: !o.nonblock, timeout: o.timeout, prefix: o.name,
+    owner: { task: o.command.join(' ').slice(0, 200) },
+    notifyEvery: 5,
+    onWaiting: ({ waited, holders }) => {
+      if (o.quiet) return;
+      const who = holders.map((h) => `${h.user}@${h.controller} pid ${h.pid}${h.playbook ? ` (${h.playbook})` : ''}`).join(', ');
+      process.stderr.write(`hostlock: waiting ${waited.toFixed(0)}s for ${o.name}${who ? ` held by ${who}` : ''}\n`);
+    },
+  });
+  const cancel = () => attempt.cancel();
+  process.once('SIGINT', cancel);
+  process.once('SIGTERM', cancel);
+  let out;
+  try {
+    out = await attempt.outcome;
+  } catch (err) {
+    process.stderr.write(`hostlock: ${(err as Error).message}\n`);
+    return err instanceof HostlockError ? EXIT.lockUnusable : 1;
+  } finally {
+    process.off('SIGINT', cancel);
+    process.off('SIGTERM', cancel);
+  }
+  if (!out.acquired || !out.hold) {
+    if (!o.quiet && out.reason !== 'cancelled') {
+      const who = out.holders.map((h) => `${h.user} pid ${h.pid}`).join(', ') || 'another process';
+      process.stderr.write(`hostlock: ${o.name} is held by ${who}${out.reason === 'timeout' ? `; gave up after ${out.waited.toFixed(1)}s` : ''}\n`);
+    }
+    manager.shutdown();
+    return out.reason === 'cancelled' ? 130 : o.conflictExitCode;
+  }
+  const hold = out.hold;
+  const code = await new Promise<number>((resolve) => {
+    const child = spawn(o.command[0], o.command.slice(1), { stdio: 'inherit' });
+    const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
+    const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((s) => [s, forward(s)] as const);
+    for (const [s, h] of handlers) process.on(s, h);
+    child.on('error', (err: NodeJS.ErrnoException) => {
+      process.stderr.write(`hostlock: cannot run ${o.command[0]}: ${err.message}\n`);
+      resolve(err.code === 'ENOENT' ? EXIT.notFound : EXIT.cannotExecute);
+    });
+    child.on('exit', (status, signal) => {
+      for (const [s, h] of handlers) process.off(s, h);
+      resolve(status ?? 128 + (signal ? osSignal(signal) : 0));
+    });
+  });
+  manager.release(hold);
+  manager.shutdown();
+  log.debug('command finished', { code });
+  return code;
+}
+
+function osSignal(sig: NodeJS.Signals): number {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return (require('node:os').constants.signals as Record<string, number>)[sig] ?? 0;
+}
