@@ -13,6 +13,7 @@ export const LOCK_SUFFIX = '.lock';
 // one file name keeps a readable head and adds '~' + SHA-256 of the whole
 // name; '~' never appears in a plain encoding, so the two forms cannot meet.
 export function encodeLockName(name: string): string {
+  if (name.length === 0) throw new HostlockError(ErrorCode.InvalidParams, 'a lock name cannot be empty');
   const bytes = Buffer.from(name, 'utf8');
   let out = '';
   for (let i = 0; i < bytes.length; i++) {
