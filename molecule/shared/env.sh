@@ -1,0 +1,23 @@
+# Environment for molecule scenarios and the demo; source it, don't run it.
+# Sets PATH to the repo's .venv, points Ansible at the collection in ansible/
+# through a symlink tree, and tells the collection where the helper is.
+HOSTLOCK_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+export HOSTLOCK_REPO
+export PATH="$HOSTLOCK_REPO/.venv/bin:$PATH"
+
+# The collection root is ansible/, not a galaxy install: molecule >= 25.2 sets
+# no collections path itself, so give Ansible a tree it can search.
+mkdir -p "$HOSTLOCK_REPO/build/collections/ansible_collections/hostlock"
+ln -sfn "$HOSTLOCK_REPO/ansible" "$HOSTLOCK_REPO/build/collections/ansible_collections/hostlock/core"
+export ANSIBLE_COLLECTIONS_PATH="$HOSTLOCK_REPO/build/collections"
+
+export HOSTLOCK_HELPER="${HOSTLOCK_HELPER:-node $HOSTLOCK_REPO/dist/cli.js}"
+# Agents' sockets live here; short and private so tests never meet a user's own runs.
+export HOSTLOCK_RUNTIME_DIR="${HOSTLOCK_RUNTIME_DIR:-$HOSTLOCK_REPO/build/run}"
+mkdir -p -m 700 "$HOSTLOCK_RUNTIME_DIR"
+export ANSIBLE_NOCOLOR="${ANSIBLE_NOCOLOR:-1}"
+
+if [ ! -f "$HOSTLOCK_REPO/dist/cli.js" ] || [ ! -x "$HOSTLOCK_REPO/.venv/bin/ansible-playbook" ]; then
+    echo "hostlock: run 'make build venv' first (need dist/cli.js and .venv)" >&2
+    return 1 2>/dev/null || exit 1
+fi
