@@ -173,19 +173,24 @@ class ActionModule(ActionBase):
         name = target['name']
         params = dict(target, shared=shared, owner=owner, scope='run', member=host, notify=NOTIFY_EVERY)
         started = time.monotonic()
-        res = conn.call('try', params)
+        res = first = conn.call('try', params)
         if not res.get('acquired') and state == 'acquired':
             # Say at once who is in the way; the helper's notifications repeat it while we wait.
             self._show_wait(host, name, 0, res.get('holders'), timeout)
-            block = {'handle': res['handle']}
+            on_notify = (lambda method, p: method == 'waiting' and self._show_wait(
+                host, name, p.get('waited'), p.get('holders'), timeout))
+            if res.get('handle'):
+                wait = ('block', {'handle': res['handle']})
+            else:
+                # A failed run-scope try leaves no handle (helper 0.1.0): wait with a fresh acquire.
+                wait = ('acquire', dict(params))
             if timeout is not None:
-                block['timeout'] = timeout
-            res = conn.call('block', block,
-                            on_notify=lambda method, p: method == 'waiting' and self._show_wait(
-                                host, name, p.get('waited'), p.get('holders'), timeout))
-        waited = time.monotonic() - started
+                wait[1]['timeout'] = timeout
+            res = conn.call(wait[0], wait[1], on_notify=on_notify)
         out = self._base(name, res, shared)
-        out['waited'] = round(float(res.get('waited') or waited), 3)
+        if state == 'acquired' and res is not first:
+            # Count the failed try too: the user wants the time from task start to the lock.
+            out['waited'] = round(time.monotonic() - started, 3)
         out['acquired'] = bool(res.get('acquired'))
         out['changed'] = bool(res.get('acquired') and res.get('changed', True))
         if out['acquired']:

@@ -200,26 +200,27 @@ def _try_connect(path):
 
 
 def _spawn_agent(cmd, owner_pid, sock_path):
-    log_target = subprocess.DEVNULL
+    log_fd = None
     log_path = None
     run_dir = os.path.dirname(sock_path)
     try:
-        st = os.stat(run_dir)
-        if st.st_uid == os.getuid():
-            log_path = os.path.join(run_dir, os.path.basename(sock_path)[:-len('.sock')] + '.log')
-            log_target = open(log_path, 'ab')
+        if os.stat(run_dir).st_uid == os.getuid():
+            # One append-only log for all agents: a file per run would pile up in the runtime dir.
+            log_path = os.path.join(run_dir, 'agents.log')
+            log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError:
         log_path = None
     try:
         # Own session: the agent outlives this worker and ignores the terminal's Ctrl-C.
         proc = subprocess.Popen(cmd + ['agent', '--owner-pid', str(owner_pid)],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=log_target, start_new_session=True, close_fds=True)
+                                stderr=subprocess.DEVNULL if log_fd is None else log_fd,
+                                start_new_session=True, close_fds=True)
     except OSError as e:
         raise HelperError('cannot start hostlock agent %s: %s. %s' % (shlex.join(cmd), e, INSTALL_HINT))
     finally:
-        if log_target is not subprocess.DEVNULL:
-            log_target.close()
+        if log_fd is not None:
+            os.close(log_fd)
     return proc, log_path
 
 

@@ -1,0 +1,237 @@
+"""The Python Lock (a drop-in for cli2.Lock) with real processes and the real helper."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from conftest import journal_intervals, overlaps
+
+
+def _script(env, name, body):
+    path = env.tmp / name
+    path.write_text('import os, sys, time\n'
+                    'from ansible_collections.hostlock.core.plugins.plugin_utils.lock import Lock\n'
+                    + textwrap.dedent(body))
+    return path
+
+
+def _py(env, script, *args, log_level='INFO', **kw):
+    e = dict(env.vars, PYTHONPATH=env.vars['ANSIBLE_COLLECTIONS_PATH'], LOG_LEVEL=log_level)
+    return subprocess.Popen([sys.executable, str(script), *map(str, args)], env=e, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def _in_process(env):
+    """Import Lock in this process, with the test's helper and directories."""
+    root = env.vars['ANSIBLE_COLLECTIONS_PATH']
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    for key in ('HOSTLOCK_HELPER', 'HOSTLOCK_DIR', 'HOSTLOCK_RUNTIME_DIR'):
+        os.environ[key] = env.vars[key]
+    from ansible_collections.hostlock.core.plugins.plugin_utils import lock
+    return lock
+
+
+BLOCKING = '''
+with Lock(sys.argv[1], prefix=sys.argv[2]) as lock:
+    print('in %s' % lock.acquired, flush=True)
+    input('say hello')
+print('released %f' % time.time(), flush=True)
+'''
+
+
+def test_cli2_blocking_example(env):
+    path = env.tmp / 'mylock'
+    script = _script(env, 'blocking.py', BLOCKING)
+    first = _py(env, script, path, 'first')
+    assert first.stdout.readline().strip() == 'in True'
+    second = _py(env, script, path, 'second')
+    # The second one says it waits, and does not get in while the first is inside.
+    deadline = time.monotonic() + 15
+    err = ''
+    while 'Waiting' not in err and time.monotonic() < deadline:
+        err += second.stderr.readline()
+    assert 'second Waiting %s' % path in err, err
+    time.sleep(1)
+    assert second.poll() is None
+    first.stdin.write('\n')
+    first.stdin.flush()
+    out1, err1 = first.communicate(timeout=15)
+    released_at = float(out1.split()[-1])
+    entered = second.stdout.readline().strip()
+    entered_at = time.time()
+    assert entered == 'in True'
+    assert entered_at >= released_at
+    out2, err2 = second.communicate('\n', timeout=15)
+    err2 = err + err2
+    assert 'first Acquired %s' % path in err1 and 'first Released %s' % path in err1, err1
+    assert err2.index('second Waiting') < err2.index('second Acquired') < err2.index('second Released'), err2
+    assert first.returncode == 0 and second.returncode == 0
+
+
+NONBLOCKING = '''
+journal = sys.argv[2]
+def log(event):
+    with open(journal, 'a') as f:
+        f.write('%s %d %f\\n' % (event, os.getpid(), time.time()))
+# All start together: wait for the go file so that they really race.
+while not os.path.exists(sys.argv[3]):
+    time.sleep(0.01)
+with Lock(sys.argv[1], blocking=False) as lock:
+    if lock.acquired:
+        log('enter')
+        time.sleep(1)
+        log('exit')
+    else:
+        lock.block()
+        assert lock.acquired
+log('upload')
+'''
+
+
+def test_cli2_nonblocking_example(env):
+    path = env.tmp / 'mylock'
+    journal = env.tmp / 'journal'
+    go = env.tmp / 'go-download'
+    script = _script(env, 'nonblocking.py', NONBLOCKING)
+    procs = [_py(env, script, path, journal, go) for _ in range(4)]
+    time.sleep(0.5)
+    go.touch()
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+    lines = [line.split() for line in journal.read_text().splitlines()]
+    downloads = [float(t) for e, _, t in lines if e == 'exit']
+    uploads = [float(t) for e, _, t in lines if e == 'upload']
+    assert len([1 for e, _, _ in lines if e == 'enter']) == 1, lines
+    assert len(downloads) == 1 and len(uploads) == 4, lines
+    assert min(uploads) >= downloads[0], lines
+    # Everything was released on exit, including the locks taken by block().
+    with open(path, 'a') as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_each_lock_object_is_its_own_holder(env):
+    lock = _in_process(env)
+    path = str(env.tmp / 'own')
+    a = lock.Lock(path)
+    b = lock.Lock(path, blocking=False)
+    try:
+        assert a.acquire() is True and a.acquired
+        assert b.acquire() is False and not b.acquired
+        assert b.holders and b.holders[0]['pid'] == os.getpid()
+        a.release()
+        assert not a.acquired
+        assert b.block() is True and b.acquired
+    finally:
+        a.release()
+        b.release()
+
+
+def test_timeout_raises_naming_holder(env):
+    lock = _in_process(env)
+    path = str(env.tmp / 'slow')
+    with lock.Lock(path, prefix='holder'):
+        waiter = lock.Lock(path, timeout=0.5)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError) as info:
+            waiter.acquire()
+        assert 0.4 < time.monotonic() - started < 5
+        assert 'timed out after' in str(info.value) and path in str(info.value)
+        assert info.value.holders and not waiter.acquired
+
+
+def test_excludes_and_is_excluded_by_fcntl_flock(env):
+    lock = _in_process(env)
+    path = env.tmp / 'interop'
+    path.write_text('keep me')
+    with open(path, 'a') as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        other = lock.Lock(str(path), blocking=False)
+        with other:
+            assert not other.acquired
+            assert other.holders and other.holders[0].get('foreign')
+    with lock.Lock(str(path)) as held:
+        assert held.acquired
+        with open(path, 'a') as f, pytest.raises(BlockingIOError):
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    # Unlike cli2 (w+), the file is never truncated.
+    assert path.read_text() == 'keep me'
+
+
+def test_shared_locks_overlap_and_exclude_writers(env):
+    lock = _in_process(env)
+    path = str(env.tmp / 'readers')
+    with lock.Lock(path, shared=True) as r1, lock.Lock(path, shared=True, blocking=False) as r2:
+        assert r1.acquired and r2.acquired
+        with lock.Lock(path, blocking=False) as w:
+            assert not w.acquired
+
+
+def test_symlink_refused(env):
+    lock = _in_process(env)
+    target = env.tmp / 'target'
+    target.write_text('')
+    link = env.tmp / 'link'
+    link.symlink_to(target)
+    with pytest.raises(lock.LockError) as info:
+        lock.Lock(str(link)).acquire()
+    assert 'symlink' in str(info.value).lower()
+
+
+# A test-only action plugin that uses Lock inside an ansible-playbook worker.
+USE_LOCK_ACTION = '''
+import json
+from ansible.plugins.action import ActionBase
+from ansible_collections.hostlock.core.plugins.plugin_utils.lock import Lock
+
+
+class ActionModule(ActionBase):
+    _requires_connection = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        path = self._task.args['path']
+        host = task_vars['inventory_hostname']
+        with Lock(path, prefix=host) as lock:
+            probe = Lock(path, blocking=False)
+            probe.acquire()
+            result.update(acquired=lock.acquired, probe=probe.acquired, holders=probe.holders)
+            probe.release()
+        return result
+'''
+
+
+def test_lock_inside_ansible_uses_the_run_agent(env):
+    plugins = env.tmp / 'action_plugins'
+    plugins.mkdir()
+    (plugins / 'use_lock.py').write_text(USE_LOCK_ACTION)
+    pb = env.playbook('uselock.yml', '''
+        - name: plugin play
+          hosts: h1,h2
+          gather_facts: false
+          tasks:
+            - name: use lock
+              use_lock:
+                path: "{{ out }}/plugin.lock"
+    ''')
+    code, out = env.run(pb, '-v', env={'ANSIBLE_ACTION_PLUGINS': str(plugins)})
+    assert code == 0, out
+    for host in ('h1', 'h2'):
+        res = env.record('run', 'use lock', host)['result']
+        assert res['acquired'] is True and res['probe'] is False
+        holder = res['holders'][0]
+        # Held through the run's agent, with the task's metadata, not by a private helper.
+        assert holder['task'] == 'use lock' and holder['host'] == host
+        assert holder['playbook'] == 'uselock.yml' and holder['run']
+        assert holder['helper_pid'] != holder['pid']
+        # -v shows INFO lines through Display, with the prefix.
+        assert 'hostlock: %s Acquired %s/plugin.lock' % (host, env.out) in out
+    assert 'Released' in out
