@@ -21,7 +21,7 @@ sys.path.insert(0, str(SHARED))
 sys.path.insert(0, str(HERE))
 import journal as jl  # noqa: E402
 from launch import Run, echo  # noqa: E402
-from timeline import Timeline, use_colour  # noqa: E402
+from timeline import GLYPHS, Timeline, use_colour  # noqa: E402
 
 
 def write_inventory(path: Path, hosts: int) -> list[str]:
@@ -38,6 +38,7 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=4)
     p.add_argument("--hosts", type=int, default=4)
     p.add_argument("--hold", type=float, default=1.5, help="seconds each run stays in a host's section")
+    p.add_argument("--stagger", type=float, default=None, help="delay between a run's hosts (default HOLD/2)")
     p.add_argument("--out", default="demo-out")
     a = p.parse_args(argv)
     if not (1 <= a.runs <= 62 and 1 <= a.hosts <= 200 and a.hold >= 0):
@@ -61,8 +62,9 @@ def main(argv=None) -> int:
         rid = f"r{i + 1}"
         runs.append(Run(rid, str(HERE / "deploy.yml"), inventory=str(inventory), journal=journal,
                         out_dir=str(out / "runs"),
-                        extra_vars={"lock_dir": str(out / "locks"), "shared_dir": str(SHARED), "hold": a.hold},
-                        show=r"(?i)hostlock:.*waiting|fatal|error|failed!"))
+                        extra_vars={"lock_dir": str(out / "locks"), "shared_dir": str(SHARED), "hold": a.hold,
+                                    "run_index": i, "stagger": a.hold / 2 if a.stagger is None else a.stagger},
+                        show=r"(?i)hostlock:.*waiting|fatal|error|failed!", prefix=f"[{rid} {GLYPHS[i % len(GLYPHS)]}] "))
     t0 = time.monotonic()
     for r in runs:  # back to back: all start within a few milliseconds
         r.start()
@@ -74,7 +76,8 @@ def main(argv=None) -> int:
     tl = Timeline(jl.load(journal), sec="deploy")
     # prefix in the live lines is the run id; say which glyph each one got
     width = max(40, min(110, shutil.get_terminal_size((100, 24)).columns - 12))
-    echo(f"Who was inside each host's section, time across (one glyph per run, · = free):\n")
+    echo(f"Who was inside each host's section, time across (one glyph per run, · = free; "
+         f"0s = first lock request, {tl.startup:.1f}s after the runs started):\n")
     echo(tl.terminal(width, colour))
     echo(tl.legend(colour) + "\n")
     echo("How long each run waited, and for whom:")

@@ -39,9 +39,16 @@ class Timeline:
         self.order = order
         self.glyph = {r: GLYPHS[i % len(GLYPHS)] for i, r in enumerate(order)}
         self.colour = {r: PALETTE[i % len(PALETTE)] for i, r in enumerate(order)}
-        self.hosts = sorted({s.host for s in self.sections}, key=_natural)
-        starts = [v["start"] for v in self.runs.values()] or [s.start for s in self.sections]
-        self.t0 = min(starts + [s.start for s in self.sections]) if starts or self.sections else 0
+        # One row per lock (a host's own name, or e.g. "cluster"); unguarded work by host.
+        for s in self.sections:
+            s.extra["row"] = s.lock_name or s.host
+        self.hosts = sorted({s.extra["row"] for s in self.sections}, key=_natural)
+        # Time 0 is when the first run asked for a lock (its section start minus
+        # its wait): ansible-playbook's own start-up before that is left out.
+        firsts = [s.start - int(s.waited * 1e9) for s in self.sections if s.lock_name] or [s.start for s in self.sections]
+        self.t0 = min(firsts) if firsts else 0
+        starts = [v["start"] for v in self.runs.values()]
+        self.startup = (self.t0 - min(starts)) / 1e9 if starts else 0.0
         ends = [s.end for s in self.sections if s.end] + [s.start for s in self.sections]
         self.t1 = max(ends) if ends else self.t0 + 1
         self.violations = jl.exclusion_violations(self.sections)
@@ -56,11 +63,11 @@ class Timeline:
         label_w = max([len(h) for h in self.hosts] + [4])
         lines = []
         for host in self.hosts:
-            row = [s for s in self.sections if s.host == host]
+            row = [s for s in self.sections if s.extra["row"] == host]
             cells = []
             for c in range(width):
                 a, b = self.t0 + c * step, self.t0 + (c + 1) * step
-                inside = [s for s in row if s.start < b and (s.end or self.t1) > a]
+                inside = [s for s in row if s.start < b and (s.end or self.t1) > a and (s.end or self.t1) > self.t0]
                 if not inside:
                     cells.append("·")
                     continue
@@ -101,14 +108,14 @@ class Timeline:
         """Per run: total wait, and per host how long and for which runs."""
         out = []
         for r in self.order:
-            mine = sorted((s for s in self.sections if s.run == r), key=lambda s: _natural(s.host))
+            mine = sorted((s for s in self.sections if s.run == r and s.lock_name), key=lambda s: _natural(s.lock_name))
             per_host = []
             for s in mine:
                 blockers = []
                 for o in jl.waited_for(s, self.sections):
                     if o.run not in blockers:
                         blockers.append(o.run)
-                per_host.append({"host": s.host, "waited": s.waited, "for": blockers})
+                per_host.append({"host": s.lock_name, "waited": s.waited, "for": blockers})
             info = self.runs.get(r, {})
             out.append({
                 "run": r, "glyph": self.glyph[r], "pid": info.get("pid"), "rc": info.get("rc"),
@@ -132,7 +139,7 @@ class Timeline:
                     who = ", ".join(f"{self.glyph[b]}" for b in h["for"]) or "?"
                     detail.append(f"{h['host']} {h['waited']:.1f}s for {who}")
             rc = "" if w["rc"] in (0, None) else f"  [exit {w['rc']}]"
-            lines.append(f"  {g} {w['run']:<4} waited {w['total']:5.1f}s in all: " + "; ".join(detail) + rc)
+            lines.append(f"  {g} {w['run']:<4} longest wait {w['longest']:4.1f}s: " + "; ".join(detail) + rc)
         return "\n".join(lines)
 
     # ------------------------------------------------------------------- SVG
@@ -166,7 +173,7 @@ class Timeline:
             y = top + i * (row_h + gap)
             out.append(f'<text x="{left - 10}" y="{y + row_h / 2 + 5}" text-anchor="end">{e(host)}</text>')
             out.append(f'<rect x="{left}" y="{y}" width="{plot_w}" height="{row_h}" fill="#f6f6f6"/>')
-            for s in (s for s in self.sections if s.host == host):
+            for s in (s for s in self.sections if s.extra["row"] == host):
                 x0, x1 = x(s.start), x(s.end or self.t1)
                 fill = self.colour[s.run][1]
                 clash = any(s in pair for pair in self.violations)
@@ -180,15 +187,15 @@ class Timeline:
                 if x1 - x0 > 12:
                     out.append(f'<text x="{(x0 + x1) / 2:.1f}" y="{y + row_h / 2 + 5}" text-anchor="middle" '
                                f'fill="white" font-weight="bold">{e(self.glyph[s.run])}</text>')
-        out.append(f'<text x="{left}" y="{legend_y}" font-weight="bold">run  pid      waited  per host (waited for)</text>')
+        out.append(f'<text x="{left}" y="{legend_y}" font-weight="bold">run  pid      longest wait; per lock: waited (for whom)</text>')
         for i, w in enumerate(waits):
             y = legend_y + 24 * (i + 1)
             out.append(f'<rect x="{left}" y="{y - 13}" width="16" height="16" fill="{self.colour[w["run"]][1]}" rx="3"/>')
             hosts = "; ".join(
                 f"{h['host']} {h['waited']:.1f}s" + (f" ({', '.join(self.glyph[b] for b in h['for'])})" if h["for"] else "")
                 for h in w["hosts"])
-            out.append(f'<text x="{left + 22}" y="{y}">{e(w["glyph"])} {e(w["run"]):<4} {w["pid"] or "":<8} '
-                       f'{w["total"]:5.1f}s  {e(hosts)}</text>')
+            out.append(f'<text x="{left + 22}" y="{y}" xml:space="preserve">{e(w["glyph"])} {e(w["run"]):<4} {w["pid"] or "":<8} '
+                       f'{w["longest"]:5.1f}s  {e(hosts)}</text>')
         out.append("</svg>")
         return "\n".join(out)
 

@@ -214,12 +214,15 @@ def waited_for(sec: Section, secs: list[Section]) -> list[Section]:
     if not sec.lock_name or sec.waited <= 0:
         return []
     begin = sec.start - int(sec.waited * 1e9)
-    return [
+    before = [
         o for o in secs
-        if o is not sec and o.lock_name == sec.lock_name and o.run != sec.run
-        and o.start < sec.start and (o.end or sec.start) > begin
+        if o is not sec and o.lock_name == sec.lock_name and o.run != sec.run and o.start < sec.start
         and not (o.mode == "shared" and sec.mode == "shared")
     ]
+    inside = [o for o in before if (o.end or sec.start) > begin]
+    # A holder keeps the lock a little after its section (its unlock task);
+    # a short wait may fall entirely into that tail of the last one inside.
+    return inside or sorted(before, key=lambda o: o.end or 0)[-1:]
 
 
 # ---------------------------------------------------------------------- checks

@@ -140,7 +140,8 @@ def entered(run_id: str, sec: str | None = None):
 
 def hostlock_status(lock_dir: str) -> dict:
     """`hostlock status --dir D --json`, through the same helper the runs use."""
-    helper = shlex.split(os.environ.get("HOSTLOCK_HELPER") or "hostlock")
+    default = f"node {Path(__file__).resolve().parents[2] / 'dist' / 'cli.js'}"
+    helper = shlex.split(os.environ.get("HOSTLOCK_HELPER") or default)
     out = subprocess.run([*helper, "status", "--dir", lock_dir, "--json"], capture_output=True, text=True, timeout=60)
     if out.returncode != 0:
         raise RuntimeError(f"hostlock status failed ({out.returncode}): {out.stderr.strip()}")
