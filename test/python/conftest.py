@@ -16,7 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 CLI = REPO / 'dist' / 'cli.js'
-HOSTS = ['h1', 'h2', 'h3', 'h4']
+HOSTS = ['h%d' % i for i in range(1, 21)]
 
 
 def pytest_configure(config):

@@ -1,0 +1,155 @@
+"""A run's holds end with the run (even SIGKILL), one agent per run, and a lost lock stops the run."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import time
+
+# Run A takes "x" and waits for out/go; the test kills it meanwhile.
+HOLDER = '''
+- name: holder play
+  hosts: h1
+  gather_facts: false
+  tasks:
+    - name: take x
+      hostlock.core.lock:
+        name: x
+    - name: held
+      ansible.builtin.file:
+        path: "{{ out }}/held"
+        state: touch
+    - name: wait for go
+      ansible.builtin.wait_for:
+        path: "{{ out }}/go"
+        timeout: 60
+'''
+
+WAITER = '''
+- name: waiter play
+  hosts: h2
+  gather_facts: false
+  tasks:
+    - name: take x
+      hostlock.core.lock:
+        name: x
+        timeout: 30
+    - name: status x
+      hostlock.core.lock:
+        name: x
+        state: status
+'''
+
+
+def _since(holder):
+    return datetime.datetime.fromisoformat(holder['since'].replace('Z', '+00:00')).timestamp()
+
+
+def _kill_holder_while_other_waits(env, sig):
+    holder = env.start(env.playbook('holder.yml', HOLDER), tag='A')
+    env.wait_for_file(env.out / 'held', proc=holder)
+    waiter = env.start(env.playbook('waiter.yml', WAITER), tag='B')
+    # Kill only once B is really waiting (it printed the holder line).
+    deadline = time.monotonic() + 30
+    seen = ''
+    while 'waiting (' not in seen:
+        line = waiter.stdout.readline()
+        assert line or time.monotonic() < deadline, seen
+        seen += line
+    killed_at = time.time()
+    holder.send_signal(sig)
+    out, _ = waiter.communicate(timeout=60)
+    assert waiter.returncode == 0, seen + out
+    holders = env.record('B', 'status x', 'h2')['result']['holders']
+    assert len(holders) == 1 and holders[0]['playbook'] == 'waiter.yml'
+    return _since(holders[0]) - killed_at
+
+
+def test_sigkill_of_ansible_playbook_releases_within_2s(env):
+    delay = _kill_holder_while_other_waits(env, signal.SIGKILL)
+    assert delay < 2.0, delay
+
+
+def test_ctrl_c_of_ansible_playbook_releases(env):
+    delay = _kill_holder_while_other_waits(env, signal.SIGINT)
+    assert delay < 5.0, delay
+
+
+def test_failed_run_releases_its_holds(env):
+    code, out = env.run(env.playbook('fail.yml', '''
+        - hosts: h1
+          gather_facts: false
+          tasks:
+            - name: take
+              hostlock.core.lock:
+            - name: boom
+              ansible.builtin.fail:
+                msg: boom
+    '''), tag='A')
+    assert code == 2, out
+    code, out = env.run(env.playbook('try.yml', '''
+        - hosts: h1
+          gather_facts: false
+          tasks:
+            - name: try
+              hostlock.core.lock:
+                state: try
+    '''), tag='B')
+    assert code == 0, out
+    assert env.record('B', 'try')['result']['acquired'] is True
+
+
+def test_many_workers_start_one_agent(env):
+    hosts = ','.join('h%d' % i for i in range(1, 21))
+    code, out = env.run(env.playbook('many.yml', '''
+        - hosts: %s
+          gather_facts: false
+          tasks:
+            - name: take
+              hostlock.core.lock:
+    ''' % hosts), '-f', '20', timeout=120)
+    assert code == 0, out
+    helper_pids = {env.record('run', 'take', 'h%d' % i)['result']['holders'][0]['helper_pid']
+                   for i in range(1, 21)}
+    assert len(helper_pids) == 1, helper_pids
+
+
+LOSER = '''
+- name: loser play
+  hosts: h1
+  gather_facts: false
+  tasks:
+    - name: take x
+      hostlock.core.lock:
+        name: x
+    - name: status x
+      hostlock.core.lock:
+        name: x
+        state: status
+    - name: wait for go
+      ansible.builtin.wait_for:
+        path: "{{ out }}/go"
+        timeout: 60
+    - name: after agent death
+      hostlock.core.lock:
+        name: x
+'''
+
+
+def test_agent_death_is_lock_lost(env):
+    run = env.start(env.playbook('loser.yml', LOSER), tag='A')
+    deadline = time.monotonic() + 30
+    while not [r for r in env.records('A') if r['task'] == 'status x']:
+        assert run.poll() is None and time.monotonic() < deadline, run.stdout.read()
+        time.sleep(0.05)
+    agent_pid = env.record('A', 'status x')['result']['holders'][0]['helper_pid']
+    os.kill(agent_pid, signal.SIGKILL)
+    time.sleep(0.3)
+    (env.out / 'go').touch()
+    out, _ = run.communicate(timeout=60)
+    assert run.returncode == 2, out
+    rec = env.record('A', 'after agent death')
+    assert rec['status'] == 'failed'
+    assert rec['result']['msg'].startswith('lock lost:'), rec['result']['msg']
+    assert "'x'" in rec['result']['msg']
