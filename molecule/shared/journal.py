@@ -88,7 +88,7 @@ def run_section(args: argparse.Namespace) -> int:
             if Path(args.until_file).exists() and now >= deadline:
                 break
         elif args.until_entered:
-            if count_entered(args.journal, args.sec, args.lock_name) >= args.until_entered and now >= deadline:
+            if count_entered(args.journal, args.sec) >= args.until_entered and now >= deadline:
                 break
         elif now >= deadline:
             break
@@ -111,12 +111,8 @@ def load(journal: str | os.PathLike) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def count_entered(journal: str, sec: str, lock_name: str | None) -> int:
-    return sum(
-        1
-        for e in load(journal)
-        if e.get("ev") == "enter" and e.get("sec") == sec and e.get("lock_name") == lock_name
-    )
+def count_entered(journal: str, sec: str) -> int:
+    return sum(1 for e in load(journal) if e.get("ev") == "enter" and e.get("sec") == sec)
 
 
 @dataclass
@@ -294,12 +290,19 @@ def check_exclusive(ev, a) -> str:
 
 
 def check_parallel(ev, a) -> str:
-    """Sections under different locks (hosts) did run at the same time."""
+    """Different runs were inside different hosts' sections at the same moment."""
     secs = _select(sections(ev), a.sec)
+    gated = [s.label() for s in secs if s.extra.get("gate") == "timeout"]
+    _expect(not gated, f"sections gave up waiting for the other runs to get in beside them: {gated}")
     pairs = overlapping_pairs(secs, lambda x, y: x.host != y.host and x.run != y.run)
     _expect(pairs, f"no two {a.sec!r} sections of different hosts and runs overlapped: serialised, not parallel")
+    if a.runs:
+        latest_start = max(s.start for s in secs)
+        earliest_end = min(s.end or latest_start + 1 for s in secs)
+        _expect(len({s.run for s in secs}) == a.runs and latest_start < earliest_end,
+                f"the {a.runs} runs were never all inside {a.sec!r} sections at the same moment")
     x, y = pairs[0]
-    return f"{len(pairs)} overlapping pairs across hosts, e.g. {x.label()} with {y.label()}"
+    return f"{len(pairs)} overlapping pairs of different runs on different hosts, e.g. {x.label()} with {y.label()}"
 
 
 def check_outside_parallel(ev, a) -> str:
@@ -432,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--hold", type=float, default=0.5, help="seconds inside (at least)")
     s.add_argument("--lock-json", default=None, help="the registered result of the lock task")
     s.add_argument("--until-file", default=None, help="stay until this file exists")
-    s.add_argument("--until-entered", type=int, default=0, help="stay until N sections of this kind entered")
+    s.add_argument("--until-entered", type=int, default=0, help="stay until N sections of this kind (--sec) entered")
     s.add_argument("--gate-timeout", type=float, default=60.0)
 
     n = sub.add_parser("note", help="append a free-form event")

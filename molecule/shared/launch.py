@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     prepare_out(a.out, a.journal)
     extra = parse_vars(a.var)
     runs = [Run(f"r{i + 1}", a.playbook, inventory=a.inventory, journal=a.journal, out_dir=a.out,
-                extra_vars=extra, show=a.show) for i in range(a.runs)]
+                extra_vars={**extra, "run_index": i, "runs": a.runs}, show=a.show) for i in range(a.runs)]
     t0 = time.monotonic()
     for r in runs:  # back to back: "the same moment" up to fork/exec time
         r.start()
