@@ -251,3 +251,59 @@ def test_run_end_releases_its_holds(env):
     for host in ('h1', 'h2'):
         assert env.record('B', 'try', host)['result']['acquired'] is True
         assert env.record('B', 'try global', host)['result']['acquired'] is True
+
+
+def test_lock_dir_from_argument_then_variable_then_env(env):
+    for d in ('vardir', 'argdir'):
+        (env.tmp / d).mkdir(mode=0o700)
+    code, out = env.run(env.playbook('dirs.yml', '''
+        - hosts: h1
+          gather_facts: false
+          tasks:
+            - name: from env
+              hostlock.core.lock:
+                name: a
+                state: try
+            - name: from variable
+              hostlock.core.lock:
+                name: a
+                state: try
+              vars:
+                hostlock_lock_dir: "{{ playbook_dir }}/vardir"
+            - name: from argument
+              hostlock.core.lock:
+                name: a
+                state: try
+                lock_dir: "{{ playbook_dir }}/argdir"
+              vars:
+                hostlock_lock_dir: "{{ playbook_dir }}/vardir"
+    '''))
+    assert code == 0, out
+    for task, where in (('from env', env.lock_dir), ('from variable', env.tmp / 'vardir'),
+                        ('from argument', env.tmp / 'argdir')):
+        res = env.record('run', task)['result']
+        assert res['acquired'] and res['changed'], res
+        assert res['path'].startswith(str(where) + '/'), (task, res['path'])
+
+
+def test_helper_argument_then_variable_then_env(env):
+    code, out = env.run(env.playbook('helpers.yml', '''
+        - hosts: h1
+          gather_facts: false
+          vars:
+            hostlock_helper: node /nowhere/cli.js
+          tasks:
+            - name: variable beats env
+              hostlock.core.lock:
+                state: status
+              ignore_errors: true
+            - name: argument beats variable
+              hostlock.core.lock:
+                state: status
+                helper: "{{ lookup('env', 'HOSTLOCK_HELPER') }}"
+    '''))
+    assert code == 0, out
+    failed = env.record('run', 'variable beats env')
+    assert failed['status'] == 'failed'
+    assert 'from hostlock_helper variable' in failed['result']['msg'], failed['result']['msg']
+    assert env.record('run', 'argument beats variable')['status'] == 'ok'

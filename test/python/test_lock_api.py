@@ -201,7 +201,7 @@ class ActionModule(ActionBase):
         path = self._task.args['path']
         host = task_vars['inventory_hostname']
         with Lock(path, prefix=host) as lock:
-            probe = Lock(path, blocking=False)
+            probe = Lock(path, blocking=False, prefix=host)
             probe.acquire()
             result.update(acquired=lock.acquired, probe=probe.acquired, holders=probe.holders)
             probe.release()
@@ -209,9 +209,9 @@ class ActionModule(ActionBase):
 '''
 
 
-def test_lock_inside_ansible_uses_the_run_agent(env):
+def _use_lock_playbook(env):
     plugins = env.tmp / 'action_plugins'
-    plugins.mkdir()
+    plugins.mkdir(exist_ok=True)
     (plugins / 'use_lock.py').write_text(USE_LOCK_ACTION)
     pb = env.playbook('uselock.yml', '''
         - name: plugin play
@@ -222,7 +222,12 @@ def test_lock_inside_ansible_uses_the_run_agent(env):
               use_lock:
                 path: "{{ out }}/plugin.lock"
     ''')
-    code, out = env.run(pb, '-v', env={'ANSIBLE_ACTION_PLUGINS': str(plugins)})
+    return pb, {'ANSIBLE_ACTION_PLUGINS': str(plugins)}
+
+
+def test_lock_inside_ansible_uses_the_run_agent(env):
+    pb, extra = _use_lock_playbook(env)
+    code, out = env.run(pb, '-v', env=extra)
     assert code == 0, out
     for host in ('h1', 'h2'):
         res = env.record('run', 'use lock', host)['result']
@@ -231,7 +236,38 @@ def test_lock_inside_ansible_uses_the_run_agent(env):
         # Held through the run's agent, with the task's metadata, not by a private helper.
         assert holder['task'] == 'use lock' and holder['host'] == host
         assert holder['playbook'] == 'uselock.yml' and holder['run']
-        assert holder['helper_pid'] != holder['pid']
+        assert holder['pid'] == int(holder['run'].split('-')[0])
         # -v shows INFO lines through Display, with the prefix.
         assert 'hostlock: %s Acquired %s/plugin.lock' % (host, env.out) in out
-    assert 'Released' in out
+        assert 'hostlock: %s Released %s/plugin.lock' % (host, env.out) in out
+    assert 'Busy' not in out
+
+
+@pytest.mark.parametrize('args,log_level,shown', [
+    ((), None, ()),
+    (('-vv',), None, ('Acquired', 'Busy', 'Released')),
+    (('-vv',), 'WARNING', ()),
+    ((), 'DEBUG', ('Acquired', 'Busy', 'Released')),
+], ids=['quiet', 'vv-debug', 'log-level-wins', 'log-level-debug'])
+def test_lock_logging_levels_inside_ansible(env, args, log_level, shown):
+    pb, extra = _use_lock_playbook(env)
+    if log_level:
+        extra['LOG_LEVEL'] = log_level
+    code, out = env.run(pb, *args, env=extra)
+    assert code == 0, out
+    for word in ('Acquired', 'Busy', 'Released'):
+        assert (('hostlock: h1 %s ' % word) in out) == (word in shown), (word, out)
+
+
+def test_private_helper_is_reused_between_locks(env):
+    lock = _in_process(env)
+    path = str(env.tmp / 'reuse')
+    with lock.Lock(path) as first:
+        pid = first._serve.proc.pid
+    with lock.Lock(path) as second:
+        assert second._serve.proc.pid == pid
+        # A concurrent Lock gets its own helper, as it is its own holder.
+        third = lock.Lock(path, blocking=False)
+        assert third.acquire() is False
+        assert third._serve.proc.pid != pid
+        third.release()

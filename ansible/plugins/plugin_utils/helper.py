@@ -103,6 +103,8 @@ class ServeProcess:
 
     def __init__(self, cmd, client='python'):
         self.cmd = cmd
+        # A forked child must not reuse or shut down its parent's helper.
+        self.owner_pid = os.getpid()
         # stderr to a file: a pipe nobody reads would stall the helper once full.
         self._log = tempfile.TemporaryFile(prefix='hostlock-serve-')
         try:

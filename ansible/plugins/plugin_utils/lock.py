@@ -15,6 +15,7 @@ run's agent; elsewhere it starts a private ``hostlock serve`` while it holds.
 
 from __future__ import annotations
 
+import atexit
 import getpass
 import logging
 import multiprocessing
@@ -88,6 +89,37 @@ def _level_from_env():
 
 
 _configured = False
+
+# Idle private helpers of this process, reused by the next Lock: a Node start costs ~90 ms.
+_idle_serves = []
+MAX_IDLE_SERVES = 2
+
+
+def _take_idle_serve(cmd):
+    while _idle_serves:
+        serve = _idle_serves.pop()
+        if serve.owner_pid == os.getpid() and serve.cmd == cmd and serve.proc.poll() is None:
+            return serve
+        if serve.owner_pid == os.getpid():
+            serve.conn.close()
+    return None
+
+
+def _park_serve(serve):
+    """Keep a helper that holds nothing for the next Lock; False when there is no room."""
+    if serve.owner_pid != os.getpid() or len(_idle_serves) >= MAX_IDLE_SERVES:
+        return False
+    if not _idle_serves:
+        atexit.register(_close_idle_serves)
+    _idle_serves.append(serve)
+    return True
+
+
+def _close_idle_serves():
+    while _idle_serves:
+        serve = _idle_serves.pop()
+        if serve.owner_pid == os.getpid():
+            serve.conn.close()
 
 
 def configure_logging():
@@ -194,7 +226,7 @@ class Lock:
         if _ansible_worker() is not None:
             self._conn, hello = connect_agent(cmd, os.getppid(), client='hostlock.core Lock')
         else:
-            self._serve = start_serve(cmd, client='hostlock.core Lock')
+            self._serve = _take_idle_serve(cmd) or start_serve(cmd, client='hostlock.core Lock')
             self._conn = self._serve.conn
         return self._conn
 
@@ -281,14 +313,19 @@ class Lock:
         if self._conn is None:
             return False
         released = False
+        clean = False
         try:
             if self._handle is not None:
                 released = bool(self._conn.call('release', {'handle': self._handle}, timeout=30).get('released'))
+            clean = True
         except (RpcError, HelperGone) as e:
             logger.warning('%s release of %s failed: %s', self.prefix or '', self.lock_path, e)
         finally:
-            # Closing the connection drops anything it still holds, whatever the reply was.
-            self._disconnect()
+            if clean and self._serve is not None and _park_serve(self._serve):
+                self._conn = self._serve = self._handle = None
+            else:
+                # Closing the connection drops anything it still holds, whatever the reply was.
+                self._disconnect()
         if was:
             self._log(logging.INFO, 'Released')
         return released or was
@@ -301,8 +338,9 @@ class Lock:
         self.release()
 
     def __del__(self):
+        # A Lock dropped while holding behaves like a closed file: the lock goes with it.
         try:
-            if self._conn is not None:
+            if self._conn is not None and (self._serve is None or self._serve.owner_pid == os.getpid()):
                 self._conn.close()
         except Exception:
             pass
