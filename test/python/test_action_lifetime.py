@@ -153,3 +153,45 @@ def test_agent_death_is_lock_lost(env):
     assert rec['status'] == 'failed'
     assert rec['result']['msg'].startswith('lock lost:'), rec['result']['msg']
     assert "'x'" in rec['result']['msg']
+
+
+GIVES_UP = '''
+- name: gives up play
+  hosts: h2
+  gather_facts: false
+  tasks:
+    - name: take x under a task timeout
+      hostlock.core.lock:
+        name: x
+      timeout: 2
+      ignore_errors: true
+    - name: gave up
+      ansible.builtin.file:
+        path: "{{ out }}/gave-up"
+        state: touch
+    - name: wait for holder to finish
+      ansible.builtin.wait_for:
+        path: "{{ out }}/holder-done"
+        timeout: 60
+    - name: status x
+      hostlock.core.lock:
+        name: x
+        state: status
+'''
+
+
+def test_abandoned_wait_leaves_no_ghost_hold(env):
+    # Ansible's task timeout kills the wait; the run must not get the lock later behind our back.
+    holder = env.start(env.playbook('holder.yml', HOLDER), tag='A')
+    env.wait_for_file(env.out / 'held', proc=holder)
+    gives_up = env.start(env.playbook('givesup.yml', GIVES_UP), tag='B')
+    env.wait_for_file(env.out / 'gave-up', proc=gives_up)
+    (env.out / 'go').touch()
+    out_a, _ = holder.communicate(timeout=60)
+    assert holder.returncode == 0, out_a
+    time.sleep(0.5)
+    (env.out / 'holder-done').touch()
+    out_b, _ = gives_up.communicate(timeout=60)
+    assert gives_up.returncode == 0, out_b
+    assert env.record('B', 'take x under a task timeout', 'h2')['status'] == 'failed'
+    assert env.record('B', 'status x', 'h2')['result']['holders'] == []

@@ -125,10 +125,11 @@ class ActionModule(ActionBase):
             except RpcError as e:
                 if e.code == LOCK_LOST:
                     raise AnsibleActionFail('lock lost: %s' % e)
-                raise AnsibleActionFail('hostlock %s of %r failed: %s' % (state, name, e))
+                verb = {'acquired': 'acquire', 'try': 'try', 'released': 'release', 'status': 'read the status of'}[state]
+                raise AnsibleActionFail("hostlock could not %s lock '%s': %s" % (verb, name, e))
             except HelperGone as e:
-                raise AnsibleActionFail('lock lost or not taken: the hostlock agent went away during %s of %r (%s)'
-                                        % (state, name, e))
+                raise AnsibleActionFail("lock lost or not taken: the hostlock agent of this run went away during "
+                                        "state=%s of lock '%s' (%s)" % (state, name, e))
 
         result.update(out)
         return result

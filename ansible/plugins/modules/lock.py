@@ -117,7 +117,7 @@ EXAMPLES = r'''
 - name: One run at a time for the whole cluster
   hosts: db
   tasks:
-    - name: Take the cluster lock once for all hosts of this run
+    - name: Take the cluster lock once for all hosts of this run  # noqa: run-once[task]
       hostlock.core.lock:
         name: cluster
       run_once: true
