@@ -271,3 +271,39 @@ def test_private_helper_is_reused_between_locks(env):
         assert third.acquire() is False
         assert third._serve.proc.pid != pid
         third.release()
+
+
+INTERRUPTED = '''
+import signal
+lock = Lock(sys.argv[1])
+try:
+    lock.acquire()
+except KeyboardInterrupt:
+    print('interrupted %s' % lock.acquired, flush=True)
+lock.release()
+print('released', flush=True)
+input()
+'''
+
+
+def test_ctrl_c_during_a_wait_leaves_no_ghost_holder(env):
+    lock = _in_process(env)
+    path = env.tmp / 'ctrlc'
+    holder = lock.Lock(str(path))
+    holder.acquire()
+    try:
+        waiter = _py(env, _script(env, 'interrupted.py', INTERRUPTED), path)
+        deadline = time.monotonic() + 15
+        err = ''
+        while 'Waiting' not in err and time.monotonic() < deadline:
+            err += waiter.stderr.readline()
+        waiter.send_signal(2)
+        assert waiter.stdout.readline().strip() == 'interrupted False'
+        assert waiter.stdout.readline().strip() == 'released'
+    finally:
+        holder.release()
+    # The interrupted process is still alive; it must not have picked the lock up after all.
+    time.sleep(0.5)
+    with open(path, 'a') as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    waiter.communicate('\n', timeout=15)

@@ -257,6 +257,12 @@ class Lock:
             self._disconnect()
             self.acquired = False
             raise LockError('hostlock: lost the helper while locking %s: %s' % (self.lock_path, e))
+        except BaseException:
+            # Ctrl-C mid-wait: the request is still pending in the helper; only closing the
+            # connection cancels it, else the lock could be taken later with nobody to release it.
+            self._disconnect()
+            self.acquired = False
+            raise
 
     def _took(self, result):
         self.holders = result.get('holders') or []
