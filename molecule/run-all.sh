@@ -4,8 +4,11 @@ set -euo pipefail
 source "$(dirname "$0")/shared/env.sh"
 cd "$HOSTLOCK_REPO"
 start=$SECONDS
-# One scenario at a time: each one starts concurrent runs of its own, and the
-# timing claims (crash: 2 s) should not compete with another scenario's load.
+# First show that the journal checks can fail at all: bad journals are rejected.
+python3 molecule/shared/journal.py selftest
+# `molecule test --all` runs the scenarios one after the other: each one starts
+# concurrent runs of its own, and the one timing claim (crash: 2 s) should not
+# compete with another scenario's load.
 status=0
 molecule test --all || status=$?
 echo "molecule: all scenarios finished in $((SECONDS - start))s, exit $status"

@@ -418,6 +418,69 @@ CHECKS = {
 }
 
 
+# -------------------------------------------------------------------- selftest
+
+
+def selftest() -> int:
+    """Each check must fail on a journal that breaks its property.
+
+    The scenarios only ever show the checks passing; this shows they can fail.
+    """
+    def sec(run, host, start, end, sec_="host", lock=None, mode="exclusive", waited=0.0, how="exit", gate=None):
+        i = f"{run}-{host}-{sec_}-{start}"
+        base = {"id": i, "run": run, "host": host, "sec": sec_, "lock_name": lock if lock is not None else host,
+                "mode": mode}
+        ev = [{**base, "ev": "enter", "t": start * 10**9, "lock": {"waited": waited}}]
+        if end is not None:
+            ev.append({**base, "ev": how, "t": end * 10**9, **({"gate": gate} if gate else {})})
+        return ev
+
+    def run(r, pid, rc=0, pb="/x/p.yml"):
+        return [{"ev": "run-start", "run": r, "pid": pid, "playbook": pb, "t": 0},
+                {"ev": "run-end", "run": r, "rc": rc, "t": 10**12}]
+
+    def note(kind, t, **kw):
+        return {"ev": "note", "kind": kind, "t": t * 10**9, **kw}
+
+    ns = argparse.Namespace
+    cases = [
+        ("exclusive", sec("r1", "h1", 0, 2) + sec("r2", "h1", 1, 3), ns(sec=None)),
+        ("exclusive", sec("r1", "h1", 0, 2, mode="shared") + sec("r2", "h1", 1, 3), ns(sec=None)),
+        ("parallel", sec("r1", "h1", 0, 1) + sec("r2", "h2", 1, 2), ns(sec=None, runs=0)),
+        ("parallel", sec("r1", "h1", 0, 5) + sec("r2", "h2", 1, 2) + sec("r3", "h3", 3, 4), ns(sec=None, runs=3)),
+        ("complete", run("r1", 1) + run("r2", 2, rc=2) + sec("r1", "h1", 0, 1) + sec("r2", "h1", 1, 2),
+         ns(sec="host", runs=2, hosts=1, per_host=1)),
+        ("complete", run("r1", 1) + sec("r1", "h1", 0, None), ns(sec="host", runs=1, hosts=1, per_host=1)),
+        ("once-per-run", sec("r1", "c", 0, 1, sec_="cluster") + sec("r1", "c", 2, 3, sec_="cluster"),
+         ns(sec="cluster", runs=1)),
+        ("outside-parallel", sec("r1", "c", 0, 1, sec_="cluster", lock="cluster") + sec("r2", "h1", 2, 3, sec_="work", lock=""),
+         ns(sec="cluster", other="work")),
+        ("shared-overlap", sec("r1", "h", 0, 1, mode="shared") + sec("r2", "h", 2, 3, mode="shared") + sec("r3", "h", 4, 5),
+         ns(sec=None)),
+        ("shared-overlap", sec("r1", "h", 0, 2, mode="shared") + sec("r2", "h", 1, 3, mode="shared") + sec("r3", "h", 2.5, 5),
+         ns(sec=None)),
+        ("timeout-named", run("holder", 42) + run("waiter", 43) + [note("lock-result", 1, run="waiter", result={
+            "failed": True, "acquired": False, "waited": 1.0, "msg": "timed out; held by someone", "holders": [{"pid": 42}]})],
+         ns(holder="holder", waiter="waiter", timeout=1.0)),
+        ("crash", run("killed", 1, rc=-9) + run("waiter", 2) + sec("killed", "h", 0, 5, how="abort")
+         + [note("kill", 4), note("acquired-seen", 7)] + sec("waiter", "h", 7, 8, waited=4.0),
+         ns(killed="killed", waiter="waiter", limit=2.0)),
+        ("download-once", [note("try", 0, host="a", acquired=True), note("try", 0, host="b", acquired=True),
+                           note("download-start", 0, host="a"), note("download-start", 0, host="b"),
+                           note("download-end", 1, host="a", sha256="x")], ns(hosts=2)),
+    ]
+    failures = 0
+    for name, events, args in cases:
+        try:
+            CHECKS[name](events, args)
+        except CheckFailed as exc:
+            sys.stdout.write(f"ok: {name} rejects a bad journal ({exc})\n")
+            continue
+        failures += 1
+        sys.stdout.write(f"NOT OK: {name} accepted a journal that breaks its property\n")
+    return 1 if failures else 0
+
+
 # ------------------------------------------------------------------------- CLI
 
 
@@ -457,7 +520,11 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--timeout", type=float, default=0.0)
     c.add_argument("--limit", type=float, default=2.0)
 
+    sub.add_parser("selftest", help="show that every check fails on a journal that breaks it")
+
     a = p.parse_args(argv)
+    if a.cmd == "selftest":
+        return selftest()
     if a.cmd == "section":
         return run_section(a)
     if a.cmd == "note":
