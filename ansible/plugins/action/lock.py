@@ -21,6 +21,7 @@ from ansible_collections.hostlock.core.plugins.plugin_utils.helper import (
     find_helper,
     holders_text,
     run_id,
+    run_owner_pid,
 )
 
 display = Display()
@@ -99,7 +100,7 @@ class ActionModule(ActionBase):
 
         try:
             cmd = find_helper(arg=args['helper'], var=self._var(task_vars, 'hostlock_helper'))
-            owner_pid = os.getppid()
+            owner_pid = run_owner_pid()
             owner = self._owner(owner_pid, host, task_vars)
             conn, hello = connect_agent(cmd, owner_pid, client='hostlock.core.lock', member=host)
         except HelperError as e:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shlex
 import shutil
@@ -158,6 +159,20 @@ def process_start_time(pid):
         data = f.read().decode('ascii', 'replace')
     # The command name (field 2) may contain spaces and parentheses; fields resume after the last ')'.
     return data[data.rindex(')') + 2:].split()[19]
+
+
+def run_owner_pid():
+    """PID of the ansible-playbook process that forked this worker.
+
+    A worker orphaned by a killed ansible-playbook has a new parent (init or a
+    subreaper); an agent owned by that one would keep the run's locks for ever.
+    """
+    ppid = os.getppid()
+    forked_by = getattr(multiprocessing.current_process(), '_parent_pid', None)
+    if forked_by is not None and forked_by != ppid:
+        raise HelperError('the ansible-playbook process (pid %d) that started this task is gone; '
+                          'not taking a lock for an orphaned worker' % forked_by)
+    return ppid
 
 
 def run_id(pid):
@@ -317,4 +332,4 @@ def holders_text(holders):
     return '; '.join(holder_text(h) for h in holders)
 
 
-__all__ += ['holder_text', 'holders_text', 'RpcError', 'HelperGone', 'default_runtime_dir']
+__all__ += ['run_owner_pid', 'holder_text', 'holders_text', 'RpcError', 'HelperGone', 'default_runtime_dir']

@@ -30,6 +30,7 @@ from ansible_collections.hostlock.core.plugins.plugin_utils.helper import (
     find_helper,
     holders_text,
     run_id,
+    run_owner_pid,
     start_serve,
 )
 
@@ -224,7 +225,7 @@ class Lock:
             return self._conn
         cmd = find_helper(arg=self.helper)
         if _ansible_worker() is not None:
-            self._conn, hello = connect_agent(cmd, os.getppid(), client='hostlock.core Lock')
+            self._conn, hello = connect_agent(cmd, run_owner_pid(), client='hostlock.core Lock')
         else:
             self._serve = _take_idle_serve(cmd) or start_serve(cmd, client='hostlock.core Lock')
             self._conn = self._serve.conn
@@ -278,6 +279,7 @@ class Lock:
         """Take the lock: wait when ``blocking``, else try once. Returns ``acquired``."""
         if self.acquired:
             return True
+        self.waited = 0.0
         if self.blocking:
             return self.block()
         result = self._call('try', self._params())
