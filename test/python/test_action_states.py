@@ -42,7 +42,7 @@ CONTENDER = '''
     - name: acquire x with timeout
       hostlock.core.lock:
         name: x
-        timeout: 1.5
+        timeout: 6
       ignore_errors: true
     - name: check mode acquire x
       hostlock.core.lock:
@@ -113,12 +113,16 @@ def test_timeout_fails_naming_holder(contended):
     res = rec['result']
     assert rec['status'] == 'failed'
     assert res['acquired'] is False
-    assert 1.4 <= res['waited'] < 5, res['waited']
+    assert 5.9 <= res['waited'] < 10, res['waited']
     msg = res['msg']
-    assert msg.startswith("timed out after 1.")
+    assert msg.startswith("timed out after 6.")
     assert "waiting for lock 'x'" in msg
     assert "held by playbook holder.yml, play 'holder play', task 'take x', host h1" in msg
     assert 'since ' + res['holders'][0]['since'] in msg
+    # While waiting, a line at once and then every few seconds names the holder.
+    out = contended.contender_output
+    for waited in ('0s', '5s'):
+        assert "hostlock: [h2] waiting (%s of 6s) for lock 'x' held by playbook holder.yml" % waited in out, out
 
 
 def test_check_mode_reports_and_takes_nothing(contended):

@@ -211,7 +211,7 @@ class ActionModule(ActionBase):
     def _show_wait(self, host, name, waited, holders, timeout):
         limit = '' if timeout is None else ' of %ss' % (int(timeout) if float(timeout).is_integer() else timeout)
         display.display("hostlock: [%s] waiting (%ds%s) for lock '%s' held by %s"
-                        % (host, int(float(waited or 0)), limit, name, holders_text(holders)))
+                        % (host, round(float(waited or 0)), limit, name, holders_text(holders)))
 
     def _release(self, conn, target, host):
         res = conn.call('release', dict(target, scope='run', member=host), timeout=30)
