@@ -20,8 +20,9 @@ from ansible_collections.hostlock.core.plugins.plugin_utils.rpc import (
 )
 
 __all__ = [
-    'HelperError', 'PROTOCOL', 'find_helper', 'start_serve', 'connect_agent',
-    'process_start_time', 'run_id',
+    'HelperError', 'HelperGone', 'RpcError', 'PROTOCOL', 'find_helper', 'start_serve',
+    'connect_agent', 'default_runtime_dir', 'process_start_time', 'run_id', 'run_owner_pid',
+    'holder_text', 'holders_text',
 ]
 
 # Protocol version of docs/PROTOCOL.md this client speaks.
@@ -49,7 +50,9 @@ def find_helper(arg=None, var=None, environ=None):
                           ('HOSTLOCK_HELPER', environ.get('HOSTLOCK_HELPER'))):
         if value is None or (isinstance(value, str) and not value.strip()):
             continue
-        cmd = list(value) if isinstance(value, (list, tuple)) else shlex.split(str(value))
+        cmd = [str(v) for v in value] if isinstance(value, (list, tuple)) else shlex.split(str(value))
+        if not cmd:
+            continue
         _check_runnable(cmd, source)
         return cmd
     found = shutil.which('hostlock', path=environ.get('PATH'))
@@ -331,5 +334,3 @@ def holders_text(holders):
         return 'an unknown holder'
     return '; '.join(holder_text(h) for h in holders)
 
-
-__all__ += ['run_owner_pid', 'holder_text', 'holders_text', 'RpcError', 'HelperGone', 'default_runtime_dir']
