@@ -11,8 +11,6 @@ import time
 
 import pytest
 
-from conftest import journal_intervals, overlaps
-
 
 def _script(env, name, body):
     path = env.tmp / name

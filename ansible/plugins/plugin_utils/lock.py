@@ -225,7 +225,7 @@ class Lock:
             return self._conn
         cmd = find_helper(arg=self.helper)
         if _ansible_worker() is not None:
-            self._conn, hello = connect_agent(cmd, run_owner_pid(), client='hostlock.core Lock')
+            self._conn, _hello = connect_agent(cmd, run_owner_pid(), client='hostlock.core Lock')
         else:
             self._serve = _take_idle_serve(cmd) or start_serve(cmd, client='hostlock.core Lock')
             self._conn = self._serve.conn

@@ -1,0 +1,47 @@
+"""Helper discovery and the agent socket rule the shim shares with the helper."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+
+import pytest
+
+from conftest import CLI
+
+
+def _helper_module(env):
+    root = env.vars['ANSIBLE_COLLECTIONS_PATH']
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from ansible_collections.hostlock.core.plugins.plugin_utils import helper
+    return helper
+
+
+def test_socket_rule_matches_the_helper(env, monkeypatch):
+    # The shim guesses the agent socket to skip a Node start per task; the guess must be the helper's path.
+    helper = _helper_module(env)
+    monkeypatch.setenv('HOSTLOCK_RUNTIME_DIR', str(env.runtime_dir))
+    res = env.cli('agent', '--owner-pid', str(os.getpid()), '--print-socket')
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == helper._guess_socket(os.getpid())
+
+
+def test_discovery_order(env, tmp_path):
+    helper = _helper_module(env)
+    on_path = tmp_path / 'bin'
+    on_path.mkdir()
+    fake = on_path / 'hostlock'
+    fake.write_text('#!/bin/sh\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    node_cmd = 'node %s' % CLI
+    environ = {'PATH': '%s:/usr/bin:/bin' % on_path, 'HOSTLOCK_HELPER': node_cmd}
+    assert helper.find_helper(arg=['node', str(CLI)], var='x y', environ=environ) == ['node', str(CLI)]
+    assert helper.find_helper(var=node_cmd, environ=dict(environ, HOSTLOCK_HELPER='')) == ['node', str(CLI)]
+    assert helper.find_helper(environ=environ) == ['node', str(CLI)]
+    assert helper.find_helper(environ=dict(environ, HOSTLOCK_HELPER='  ')) == [str(fake)]
+    with pytest.raises(helper.HelperError) as info:
+        helper.find_helper(environ={'PATH': '/usr/bin:/bin'})
+    assert 'npm install -g hostlock' in str(info.value)
+
