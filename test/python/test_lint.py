@@ -29,3 +29,8 @@ def test_examples_pass_ansible_lint(tmp_path, collections_root):
     (tmp_path / 'examples.yml').write_text('---\n' + examples.lstrip('\n'))
     res = _lint('examples.yml', tmp_path, collections_root)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_collection_passes_ansible_lint(collections_root):
+    res = _lint('.', REPO / 'ansible', collections_root)
+    assert res.returncode == 0, res.stdout + res.stderr
