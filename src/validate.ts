@@ -1,6 +1,7 @@
 // Validation of every incoming message against the JSON Schemas in schemas/.
-// Validators are compiled on first use of each method: a `serve` that only
-// answers `try` never compiles the others.
+// `make build` precompiles them to plain code (validators.gen.js, ajv's
+// standalone output), so a helper never compiles a schema at start; without
+// that file (a bare tsc build) ajv compiles each on first use, same options.
 import type { ErrorObject, ValidateFunction } from 'ajv';
 import paramsSchema from './schemas/params.json';
 import requestSchema from './schemas/request.json';
@@ -9,9 +10,19 @@ export const METHODS = ['hello', 'acquire', 'try', 'block', 'release', 'status',
 export type Method = (typeof METHODS)[number];
 
 let ajv: import('ajv').default | undefined;
-const cache = new Map<string, ValidateFunction>();
+let cache: Map<string, ValidateFunction> | undefined;
+
+function loadPrecompiled(): Map<string, ValidateFunction> {
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return new Map(Object.entries(require('./validators.gen') as Record<string, ValidateFunction>));
+  } catch {
+    return new Map();
+  }
+}
 
 function compiled(key: string): ValidateFunction {
+  cache ??= loadPrecompiled();
   let v = cache.get(key);
   if (!v) {
     if (!ajv) {
