@@ -305,3 +305,17 @@ def test_ctrl_c_during_a_wait_leaves_no_ghost_holder(env):
     with open(path, 'a') as f:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     waiter.communicate('\n', timeout=15)
+
+
+def test_cli2_attributes_and_missing_parent_directory(env):
+    lock = _in_process(env)
+    path = env.tmp / 'new' / 'dir' / 'mylock'
+    with lock.Lock(str(path), blocking=False) as held:
+        # As in cli2: lock_path is a Path, prefix defaults to '', the parent directory is created.
+        assert held.lock_path == path and held.lock_path.parent.is_dir()
+        assert held.prefix == '' and held.acquired and held.blocking is False
+    assert not held.acquired
+    late = lock.Lock(path, blocking=False)
+    late.block()
+    assert late.acquired and late.blocking is True
+    late.release()

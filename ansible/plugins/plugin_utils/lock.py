@@ -21,6 +21,7 @@ import logging
 import multiprocessing
 import os
 import sys
+from pathlib import Path
 
 from ansible_collections.hostlock.core.plugins.plugin_utils.helper import (
     HelperError,
@@ -81,7 +82,8 @@ class _DisplayHandler(logging.Handler):
 def _level_from_env():
     value = os.environ.get('LOG_LEVEL')
     if not value:
-        return None
+        # cli2 users know DEBUG=1 as a shortcut for LOG_LEVEL=DEBUG.
+        return logging.DEBUG if os.environ.get('DEBUG') else None
     value = value.strip().upper()
     if value.isdigit():
         return int(value)
@@ -199,9 +201,10 @@ class Lock:
 
     def __init__(self, lock_path, blocking=True, prefix=None, *, timeout=None, shared=False,
                  helper=None):
-        self.lock_path = os.path.abspath(os.fspath(lock_path))
+        # A Path and an empty prefix, as cli2 has them: callers use lock.lock_path.parent and the like.
+        self.lock_path = Path(os.path.abspath(os.fspath(lock_path)))
         self.blocking = blocking
-        self.prefix = prefix
+        self.prefix = prefix or ''
         self.timeout = timeout
         self.shared = shared
         self.helper = helper
@@ -237,7 +240,7 @@ class Lock:
             conn.close()
 
     def _params(self):
-        params = {'path': self.lock_path, 'shared': bool(self.shared), 'owner': _owner(),
+        params = {'path': str(self.lock_path), 'shared': bool(self.shared), 'owner': _owner(),
                   'notify': NOTIFY_EVERY}
         if self.prefix:
             params['prefix'] = str(self.prefix)
@@ -280,6 +283,8 @@ class Lock:
         if self.acquired:
             return True
         self.waited = 0.0
+        # cli2 creates missing parent directories of the lock file.
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         if self.blocking:
             return self.block()
         result = self._call('try', self._params())
@@ -293,8 +298,11 @@ class Lock:
         """Wait until the lock is held (after a failed try, or instead of acquire)."""
         if self.acquired:
             return True
+        # As in cli2, a blocked lock is a blocking one from now on.
+        self.blocking = True
         pending = self._handle
         if pending is None:
+            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
             # Say who is in the way before waiting, as cli2 logs "Waiting" first.
             result = self._call('try', self._params())
             if self._took(result):
