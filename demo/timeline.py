@@ -85,7 +85,7 @@ class Timeline:
         every = max(8, width // 8)
         for c in range(0, width, every):
             axis[c] = "┬"
-            label = f"{c * step / 1e9:.1f}s"
+            label = f"{c * step / 1e9:.{2 if span < 2e9 else 1}f}s"
             for i, ch in enumerate(label):
                 if c + i < len(marks):
                     marks[c + i] = ch
@@ -173,19 +173,27 @@ class Timeline:
             y = top + i * (row_h + gap)
             out.append(f'<text x="{left - 10}" y="{y + row_h / 2 + 5}" text-anchor="end">{e(host)}</text>')
             out.append(f'<rect x="{left}" y="{y}" width="{plot_w}" height="{row_h}" fill="#f6f6f6"/>')
-            for s in (s for s in self.sections if s.extra["row"] == host):
+            row = sorted((s for s in self.sections if s.extra["row"] == host), key=lambda s: s.start)
+            lanes: list[int] = []  # end of the last section in each lane
+            for s in row:  # overlapping sections (shared holders, or a violation) get lanes of their own
+                lane = next((i for i, end in enumerate(lanes) if end <= s.start), len(lanes))
+                lanes[lane:lane + 1] = [s.end or self.t1]
+                s.extra["lane"] = lane
+            lane_h = (row_h - 4) / max(len(lanes), 1)
+            for s in row:
                 x0, x1 = x(s.start), x(s.end or self.t1)
+                ly = y + 2 + s.extra["lane"] * lane_h
                 fill = self.colour[s.run][1]
                 clash = any(s in pair for pair in self.violations)
                 tip = (f"{s.run} on {s.host}: {self.secs(s.start):.2f}s to "
                        f"{self.secs(s.end or self.t1):.2f}s, waited {s.waited:.2f}s before"
                        + (f" ({s.how})" if s.how != "exit" else ""))
                 out.append(
-                    f'<rect x="{x0:.1f}" y="{y + 2}" width="{max(x1 - x0, 1):.1f}" height="{row_h - 4}" '
+                    f'<rect x="{x0:.1f}" y="{ly:.1f}" width="{max(x1 - x0, 1):.1f}" height="{lane_h:.1f}" '
                     f'fill="{fill}" stroke="{"red" if clash else "white"}" stroke-width="{3 if clash else 1}" rx="3">'
                     f'<title>{e(tip)}</title></rect>')
-                if x1 - x0 > 12:
-                    out.append(f'<text x="{(x0 + x1) / 2:.1f}" y="{y + row_h / 2 + 5}" text-anchor="middle" '
+                if x1 - x0 > 12 and lane_h >= 12:
+                    out.append(f'<text x="{(x0 + x1) / 2:.1f}" y="{ly + lane_h / 2 + 4.5:.1f}" text-anchor="middle" '
                                f'fill="white" font-weight="bold">{e(self.glyph[s.run])}</text>')
         out.append(f'<text x="{left}" y="{legend_y}" font-weight="bold">run  pid      longest wait; per lock: waited (for whom)</text>')
         for i, w in enumerate(waits):
