@@ -13,7 +13,12 @@ export ANSIBLE_COLLECTIONS_PATH="$HOSTLOCK_REPO/build/collections"
 
 export HOSTLOCK_HELPER="${HOSTLOCK_HELPER:-node $HOSTLOCK_REPO/dist/cli.js}"
 # Agents' sockets live here; short and private so tests never meet a user's own runs.
-export HOSTLOCK_RUNTIME_DIR="${HOSTLOCK_RUNTIME_DIR:-$HOSTLOCK_REPO/build/run}"
+# A Unix socket path must stay under 108 bytes: fall back to /tmp for a deep checkout.
+if [ -z "${HOSTLOCK_RUNTIME_DIR:-}" ]; then
+    HOSTLOCK_RUNTIME_DIR="$HOSTLOCK_REPO/build/run"
+    [ "${#HOSTLOCK_RUNTIME_DIR}" -le 60 ] || HOSTLOCK_RUNTIME_DIR="${TMPDIR:-/tmp}/hostlock-$(id -u)-tests"
+fi
+export HOSTLOCK_RUNTIME_DIR
 mkdir -p -m 700 "$HOSTLOCK_RUNTIME_DIR"
 export ANSIBLE_NOCOLOR="${ANSIBLE_NOCOLOR:-1}"
 
