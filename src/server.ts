@@ -246,9 +246,8 @@ export class Session {
     return finish(settled.out);
   }
 
-  private async acquireRun(p: AcquireParams, req: AcquireRequest) {
+  private async acquireRun(p: AcquireParams, req: AcquireRequest, handle = this.server.newHandle(this, 'r')) {
     const member = p.member ?? p.owner?.host ?? '-';
-    const handle = this.server.newHandle(this, 'r');
     req.onWaiting = (info) => this.notify('waiting', { handle, name: req.target.name, path: req.target.path, ...info });
     const attempt = this.server.runHolds.acquire(req, member);
     this.handles.set(handle, { kind: 'waiting', cancel: attempt.cancel });
@@ -260,9 +259,11 @@ export class Session {
       throw err;
     }
     // Run holds outlive this connection: the handle names the member's share.
-    if (out.acquired && !this.closed) this.handles.set(handle, { kind: 'run', path: req.target.path, member });
+    if (this.closed) this.dropHandle(handle);
+    else if (out.acquired) this.handles.set(handle, { kind: 'run', path: req.target.path, member });
+    else if (out.reason === 'busy' || out.reason === 'timeout') this.handles.set(handle, { kind: 'pending', req, params: p });
     else this.dropHandle(handle);
-    return this.result(out.acquired ? handle : null, req.target, req.mode, out, out.changed);
+    return this.result(out.acquired || out.reason !== 'cancelled' ? handle : null, req.target, req.mode, out, out.changed);
   }
 
   private result(handle: string | null, target: Target, mode: Mode, out: AcquireOutcome, changed: boolean) {
@@ -292,6 +293,7 @@ export class Session {
       throw invalidParams(`handle ${p.handle} is not a failed try (it is ${st.kind}); only a failed "try" can be blocked on`);
     }
     const req: AcquireRequest = { ...st.req, wait: true, timeout: p.timeout, notifyEvery: p.notify ?? st.req.notifyEvery };
+    if (st.params.scope === 'run') return this.acquireRun(st.params, req, p.handle);
     return this.run(p.handle, req, st.params);
   }
 
