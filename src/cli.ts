@@ -1,6 +1,7 @@
-// The `hostlock` command. `serve` with no options takes a fast path that
-// loads neither yargs nor anything else it does not need: it is started once
-// per Python Lock and must start like bare Node.
+// The `hostlock` command. Bare `serve` and plain `agent` take a fast path
+// (fastpath.ts) that loads neither yargs nor anything else they do not need:
+// they are started once per Python Lock or per run and must start like bare Node.
+import { fastCommand, runMain } from './fastpath';
 import { VERSION } from './version';
 
 const EXIT_HELP = `Exit codes:
@@ -15,10 +16,8 @@ const EXIT_HELP = `Exit codes:
 class UsageError extends Error {}
 
 async function main(argv: string[]): Promise<number> {
-  if (argv.length === 1 && argv[0] === 'serve') {
-    (await import('./serve')).serveStdio();
-    return -1;
-  }
+  const fast = fastCommand(argv);
+  if (fast) return fast();
   const yargs = (await import('yargs')).default;
   let code = -1;
   const cli = yargs(argv)
@@ -121,10 +120,4 @@ async function status(dir: string | undefined, json: boolean): Promise<number> {
   return 0;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => { if (code >= 0) process.exitCode = code; },
-  (err) => {
-    process.stderr.write(`hostlock: ${(err as Error)?.message ?? err}\n`);
-    process.exitCode = (err as { code?: number })?.code !== undefined ? 73 : 1;
-  },
-);
+runMain(() => main(process.argv.slice(2)));

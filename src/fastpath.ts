@@ -1,0 +1,63 @@
+// The two commands that start helpers — bare `serve` (once per Python Lock)
+// and `agent` with its plain options (once per playbook run) — parsed by hand,
+// so that they never load yargs and start like bare Node. Anything else, or
+// any other spelling of these (--help, --owner-pid=N, repeated options), is
+// left to the full CLI, which gives the same results for these forms.
+
+export type Command = () => Promise<number>; // resolves to an exit code; -1: leave it to the event loop
+
+export function fastCommand(argv: string[]): Command | null {
+  if (argv.length === 1 && argv[0] === 'serve') {
+    return async () => {
+      (await import('./serve')).serveStdio();
+      return -1;
+    };
+  }
+  if (argv[0] !== 'agent') return null;
+  const opts = agentArgs(argv.slice(1));
+  if (!opts) return null;
+  return async () => {
+    const agent = await import('./agent');
+    const { print, ...o } = opts;
+    if (print) {
+      process.stdout.write(agent.agentPaths(o).socket + '\n');
+      return 0;
+    }
+    return agent.runAgent(o);
+  };
+}
+
+function agentArgs(args: string[]): { ownerPid: number; runtime?: string; idleTimeout: number; print: boolean } | null {
+  const seen = new Map<string, string | true>();
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (seen.has(a)) return null;
+    if (a === '--print-socket') {
+      seen.set(a, true);
+    } else if (a === '--owner-pid' || a === '--runtime-dir' || a === '--idle-timeout') {
+      const v = args[++i];
+      if (v === undefined || v === '' || v.startsWith('-')) return null;
+      seen.set(a, v);
+    } else {
+      return null;
+    }
+  }
+  const pid = seen.get('--owner-pid');
+  const idle = seen.get('--idle-timeout') ?? '60';
+  if (typeof pid !== 'string' || !/^[1-9][0-9]{0,9}$/.test(pid)) return null;
+  if (typeof idle !== 'string' || !/^[0-9]{1,9}(\.[0-9]{1,9})?$/.test(idle)) return null;
+  const runtime = seen.get('--runtime-dir') as string | undefined;
+  return { ownerPid: Number(pid), runtime, idleTimeout: Number(idle), print: seen.has('--print-socket') };
+}
+
+// Runs a command as the process's main: its exit code, or a one-line error
+// (exit 73 for hostlock's own errors, which carry a code; 1 otherwise).
+export function runMain(command: Command): void {
+  command().then(
+    (code) => { if (code >= 0) process.exitCode = code; },
+    (err) => {
+      process.stderr.write(`hostlock: ${(err as Error)?.message ?? err}\n`);
+      process.exitCode = (err as { code?: number })?.code !== undefined ? 73 : 1;
+    },
+  );
+}
