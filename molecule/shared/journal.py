@@ -351,7 +351,7 @@ def check_timeout_named(ev, a) -> str:
     _expect(str(holder["pid"]) in msg and playbook in msg,
             f"timeout message should name the holder (pid {holder['pid']}, {playbook}): {msg!r}")
     waited = float(res.get("waited") or 0)
-    _expect(waited >= a.timeout, f"waiter gave up after {waited}s, before its timeout {a.timeout}s")
+    _expect(waited >= a.timeout - 0.01, f"waiter gave up after {waited}s, before its timeout {a.timeout}s")
     pids = [h.get("pid") for h in res.get("holders") or []]
     _expect(holder["pid"] in pids, f"holders in the result {pids} do not include the holder run {holder['pid']}")
     return f"waiter failed after {waited:.2f}s: {msg}"

@@ -38,15 +38,15 @@ def main() -> int:
     a = p.parse_args()
     prepare_out(a.out, a.journal)
     gate = Path(a.out) / "holder-may-leave"
-    gate.unlink(missing_ok=True)
+    gate2 = Path(a.out) / "shared-may-leave"
+    for g in (gate, gate2):
+        g.unlink(missing_ok=True)
     base = {"lock_dir": a.lock_dir, "shared_dir": str(HERE.parent / "shared")}
 
     def run(run_id, **extra):
         return Run(run_id, str(HERE / "contend.yml"), inventory=a.inventory, journal=a.journal, out_dir=a.out,
                    extra_vars={**base, **extra}, args=["--limit", HOST]).start()
 
-    gate2 = Path(a.out) / "shared-may-leave"
-    gate2.unlink(missing_ok=True)
     started = []
 
     def must_wait(r):
