@@ -107,6 +107,9 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(str(e))
 
         with conn:
+            display.vvv('hostlock: %s: agent pid %s (helper %s, protocol %s) for run %s, state=%s name=%s dir=%s'
+                        % (host, hello.get('pid'), hello.get('version'), hello.get('protocol'),
+                           owner.get('run'), state, name, lock_dir or '(helper default)'))
             lost = (hello or {}).get('lost') or []
             if lost:
                 raise AnsibleActionFail(
