@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# make bench: every benchmark in turn (each prints its figures against its
+# anchor, measured in the same run), then one table of them all.
+# HOSTLOCK_BENCH_SMOKE=1: tiny sizes. Run after `make build` (and `make venv` for goal 2).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=bench/out
+mkdir -p "$out"
+log="$out/bench-$(date -u +%Y%m%dT%H%M%SZ).log"
+echo "hostlock benchmarks on $(uname -n): $(nproc) cores, $(node --version), load average $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$log"
+status=0
+for b in startup playbook handoff hosts200 waiters500 contention; do
+  echo "== $b" | tee -a "$log"
+  if ! node "build/bench/$b.js" 2> >(tee -a "$log.stderr" >&2) | tee -a "$log"; then
+    echo "benchmark $b failed" | tee -a "$log"
+    status=1
+  fi
+done
+echo | tee -a "$log"
+node build/bench/table.js < "$log" | tee -a "$log.table"
+echo "(log: $log)"
+exit $status

@@ -1,0 +1,96 @@
+// Goal 1: `hostlock serve` cold start to the reply of its first `try`, and
+// its peak RSS, against bare Node (`node -e 0`, start to exit). Anchor and
+// subject runs alternate, so a noisy neighbour hits both alike; medians.
+import { spawn } from 'node:child_process';
+import { CLI, commandPeakKiB, median, note, peakRssKiB, report, size, waitExit } from './lib';
+import { tempDir } from '../test/rpc';
+
+async function bare(): Promise<number> {
+  const t0 = performance.now();
+  const p = spawn(process.execPath, ['-e', '0'], { stdio: 'ignore' });
+  await waitExit(p);
+  return performance.now() - t0;
+}
+
+// Milliseconds from spawn to the first reply line; also the helper's peak RSS then.
+async function serve(dir: string, n: number): Promise<{ ms: number; peakKiB: number | null }> {
+  const t0 = performance.now();
+  const p = spawn(process.execPath, [CLI, 'serve'], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, HOSTLOCK_DIR: dir } });
+  p.stdin!.write(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'try', params: { name: `start-${n}` } }) + '\n');
+  const line = await new Promise<string>((resolve, reject) => {
+    let buf = '';
+    p.stdout!.setEncoding('utf8');
+    p.stdout!.on('data', (c: string) => {
+      buf += c;
+      if (buf.includes('\n')) resolve(buf);
+    });
+    p.once('exit', () => reject(new Error(`serve exited before replying: ${buf}`)));
+  });
+  const ms = performance.now() - t0;
+  const peakKiB = peakRssKiB(p.pid!);
+  const reply = JSON.parse(line);
+  if (reply.result?.acquired !== true) throw new Error(`first try not acquired: ${line}`);
+  p.stdin!.end();
+  await waitExit(p);
+  return { ms, peakKiB };
+}
+
+async function main(): Promise<void> {
+  const rounds = size(25, 2);
+  const t = tempDir('hl-bench-start');
+  const bareMs: number[] = [];
+  const serveMs: number[] = [];
+  try {
+    await bare(); // warm the page cache for both
+    await serve(t.dir, -1);
+    for (let i = 0; i < rounds; i++) {
+      // Alternate which goes first, so neither always follows the other.
+      if (i % 2) { bareMs.push(await bare()); serveMs.push((await serve(t.dir, i)).ms); }
+      else { serveMs.push((await serve(t.dir, i)).ms); bareMs.push(await bare()); }
+    }
+    const mb = median(bareMs);
+    const ms = median(serveMs);
+    note(`node -e 0: ${bareMs.map((x) => x.toFixed(0)).join(' ')} ms`);
+    note(`serve→try: ${serveMs.map((x) => x.toFixed(0)).join(' ')} ms`);
+    report({
+      goal: '1a', what: 'serve cold start to first try reply (median)', figure: ms, unit: 'ms',
+      anchor: mb, anchorWhat: 'node -e 0 (median)', target: '≤ 1.3×', met: ms / mb <= 1.3,
+    });
+
+    // Peak RSS: /usr/bin/time -f %M around both whole processes (serve answers
+    // the try, sees EOF, exits); else VmHWM of serve after its reply, against
+    // VmHWM that bare Node reads of itself.
+    const rssRounds = size(5, 1);
+    const bareKiB: number[] = [];
+    const serveKiB: number[] = [];
+    const req = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'try', params: { name: 'rss' } }) + '\n';
+    for (let i = 0; i < rssRounds; i++) {
+      const b = commandPeakKiB([process.execPath, '-e', '0']);
+      const s = commandPeakKiB([process.execPath, CLI, 'serve'], req, { HOSTLOCK_DIR: t.dir });
+      if (b !== null && s !== null) {
+        bareKiB.push(b);
+        serveKiB.push(s);
+      } else {
+        const self = spawn(process.execPath, ['-e', "process.stdout.write(/VmHWM:\\s+(\\d+)/.exec(require('fs').readFileSync('/proc/self/status','utf8'))[1])"]);
+        let out = '';
+        self.stdout!.on('data', (c) => (out += c));
+        await waitExit(self);
+        bareKiB.push(Number(out));
+        serveKiB.push((await serve(t.dir, 1000 + i)).peakKiB ?? NaN);
+      }
+    }
+    const rb = median(bareKiB) / 1024;
+    const rs = median(serveKiB) / 1024;
+    report({
+      goal: '1b', what: 'serve peak RSS (median)', figure: rs, unit: 'MiB',
+      anchor: rb, anchorWhat: 'node -e 0 peak RSS', target: '≤ 1.2×', met: rs / rb <= 1.2,
+    });
+  } finally {
+    t.cleanup();
+  }
+}
+
+main().catch((err) => {
+  process.stderr.write(`startup benchmark failed: ${err?.stack ?? err}\n`);
+  process.exitCode = 1;
+});
