@@ -6,6 +6,7 @@ import { ErrorCode, HostlockError } from './errors';
 import { HolderRegistry, controllerName, holdersOf, type Holder, type Owner } from './holders';
 import { kernelWait, LockFile, type KernelWait, type Mode } from './lockfile';
 import { log } from './log';
+import { openTurnstile, turnstileOpen } from './turnstile';
 import { checkLockDir, decodeLockName, ensurePrivateDir, isSharedGroupDir, LOCK_SUFFIX, lockPathFor, runtimeDir } from './names';
 import { currentUser, kernelInodeKey, readKernelLocks } from './proc';
 
@@ -59,6 +60,11 @@ interface Waiter {
   entry: PathEntry;
   file?: LockFile;
   kernel?: KernelWait;
+  // Turnstile state (see turnstile.ts): a waiting writer holds `gate`; a reader
+  // that found a writer waiting sets `atGate`, and `passed` once let through.
+  gate?: LockFile;
+  atGate?: boolean;
+  passed?: boolean;
   started: number;
   timer?: NodeJS.Timeout;
   ticker?: NodeJS.Timeout;
@@ -91,6 +97,7 @@ function seconds(sinceMs: number): number {
 export class LockManager {
   private readonly entries = new Map<string, PathEntry>();
   private readonly lostTimer: NodeJS.Timeout;
+  private readonly holderCache = new Map<string, { at: number; holders: Holder[] }>();
 
   constructor() {
     // A person deleting a held lock file breaks exclusion for newcomers; the
@@ -207,12 +214,21 @@ export class LockManager {
     return { dir: d, locks };
   }
 
+  // Holders for waiting notices and failed attempts. Cached briefly per path:
+  // hundreds of waiters on one lock must not each re-read /proc/locks.
   holders(target: Target): Holder[] {
+    const now = performance.now();
+    const hit = this.holderCache.get(target.path);
+    if (hit && now - hit.at < 250) return hit.holders;
+    let holders: Holder[];
     try {
-      return this.status(target).holders;
+      holders = this.status(target).holders;
     } catch {
-      return [];
+      holders = [];
     }
+    if (this.holderCache.size > 4096) this.holderCache.clear();
+    this.holderCache.set(target.path, { at: now, holders });
+    return holders;
   }
 
   heldCount(): number {
@@ -242,6 +258,12 @@ export class LockManager {
 
   // One non-blocking kernel attempt for this waiter; true when it now holds.
   private attempt(w: Waiter): boolean {
+    const { target, mode } = w.req;
+    // A reader yields to a writer of another process waiting at the turnstile.
+    if (mode === 'shared' && !w.passed && !turnstileOpen(target.path, target.groupShared)) {
+      w.atGate = true;
+      return false;
+    }
     for (let tries = 0; tries < 100; tries++) {
       w.file ??= LockFile.open(w.req.target.path, w.req.target.groupShared);
       if (!w.file.tryLock(w.req.mode)) return false;
@@ -263,6 +285,7 @@ export class LockManager {
       target: req.target, mode: req.mode, file: w.file!, since: new Date(), owner, prefix: req.prefix ?? '', lost: false,
     };
     w.file = undefined;
+    this.dropGate(w); // the writer is in: let readers queue on the lock itself again
     hold.record = req.target.registry.add(hold.file.inodeKey, req.target.path, req.target.name, {
       ...owner,
       pid: owner.pid ?? process.pid,
@@ -290,6 +313,7 @@ export class LockManager {
       } catch (err) {
         entry.queue.shift();
         this.dropFile(head);
+        this.dropGate(head);
         head.fail(err);
         continue;
       }
@@ -300,6 +324,8 @@ export class LockManager {
   }
 
   private waitInKernel(w: Waiter): void {
+    if (w.atGate) return this.waitAtGate(w);
+    if (w.req.mode === 'exclusive' && !w.gate && this.closeGate(w)) return;
     const wait = kernelWait(w.file!, w.req.mode);
     w.kernel = wait;
     wait.done.then((got) => {
@@ -315,6 +341,53 @@ export class LockManager {
     });
   }
 
+  // A reader blocked by a waiting writer: wait until the turnstile lets readers
+  // through, then go for the lock without looking at the turnstile again.
+  private waitAtGate(w: Waiter): void {
+    const gate = openTurnstile(w.req.target.path, w.req.target.groupShared);
+    w.atGate = false;
+    w.passed = true;
+    if (!gate) return this.pump(w.entry);
+    const wait = kernelWait(gate, 'shared');
+    w.kernel = wait;
+    wait.done.then(() => {
+      gate.close();
+      if (w.settled || w.kernel !== wait) return;
+      w.kernel = undefined;
+      this.pump(w.entry);
+    });
+  }
+
+  // A writer about to wait for the lock first takes the turnstile, so that no
+  // new reader of another process gets in meanwhile. True when it must wait
+  // for the turnstile itself (another writer holds it); `pump` resumes it.
+  private closeGate(w: Waiter): boolean {
+    const gate = openTurnstile(w.req.target.path, w.req.target.groupShared);
+    if (!gate) return false;
+    try {
+      if (gate.tryLock('exclusive')) {
+        w.gate = gate;
+        return false;
+      }
+    } catch {
+      gate.close();
+      return false;
+    }
+    const wait = kernelWait(gate, 'exclusive');
+    w.kernel = wait;
+    wait.done.then((got) => {
+      if (w.settled || w.kernel !== wait) {
+        gate.close();
+        return;
+      }
+      w.kernel = undefined;
+      if (got) w.gate = gate;
+      else gate.close();
+      this.pump(w.entry);
+    });
+    return true;
+  }
+
   private giveUp(w: Waiter, reason: 'timeout' | 'cancelled'): void {
     if (!w || w.settled) return;
     const i = w.entry.queue.indexOf(w);
@@ -322,6 +395,7 @@ export class LockManager {
     w.kernel?.cancel();
     w.kernel = undefined;
     this.dropFile(w); // closing our descriptor undoes any lock the killed child may have just taken
+    this.dropGate(w);
     w.settle({ acquired: false, waited: seconds(w.started), reason, holders: this.holders(w.req.target) });
     this.pump(w.entry);
   }
@@ -329,6 +403,11 @@ export class LockManager {
   private dropFile(w: Waiter): void {
     w.file?.close();
     w.file = undefined;
+  }
+
+  private dropGate(w: Waiter): void {
+    w.gate?.close();
+    w.gate = undefined;
   }
 
   private checkLost(): void {

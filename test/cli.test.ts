@@ -1,0 +1,88 @@
+// The `hostlock` command: run behaves like flock(1) with names, status lists
+// every lock, and every exit code in --help is the one scripts get.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { cli, lockedByOthers, tempDir, until } from './rpc';
+
+test('--help lists every command and exit code; --version prints the version', () => {
+  const h = cli(['--help']);
+  assert.equal(h.status, 0);
+  for (const w of ['status', 'run', 'serve', 'agent', '64', '73', '126', '127']) assert.match(h.stdout, new RegExp(`\\b${w}\\b`));
+  const v = cli(['--version']);
+  assert.equal(v.status, 0);
+  assert.match(v.stdout.trim(), /^\d+\.\d+\.\d+$/);
+});
+
+test('usage errors exit 64 with a hint', () => {
+  for (const args of [[], ['bogus'], ['run', 'x'], ['run', 'x', '--timeout', '-1', '--', 'true'], ['run', 'x', '-n', '-w', '1', '--', 'true']]) {
+    const r = cli(args);
+    assert.equal(r.status, 64, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, /hostlock: /);
+  }
+});
+
+test('run holds the lock for the command and passes its exit status', async () => {
+  const t = tempDir();
+  const env = { HOSTLOCK_DIR: t.dir };
+  const r = cli(['run', 'job', '--', 'sh', '-c', `flock -n ${join(t.dir, 'job.lock')} true; echo "probe=$?"; exit 7`], env);
+  assert.equal(r.status, 7);
+  assert.match(r.stdout, /probe=1/, 'the lock was not held while the command ran');
+  assert.equal(lockedByOthers(join(t.dir, 'job.lock')), false, 'still held after the command');
+  assert.equal(cli(['run', 'job', '--', '/nonexistent/cmd'], env).status, 127);
+  t.cleanup();
+});
+
+test('run --nonblock / --timeout / --conflict-exit-code against a flock(1) holder', async () => {
+  const t = tempDir();
+  const env = { HOSTLOCK_DIR: t.dir };
+  const holder = spawn('flock', ['-o', '-x', join(t.dir, 'busy.lock'), 'sleep', '5'], { stdio: 'ignore' });
+  await until(() => lockedByOthers(join(t.dir, 'busy.lock')));
+  const n = cli(['run', '-n', 'busy', '--', 'true'], env);
+  assert.equal(n.status, 1);
+  assert.match(n.stderr, /held by/);
+  assert.equal(cli(['run', '-n', '-E', '42', 'busy', '--', 'true'], env).status, 42);
+  const t0 = performance.now();
+  const w = cli(['run', '--timeout', '0.3', 'busy', '--', 'true'], env);
+  assert.equal(w.status, 1);
+  assert.ok(performance.now() - t0 >= 300);
+  assert.match(w.stderr, /gave up/);
+  holder.kill();
+  t.cleanup();
+});
+
+test('run refuses a symlinked lock file (73) and leaves its target untouched', () => {
+  const t = tempDir();
+  const target = join(t.dir, 'precious');
+  writeFileSync(target, 'keep me');
+  symlinkSync(target, join(t.dir, 'evil.lock'));
+  const r = cli(['run', 'evil', '--', 'true'], { HOSTLOCK_DIR: t.dir });
+  assert.equal(r.status, 73);
+  assert.match(r.stderr, /symbolic link/);
+  assert.equal(require('node:fs').readFileSync(target, 'utf8'), 'keep me');
+  assert.equal(cli(['run', 'x', '--dir', join(t.dir, 'missing'), '--', 'true']).status, 73);
+  t.cleanup();
+});
+
+test('status lists free and held locks, as a table and as JSON', async () => {
+  const t = tempDir();
+  mkdirSync(join(t.dir, 'sub'));
+  const env = { HOSTLOCK_DIR: t.dir };
+  const holder = spawn(process.execPath, [join(__dirname, '..', '..', 'dist', 'cli.js'), 'run', 'web1', '--', 'sleep', '5'], { env: { ...process.env, ...env } });
+  await until(() => lockedByOthers(join(t.dir, 'web1.lock')));
+  cli(['run', 'free one', '--', 'true'], env);
+  const j = cli(['status', '--json'], env);
+  assert.equal(j.status, 0, j.stderr);
+  const res = JSON.parse(j.stdout);
+  const byName = Object.fromEntries(res.locks.map((l: any) => [l.name, l]));
+  assert.equal(byName.web1.held, true);
+  assert.equal(byName.web1.holders[0].pid, holder.pid);
+  assert.equal(byName['free one'].held, false);
+  const table = cli(['status'], env);
+  assert.match(table.stdout, /web1\s+exclusive/);
+  assert.match(table.stdout, /free one\s+free/);
+  holder.kill();
+  t.cleanup();
+});
