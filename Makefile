@@ -13,7 +13,7 @@ help:
 
 node_modules/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund
-	@test -f node_modules/fs-ext/build/Release/fs_ext.node || (cd node_modules/fs-ext && npx --no-install node-gyp rebuild)
+	@test -f node_modules/fs-ext/build/Release/fs_ext.node || npm rebuild fs-ext --foreground-scripts
 	touch $@
 
 $(VENV)/.stamp: requirements.txt
