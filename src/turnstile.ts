@@ -1,0 +1,51 @@
+// Writer preference across processes. flock(2) grants a shared lock whenever
+// only shared locks are held, so a stream of overlapping readers in other
+// processes can keep an exclusive waiter out forever. Beside each lock file a
+// hidden turnstile file (`.<file>.turnstile`) fixes that among hostlock users:
+// a writer that must wait holds the turnstile exclusive until it has the lock,
+// and a reader passes the turnstile (shared, briefly) before it takes the lock,
+// so new readers queue behind a waiting writer. The turnstile is a fairness
+// aid, never a safety device: exclusion lives in the lock file alone, where
+// flock(1) and fcntl.flock users still meet us, and a turnstile that cannot be
+// opened (read-only directory, planted symlink) only costs the fairness.
+import { createHash } from 'node:crypto';
+import { basename, dirname, join } from 'node:path';
+import { LockFile } from './lockfile';
+import { log } from './log';
+
+const MAX_FILE = 255;
+
+// Hidden, so `status`/`list` (which skip dot files) never show it, and outside
+// the name encoding (which never yields a leading '.').
+export function turnstilePathFor(lockPath: string): string {
+  const base = basename(lockPath);
+  const plain = `.${base}.turnstile`;
+  if (Buffer.byteLength(plain) <= MAX_FILE) return join(dirname(lockPath), plain);
+  return join(dirname(lockPath), `.${createHash('sha256').update(base).digest('hex')}.turnstile`);
+}
+
+// Opens the turnstile of a lock file, or undefined where it cannot be had.
+// HOSTLOCK_TURNSTILE=off turns it off (plain flock semantics; the starvation test's control).
+export function openTurnstile(lockPath: string, groupShared: boolean): LockFile | undefined {
+  if (process.env.HOSTLOCK_TURNSTILE === 'off') return undefined;
+  const path = turnstilePathFor(lockPath);
+  try {
+    return LockFile.open(path, groupShared);
+  } catch (err) {
+    log.debug(`no turnstile for ${lockPath}: ${(err as Error).message}`, { path });
+    return undefined;
+  }
+}
+
+// True when no writer waits at the turnstile: a reader may go on to the lock.
+export function turnstileOpen(lockPath: string, groupShared: boolean): boolean {
+  const gate = openTurnstile(lockPath, groupShared);
+  if (!gate) return true;
+  try {
+    return gate.tryLock('shared');
+  } catch {
+    return true;
+  } finally {
+    gate.close();
+  }
+}
