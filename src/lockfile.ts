@@ -1,6 +1,6 @@
 // The lock engine's lowest layer: one open lock file and flock(2) on it. It
 // knows files and the kernel, nothing of waiting policy or holders.
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { closeSync, constants, existsSync, fchmodSync, fstatSync, lstatSync, openSync, statSync } from 'node:fs';
 import { ErrorCode, HostlockError, fromErrno } from './errors';
 import { kernelInodeKey } from './proc';
@@ -124,6 +124,9 @@ function childWait(file: LockFile, mode: Mode): KernelWait {
   let child: ChildProcess | undefined;
   let cancelled = false;
   const done = new Promise<boolean>((resolve) => {
+    // child_process is loaded on the first wait: most helpers never wait, and loading it costs a start ~5 ms.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { spawn } = require('node:child_process') as typeof import('node:child_process');
     child = spawn(FLOCK_BIN!, [mode === 'shared' ? '-s' : '-x', '3'], {
       stdio: ['ignore', 'ignore', 'ignore', file.fd],
     });
