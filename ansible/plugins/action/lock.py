@@ -179,6 +179,8 @@ class ActionModule(ActionBase):
         params = dict(target, shared=shared, owner=owner, scope='run', member=host, notify=NOTIFY_EVERY)
         started = time.monotonic()
         res = first = conn.call('try', params)
+        if not res.get('acquired'):
+            res['holders'] = self._fresh_holders(conn, target, res)
         if not res.get('acquired') and state == 'acquired':
             # Say at once who is in the way; the helper's notifications repeat it while we wait.
             self._show_wait(host, name, 0, res.get('holders'), timeout)
@@ -206,10 +208,19 @@ class ActionModule(ActionBase):
                 conn.call('release', {'handle': res['handle']}, timeout=30)
             out['msg'] = "lock '%s' is busy, held by %s" % (name, holders_text(out['holders']))
             return out
+        out['holders'] = self._fresh_holders(conn, target, res)
         out['failed'] = True
         out['msg'] = ("timed out after %.1fs waiting for lock '%s' (%s): held by %s"
                       % (out['waited'], name, out['path'], holders_text(out['holders'])))
         return out
+
+    def _fresh_holders(self, conn, target, res):
+        # helper 0.1.0 caches the holders of a busy reply for 250 ms, so right after a
+        # handover they can name the previous holder; status reads them afresh.
+        try:
+            return conn.call('status', target, timeout=30).get('holders') or res.get('holders') or []
+        except RpcError:
+            return res.get('holders') or []
 
     def _show_wait(self, host, name, waited, holders, timeout):
         limit = '' if timeout is None else ' of %ss' % (int(timeout) if float(timeout).is_integer() else timeout)

@@ -270,6 +270,13 @@ class Lock:
 
     def _took(self, result):
         self.holders = result.get('holders') or []
+        if not result.get('acquired') and self._conn is not None:
+            # helper 0.1.0 caches a busy reply's holders for 250 ms: ask status for the current ones.
+            try:
+                self.holders = self._conn.call('status', {'path': str(self.lock_path)},
+                                               timeout=30).get('holders') or self.holders
+            except (RpcError, HelperGone):
+                pass
         self.waited += float(result.get('waited') or 0)
         if result.get('acquired'):
             self._handle = result.get('handle')
@@ -308,7 +315,6 @@ class Lock:
             if self._took(result):
                 return True
             pending = result.get('handle')
-            self.holders = result.get('holders') or []
         self._log(logging.INFO, 'Waiting', ' (held by %s)' % holders_text(self.holders))
         params = {'handle': pending}
         if self.timeout is not None:
