@@ -1,0 +1,211 @@
+// Mutual exclusion under load, between every kind of client at once: hostlock
+// helpers over stdio, connections to a run agent, util-linux flock(1) and
+// Python fcntl.flock, all doing a non-atomic read-modify-write of one counter
+// file. An independent journal (lines appended by the clients while they hold
+// the lock, see fixtures/stress-worker.ts) must show no two sections
+// overlapping, no lost update, and a counter equal to the completed sections.
+// The kill variant SIGKILLs about 10% of the hostlock holders inside their
+// section; each kill must free the lock for the next waiter within 100 ms.
+// Short by default; HOSTLOCK_STRESS=long (make stress) runs 16 x 300.
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { before, describe, test } from 'node:test';
+import { CLI, cli, connectSocket, tempDir, until } from './rpc';
+
+const LONG = process.env.HOSTLOCK_STRESS === 'long';
+const WORKERS = LONG ? 16 : 6;
+const SECTIONS = LONG ? 300 : 40;
+const KINDS = ['serve', 'agent', 'flock', 'python'] as const;
+type Kind = (typeof KINDS)[number];
+const WORKER_JS = join(__dirname, 'fixtures', 'stress-worker.js');
+
+const FLOCK_WORKER = `
+P=$1 C=$2 J=$3 N=$4
+for ((i=0; i<N; i++)); do
+  {
+    flock -x 9
+    read -r n < "$C"
+    echo "B $BASHPID $EPOCHREALTIME $n" >> "$J"
+    echo $((n+1)) > "$C"
+    echo "E $BASHPID $EPOCHREALTIME $((n+1))" >> "$J"
+  } 9>>"$P"
+done`;
+
+const PYTHON_WORKER = `
+import fcntl, os, random, sys, time
+path, counter, journal, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+pid = os.getpid()
+def log(line):
+    with open(journal, 'a') as j:
+        j.write(line)
+for _ in range(n):
+    with open(path, 'a') as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        with open(counter) as c:
+            v = int(c.read() or 0)
+        log(f"B {pid} {time.time():.6f} {v}\\n")
+        time.sleep(random.random() * 0.002)
+        with open(counter, 'w') as c:
+            c.write(str(v + 1))
+        log(f"E {pid} {time.time():.6f} {v + 1}\\n")
+`;
+
+interface Verdict {
+  completed: number;
+  sections: number;
+  kills: number;
+  killLatenciesMs: number[];
+}
+
+// Replays the journal: one holder at a time, every read sees the last write.
+export function checkJournal(text: string, finalCounter: number): Verdict {
+  let inside: string | null = null;
+  let value = 0;
+  let completed = 0;
+  let sections = 0;
+  let kills = 0;
+  const seen = new Set<string>();
+  const latencies: number[] = [];
+  let pendingKill: { pid: string; ts: number; known: Set<string> } | null = null;
+  const lines = text.split('\n').filter(Boolean);
+  for (const [i, line] of lines.entries()) {
+    const [kind, pid, ts, arg] = line.split(' ');
+    const where = `journal line ${i + 1} "${line}"`;
+    if (pendingKill && pid !== pendingKill.pid) {
+      // The first sign of the next holder. Only a process that was already
+      // running (so already waiting) measures the release, not a respawn's start-up.
+      if (pendingKill.known.has(pid)) latencies.push((Number(ts) - pendingKill.ts) * 1000);
+      pendingKill = null;
+    }
+    if (kind === 'B') {
+      assert.equal(inside, null, `${where}: ${pid} entered while ${inside} was inside`);
+      assert.equal(Number(arg), value, `${where}: read ${arg} but the last write was ${value} (lost update)`);
+      inside = pid;
+      sections++;
+    } else if (kind === 'E') {
+      assert.equal(inside, pid, `${where}: ended a section it was not in`);
+      assert.equal(Number(arg), value + 1, `${where}`);
+      value++;
+      completed++;
+      inside = null;
+    } else if (kind === 'K') {
+      assert.ok(inside === null || inside === pid, `${where}: killed while ${inside} was inside`);
+      if (arg === 'after-write') {
+        value++;
+        completed++;
+      }
+      kills++;
+      inside = null;
+      pendingKill = { pid, ts: Number(ts), known: new Set(seen) };
+    } else {
+      assert.fail(`${where}: unknown record`);
+    }
+    seen.add(pid);
+  }
+  assert.equal(finalCounter, value, 'the counter file disagrees with the journal');
+  return { completed, sections, kills, killLatenciesMs: latencies };
+}
+
+async function stress(killP: number) {
+  const t = tempDir('stress');
+  const dir = t.dir;
+  const lock = join(dir, 'ctr.lock');
+  const counter = join(dir, 'counter');
+  const journal = join(dir, 'journal');
+  writeFileSync(counter, '0');
+  writeFileSync(journal, '');
+  const env = { ...process.env, HOSTLOCK_DIR: dir, HOSTLOCK_RUNTIME_DIR: join(dir, 'rt') };
+
+  // One run agent, owned by a sleeping stand-in for ansible-playbook.
+  const owner = spawn('sleep', ['3600'], { stdio: 'ignore' });
+  const agent = spawn(process.execPath, [CLI, 'agent', '--owner-pid', String(owner.pid)], { env, stdio: 'ignore' });
+  const socket = cli(['agent', '--owner-pid', String(owner.pid), '--print-socket'], env).stdout.trim();
+  await until(async () => {
+    try {
+      (await connectSocket(socket)).sock.destroy();
+      return true;
+    } catch {
+      return false;
+    }
+  }, 10000, 50);
+
+  const attempted = { n: 0 };
+  const running = new Set<ChildProcess>();
+  const start = (kind: Kind, n: number): ChildProcess => {
+    switch (kind) {
+      case 'flock': return spawn('bash', ['-c', FLOCK_WORKER, 'w', lock, counter, journal, String(n)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      case 'python': return spawn('python3', ['-c', PYTHON_WORKER, lock, counter, journal, String(n)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      default:
+        return spawn(process.execPath, [WORKER_JS, kind, dir, counter, journal, String(n), String(killP), socket], {
+          env, stdio: ['ignore', 'pipe', 'inherit'], detached: kind === 'serve', // a serve worker kills its own group
+        });
+    }
+  };
+  // A worker slot does SECTIONS sections; a killed worker is replaced by a
+  // fresh one for what is left (the killed section counts as attempted).
+  const slot = async (kind: Kind): Promise<void> => {
+    let left = SECTIONS;
+    while (left > 0) {
+      const child = start(kind, left);
+      running.add(child);
+      let done = 0;
+      child.stdout!.on('data', (c: Buffer) => { done += c.toString().split('.').length - 1; });
+      const [code, signal] = await new Promise<[number | null, string | null]>((r) => child.on('exit', (c, s) => r([c, s])));
+      running.delete(child);
+      if (kind === 'flock' || kind === 'python') done = left; // they print nothing; a clean exit did all
+      if (signal === 'SIGKILL') {
+        left -= done + 1;
+        attempted.n += done + 1;
+      } else {
+        assert.equal(code, 0, `${kind} worker failed (${signal ?? code})`);
+        attempted.n += left;
+        left = 0;
+      }
+    }
+  };
+  const started = performance.now();
+  try {
+    await Promise.all(Array.from({ length: WORKERS }, (_, i) => slot(KINDS[i % KINDS.length])));
+  } finally {
+    for (const c of running) c.kill('SIGKILL');
+    agent.kill('SIGTERM');
+    owner.kill('SIGKILL');
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const verdict = checkJournal(readFileSync(journal, 'utf8'), Number(readFileSync(counter, 'utf8')));
+  t.cleanup();
+  return { ...verdict, attempted: attempted.n, seconds };
+}
+
+describe(`stress: ${WORKERS} processes x ${SECTIONS} sections, mixed clients`, () => {
+  before(() => assert.ok(readFileSync(WORKER_JS).length > 0));
+
+
+  test('no overlap, no lost update: counter == sections', async () => {
+    const r = await stress(0);
+    assert.equal(r.kills, 0);
+    assert.equal(r.sections, WORKERS * SECTIONS);
+    assert.equal(r.completed, WORKERS * SECTIONS);
+    process.stderr.write(`# stress: ${r.completed} sections in ${r.seconds.toFixed(1)} s\n`);
+  });
+
+  test('with ~10% of hostlock holders SIGKILLed: counter == completed sections, each kill frees within 100 ms', async () => {
+    const r = await stress(0.1);
+    assert.ok(r.kills > 0, 'nothing was killed');
+    assert.ok(r.completed <= r.attempted && r.completed >= r.attempted - r.kills, JSON.stringify(r));
+    const worst = Math.max(0, ...r.killLatenciesMs);
+    process.stderr.write(`# stress+kill: ${r.completed}/${r.attempted} sections, ${r.kills} kills, ` +
+      `release after kill: max ${worst.toFixed(1)} ms over ${r.killLatenciesMs.length} measured, ${r.seconds.toFixed(1)} s\n`);
+    assert.ok(worst < 100, `a kill took ${worst.toFixed(1)} ms to free the lock: ${r.killLatenciesMs.map((x) => x.toFixed(0)).join(',')}`);
+  });
+
+  test('the journal check catches an overlap and a lost update (self-test)', () => {
+    assert.throws(() => checkJournal('B 1 0 0\nB 2 0 0\nE 1 0 1\nE 2 0 1\n', 1), /entered while/);
+    assert.throws(() => checkJournal('B 1 0 0\nE 1 0 1\nB 2 0 0\nE 2 0 1\n', 1), /lost update/);
+    assert.doesNotThrow(() => checkJournal('B 1 0 0\nK 1 0 after-write\nB 2 0 1\nE 2 0 2\n', 2));
+  });
+});
+
+
