@@ -319,3 +319,55 @@ def test_cli2_attributes_and_missing_parent_directory(env):
     late.block()
     assert late.acquired and late.blocking is True
     late.release()
+
+
+HANDOVER_ACTION = '''
+import threading
+from ansible.plugins.action import ActionBase
+from ansible_collections.hostlock.core.plugins.plugin_utils.lock import Lock
+
+
+class ActionModule(ActionBase):
+    _requires_connection = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        path = self._task.args['path']
+        first = Lock(path, prefix='first')
+        first.acquire()
+        first_since = first.holders[0]['since'] if first.holders else None
+        second = Lock(path, blocking=False, prefix='second')
+        second.acquire()
+        waiter = threading.Thread(target=second.block)
+        waiter.start()
+        first.release()
+        waiter.join()
+        probe = Lock(path, blocking=False, prefix='probe')
+        probe.acquire()
+        result.update(first_since=first_since, second=second.acquired, probe=probe.acquired,
+                      holders=probe.holders)
+        probe.release()
+        second.release()
+        return result
+'''
+
+
+def test_holders_right_after_a_handover_in_one_agent(env):
+    # All three Locks share the run's agent: the probe must name the new holder, not the old one.
+    plugins = env.tmp / 'action_plugins'
+    plugins.mkdir()
+    (plugins / 'handover.py').write_text(HANDOVER_ACTION)
+    pb = env.playbook('handover.yml', '''
+        - hosts: h1
+          gather_facts: false
+          tasks:
+            - name: handover
+              handover:
+                path: "{{ out }}/handover.lock"
+    ''')
+    code, out = env.run(pb, env={'ANSIBLE_ACTION_PLUGINS': str(plugins)})
+    assert code == 0, out
+    res = env.record('run', 'handover')['result']
+    assert res['second'] is True and res['probe'] is False
+    assert len(res['holders']) == 1
+    assert res['holders'][0]['since'] != res['first_since'], res
