@@ -37,14 +37,17 @@ export interface Figure {
   target: string;
   met: boolean;
   ratio?: number;
+  info?: boolean;      // printed for insight, not a goal
+
 }
 
 // One human line and one machine line (`BENCH {json}`) per figure.
 export function report(f: Figure): void {
   const ratio = f.ratio ?? f.figure / f.anchor;
+  const verdict = f.info ? 'for information' : `goal ${f.target}: ${f.met ? 'met' : 'NOT met'}`;
   const n = (x: number) => (Math.abs(x) >= 100 ? x.toFixed(0) : Math.abs(x) >= 10 ? x.toFixed(1) : x.toFixed(3));
   process.stdout.write(`goal ${f.goal}: ${f.what}: ${n(f.figure)} ${f.unit}; anchor ${f.anchorWhat}: ${n(f.anchor)} ${f.unit}; ` +
-    `ratio ${ratio.toFixed(2)}; goal ${f.target}: ${f.met ? 'met' : 'NOT met'}\n`);
+    `ratio ${ratio.toFixed(2)}; ${verdict}\n`);
   process.stdout.write('BENCH ' + JSON.stringify({ ...f, ratio, smoke: SMOKE }) + '\n');
 }
 

@@ -50,7 +50,8 @@ async function main(): Promise<void> {
   mkdirSync(join(out, 'collections', 'ansible_collections', 'hostlock'), { recursive: true });
   const link = join(out, 'collections', 'ansible_collections', 'hostlock', 'core');
   rmSync(link, { force: true });
-  symlinkSync(join(ROOT, 'ansible'), link);
+  // HOSTLOCK_BENCH_COLLECTION: try a modified copy of the collection instead of ansible/.
+  symlinkSync(process.env.HOSTLOCK_BENCH_COLLECTION ?? join(ROOT, 'ansible'), link);
   const inventory = join(out, 'inventory.ini');
   writeFileSync(inventory, '[all]\n' + Array.from({ length: hosts }, (_, i) =>
     `host${i} ansible_connection=local ansible_python_interpreter="{{ ansible_playbook_python }}"`).join('\n') + '\n');
