@@ -93,7 +93,6 @@ def test_node_missing(env):
 OLD_HELPER = r'''
 import json, os, socket, sys
 # A stand-in for an old helper: it answers hello with protocol 0.
-SOCK = %r
 
 
 def answer(rfile, wfile):
@@ -105,12 +104,21 @@ def answer(rfile, wfile):
         wfile.flush()
 
 
+def socket_path():
+    # The documented rule: <runtime>/agent-<PID>-<starttime>.sock
+    args = sys.argv
+    pid = args[args.index("--owner-pid") + 1]
+    run = args[args.index("--runtime-dir") + 1] if "--runtime-dir" in args else os.environ["HOSTLOCK_RUNTIME_DIR"]
+    stat = open("/proc/%s/stat" % pid).read()
+    return os.path.join(run, "agent-%s-%s.sock" % (pid, stat[stat.rindex(")") + 2:].split()[19]))
+
+
 if sys.argv[1:2] == ["agent"]:
     if "--print-socket" in sys.argv:
-        print(SOCK)
+        print(socket_path())
         sys.exit(0)
     srv = socket.socket(socket.AF_UNIX)
-    srv.bind(SOCK)
+    srv.bind(socket_path())
     srv.listen()
     srv.settimeout(20)
     conn, _ = srv.accept()
@@ -123,7 +131,7 @@ else:
 
 def _old_helper(env):
     old = env.tmp / 'old-hostlock'
-    old.write_text('#!%s\n' % sys.executable + OLD_HELPER % str(env.tmp / 'old.sock'))
+    old.write_text('#!%s\n' % sys.executable + OLD_HELPER)
     old.chmod(old.stat().st_mode | stat.S_IXUSR)
     return old
 

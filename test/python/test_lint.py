@@ -7,11 +7,10 @@ import os
 import shutil
 import subprocess
 
-import pytest
-
 from conftest import REPO, VENV_BIN
 
 LINT = shutil.which('ansible-lint', path=str(VENV_BIN) + os.pathsep + os.environ.get('PATH', ''))
+
 
 def _lint(target, cwd, collections_root):
     assert LINT, 'ansible-lint is missing from .venv: run make venv (it is pinned in requirements.txt)'

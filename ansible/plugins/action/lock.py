@@ -189,7 +189,7 @@ class ActionModule(ActionBase):
             if res.get('handle'):
                 wait = ('block', {'handle': res['handle']})
             else:
-                # A failed run-scope try leaves no handle (helper 0.1.0): wait with a fresh acquire.
+                # Helpers before a5a21a2 give a failed run-scope try no handle: wait with a fresh acquire.
                 wait = ('acquire', dict(params))
             if timeout is not None:
                 wait[1]['timeout'] = timeout

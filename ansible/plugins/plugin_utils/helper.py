@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
 import os
 import shlex
@@ -232,7 +233,8 @@ def _spawn_agent(cmd, owner_pid, sock_path):
         log_path = None
     try:
         # Own session: the agent outlives this worker and ignores the terminal's Ctrl-C.
-        proc = subprocess.Popen(cmd + ['agent', '--owner-pid', str(owner_pid)],
+        # --runtime-dir: the agent listens exactly where this client looks.
+        proc = subprocess.Popen(cmd + ['agent', '--owner-pid', str(owner_pid), '--runtime-dir', run_dir],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL if log_fd is None else log_fd,
                                 start_new_session=True, close_fds=True)
@@ -244,35 +246,81 @@ def _spawn_agent(cmd, owner_pid, sock_path):
     return proc, log_path
 
 
+def _start_agent(cmd, owner_pid, sock_path):
+    proc, log_path = _spawn_agent(cmd, owner_pid, sock_path)
+    deadline = time.monotonic() + START_TIMEOUT
+    delay = 0.02
+    while True:
+        conn = _try_connect(sock_path)
+        if conn is not None:
+            return conn
+        code = proc.poll()
+        # Exit 0 means another agent won the race; anything else is a failure to report.
+        if code not in (None, 0):
+            raise HelperError('hostlock agent %s exited with code %d before listening on %s%s. %s'
+                              % (shlex.join(cmd), code, sock_path, _log_hint(log_path), INSTALL_HINT))
+        if time.monotonic() > deadline:
+            raise HelperError('hostlock agent did not listen on %s within %ds%s. %s'
+                              % (sock_path, START_TIMEOUT, _log_hint(log_path), INSTALL_HINT))
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.2)
+
+
+def _private_dirs(path):
+    """Create ``path`` and its missing parents 0700, as the helper's own mkdir does."""
+    missing = []
+    while path and not os.path.isdir(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            pass
+
+
+def _start_lock(run_dir):
+    """flock the runtime directory so one worker starts the agent while the others wait.
+
+    Every fork of a run's first task finds no agent; without this each would start
+    Node only to lose the agent's own pid-file race, all on the same few cores.
+    """
+    try:
+        _private_dirs(run_dir)
+        fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def connect_agent(cmd, owner_pid, client='ansible', member=None):
     """Connect to the agent of the run owned by ``owner_pid``, starting it if needed.
 
-    Returns ``(connection, hello_result)``. Many workers may race here; the helper
-    makes sure only one agent serves the run, so losers just keep connecting.
+    Returns ``(connection, hello_result)``. Many workers may race here: one starts
+    the agent under a flock of the runtime directory, the others then connect.
     """
-    conn = _try_connect(_guess_socket(owner_pid))
-    sock_path = None
-    if conn is None:
+    # The socket path follows the documented rule; asking the helper costs a Node start.
+    sock_path = _guess_socket(owner_pid)
+    conn = _try_connect(sock_path)
+    if conn is None and sock_path is None:
         sock_path = _ask_socket(cmd, owner_pid)
         conn = _try_connect(sock_path)
-    if conn is None:
-        proc, log_path = _spawn_agent(cmd, owner_pid, sock_path)
-        deadline = time.monotonic() + START_TIMEOUT
-        delay = 0.02
-        while conn is None:
+    start_lock = None
+    try:
+        if conn is None:
+            start_lock = _start_lock(os.path.dirname(sock_path))
+            # Whoever held the start lock before us may have started the agent already.
             conn = _try_connect(sock_path)
-            if conn is not None:
-                break
-            code = proc.poll()
-            # Exit 0 means another agent won the race; anything else is a failure to report.
-            if code not in (None, 0):
-                raise HelperError('hostlock agent %s exited with code %d before listening on %s%s. %s'
-                                  % (shlex.join(cmd), code, sock_path, _log_hint(log_path), INSTALL_HINT))
-            if time.monotonic() > deadline:
-                raise HelperError('hostlock agent did not listen on %s within %ds%s. %s'
-                                  % (sock_path, START_TIMEOUT, _log_hint(log_path), INSTALL_HINT))
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.2)
+        if conn is None:
+            conn = _start_agent(cmd, owner_pid, sock_path)
+    finally:
+        if start_lock is not None:
+            os.close(start_lock)
     try:
         params = {'client': client}
         if member is not None:
