@@ -44,6 +44,9 @@ export interface LostHold {
 
 type Id = string | number | null;
 
+// A request whose reply is sent later by its own code (a wait), not by handleLine.
+const REPLIED_LATER = Symbol('replied later');
+
 export class Server {
   readonly manager = new LockManager();
   readonly runHolds: RunHolds;
@@ -85,6 +88,7 @@ export class Session {
   private bufLen = 0;
   private skipping = false; // inside an over-long line: drop bytes up to its newline
   private closed = false;
+  private dispatching: Id = null; // id of the request being dispatched
 
   constructor(private readonly server: Server, private readonly write: (line: string) => void) {}
 
@@ -160,12 +164,14 @@ export class Session {
       return;
     }
     let result: unknown;
+    this.dispatching = req.id;
     try {
       result = this.dispatch(method, params);
     } catch (err) {
       this.reply(req.id, undefined, err);
       return;
     }
+    if (result === REPLIED_LATER) return;
     if (result instanceof Promise) {
       result.then((r) => this.reply(req.id, r), (err) => this.reply(req.id, undefined, err));
     } else {
@@ -218,32 +224,52 @@ export class Session {
 
   private run(handle: string, req: AcquireRequest, p: AcquireParams): unknown {
     req.onWaiting = (info) => this.notify('waiting', { handle, name: req.target.name, path: req.target.path, ...info });
+    const id = this.dispatching;
     let settled: { out?: AcquireOutcome; err?: unknown } | undefined;
+    let waited = false;
     req.onSettled = (out, err) => {
       settled = { out, err };
-      if (!out) {
-        this.dropHandle(handle);
-      } else if (this.closed) {
-        if (out.hold) this.server.manager.release(out.hold);
-        this.dropHandle(handle);
-      } else if (out.hold) {
-        this.handles.set(handle, { kind: 'held', hold: out.hold });
-      } else if (out.reason === 'busy' || out.reason === 'timeout') {
-        this.handles.set(handle, { kind: 'pending', req: { ...req, onSettled: undefined }, params: p });
-      } else {
-        this.dropHandle(handle);
+      try {
+        this.track(handle, req, p, out);
+      } finally {
+        // A wait ends: reply at once, from inside the release that granted it,
+        // so the new holder hears before the releaser does (handoff latency).
+        if (waited) {
+          try {
+            if (out) this.reply(id, this.result(handle, req.target, req.mode, out, true));
+            else this.reply(id, undefined, err);
+          } catch (e) {
+            log.error('cannot reply to a granted wait', { error: String((e as Error)?.stack ?? e) });
+          }
+        }
       }
     };
     const attempt = this.server.manager.acquire(req);
-    attempt.outcome.catch(() => {}); // failures are reported through `settled` or the returned promise
-    const finish = (out: AcquireOutcome) => this.result(handle, req.target, req.mode, out, true);
+    attempt.outcome.catch(() => {}); // failures are reported through `settled`
     if (!settled) {
+      waited = true;
       this.handles.set(handle, { kind: 'waiting', cancel: attempt.cancel });
-      return attempt.outcome.then(finish);
+      return REPLIED_LATER;
     }
     // Settled at once: answer now, so replies keep the order of the requests.
     if (!settled.out) throw settled.err;
-    return finish(settled.out);
+    return this.result(handle, req.target, req.mode, settled.out, true);
+  }
+
+  // Bookkeeping of a settled acquisition: the handle's new state.
+  private track(handle: string, req: AcquireRequest, p: AcquireParams, out: AcquireOutcome | undefined): void {
+    if (!out) {
+      this.dropHandle(handle);
+    } else if (this.closed) {
+      if (out.hold) this.server.manager.release(out.hold);
+      this.dropHandle(handle);
+    } else if (out.hold) {
+      this.handles.set(handle, { kind: 'held', hold: out.hold });
+    } else if (out.reason === 'busy' || out.reason === 'timeout') {
+      this.handles.set(handle, { kind: 'pending', req: { ...req, onSettled: undefined }, params: p });
+    } else {
+      this.dropHandle(handle);
+    }
   }
 
   private async acquireRun(p: AcquireParams, req: AcquireRequest, handle = this.server.newHandle(this, 'r')) {
