@@ -31,7 +31,7 @@ export interface Holder extends Owner {
   foreign?: boolean;
 }
 
-interface StoredRecord extends Holder {
+export interface StoredRecord extends Holder {
   name?: string;
   path: string;
   inode: string;
@@ -94,7 +94,15 @@ export class HolderRegistry {
 
   // Live records for one inode, dead ones swept away as they are found.
   read(inode: string): StoredRecord[] {
-    const prefix = inode.replace(/:/g, '_') + '.';
+    return this.scan(inode.replace(/:/g, '_') + '.');
+  }
+
+  // Live records of every inode.
+  readAll(): StoredRecord[] {
+    return this.scan('');
+  }
+
+  private scan(prefix: string): StoredRecord[] {
     let files: string[];
     try {
       files = readdirSync(this.dir).filter((f) => f.startsWith(prefix) && f.endsWith('.json'));
@@ -131,6 +139,17 @@ export function holdersOf(registry: HolderRegistry, inode: string, kernel = read
     out.push(foreignHolder(k));
   }
   return out;
+}
+
+// Holds on a file that is no longer at its path: someone deleted or replaced
+// it under its holder. They are live records of `path` on another inode that
+// the kernel still shows locked, and they exclude nobody who opens the path
+// now; any helper reports them (`lost: true`), not only the one that holds.
+export function lostHoldersOf(records: StoredRecord[], path: string, currentInode: string | null,
+  kernel = readKernelLocks()): Holder[] {
+  return records
+    .filter((r) => r.path === path && r.inode !== currentInode && (kernel === null || kernel.some((k) => k.inode === r.inode)))
+    .map((r) => ({ ...publicHolder(r), lost: true }));
 }
 
 function publicHolder(r: StoredRecord): Holder {

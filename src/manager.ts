@@ -3,7 +3,7 @@
 import { readdirSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { ErrorCode, HostlockError } from './errors';
-import { HolderRegistry, controllerName, holdersOf, type Holder, type Owner } from './holders';
+import { HolderRegistry, controllerName, holdersOf, lostHoldersOf, type Holder, type Owner } from './holders';
 import { kernelWait, LockFile, type KernelWait, type Mode } from './lockfile';
 import { log } from './log';
 import { openTurnstile, turnstileOpen } from './turnstile';
@@ -187,29 +187,48 @@ export class LockManager {
     return true;
   }
 
+  // `held` and `mode` describe the file now at the path; `holders` also lists
+  // holds lost to a deletion or replacement (`lost: true`), whoever holds them.
   status(target: Target): { exists: boolean; held: boolean; mode: Mode | null; holders: Holder[]; lost: boolean } {
     const st = statSync(target.path, { bigint: true, throwIfNoEntry: false });
-    const lost = [...(this.entries.get(target.path)?.holds ?? [])].some((h) => h.lost);
-    if (!st) return { exists: false, held: false, mode: null, holders: [], lost };
-    const holders = holdersOf(target.registry, kernelInodeKey(st.dev, st.ino));
-    return { exists: true, held: holders.length > 0, mode: holders.length ? holders[0].mode : null, holders, lost };
+    const inode = st ? kernelInodeKey(st.dev, st.ino) : null;
+    const kernel = readKernelLocks();
+    const current = inode ? holdersOf(target.registry, inode, kernel) : [];
+    const lostHolders = lostHoldersOf(target.registry.readAll(), target.path, inode, kernel);
+    const lost = lostHolders.length > 0 || [...(this.entries.get(target.path)?.holds ?? [])].some((h) => h.lost);
+    return {
+      exists: !!st, held: current.length > 0, mode: current.length ? current[0].mode : null, holders: [...current, ...lostHolders], lost,
+    };
   }
 
   list(dir?: string): { dir: string; locks: Array<{ name: string; path: string; held: boolean; mode: Mode | null; holders: Holder[] }> } {
     const d = checkLockDir(dir);
     const registry = registryFor(join(d, '.holders'), isSharedGroupDir(d));
     const kernel = readKernelLocks();
+    const all = registry.readAll();
     const locks = [];
+    const listed = new Set<string>();
     for (const f of readdirSync(d).sort()) {
       if (f.startsWith('.') || !f.endsWith(LOCK_SUFFIX)) continue;
       const path = join(d, f);
       const st = statSync(path, { bigint: true, throwIfNoEntry: false });
       if (!st?.isFile()) continue;
-      const recs = registry.read(kernelInodeKey(st.dev, st.ino));
-      const holders = holdersOf(registry, kernelInodeKey(st.dev, st.ino), kernel);
+      listed.add(path);
+      const inode = kernelInodeKey(st.dev, st.ino);
+      const recs = all.filter((r) => r.inode === inode);
+      const holders = holdersOf(registry, inode, kernel);
       const stem = basename(f, LOCK_SUFFIX);
       const name = decodeLockName(stem) ?? (recs[0] as { name?: string } | undefined)?.name ?? stem;
-      locks.push({ name, path, held: holders.length > 0, mode: holders.length ? holders[0].mode : null, holders });
+      locks.push({ name, path, held: holders.length > 0, mode: holders.length ? holders[0].mode : null,
+        holders: [...holders, ...lostHoldersOf(all, path, inode, kernel)] });
+    }
+    // Deleted under their holders: gone from the directory, still worth a line.
+    for (const path of new Set(all.map((r) => r.path))) {
+      if (listed.has(path) || dirname(path) !== d) continue;
+      const holders = lostHoldersOf(all, path, null, kernel);
+      if (!holders.length) continue;
+      const name = all.find((r) => r.path === path)?.name ?? decodeLockName(basename(path, LOCK_SUFFIX)) ?? basename(path);
+      locks.push({ name, path, held: false, mode: null, holders });
     }
     return { dir: d, locks };
   }

@@ -12,6 +12,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
+import { checkJournal } from './journal';
 import { CLI, cli, connectSocket, tempDir, until } from './rpc';
 
 const LONG = process.env.HOSTLOCK_STRESS === 'long';
@@ -51,62 +52,6 @@ for _ in range(n):
             c.write(str(v + 1))
         log(f"E {pid} {time.time():.6f} {v + 1}\\n")
 `;
-
-interface Verdict {
-  completed: number;
-  sections: number;
-  kills: number;
-  killLatenciesMs: number[];
-}
-
-// Replays the journal: one holder at a time, every read sees the last write.
-export function checkJournal(text: string, finalCounter: number): Verdict {
-  let inside: string | null = null;
-  let value = 0;
-  let completed = 0;
-  let sections = 0;
-  let kills = 0;
-  const seen = new Set<string>();
-  const latencies: number[] = [];
-  let pendingKill: { pid: string; ts: number; known: Set<string> } | null = null;
-  const lines = text.split('\n').filter(Boolean);
-  for (const [i, line] of lines.entries()) {
-    const [kind, pid, ts, arg] = line.split(' ');
-    const where = `journal line ${i + 1} "${line}"`;
-    if (pendingKill && pid !== pendingKill.pid) {
-      // The first sign of the next holder. Only a process that was already
-      // running (so already waiting) measures the release, not a respawn's start-up.
-      if (pendingKill.known.has(pid)) latencies.push((Number(ts) - pendingKill.ts) * 1000);
-      pendingKill = null;
-    }
-    if (kind === 'B') {
-      assert.equal(inside, null, `${where}: ${pid} entered while ${inside} was inside`);
-      assert.equal(Number(arg), value, `${where}: read ${arg} but the last write was ${value} (lost update)`);
-      inside = pid;
-      sections++;
-    } else if (kind === 'E') {
-      assert.equal(inside, pid, `${where}: ended a section it was not in`);
-      assert.equal(Number(arg), value + 1, `${where}`);
-      value++;
-      completed++;
-      inside = null;
-    } else if (kind === 'K') {
-      assert.ok(inside === null || inside === pid, `${where}: killed while ${inside} was inside`);
-      if (arg === 'after-write') {
-        value++;
-        completed++;
-      }
-      kills++;
-      inside = null;
-      pendingKill = { pid, ts: Number(ts), known: new Set(seen) };
-    } else {
-      assert.fail(`${where}: unknown record`);
-    }
-    seen.add(pid);
-  }
-  assert.equal(finalCounter, value, 'the counter file disagrees with the journal');
-  return { completed, sections, kills, killLatenciesMs: latencies };
-}
 
 async function stress(killP: number) {
   const t = tempDir('stress');

@@ -1,0 +1,34 @@
+// A run agent for tests: a sleeping stand-in for ansible-playbook owns it.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { CLI, cli, connectSocket, until } from './rpc';
+
+export interface TestAgent {
+  owner: ChildProcess;
+  agent: ChildProcess;
+  socket: string;
+  connect(): ReturnType<typeof connectSocket>;
+  stop(): void;
+}
+
+export async function startAgent(env: NodeJS.ProcessEnv, stderr: 'ignore' | 'pipe' = 'ignore'): Promise<TestAgent> {
+  const fullEnv = { ...process.env, ...env };
+  const owner = spawn('sleep', ['3600'], { stdio: 'ignore' });
+  const agent = spawn(process.execPath, [CLI, 'agent', '--owner-pid', String(owner.pid)], { env: fullEnv, stdio: ['ignore', 'ignore', stderr] });
+  const socket = cli(['agent', '--owner-pid', String(owner.pid), '--print-socket'], env).stdout.trim();
+  await until(async () => {
+    try {
+      (await connectSocket(socket)).sock.destroy();
+      return true;
+    } catch {
+      return false;
+    }
+  }, 10000, 50);
+  return {
+    owner, agent, socket,
+    connect: () => connectSocket(socket),
+    stop() {
+      agent.kill('SIGTERM');
+      owner.kill('SIGKILL');
+    },
+  };
+}
