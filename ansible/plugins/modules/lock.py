@@ -92,6 +92,9 @@ notes:
     unless O(lock_dir) is on a filesystem with working C(flock), and NFS only emulates it.
   - If the helper holding the run's locks dies while the run goes on, the next hostlock task of
     that host fails with C(lock lost) instead of continuing unprotected.
+  - Per-host locks taken by one task for several hosts can deadlock two runs under the default
+    C(linear) strategy (run A holds web1 and waits for web3, run B holds web3 and waits for web1).
+    Use C(strategy) C(free), C(serial), a O(timeout), or one shared name such as C(cluster).
 seealso:
   - name: flock(1)
     description: The shell tool for the same kind of lock.
