@@ -30,7 +30,7 @@ const EXPECTED: Record<string, string[]> = {
   handoff: ['3a', '3a', '3b', '3b'],
   hosts200: ['4a', '4b'],
   waiters500: ['5'],
-  contention: ['6a', '6b'],
+  contention: ['6a', '6b', '6c'],
 };
 
 describe('benchmarks in smoke mode', () => {
