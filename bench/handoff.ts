@@ -46,6 +46,8 @@ async function rpcHandoff(holder: RpcClient, waiter: RpcClient, params: object, 
   await holder.call('release', { handle: held.handle });
   const got = await waiting;
   if (!got.acquired) throw new Error('waiter did not acquire');
+  // A waiter that was not queued before the release would not measure a handoff.
+  if (!(got.waited >= 0.001)) throw new Error(`waiter was not waiting (waited ${got.waited} s)`);
   const ms = arrived - t0;
   await waiter.call('release', { handle: got.handle });
   return ms;
