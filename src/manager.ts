@@ -166,7 +166,7 @@ export class LockManager {
       if (req.onWaiting) {
         const every = Math.max(0.05, req.notifyEvery ?? 2) * 1000;
         waiter.ticker = setInterval(() => {
-          req.onWaiting!({ waited: seconds(waiter.started), holders: this.holders(req.target) });
+          req.onWaiting!({ waited: seconds(waiter.started), holders: this.noticeHolders(req.target) });
         }, every);
       }
       this.pump(entry);
@@ -181,6 +181,7 @@ export class LockManager {
     // out by /proc/locks, a lock without a record would look foreign.
     hold.file.close();
     hold.target.registry.remove(hold.record);
+    this.holderCache.delete(hold.target.path); // the holders changed: never report the previous one
     log.info('Released', { prefix: hold.prefix, path: hold.target.path });
     this.pump(entry);
     this.forget(entry);
@@ -233,18 +234,21 @@ export class LockManager {
     return { dir: d, locks };
   }
 
-  // Holders for waiting notices and failed attempts. Cached briefly per path:
-  // hundreds of waiters on one lock must not each re-read /proc/locks.
   holders(target: Target): Holder[] {
+    try {
+      return this.status(target).holders;
+    } catch {
+      return [];
+    }
+  }
+
+  // For waiting notices only: hundreds of waiters on one lock must not each
+  // re-read /proc/locks, so their notices share a reading for a moment.
+  private noticeHolders(target: Target): Holder[] {
     const now = performance.now();
     const hit = this.holderCache.get(target.path);
     if (hit && now - hit.at < 250) return hit.holders;
-    let holders: Holder[];
-    try {
-      holders = this.status(target).holders;
-    } catch {
-      holders = [];
-    }
+    const holders = this.holders(target);
     if (this.holderCache.size > 4096) this.holderCache.clear();
     this.holderCache.set(target.path, { at: now, holders });
     return holders;
@@ -314,6 +318,7 @@ export class LockManager {
       since: hold.since.toISOString(),
     });
     w.entry.holds.add(hold);
+    this.holderCache.delete(req.target.path);
     log.info('Acquired', { prefix: hold.prefix, path: req.target.path, mode: req.mode });
     w.settle({ acquired: true, hold, waited: seconds(w.started), holders: [] });
   }
