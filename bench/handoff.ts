@@ -4,6 +4,9 @@
 //  - cross-process: holder and waiter each have their own `serve` helper, so
 //    the handoff goes through the kernel (the waiter's helper waits in flock).
 // Floor: the flock(2) handoff between two plain processes (bench/flock-peer).
+// In all three the waiter is known to wait, then everyone idles IDLE_MS
+// before the release, as a real waiter would: waking from idle is part of
+// the latency. 3a-hot releases at once instead (for information).
 import { fork } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -19,6 +22,8 @@ function kernelWaiterOn(inode: string): boolean {
     return false;
   }
 }
+
+const IDLE_MS = 2;
 
 async function until(cond: () => boolean, ms = 5000): Promise<void> {
   const end = performance.now() + ms;
@@ -36,18 +41,17 @@ async function inodeKey(path: string): Promise<string> {
 }
 
 // One handoff between two RPC clients. `ready` says when the waiter is surely waiting.
-async function rpcHandoff(holder: RpcClient, waiter: RpcClient, params: object, ready: () => Promise<void>): Promise<number> {
+async function rpcHandoff(holder: RpcClient, waiter: RpcClient, params: object, ready: () => Promise<void>, idle = IDLE_MS): Promise<number> {
   const held = await holder.call('acquire', params);
   if (!held.acquired) throw new Error('holder did not acquire');
   let arrived = 0;
   const waiting = waiter.call('acquire', params).then((r) => { arrived = performance.now(); return r; });
   await ready();
+  if (idle > 0) await sleep(idle);
   const t0 = performance.now();
   await holder.call('release', { handle: held.handle });
   const got = await waiting;
   if (!got.acquired) throw new Error('waiter did not acquire');
-  // A waiter that was not queued before the release would not measure a handoff.
-  if (!(got.waited >= 0.001)) throw new Error(`waiter was not waiting (waited ${got.waited} s)`);
   const ms = arrived - t0;
   await waiter.call('release', { handle: got.handle });
   return ms;
@@ -72,6 +76,7 @@ async function floor(path: string, n: number): Promise<number[]> {
     b.send('wait');
     await waiting;
     await until(() => kernelWaiterOn(inode));
+    await sleep(IDLE_MS);
     const released = next(a, 'released');
     a.send('release');
     const t0 = BigInt((await released).released);
@@ -106,6 +111,7 @@ async function main(): Promise<void> {
     const c1 = await connectSocket(agent.socket);
     const c2 = await connectSocket(agent.socket);
     const inHelper: number[] = [];
+    const hot: number[] = [];
     const cross: number[] = [];
     const floorPath = join(t.dir, 'floor.lock');
     const crossParams = { name: 'cross' };
@@ -118,8 +124,10 @@ async function main(): Promise<void> {
     for (let done = 0; done < n; done += batch) {
       const k = Math.min(batch, n - done);
       for (let i = 0; i < k; i++) {
-        // The waiter's request reaches the agent's queue well within 2 ms on an idle socket.
-        inHelper.push(await rpcHandoff(c1.rpc, c2.rpc, { name: 'in' }, () => sleep(2)));
+        // A connection's requests are handled in order: once the waiter's `hello`
+        // is answered, its `acquire` is surely queued in the agent.
+        inHelper.push(await rpcHandoff(c1.rpc, c2.rpc, { name: 'in' }, async () => { await c2.rpc.call('hello', {}); }));
+        hot.push(await rpcHandoff(c1.rpc, c2.rpc, { name: 'in' }, async () => { await c2.rpc.call('hello', {}); }, 0));
       }
       for (let i = 0; i < k; i++) {
         cross.push(await rpcHandoff(helpers[0].rpc, helpers[1].rpc, crossParams, () => until(() => kernelWaiterOn(crossInode))));
@@ -131,10 +139,13 @@ async function main(): Promise<void> {
     const f = summary('flock(2) floor, two plain processes', floorMs);
     const a = summary('in-helper (two clients of one agent)', inHelper);
     const b = summary('cross-process (two serve helpers)', cross);
+    const h = summary('in-helper, released at once (no idle)', hot);
     report({ goal: '3a', what: 'handoff p50, in-helper (2 clients of 1 agent)', figure: a.p50, unit: 'ms',
       anchor: f.p50, anchorWhat: 'flock(2) handoff p50, 2 plain processes', target: '≤ 0.5 ms', met: a.p50 <= 0.5 });
     report({ goal: '3a', what: 'handoff p99, in-helper (2 clients of 1 agent)', figure: a.p99, unit: 'ms',
       anchor: f.p99, anchorWhat: 'flock(2) handoff p99, 2 plain processes', target: '≤ 2 ms', met: a.p99 <= 2 });
+    report({ goal: '3a-hot', what: 'handoff p50, in-helper, released with no idle before', figure: h.p50, unit: 'ms',
+      anchor: f.p50, anchorWhat: 'flock(2) handoff p50, 2 plain processes', target: 'info', met: true, info: true });
     report({ goal: '3b', what: 'handoff p50, cross-process (2 serve helpers)', figure: b.p50, unit: 'ms',
       anchor: f.p50, anchorWhat: 'flock(2) handoff p50, 2 plain processes', target: '≤ 0.5 ms', met: b.p50 <= 0.5 });
     report({ goal: '3b', what: 'handoff p99, cross-process (2 serve helpers)', figure: b.p99, unit: 'ms',

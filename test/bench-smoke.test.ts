@@ -27,7 +27,7 @@ function figures(stdout: string): any[] {
 const EXPECTED: Record<string, string[]> = {
   startup: ['1a', '1c', '1b'],
   playbook: ['2'],
-  handoff: ['3a', '3a', '3b', '3b'],
+  handoff: ['3a', '3a', '3a-hot', '3b', '3b'],
   hosts200: ['4a', '4b'],
   waiters500: ['5'],
   contention: ['6a', '6b', '6c'],
