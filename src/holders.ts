@@ -3,7 +3,7 @@
 // atomically and removed on release. A record whose helper process is gone
 // (PID absent or reused, told apart by start time) is never reported, and the
 // kernel's /proc/locks has the last word on whether the inode is locked at all.
-import { mkdirSync, readFileSync, readdirSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, fchmodSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Mode } from './lockfile';
@@ -50,6 +50,10 @@ export class HolderRegistry {
     if (!this.ready) {
       try {
         mkdirSync(this.dir, { recursive: true, mode: this.dirMode });
+        // The umask may have dropped the group bits that let every member of a
+        // team directory write its records.
+        const st = statSync(this.dir);
+        if (st.uid === process.getuid?.() && (st.mode & 0o7777) !== this.dirMode) chmodSync(this.dir, this.dirMode);
         this.ready = true;
       } catch {
         return false; // records are best effort: a lock never fails for want of one
@@ -82,13 +86,31 @@ export class HolderRegistry {
     } catch { /* already gone */ }
   }
 
+  // Atomic: a temporary file renamed into place. O_EXCL and an unguessable
+  // name, so that a symlink planted by another member of a team directory can
+  // never make us write through it.
   private write(file: string, rec: StoredRecord): void {
-    const tmp = join(this.dir, `.${file}.${process.pid}.tmp`);
-    try {
-      writeFileSync(tmp, JSON.stringify(rec), { mode: this.dirMode === 0o700 ? 0o600 : 0o660 });
-      renameSync(tmp, join(this.dir, file));
-    } catch {
-      try { unlinkSync(tmp); } catch { /* nothing written */ }
+    const mode = this.dirMode === 0o700 ? 0o600 : 0o660;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const tmp = join(this.dir, `.${file}.${process.pid}.${Math.random().toString(36).slice(2, 10)}.tmp`);
+      let fd: number;
+      try {
+        fd = openSync(tmp, 'wx', mode);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') continue;
+        return; // records are best effort
+      }
+      try {
+        if (mode !== 0o600) fchmodSync(fd, mode); // past the umask
+        writeSync(fd, JSON.stringify(rec));
+        closeSync(fd);
+        fd = -1;
+        renameSync(tmp, join(this.dir, file));
+      } catch {
+        if (fd >= 0) closeSync(fd);
+        try { unlinkSync(tmp); } catch { /* nothing written */ }
+      }
+      return;
     }
   }
 

@@ -65,6 +65,10 @@ export function runtimeDir(): string {
 // A private directory that we create 0700 if missing, and trust only if it is
 // ours and closed to others (a world-writable /tmp invites squatting).
 export function ensurePrivateDir(dir: string): string {
+  // The per-user base in /tmp must be ours as well: whoever owns it could swap
+  // the directories inside it.
+  const base = baseDir();
+  if (dir.startsWith(base + '/')) ensurePrivateDir(base);
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
   } catch (err) {
