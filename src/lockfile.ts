@@ -120,6 +120,22 @@ export function kernelWait(file: LockFile, mode: Mode): KernelWait {
   return waitStrategy() === 'child' ? childWait(file, mode) : pollWait(file, mode);
 }
 
+// The waiter must die with us: an orphaned flock(1) would go on waiting and,
+// when the lock frees, take it on a dead helper's behalf (briefly, until it
+// exits, but long enough to be a ghost holder). util-linux setpriv asks the
+// kernel to SIGKILL it when we die; probed once, on the first wait.
+let pdeathWrapper: string | null | undefined;
+function waiterCommand(mode: Mode): [string, string[]] {
+  const flockArgs = [mode === 'shared' ? '-s' : '-x', '3'];
+  if (pdeathWrapper === undefined) {
+    const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { spawnSync } = require('node:child_process') as typeof import('node:child_process');
+    pdeathWrapper = setpriv && spawnSync(setpriv, ['--pdeathsig', 'KILL', 'true'], { stdio: 'ignore' }).status === 0 ? setpriv : null;
+  }
+  return pdeathWrapper ? [pdeathWrapper, ['--pdeathsig', 'KILL', FLOCK_BIN!, ...flockArgs]] : [FLOCK_BIN!, flockArgs];
+}
+
 function childWait(file: LockFile, mode: Mode): KernelWait {
   let child: ChildProcess | undefined;
   let cancelled = false;
@@ -127,9 +143,8 @@ function childWait(file: LockFile, mode: Mode): KernelWait {
     // child_process is loaded on the first wait: most helpers never wait, and loading it costs a start ~5 ms.
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { spawn } = require('node:child_process') as typeof import('node:child_process');
-    child = spawn(FLOCK_BIN!, [mode === 'shared' ? '-s' : '-x', '3'], {
-      stdio: ['ignore', 'ignore', 'ignore', file.fd],
-    });
+    const [cmd, args] = waiterCommand(mode);
+    child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'ignore', file.fd] });
     child.on('error', () => resolve(false));
     child.on('exit', (code) => resolve(!cancelled && code === 0));
   });
