@@ -102,7 +102,7 @@ function summary(label: string, ms: number[]): { p50: number; p99: number } {
 }
 
 async function main(): Promise<void> {
-  const n = size(300, 5);
+  const n = size(1000, 5);
   const t = tempDir('hl-bench-handoff');
   const env = { HOSTLOCK_DIR: t.dir, HOSTLOCK_RUNTIME_DIR: join(t.dir, 'run') };
   const agent = await startAgent(join(t.dir, 'run'), env);
