@@ -328,14 +328,16 @@ export class Session {
       const st = this.own(p.handle);
       this.dropHandle(p.handle);
       switch (st.kind) {
-        case 'held': return { released: this.server.manager.release(st.hold) };
-        case 'run': return { released: this.server.runHolds.release(st.path, st.member) };
+        case 'held': return { released: this.server.manager.release(st.hold), path: st.hold.target.path };
+        case 'run': return { released: this.server.runHolds.release(st.path, st.member), path: st.path };
         case 'waiting': st.cancel(); return { released: false };
         case 'pending': return { released: false };
       }
     }
     const target = this.target(p);
-    return { released: this.server.runHolds.release(target.path, p.member) };
+    const r: Record<string, unknown> = { released: this.server.runHolds.release(target.path, p.member), path: target.path };
+    if (target.name !== undefined) r.name = target.name;
+    return r;
   }
 
   private status(p: { path?: string; name?: string; dir?: string }) {

@@ -89,9 +89,9 @@ describe('agent', () => {
     const c3 = await connectSocket(path);
     const mine = await c2.rpc.call('acquire', { name: 'private' });
     assert.equal((await c3.rpc.raw('release', { handle: mine.handle })).error?.code, -32602);
-    assert.deepEqual(await c2.rpc.call('release', { name: 'cluster', scope: 'run', member: 'web1' }), { released: true });
+    assert.equal((await c2.rpc.call('release', { name: 'cluster', scope: 'run', member: 'web1' })).released, true);
     assert.equal(lockedByOthers(join(env.HOSTLOCK_DIR, 'cluster.lock')), true);
-    assert.deepEqual(await c3.rpc.call('release', { name: 'cluster', scope: 'run', member: 'web2' }), { released: true });
+    assert.equal((await c3.rpc.call('release', { name: 'cluster', scope: 'run', member: 'web2' })).released, true);
     assert.equal(lockedByOthers(join(env.HOSTLOCK_DIR, 'cluster.lock')), false);
     c2.sock.destroy();
     c3.sock.destroy();

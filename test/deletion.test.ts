@@ -122,7 +122,7 @@ describe('a lock file deleted or replaced under its holder', () => {
     const b = await other.rpc.call('try', { name: 'gone' });
     assert.equal(b.acquired, true);
     await other.rpc.call('release', { handle: b.handle });
-    assert.deepEqual(await h.rpc.call('release', { handle: a.handle }), { released: true });
+    assert.equal((await h.rpc.call('release', { handle: a.handle })).released, true);
   });
 
   test('replaced by rename: the holder warns, status and `hostlock status` say lost', async () => {

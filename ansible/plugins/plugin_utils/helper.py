@@ -249,7 +249,9 @@ def _spawn_agent(cmd, owner_pid, sock_path):
 def _start_agent(cmd, owner_pid, sock_path):
     proc, log_path = _spawn_agent(cmd, owner_pid, sock_path)
     deadline = time.monotonic() + START_TIMEOUT
-    delay = 0.02
+    # A refused connect costs microseconds and the agent listens ~0.1 s after its spawn:
+    # poll finely at first rather than sleeping past the moment it is ready.
+    delay = 0.005
     while True:
         conn = _try_connect(sock_path)
         if conn is not None:
@@ -263,7 +265,8 @@ def _start_agent(cmd, owner_pid, sock_path):
             raise HelperError('hostlock agent did not listen on %s within %ds%s. %s'
                               % (sock_path, START_TIMEOUT, _log_hint(log_path), INSTALL_HINT))
         time.sleep(delay)
-        delay = min(delay * 1.5, 0.2)
+        if time.monotonic() - deadline + START_TIMEOUT > 1:
+            delay = min(delay * 1.5, 0.2)
 
 
 def _private_dirs(path):
