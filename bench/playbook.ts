@@ -44,7 +44,7 @@ async function main(): Promise<void> {
   }
   const tasks = size(10, 2);
   const hosts = size(4, 1);
-  const rounds = size(7, 1);
+  const rounds = size(9, 1);
   // bench/out is gitignored; the runtime dir stays short for the agent's socket path.
   const out = join(ROOT, 'bench', 'out', 'playbook');
   mkdirSync(join(out, 'collections', 'ansible_collections', 'hostlock'), { recursive: true });
