@@ -45,8 +45,9 @@ async function main(): Promise<void> {
   const tasks = size(10, 2);
   const hosts = size(4, 1);
   const rounds = size(9, 1);
-  // bench/out is gitignored; the runtime dir stays short for the agent's socket path.
-  const out = join(ROOT, 'bench', 'out', 'playbook');
+  // bench/out is gitignored; one directory per run, so concurrent runs (two
+  // `make test`) do not trip on each other; the runtime dir stays short for the agent's socket path.
+  const out = join(ROOT, 'bench', 'out', `playbook-${process.pid}`);
   mkdirSync(join(out, 'collections', 'ansible_collections', 'hostlock'), { recursive: true });
   const link = join(out, 'collections', 'ansible_collections', 'hostlock', 'core');
   rmSync(link, { force: true });
@@ -83,6 +84,7 @@ async function main(): Promise<void> {
     }
   } finally {
     rmSync(tmp, { recursive: true, force: true });
+    rmSync(out, { recursive: true, force: true });
   }
   note(`hostlock.core.lock: ${hl.map((x) => x.toFixed(0)).join(' ')} ms; fcntl plugin: ${py.map((x) => x.toFixed(0)).join(' ')} ms`);
   const a = median(hl);
