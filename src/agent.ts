@@ -1,7 +1,7 @@
 // `hostlock agent`: one helper per playbook run, serving every worker of the
 // run over a Unix socket. It owns the run's holds and ends, releasing all,
 // when the ansible-playbook process is gone or when idle with nothing held.
-import { existsSync, readFileSync, renameSync, unlinkSync, writeFileSync, chmodSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, openSync, readFileSync, unlinkSync, writeSync, chmodSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { ErrorCode, HostlockError } from './errors';
@@ -75,12 +75,28 @@ export function runAgent(opts: AgentOptions): Promise<number> {
     if (server.lost.length) log.warn(`the previous agent of this run died holding ${server.lost.length} lock(s)`);
   } catch { /* no predecessor */ }
 
+  // Rewritten before every reply that changes a run hold, so it is on the
+  // path of every task: one pwrite at offset 0 of a kept descriptor, padded
+  // with spaces (JSON ignores them) to the longest record the file has held,
+  // replaces the record at once without the create + rename of a new file
+  // each time (~1 ms on the 2-core build machine).
+  let holdsFd: number | undefined;
+  let holdsLen = 0;
   function saveHolds(): void {
     const holds = server.runHolds.snapshot();
-    const tmp = paths.holdsFile + '.tmp';
     try {
-      writeFileSync(tmp, JSON.stringify({ pid: process.pid, holds }), { mode: 0o600 });
-      renameSync(tmp, paths.holdsFile);
+      if (holdsFd !== undefined && fstatSync(holdsFd).nlink === 0) { // removed under us: make a new one
+        closeSync(holdsFd);
+        holdsFd = undefined;
+      }
+      if (holdsFd === undefined) {
+        holdsFd = openSync(paths.holdsFile, constants.O_WRONLY | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+        holdsLen = fstatSync(holdsFd).size;
+      }
+      const text = Buffer.from(JSON.stringify({ pid: process.pid, holds }));
+      const record = text.length >= holdsLen ? text : Buffer.concat([text, Buffer.alloc(holdsLen - text.length, 0x20)]);
+      writeSync(holdsFd, record, 0, record.length, 0);
+      holdsLen = record.length;
     } catch (err) {
       log.warn(`cannot record the run's holds in ${paths.holdsFile}: ${(err as Error).message}`);
     }
@@ -123,6 +139,7 @@ export function runAgent(opts: AgentOptions): Promise<number> {
         try { unlinkSync(f); } catch { /* gone */ }
       }
       try { unlinkSync(paths.pidFile); } catch { /* gone */ }
+      if (holdsFd !== undefined) closeSync(holdsFd);
       pidLock!.close();
       resolve(0);
     };
