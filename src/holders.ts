@@ -156,8 +156,10 @@ export function holdersOf(registry: HolderRegistry, inode: string, kernel = read
   const helpers = new Set(records.map((r) => r.helper_pid));
   const out = records.map(publicHolder);
   for (const k of onInode) {
-    // A lock taken by our flock(1) waiter child shows the child's PID, dead by now.
-    if (helpers.has(k.pid) || processStartTime(k.pid) === null) continue;
+    // A lock taken by our flock(1) waiter child shows the child's PID, dead by
+    // now. Without any live record, though, a dead PID's lock is still held by
+    // someone who inherited it (the command of a killed `hostlock run`).
+    if (helpers.has(k.pid) || (records.length > 0 && processStartTime(k.pid) === null)) continue;
     out.push(foreignHolder(k));
   }
   return out;

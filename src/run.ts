@@ -66,7 +66,9 @@ export async function runLocked(o: RunOptions): Promise<number> {
   }
   const hold = out.hold;
   const code = await new Promise<number>((resolve) => {
-    const child = spawn(o.command[0], o.command.slice(1), { stdio: 'inherit' });
+    // Like flock(1), the command inherits the lock (as its fd 3): if hostlock
+    // itself is killed, the lock lasts as long as the command still runs.
+    const child = spawn(o.command[0], o.command.slice(1), { stdio: ['inherit', 'inherit', 'inherit', hold.file.fd] });
     const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
     const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((s) => [s, forward(s)] as const);
     for (const [s, h] of handlers) process.on(s, h);
