@@ -118,6 +118,8 @@ describe('a lock file deleted or replaced under its holder', () => {
     const a = await h.rpc.call('acquire', { name: 'gone' });
     unlinkSync(join(t.dir, 'gone.lock'));
     await expectLost(h.rpc, 'gone', h.stderr);
+    const listed = JSON.parse(cli(['status', '--json'], env).stdout).locks.find((l: any) => l.name === 'gone');
+    assert.ok(listed?.holders.some((x: any) => x.lost), `hostlock status lists the deleted lock's lost holder: ${JSON.stringify(listed)}`);
     // A newcomer now locks a fresh file: exactly the hazard we warned of.
     const b = await other.rpc.call('try', { name: 'gone' });
     assert.equal(b.acquired, true);

@@ -79,6 +79,35 @@ describe('writer starvation', () => {
     assert.ok(r.readersAfter > 0, 'readers did not resume after the writer released');
   });
 
+  test('inside one helper, waiters are served in FIFO order: a later reader never overtakes a queued writer', async () => {
+    const dir = join(t.dir, 'fifo');
+    mkdirSync(dir);
+    const h = startServe({ HOSTLOCK_DIR: dir });
+    try {
+      const order: string[] = [];
+      const r1 = await h.rpc.call('acquire', { name: 'fifo', shared: true });
+      const w = h.rpc.call('acquire', { name: 'fifo', timeout: 5 }).then((r) => { order.push('writer'); return r; });
+      await sleep(50);
+      const r2 = h.rpc.call('acquire', { name: 'fifo', shared: true, timeout: 5 }).then((r) => { order.push('reader2'); return r; });
+      const w2 = h.rpc.call('acquire', { name: 'fifo', timeout: 5 }).then((r) => { order.push('writer2'); return r; });
+      await sleep(200);
+      assert.deepEqual(order, [], 'a later request overtook the queued writer while the first reader held');
+      await h.rpc.call('release', { handle: r1.handle });
+      const got = await w;
+      await sleep(100);
+      assert.deepEqual(order, ['writer']);
+      await h.rpc.call('release', { handle: got.handle });
+      const got2 = await r2;
+      await sleep(100);
+      assert.deepEqual(order, ['writer', 'reader2']);
+      await h.rpc.call('release', { handle: got2.handle });
+      await h.rpc.call('release', { handle: (await w2).handle });
+      assert.deepEqual(order, ['writer', 'reader2', 'writer2']);
+    } finally {
+      await h.close();
+    }
+  });
+
   test('turnstile files are not locks: status and list do not show them', () => {
     assert.ok(readdirSync(t.dir).some((f) => f.startsWith('.') && f.includes('turnstile')), 'a turnstile file exists');
     const r = cli(['status', '--json'], { HOSTLOCK_DIR: t.dir });
