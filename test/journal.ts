@@ -4,14 +4,19 @@ import assert from 'node:assert/strict';
 
 interface Verdict {
   completed: number;
+  readSections: number;
   sections: number;
   kills: number;
   killLatenciesMs: number[];
 }
 
-// Replays the journal: one holder at a time, every read sees the last write.
+// Replays the journal: one writer at a time and no reader beside it, every
+// read sees the last write. Shared sections are `R <pid> <time> <value>` at
+// the start and `r <pid> <time> <value>` at the end (read again: unchanged).
 export function checkJournal(text: string, finalCounter: number): Verdict {
   let inside: string | null = null;
+  const readers = new Set<string>();
+  let readSections = 0;
   let value = 0;
   let completed = 0;
   let sections = 0;
@@ -31,9 +36,19 @@ export function checkJournal(text: string, finalCounter: number): Verdict {
     }
     if (kind === 'B') {
       assert.equal(inside, null, `${where}: ${pid} entered while ${inside} was inside`);
+      assert.equal(readers.size, 0, `${where}: ${pid} entered while readers ${[...readers]} were inside`);
       assert.equal(Number(arg), value, `${where}: read ${arg} but the last write was ${value} (lost update)`);
       inside = pid;
       sections++;
+    } else if (kind === 'R') {
+      assert.equal(inside, null, `${where}: reader ${pid} entered while writer ${inside} was inside`);
+      assert.equal(Number(arg), value, `${where}: read ${arg} but the last write was ${value}`);
+      readers.add(pid);
+      readSections++;
+    } else if (kind === 'r') {
+      assert.ok(readers.has(pid), `${where}: ended a shared section it was not in`);
+      assert.equal(Number(arg), value, `${where}: the value changed under a reader`);
+      readers.delete(pid);
     } else if (kind === 'E') {
       assert.equal(inside, pid, `${where}: ended a section it was not in`);
       assert.equal(Number(arg), value + 1, `${where}`);
@@ -42,6 +57,7 @@ export function checkJournal(text: string, finalCounter: number): Verdict {
       inside = null;
     } else if (kind === 'K') {
       assert.ok(inside === null || inside === pid, `${where}: killed while ${inside} was inside`);
+      readers.delete(pid);
       if (arg === 'after-write') {
         value++;
         completed++;
@@ -55,5 +71,6 @@ export function checkJournal(text: string, finalCounter: number): Verdict {
     seen.add(pid);
   }
   assert.equal(finalCounter, value, 'the counter file disagrees with the journal');
-  return { completed, sections, kills, killLatenciesMs: latencies };
+  assert.equal(readers.size, 0, `readers ${[...readers]} never ended`);
+  return { completed, readSections, sections, kills, killLatenciesMs: latencies };
 }
