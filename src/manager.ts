@@ -71,6 +71,7 @@ interface Waiter {
   settle: (o: AcquireOutcome) => void;
   fail: (err: unknown) => void;
   settled: boolean;
+  givingUp?: boolean; // cancelled; settles once its kernel waiter has exited
 }
 
 interface PathEntry {
@@ -413,15 +414,24 @@ export class LockManager {
   }
 
   private giveUp(w: Waiter, reason: 'timeout' | 'cancelled'): void {
-    if (!w || w.settled) return;
+    if (!w || w.settled || w.givingUp) return;
     const i = w.entry.queue.indexOf(w);
     if (i >= 0) w.entry.queue.splice(i, 1);
-    w.kernel?.cancel();
+    const kernel = w.kernel;
     w.kernel = undefined;
-    this.dropFile(w); // closing our descriptor undoes any lock the killed child may have just taken
+    kernel?.cancel();
+    this.dropFile(w); // closing our descriptor undoes any lock the killed child may have just taken...
     this.dropGate(w);
-    w.settle({ acquired: false, waited: seconds(w.started), reason, holders: this.holders(w.req.target) });
-    this.pump(w.entry);
+    const finish = () => {
+      w.settle({ acquired: false, waited: seconds(w.started), reason, holders: this.holders(w.req.target) });
+      this.pump(w.entry);
+    };
+    if (!kernel) return finish();
+    // ...once the child is gone too: it shares our open file description, and
+    // one that took the lock just before the kill holds it until it exits.
+    // Only then is "timeout" true.
+    w.givingUp = true;
+    kernel.done.then(finish, finish);
   }
 
   private dropFile(w: Waiter): void {
