@@ -81,7 +81,9 @@ describe('a cleaner deleting lock files while holding them', () => {
     const v = checkJournal(readFileSync(journal, 'utf8'), Number(readFileSync(counter, 'utf8')));
     assert.equal(v.completed, 4 * SECTIONS);
     process.stderr.write(`# deletions while held: ${JSON.stringify(deletions)}\n`);
-    assert.ok(deletions.flock > 3 && deletions.python > 3 && deletions.hostlock > 0, JSON.stringify(deletions));
+    // Each kind of cleaner must have deleted while held at least once; how often depends on the machine's load.
+    assert.ok(deletions.flock > 0 && deletions.python > 0 && deletions.hostlock > 0, JSON.stringify(deletions));
+    assert.ok(deletions.flock + deletions.python + deletions.hostlock >= 6, JSON.stringify(deletions));
     t.cleanup();
   });
 });
