@@ -18,6 +18,7 @@ import { CLI, lockedByOthers, sleep, tempDir } from './rpc';
 const MAX_LINE = 1024 * 1024;
 const PER_TARGET = Number(process.env.HOSTLOCK_FUZZ_COUNT ?? 5200);
 const BATCH = 200;
+const HEAP_MB = 32;
 const SEED = Number(process.env.HOSTLOCK_FUZZ_SEED ?? Date.now() % 1e9);
 
 // mulberry32: small, seedable, good enough to pick mutations.
@@ -293,7 +294,9 @@ function prepare(dir: string) {
 
 describe(`fuzz (seed ${SEED})`, () => {
   const t = tempDir('fuzz');
-  const env = { ...process.env, HOSTLOCK_DIR: t.dir, HOSTLOCK_RUNTIME_DIR: join(t.dir, 'rt') };
+  // A small heap: a leak would end the helper (and the test) instead of only growing RSS.
+  const heap = { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --max-old-space-size=${HEAP_MB}`.trim() };
+  const env = { ...process.env, HOSTLOCK_DIR: t.dir, HOSTLOCK_RUNTIME_DIR: join(t.dir, 'rt'), ...heap };
   before(() => prepare(t.dir));
   after(() => t.cleanup());
 
@@ -310,7 +313,7 @@ describe(`fuzz (seed ${SEED})`, () => {
       assert.equal(proc.exitCode, null, 'the helper exited');
       verify([conn], r.expected);
       process.stderr.write(`# fuzz serve: ${r.sent} lines, RSS ${startRss} -> peak ${r.peakRss} kB, errors ${JSON.stringify([...conn.errors])}\n`);
-      assert.ok(r.peakRss < startRss + 100 * 1024, `memory grew from ${startRss} to ${r.peakRss} kB`);
+      assert.ok(r.peakRss < startRss + 150 * 1024, `memory grew from ${startRss} to ${r.peakRss} kB`);
       assert.doesNotMatch(stderr, /uncaught|unhandled/i);
       assertNothingHeld(t.dir);
       proc.stdin!.end();
@@ -322,7 +325,7 @@ describe(`fuzz (seed ${SEED})`, () => {
   });
 
   test(`agent: ${PER_TARGET} messages over two connections that use each other's handles`, async () => {
-    const agent: TestAgent = await startAgent({ HOSTLOCK_DIR: t.dir, HOSTLOCK_RUNTIME_DIR: join(t.dir, 'rt') });
+    const agent: TestAgent = await startAgent({ HOSTLOCK_DIR: t.dir, HOSTLOCK_RUNTIME_DIR: join(t.dir, 'rt'), ...heap });
     try {
       const socks: Socket[] = [];
       const conns: Conn[] = [];
@@ -333,6 +336,21 @@ describe(`fuzz (seed ${SEED})`, () => {
         socks.push(sock);
         conns.push(attach(name, (b) => sock.write(b), sock));
       }
+      // The exact case first: B can neither release nor block on A's handle.
+      {
+        const a = await agent.connect();
+        const b = await agent.connect();
+        const held = await a.rpc.call('acquire', { name: 'mine' });
+        const tried = await a.rpc.call('try', { name: 'mine' });
+        for (const [method, handle] of [['release', held.handle], ['block', tried.handle], ['release', tried.handle]]) {
+          await assert.rejects(b.rpc.call(method, { handle }), (e: any) => e.code === -32602 && /another connection/.test(e.message));
+        }
+        assert.ok(lockedByOthers(join(t.dir, 'mine.lock')), 'another connection released it');
+        a.sock.destroy();
+        b.sock.destroy();
+        await sleep(100);
+        assert.equal(lockedByOthers(join(t.dir, 'mine.lock')), false, 'the connection closed but its lock stayed');
+      }
       const pid = agent.agent.pid!;
       const startRss = rssKb(pid);
       const r = await fuzz(conns, pid, t.dir, prng(SEED + 1));
@@ -340,7 +358,7 @@ describe(`fuzz (seed ${SEED})`, () => {
       verify(conns, r.expected);
       const errs = conns.map((c) => JSON.stringify([...c.errors]));
       process.stderr.write(`# fuzz agent: ${r.sent} lines, RSS ${startRss} -> peak ${r.peakRss} kB, errors ${errs.join(' / ')}\n`);
-      assert.ok(r.peakRss < startRss + 100 * 1024, `memory grew from ${startRss} to ${r.peakRss} kB`);
+      assert.ok(r.peakRss < startRss + 150 * 1024, `memory grew from ${startRss} to ${r.peakRss} kB`);
       for (const s of socks) s.destroy();
       await sleep(200);
       assertNothingHeld(t.dir);
