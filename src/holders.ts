@@ -39,6 +39,17 @@ export interface StoredRecord extends Holder {
 }
 
 const controller = hostname();
+
+// A short tag of a lock path for record file names (FNV-1a, 32 bits): a
+// collision only makes `readPath` parse a record it then filters out.
+function pathTag(path: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < path.length; i++) {
+    h ^= path.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h.toString(16).padStart(8, '0');
+}
 let helperStart: string | undefined;
 let seq = 0;
 
@@ -66,7 +77,7 @@ export class HolderRegistry {
   add(inode: string, path: string, name: string | undefined, holder: Holder): string | undefined {
     if (!this.ensure()) return undefined;
     helperStart ??= processStartTime(process.pid) ?? '0';
-    const file = `${inode.replace(/:/g, '_')}.${process.pid}.${++seq}.json`;
+    const file = `${inode.replace(/:/g, '_')}.${pathTag(path)}.${process.pid}.${++seq}.json`;
     this.write(file, { ...holder, name, path, inode, helper_pid: process.pid, helper_start: helperStart });
     return file;
   }
@@ -116,18 +127,26 @@ export class HolderRegistry {
 
   // Live records for one inode, dead ones swept away as they are found.
   read(inode: string): StoredRecord[] {
-    return this.scan(inode.replace(/:/g, '_') + '.');
+    const prefix = inode.replace(/:/g, '_') + '.';
+    return this.scan((f) => f.startsWith(prefix));
+  }
+
+  // Live records of one path, whatever inode they hold (found by the name's
+  // path tag, so that only they are parsed).
+  readPath(path: string): StoredRecord[] {
+    const tag = `.${pathTag(path)}.`;
+    return this.scan((f) => f.includes(tag)).filter((r) => r.path === path);
   }
 
   // Live records of every inode.
   readAll(): StoredRecord[] {
-    return this.scan('');
+    return this.scan(() => true);
   }
 
-  private scan(prefix: string): StoredRecord[] {
+  private scan(match: (file: string) => boolean): StoredRecord[] {
     let files: string[];
     try {
-      files = readdirSync(this.dir).filter((f) => f.startsWith(prefix) && f.endsWith('.json'));
+      files = readdirSync(this.dir).filter((f) => !f.startsWith('.') && f.endsWith('.json') && match(f));
     } catch {
       return [];
     }

@@ -196,7 +196,7 @@ export class LockManager {
     const inode = st ? kernelInodeKey(st.dev, st.ino) : null;
     const kernel = readKernelLocks();
     const current = inode ? holdersOf(target.registry, inode, kernel) : [];
-    const lostHolders = lostHoldersOf(target.registry.readAll(), target.path, inode, kernel);
+    const lostHolders = lostHoldersOf(target.registry.readPath(target.path), target.path, inode, kernel);
     const lost = lostHolders.length > 0 || [...(this.entries.get(target.path)?.holds ?? [])].some((h) => h.lost);
     return {
       exists: !!st, held: current.length > 0, mode: current.length ? current[0].mode : null, holders: [...current, ...lostHolders], lost,
