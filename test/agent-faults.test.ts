@@ -10,6 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { spawnWithPid } from './pids';
 import { CLI, cli, connectSocket, lockedByOthers, sleep, startServe, tempDir, until } from './rpc';
 
 function spawnAgent(ownerPid: number, env: NodeJS.ProcessEnv): ChildProcess {
@@ -126,6 +127,30 @@ describe('agent faults', () => {
     assert.equal(existsSync(sockPath), false, 'socket left behind');
     assert.equal(existsSync(sockPath.replace(/\.sock$/, '.pid')), false, 'pid file left behind');
     c.sock.destroy();
+  });
+
+  test('the owner dies and its PID is reused at once: the agent still sees its owner gone (start time)', async (ctx) => {
+    const o = owner();
+    const agent = spawnAgent(o.pid!, env);
+    const sockPath = cli(['agent', '--owner-pid', String(o.pid), '--print-socket'], env).stdout.trim();
+    const c = await connectWhenUp(sockPath);
+    await c.rpc.call('acquire', { name: 'reuse', scope: 'run', member: 'web1' });
+    const exited = new Promise((r) => agent.on('exit', r));
+    // Swap the owner for an impostor with its PID while the agent cannot look.
+    agent.kill('SIGSTOP');
+    o.kill('SIGKILL');
+    await new Promise((r) => o.on('exit', r));
+    const impostor = spawnWithPid(o.pid!);
+    agent.kill('SIGCONT');
+    if (!impostor) return ctx.skip('cannot choose a PID here');
+    owners.push(impostor);
+    try {
+      await freedWithin(join(t.dir, 'reuse.lock'), 2000);
+      await exited;
+    } finally {
+      impostor.kill('SIGKILL');
+      c.sock.destroy();
+    }
   });
 
   test('20 agents racing over a killed agent\'s stale socket, pid and holds files: one serves and reports the losses once per member', async () => {

@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { spawnWithPid } from './pids';
 import { CLI, lockedByOthers, sleep, startServe, tempDir, until } from './rpc';
 
 describe('death of the holder', () => {
@@ -22,6 +23,33 @@ describe('death of the holder', () => {
     h.proc.kill('SIGKILL');
     await until(() => !lockedByOthers(join(t.dir, 's.lock')), 1000, 2);
     assert.ok(performance.now() - t0 < 100);
+  });
+
+  test('a dead holder is never reported, even once its PID belongs to another process', async (ctx) => {
+    const h = startServe(env);
+    const watcher = startServe(env);
+    try {
+      await h.rpc.call('acquire', { name: 'p', owner: { playbook: 'dead.yml' } });
+      assert.equal((await watcher.rpc.call('status', { name: 'p' })).holders[0]?.playbook, 'dead.yml');
+      const pid = h.proc.pid!;
+      h.proc.kill('SIGKILL');
+      await h.exited;
+      const impostor = spawnWithPid(pid); // its record is still on disk, naming this PID
+      if (!impostor) return ctx.skip('cannot choose a PID here');
+      // Someone else locks the file now, so the kernel's table alone cannot hide the stale record.
+      const other = spawn('flock', ['-x', '-o', join(t.dir, 'p.lock'), 'sleep', '30'], { stdio: 'ignore', detached: true });
+      try {
+        await until(() => lockedByOthers(join(t.dir, 'p.lock')));
+        const s = await watcher.rpc.call('status', { name: 'p' });
+        assert.deepEqual(s.holders.map((x: any) => [x.pid, x.foreign ?? false]), [[other.pid, true]],
+          `a dead holder is reported: ${JSON.stringify(s.holders)}`);
+      } finally {
+        impostor.kill('SIGKILL');
+        process.kill(-other.pid!, 'SIGKILL'); // flock and its sleep
+      }
+    } finally {
+      await watcher.close();
+    }
   });
 
   test('SIGKILL of the client of a serve helper: the helper releases on EOF and exits', async () => {

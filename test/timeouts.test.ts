@@ -142,14 +142,14 @@ describe('timeouts', () => {
 
   test('on time: block after a failed try, and flock(1) as the holder', async () => {
     const path = join(t.dir, 'f.lock');
-    const holder = spawn('flock', ['-x', '-o', path, 'sleep', '5']); // -o: only flock itself holds it
+    const holder = spawn('flock', ['-x', '-o', path, 'sleep', '5'], { stdio: 'ignore', detached: true }); // -o: only flock itself holds it
     await until(() => lockedByOthers(path));
     const tried = await b.rpc.call('try', { name: 'f' });
     assert.equal(tried.acquired, false);
     const { r, ms } = await timed(b, 'block', { handle: tried.handle, timeout: 0.25 });
     assert.equal(r.reason, 'timeout');
     assertOnTime(r, ms, 0.25, 'block');
-    holder.kill('SIGKILL');
+    process.kill(-holder.pid!, 'SIGKILL'); // flock and its sleep
     await until(() => !lockedByOthers(path));
     assert.equal(await everHeld(path, 200), false);
   });
