@@ -154,3 +154,23 @@ def journal_intervals(path: Path):
 def overlaps(spans):
     items = sorted(spans.values())
     return [(a, b) for a, b in zip(items, items[1:]) if b[0] < a[1]]
+
+
+# A run that takes the lock "x" and keeps it until the test touches out/go (or kills it).
+HOLDER = '''
+- name: holder play
+  hosts: h1
+  gather_facts: false
+  tasks:
+    - name: take x
+      hostlock.core.lock:
+        name: x
+    - name: held
+      ansible.builtin.file:
+        path: "{{ out }}/held"
+        state: touch
+    - name: wait for go
+      ansible.builtin.wait_for:
+        path: "{{ out }}/go"
+        timeout: 60
+'''

@@ -7,24 +7,8 @@ import os
 import signal
 import time
 
-# Run A takes "x" and waits for out/go; the test kills it meanwhile.
-HOLDER = '''
-- name: holder play
-  hosts: h1
-  gather_facts: false
-  tasks:
-    - name: take x
-      hostlock.core.lock:
-        name: x
-    - name: held
-      ansible.builtin.file:
-        path: "{{ out }}/held"
-        state: touch
-    - name: wait for go
-      ansible.builtin.wait_for:
-        path: "{{ out }}/go"
-        timeout: 60
-'''
+from conftest import HOLDER
+
 
 WAITER = '''
 - name: waiter play

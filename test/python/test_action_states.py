@@ -4,26 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import Env
+from conftest import HOLDER, Env
 
-# Run A takes the lock "x" and keeps it until the test touches out/go.
-HOLDER = '''
-- name: holder play
-  hosts: h1
-  gather_facts: false
-  tasks:
-    - name: take x
-      hostlock.core.lock:
-        name: x
-    - name: held
-      ansible.builtin.file:
-        path: "{{ out }}/held"
-        state: touch
-    - name: wait for go
-      ansible.builtin.wait_for:
-        path: "{{ out }}/go"
-        timeout: 60
-'''
 
 # Run B looks at "x" in every way while A holds it.
 CONTENDER = '''
