@@ -1,0 +1,30 @@
+// `npm pack` makes a helper package that installs on its own, with `hostlock` on PATH.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { ROOT, tempDir } from './rpc';
+
+test('npm pack → npm install -g → hostlock works', () => {
+  const t = tempDir('pack');
+  try {
+    const pack = spawnSync('npm', ['pack', '--silent', '--pack-destination', t.dir], { cwd: ROOT, encoding: 'utf8' });
+    assert.equal(pack.status, 0, pack.stderr);
+    const tgz = join(t.dir, pack.stdout.trim().split('\n').pop()!);
+    const prefix = join(t.dir, 'prefix');
+    const inst = spawnSync('npm', ['install', '-g', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', tgz],
+      { encoding: 'utf8', timeout: 300000 });
+    assert.equal(inst.status, 0, inst.stderr);
+    const bin = join(prefix, 'bin', 'hostlock');
+    const v = spawnSync(bin, ['--version'], { encoding: 'utf8' });
+    assert.equal(v.status, 0, v.stderr);
+    assert.equal(v.stdout.trim(), require(join(ROOT, 'package.json')).version);
+    const serve = spawnSync(bin, ['serve'], {
+      encoding: 'utf8',
+      input: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'try', params: { name: 'p', dir: t.dir } }) + '\n',
+    });
+    assert.equal(JSON.parse(serve.stdout.split('\n')[0]).result.acquired, true, serve.stderr);
+  } finally {
+    t.cleanup();
+  }
+});
