@@ -13,7 +13,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
 import { checkJournal } from './journal';
-import { CLI, cli, connectSocket, tempDir, until } from './rpc';
+import { startAgent } from './agents';
+import { tempDir } from './rpc';
 
 const LONG = process.env.HOSTLOCK_STRESS === 'long';
 const WORKERS = LONG ? 16 : 6;
@@ -83,18 +84,8 @@ async function stress(killP: number, sharedP = 0) {
   writeFileSync(journal, '');
   const env = { ...process.env, HOSTLOCK_DIR: dir, HOSTLOCK_RUNTIME_DIR: join(dir, 'rt') };
 
-  // One run agent, owned by a sleeping stand-in for ansible-playbook.
-  const owner = spawn('sleep', ['3600'], { stdio: 'ignore' });
-  const agent = spawn(process.execPath, [CLI, 'agent', '--owner-pid', String(owner.pid)], { env, stdio: 'ignore' });
-  const socket = cli(['agent', '--owner-pid', String(owner.pid), '--print-socket'], env).stdout.trim();
-  await until(async () => {
-    try {
-      (await connectSocket(socket)).sock.destroy();
-      return true;
-    } catch {
-      return false;
-    }
-  }, 10000, 50);
+  const agent = await startAgent(env);
+  const socket = agent.socket;
 
   const attempted = { n: 0 };
   const running = new Set<ChildProcess>();
@@ -138,8 +129,7 @@ async function stress(killP: number, sharedP = 0) {
     await Promise.all(Array.from({ length: WORKERS }, (_, i) => slot(KINDS[i % KINDS.length])));
   } finally {
     for (const c of running) c.kill('SIGKILL');
-    agent.kill('SIGTERM');
-    owner.kill('SIGKILL');
+    agent.stop();
   }
   const seconds = (performance.now() - started) / 1000;
   const verdict = checkJournal(readFileSync(journal, 'utf8'), Number(readFileSync(counter, 'utf8')));
