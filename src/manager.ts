@@ -464,9 +464,4 @@ export class LockManager {
     }
     clearInterval(this.lostTimer);
   }
-
-  isLost(hold: Hold): boolean {
-    if (!hold.lost && !hold.file.stillAtPath()) hold.lost = true;
-    return hold.lost;
-  }
 }

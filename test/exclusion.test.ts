@@ -171,3 +171,28 @@ describe('deleting lock files', () => {
     assert.ok(deletions > 3, `the cleaner ran only ${deletions} times`);
   });
 });
+
+describe('the polling fallback (no flock(1) to wait in)', () => {
+  test('waits for a flock(1) holder, times out without a ghost, then gets the lock', async () => {
+    const t = tempDir();
+    const h = startServe({ HOSTLOCK_DIR: t.dir, HOSTLOCK_WAIT: 'poll' });
+    try {
+      const p = join(t.dir, 'poll.lock');
+      const holder = spawn('flock', ['-o', '-x', p, 'sleep', '30'], { stdio: 'ignore' });
+      await until(() => lockedByOthers(p));
+      const r = await h.rpc.call('acquire', { name: 'poll', timeout: 0.2 });
+      assert.equal(r.acquired, false);
+      assert.equal(r.reason, 'timeout');
+      const waiting = h.rpc.call('acquire', { name: 'poll', timeout: 10 });
+      await sleep(100);
+      holder.kill();
+      const got = await waiting;
+      assert.equal(got.acquired, true);
+      await h.rpc.call('release', { handle: got.handle });
+      assert.equal(lockedByOthers(p), false, 'the timed-out polling waiter holds the lock');
+    } finally {
+      await h.close();
+      t.cleanup();
+    }
+  });
+});
