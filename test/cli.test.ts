@@ -86,3 +86,23 @@ test('status lists free and held locks, as a table and as JSON', async () => {
   holder.kill();
   t.cleanup();
 });
+
+test('logs go to stderr only: Waiting, Acquired, Released with the prefix; JSON on request', async () => {
+  const t = tempDir();
+  const env = { HOSTLOCK_DIR: t.dir, LOG_LEVEL: 'info' };
+  const holder = spawn('flock', ['-o', '-x', join(t.dir, 'logged.lock'), 'sleep', '0.5'], { stdio: 'ignore' });
+  await until(() => lockedByOthers(join(t.dir, 'logged.lock')));
+  const r = cli(['run', 'logged', '--', 'echo', 'out'], env);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout, 'out\n', 'stdout carries only the command output');
+  for (const m of ['Waiting', 'Acquired', 'Released']) assert.match(r.stderr, new RegExp(`logged .*${m}`));
+  const quiet = cli(['run', 'logged', '--', 'true'], { HOSTLOCK_DIR: t.dir });
+  assert.equal(quiet.stderr, '', 'the default level (warn) says nothing on success');
+  const j = cli(['run', 'logged', '--', 'true'], { ...env, HOSTLOCK_LOG_FORMAT: 'json' });
+  const lines = j.stderr.trim().split('\n').map((l) => JSON.parse(l));
+  assert.deepEqual(lines.map((l) => l.message), ['Acquired', 'Released']);
+  assert.equal(lines[0].prefix, 'logged');
+  assert.equal(lines[0].path, join(t.dir, 'logged.lock'));
+  holder.kill();
+  t.cleanup();
+});
