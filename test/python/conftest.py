@@ -174,3 +174,13 @@ HOLDER = '''
         path: "{{ out }}/go"
         timeout: 60
 '''
+
+# A run that only tries the host's lock (never waits).
+TRY_ONLY = '''
+- hosts: h1
+  gather_facts: false
+  tasks:
+    - name: try
+      hostlock.core.lock:
+        state: try
+'''

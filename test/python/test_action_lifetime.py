@@ -7,7 +7,7 @@ import os
 import signal
 import time
 
-from conftest import HOLDER
+from conftest import HOLDER, TRY_ONLY
 
 
 WAITER = '''
@@ -72,14 +72,7 @@ def test_failed_run_releases_its_holds(env):
                 msg: boom
     '''), tag='A')
     assert code == 2, out
-    code, out = env.run(env.playbook('try.yml', '''
-        - hosts: h1
-          gather_facts: false
-          tasks:
-            - name: try
-              hostlock.core.lock:
-                state: try
-    '''), tag='B')
+    code, out = env.run(env.playbook('try.yml', TRY_ONLY), tag='B')
     assert code == 0, out
     assert env.record('B', 'try')['result']['acquired'] is True
 

@@ -188,15 +188,6 @@ RELEASE = '''
         state: released
 '''
 
-TRY_ONLY = '''
-- hosts: h1
-  gather_facts: false
-  tasks:
-    - name: try
-      hostlock.core.lock:
-        state: try
-'''
-
 
 def test_released_lets_another_run_in(env):
     code, out = env.run(env.playbook('release.yml', RELEASE))
