@@ -1,0 +1,95 @@
+// The lock-store seam: where locks live, below the policy that decides who
+// asks for them when.
+//
+// Above this interface (LockManager, RunHolds, the protocol, the agent) sit
+// the in-helper FIFO queues, timeouts, run-owned holds, waiting notices and
+// holder metadata. Below it, a store only knows how to take and drop one lock
+// on one key, how to wait for it without ever holding it after giving up, and
+// who holds and waits on a key right now. The local store keeps locks as
+// flock(2)'d files; the PostgreSQL and etcd stores keep them in a server that
+// many controllers share.
+//
+// What a store author must guarantee:
+//  - `acquire` resolves to a StoreHold only when the lock is held; once it has
+//    resolved `null` or rejected (also after `signal` aborted the wait), the
+//    store holds nothing for that request, now or later (no ghost holders).
+//  - A hold that the store loses under its holder (file deleted, session or
+//    lease ended, key deleted by an admin) calls `onLost` once, at once, with
+//    a reason the user can read; the hold stays lost (the policy turns it into
+//    "lock lost" on the run's next task).
+//  - `token` on every grant is an integer that strictly increases per key
+//    across every holder of that key, restarts included.
+//  - Holder and waiter records name their owner (pid, user, controller, run,
+//    playbook, play, task, host, since) and are never reported for a dead
+//    owner.
+//  - Passwords never leave the store: `describe` and every error message use
+//    a masked URL.
+import type { Holder, Owner } from './holders';
+
+export type Mode = 'exclusive' | 'shared';
+
+// What a store locks. `id` is unique within the store (the local store uses
+// the lock file's path; a server store its canonical key); `name` is the
+// user's name when the lock was asked for by name.
+export interface LockKey {
+  id: string;
+  name?: string;
+}
+
+// Who asks: shown to others while holding or waiting.
+export interface Requester extends Owner {
+  pid: number;
+  user: string;
+  controller: string;
+}
+
+export interface StoreAcquire {
+  key: LockKey;
+  mode: Mode;
+  requester: Requester;
+  // false: try once, resolve null when busy. true: wait until held or aborted.
+  wait: boolean;
+  // Aborting ends the wait: the promise then rejects with an AbortError (or
+  // resolves null) and nothing is held.
+  signal?: AbortSignal;
+  // Called once if the hold is later lost under its holder.
+  onLost?: (reason: string) => void;
+}
+
+export interface StoreHold {
+  readonly key: LockKey;
+  readonly mode: Mode;
+  readonly token: number;
+  readonly since: Date;
+  // True once the store has noticed the hold is gone (onLost was called).
+  readonly lost: boolean;
+  release(): Promise<void>;
+}
+
+export interface Waiter extends Requester {
+  mode: Mode;
+  since: string; // waiting since, ISO 8601
+}
+
+export interface KeyStatus {
+  key: LockKey;
+  held: boolean;
+  mode: Mode | null;
+  holders: Holder[]; // in grant order; lost holds flagged `lost: true`
+  waiters: Waiter[]; // in queue order
+}
+
+export interface LockStore {
+  // "local", "postgresql" or "etcd".
+  readonly kind: string;
+  // Where the locks live, safe to print (passwords masked).
+  readonly describe: string;
+
+  acquire(req: StoreAcquire): Promise<StoreHold | null>;
+  status(key: LockKey): Promise<KeyStatus>;
+  // Every key the store knows under a prefix (the local store: a directory).
+  list(prefix?: string): Promise<KeyStatus[]>;
+  // Releases every hold and abandons every wait of this store object, then
+  // frees its connections, sessions or leases.
+  close(): Promise<void>;
+}
