@@ -10,6 +10,8 @@ help:
 	@echo "make test    install everything, build, run TypeScript, Python and molecule tests"
 	@echo "make bench   run the benchmarks (figures as ratios against anchors)"
 	@echo "make stress  long stress variants"
+	@echo "make lint    eslint, prettier, ruff, ansible-lint (also part of make test)"
+	@echo "make fmt     format TypeScript and Python in place"
 
 node_modules/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -35,7 +37,17 @@ test-py: build venv
 test-molecule: build venv
 	bash molecule/run-all.sh
 
-test: test-ts test-py test-molecule
+lint: build venv
+	npx eslint .
+	npx prettier --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+fmt: node_modules/.stamp venv
+	npx prettier --write .
+	$(VENV)/bin/ruff format .
+
+test: lint test-ts test-py test-molecule
 
 demo: build venv
 	bash demo/demo.sh
@@ -49,4 +61,4 @@ stress: build venv
 clean:
 	rm -rf dist build node_modules $(VENV)
 
-.PHONY: help build venv test test-ts test-py test-molecule demo bench stress clean
+.PHONY: help build venv lint fmt test test-ts test-py test-molecule demo bench stress clean

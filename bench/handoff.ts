@@ -17,7 +17,9 @@ import { connectSocket, note, quantile, report, size, sleep, startAgent } from '
 // Someone is blocked in flock(2) on this file (a "->" line in /proc/locks).
 function kernelWaiterOn(inode: string): boolean {
   try {
-    return readFileSync('/proc/locks', 'latin1').split('\n').some((l) => l.includes('->') && l.includes(` ${inode} `));
+    return readFileSync('/proc/locks', 'latin1')
+      .split('\n')
+      .some((l) => l.includes('->') && l.includes(` ${inode} `));
   } catch {
     return false;
   }
@@ -41,11 +43,20 @@ async function inodeKey(path: string): Promise<string> {
 }
 
 // One handoff between two RPC clients. `ready` says when the waiter is surely waiting.
-async function rpcHandoff(holder: RpcClient, waiter: RpcClient, params: object, ready: () => Promise<void>, idle = IDLE_MS): Promise<number> {
+async function rpcHandoff(
+  holder: RpcClient,
+  waiter: RpcClient,
+  params: object,
+  ready: () => Promise<void>,
+  idle = IDLE_MS,
+): Promise<number> {
   const held = await holder.call('acquire', params);
   if (!held.acquired) throw new Error('holder did not acquire');
   let arrived = 0;
-  const waiting = waiter.call('acquire', params).then((r) => { arrived = performance.now(); return r; });
+  const waiting = waiter.call('acquire', params).then((r) => {
+    arrived = performance.now();
+    return r;
+  });
   await ready();
   if (idle > 0) await sleep(idle);
   const t0 = performance.now();
@@ -61,10 +72,16 @@ async function floor(path: string, n: number): Promise<number[]> {
   const peer = () => fork(join(__dirname, 'flock-peer.js'), [path], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
   const a = peer();
   const b = peer();
-  const next = (p: ReturnType<typeof peer>, key: string) => new Promise<any>((r) => {
-    const on = (m: any) => { if (key in m) { p.off('message', on); r(m); } };
-    p.on('message', on);
-  });
+  const next = (p: ReturnType<typeof peer>, key: string) =>
+    new Promise<any>((r) => {
+      const on = (m: any) => {
+        if (key in m) {
+          p.off('message', on);
+          r(m);
+        }
+      };
+      p.on('message', on);
+    });
   const inode = await inodeKeyWhenExists(path);
   const out: number[] = [];
   for (let i = 0; i < n; i++) {
@@ -97,7 +114,9 @@ async function inodeKeyWhenExists(path: string): Promise<string> {
 function summary(label: string, ms: number[]): { p50: number; p99: number } {
   const p50 = quantile(ms, 0.5);
   const p99 = quantile(ms, 0.99);
-  note(`${label}: n=${ms.length} p50=${p50.toFixed(3)} ms p99=${p99.toFixed(3)} ms max=${Math.max(...ms).toFixed(3)} ms`);
+  note(
+    `${label}: n=${ms.length} p50=${p50.toFixed(3)} ms p99=${p99.toFixed(3)} ms max=${Math.max(...ms).toFixed(3)} ms`,
+  );
   return { p50, p99 };
 }
 
@@ -126,13 +145,29 @@ async function main(): Promise<void> {
       for (let i = 0; i < k; i++) {
         // A connection's requests are handled in order: once the waiter's `hello`
         // is answered, its `acquire` is surely queued in the agent.
-        inHelper.push(await rpcHandoff(c1.rpc, c2.rpc, { name: 'in' }, async () => { await c2.rpc.call('hello', {}); }));
-        hot.push(await rpcHandoff(c1.rpc, c2.rpc, { name: 'in' }, async () => { await c2.rpc.call('hello', {}); }, 0));
+        inHelper.push(
+          await rpcHandoff(c1.rpc, c2.rpc, { name: 'in' }, async () => {
+            await c2.rpc.call('hello', {});
+          }),
+        );
+        hot.push(
+          await rpcHandoff(
+            c1.rpc,
+            c2.rpc,
+            { name: 'in' },
+            async () => {
+              await c2.rpc.call('hello', {});
+            },
+            0,
+          ),
+        );
       }
       for (let i = 0; i < k; i++) {
-        cross.push(await rpcHandoff(helpers[0].rpc, helpers[1].rpc, crossParams, () => until(() => kernelWaiterOn(crossInode))));
+        cross.push(
+          await rpcHandoff(helpers[0].rpc, helpers[1].rpc, crossParams, () => until(() => kernelWaiterOn(crossInode))),
+        );
       }
-      floorMs.push(...await floor(floorPath, k));
+      floorMs.push(...(await floor(floorPath, k)));
     }
     c1.sock.destroy();
     c2.sock.destroy();
@@ -140,16 +175,57 @@ async function main(): Promise<void> {
     const a = summary('in-helper (two clients of one agent)', inHelper);
     const b = summary('cross-process (two serve helpers)', cross);
     const h = summary('in-helper, released at once (no idle)', hot);
-    report({ goal: '3a', what: 'handoff p50, in-helper (2 clients of 1 agent)', figure: a.p50, unit: 'ms',
-      anchor: f.p50, anchorWhat: 'flock(2) handoff p50, 2 plain processes', target: '≤ 0.5 ms', met: a.p50 <= 0.5 });
-    report({ goal: '3a', what: 'handoff p99, in-helper (2 clients of 1 agent)', figure: a.p99, unit: 'ms',
-      anchor: f.p99, anchorWhat: 'flock(2) handoff p99, 2 plain processes', target: '≤ 2 ms', met: a.p99 <= 2 });
-    report({ goal: '3a-hot', what: 'handoff p50, in-helper, released with no idle before', figure: h.p50, unit: 'ms',
-      anchor: f.p50, anchorWhat: 'flock(2) handoff p50, 2 plain processes', target: 'info', met: true, info: true });
-    report({ goal: '3b', what: 'handoff p50, cross-process (2 serve helpers)', figure: b.p50, unit: 'ms',
-      anchor: f.p50, anchorWhat: 'flock(2) handoff p50, 2 plain processes', target: '≤ 0.5 ms', met: b.p50 <= 0.5 });
-    report({ goal: '3b', what: 'handoff p99, cross-process (2 serve helpers)', figure: b.p99, unit: 'ms',
-      anchor: f.p99, anchorWhat: 'flock(2) handoff p99, 2 plain processes', target: '≤ 2 ms', met: b.p99 <= 2 });
+    report({
+      goal: '3a',
+      what: 'handoff p50, in-helper (2 clients of 1 agent)',
+      figure: a.p50,
+      unit: 'ms',
+      anchor: f.p50,
+      anchorWhat: 'flock(2) handoff p50, 2 plain processes',
+      target: '≤ 0.5 ms',
+      met: a.p50 <= 0.5,
+    });
+    report({
+      goal: '3a',
+      what: 'handoff p99, in-helper (2 clients of 1 agent)',
+      figure: a.p99,
+      unit: 'ms',
+      anchor: f.p99,
+      anchorWhat: 'flock(2) handoff p99, 2 plain processes',
+      target: '≤ 2 ms',
+      met: a.p99 <= 2,
+    });
+    report({
+      goal: '3a-hot',
+      what: 'handoff p50, in-helper, released with no idle before',
+      figure: h.p50,
+      unit: 'ms',
+      anchor: f.p50,
+      anchorWhat: 'flock(2) handoff p50, 2 plain processes',
+      target: 'info',
+      met: true,
+      info: true,
+    });
+    report({
+      goal: '3b',
+      what: 'handoff p50, cross-process (2 serve helpers)',
+      figure: b.p50,
+      unit: 'ms',
+      anchor: f.p50,
+      anchorWhat: 'flock(2) handoff p50, 2 plain processes',
+      target: '≤ 0.5 ms',
+      met: b.p50 <= 0.5,
+    });
+    report({
+      goal: '3b',
+      what: 'handoff p99, cross-process (2 serve helpers)',
+      figure: b.p99,
+      unit: 'ms',
+      anchor: f.p99,
+      anchorWhat: 'flock(2) handoff p99, 2 plain processes',
+      target: '≤ 2 ms',
+      met: b.p99 <= 2,
+    });
   } finally {
     for (const h of helpers) await h.close();
     await agent.stop();

@@ -6,14 +6,28 @@
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { tempDir } from '../test/rpc';
-import { childrenOf, connectSocket, median, note, peakRssKiB, report, rssKiB, runPython, size, startAgent } from './lib';
+import {
+  childrenOf,
+  connectSocket,
+  median,
+  note,
+  peakRssKiB,
+  report,
+  rssKiB,
+  runPython,
+  size,
+  startAgent,
+} from './lib';
 
 async function worker(socket: string, host: string, run: string): Promise<void> {
   const c = await connectSocket(socket);
   try {
     await c.rpc.call('hello', { client: 'bench', member: host });
     const r = await c.rpc.call('acquire', {
-      name: host, scope: 'run', member: host, notify: 5,
+      name: host,
+      scope: 'run',
+      member: host,
+      notify: 5,
       owner: { pid: process.pid, host, run, playbook: 'bench.yml', play: 'bench', task: 'lock host', user: 'bench' },
     });
     if (!r.acquired) throw new Error(`${host} not acquired`);
@@ -46,7 +60,9 @@ async function main(): Promise<void> {
       const kids = childrenOf(agent.proc.pid!);
       const kib = (peakRssKiB(agent.proc.pid!) ?? NaN) + kids.reduce((s, p) => s + (rssKiB(p) ?? 0), 0);
       totalKiB = Math.max(totalKiB, kib);
-      note(`round ${round}: ${hosts} hosts held after ${times[times.length - 1].toFixed(0)} ms; agent peak RSS ${(kib / 1024).toFixed(1)} MiB, ${kids.length} child process(es)`);
+      note(
+        `round ${round}: ${hosts} hosts held after ${times[times.length - 1].toFixed(0)} ms; agent peak RSS ${(kib / 1024).toFixed(1)} MiB, ${kids.length} child process(es)`,
+      );
     } finally {
       await agent.stop();
       t.cleanup();
@@ -59,12 +75,32 @@ async function main(): Promise<void> {
     }
   }
   const ms = median(times);
-  report({ goal: '4a', what: `${hosts} hosts' run-scope acquires via 1 agent, ${hosts} connections (median of ${rounds})`, figure: ms, unit: 'ms',
-    anchor: median(anchors), anchorWhat: `one Python process fcntl-locking the same ${hosts} files`, target: '≤ 2000 ms', met: ms <= 2000 });
-  const bare = spawnSync(process.execPath, ['-e', "process.stdout.write(/VmHWM:\\s+(\\d+)/.exec(require('fs').readFileSync('/proc/self/status','utf8'))[1])"], { encoding: 'utf8' });
+  report({
+    goal: '4a',
+    what: `${hosts} hosts' run-scope acquires via 1 agent, ${hosts} connections (median of ${rounds})`,
+    figure: ms,
+    unit: 'ms',
+    anchor: median(anchors),
+    anchorWhat: `one Python process fcntl-locking the same ${hosts} files`,
+    target: '≤ 2000 ms',
+    met: ms <= 2000,
+  });
+  const bare = spawnSync(
+    process.execPath,
+    ['-e', "process.stdout.write(/VmHWM:\\s+(\\d+)/.exec(require('fs').readFileSync('/proc/self/status','utf8'))[1])"],
+    { encoding: 'utf8' },
+  );
   const mib = totalKiB / 1024;
-  report({ goal: '4b', what: 'total RSS of hostlock processes (agent peak + children)', figure: mib, unit: 'MiB',
-    anchor: Number(bare.stdout) / 1024, anchorWhat: 'bare Node peak RSS', target: '≤ 100 MiB', met: mib <= 100 });
+  report({
+    goal: '4b',
+    what: 'total RSS of hostlock processes (agent peak + children)',
+    figure: mib,
+    unit: 'MiB',
+    anchor: Number(bare.stdout) / 1024,
+    anchorWhat: 'bare Node peak RSS',
+    target: '≤ 100 MiB',
+    met: mib <= 100,
+  });
 }
 
 main().catch((err) => {

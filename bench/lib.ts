@@ -27,8 +27,8 @@ export function quantile(values: number[], q: number): number {
 export const median = (v: number[]) => quantile(v, 0.5);
 
 export interface Figure {
-  goal: string;        // "1", "3a", ...
-  what: string;        // what was measured
+  goal: string; // "1", "3a", ...
+  what: string; // what was measured
   figure: number;
   anchor: number;
   anchorWhat: string;
@@ -37,8 +37,7 @@ export interface Figure {
   target: string;
   met: boolean;
   ratio?: number;
-  info?: boolean;      // printed for insight, not a goal
-
+  info?: boolean; // printed for insight, not a goal
 }
 
 // One human line and one machine line (`BENCH {json}`) per figure.
@@ -46,8 +45,10 @@ export function report(f: Figure): void {
   const ratio = f.ratio ?? f.figure / f.anchor;
   const verdict = f.info ? 'for information' : `goal ${f.target}: ${f.met ? 'met' : 'NOT met'}`;
   const n = (x: number) => (Math.abs(x) >= 100 ? x.toFixed(0) : Math.abs(x) >= 10 ? x.toFixed(1) : x.toFixed(3));
-  process.stdout.write(`goal ${f.goal}: ${f.what}: ${n(f.figure)} ${f.unit}; anchor ${f.anchorWhat}: ${n(f.anchor)} ${f.unit}; ` +
-    `ratio ${ratio.toFixed(2)}; ${verdict}\n`);
+  process.stdout.write(
+    `goal ${f.goal}: ${f.what}: ${n(f.figure)} ${f.unit}; anchor ${f.anchorWhat}: ${n(f.anchor)} ${f.unit}; ` +
+      `ratio ${ratio.toFixed(2)}; ${verdict}\n`,
+  );
   process.stdout.write('BENCH ' + JSON.stringify({ ...f, ratio, smoke: SMOKE }) + '\n');
 }
 
@@ -82,7 +83,8 @@ export function rssKiB(pid: number): number | null {
 export function childrenOf(pid: number): number[] {
   try {
     const out: number[] = [];
-    for (const t of readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/)) if (t) out.push(Number(t));
+    for (const t of readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/))
+      if (t) out.push(Number(t));
     return out;
   } catch {
     return [];
@@ -94,7 +96,11 @@ export const TIME_BIN = ['/usr/bin/time'].find((p) => existsSync(p));
 // Peak RSS (KiB) of a whole command run to its end, by /usr/bin/time -f %M.
 export function commandPeakKiB(cmd: string[], input?: string, env?: NodeJS.ProcessEnv): number | null {
   if (!TIME_BIN) return null;
-  const r = spawnSync(TIME_BIN, ['-f', 'HOSTLOCK_PEAK %M', ...cmd], { input, env: { ...process.env, ...env }, encoding: 'utf8' });
+  const r = spawnSync(TIME_BIN, ['-f', 'HOSTLOCK_PEAK %M', ...cmd], {
+    input,
+    env: { ...process.env, ...env },
+    encoding: 'utf8',
+  });
   const m = /HOSTLOCK_PEAK (\d+)/.exec(r.stderr ?? '');
   return m ? Number(m[1]) : null;
 }
@@ -108,17 +114,26 @@ export interface Agent {
 // A run agent owned by this process (its `--owner-pid`), ready to accept connections.
 export async function startAgent(runtime: string, env: NodeJS.ProcessEnv = {}): Promise<Agent> {
   const args = [CLI, 'agent', '--owner-pid', String(process.pid), '--runtime-dir', runtime, '--idle-timeout', '600'];
-  const sock = spawnSync(process.execPath, [...args, '--print-socket'], { encoding: 'utf8', env: { ...process.env, ...env } });
+  const sock = spawnSync(process.execPath, [...args, '--print-socket'], {
+    encoding: 'utf8',
+    env: { ...process.env, ...env },
+  });
   if (sock.status !== 0) throw new Error(`agent --print-socket failed: ${sock.stderr}`);
   const socket = sock.stdout.trim();
   // HOSTLOCK_BENCH_AGENT_NODE_ARGS: node options for the agent alone, e.g. --cpu-prof.
   const nodeArgs = (process.env.HOSTLOCK_BENCH_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const proc = spawn(process.execPath, [...nodeArgs, ...args], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...env } });
+  const proc = spawn(process.execPath, [...nodeArgs, ...args], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env: { ...process.env, ...env },
+  });
   const end = Date.now() + 15000;
   for (;;) {
     const ok = await new Promise<boolean>((r) => {
       const s = connect(socket);
-      s.once('connect', () => { s.destroy(); r(true); });
+      s.once('connect', () => {
+        s.destroy();
+        r(true);
+      });
       s.once('error', () => r(false));
     });
     if (ok) break;
@@ -126,7 +141,8 @@ export async function startAgent(runtime: string, env: NodeJS.ProcessEnv = {}): 
     await sleep(10);
   }
   return {
-    proc, socket,
+    proc,
+    socket,
     stop: async () => {
       proc.kill('SIGTERM');
       await waitExit(proc);

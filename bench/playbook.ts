@@ -29,7 +29,8 @@ function run(playbook: string, inventory: string, env: NodeJS.ProcessEnv): Promi
     p.stderr!.on('data', (c) => (out += c));
     p.on('exit', (code) => {
       const ms = performance.now() - t0;
-      if (code !== 0 || !/failed=0/.test(out)) reject(new Error(`ansible-playbook ${playbook} failed (${code}):\n${out.slice(-3000)}`));
+      if (code !== 0 || !/failed=0/.test(out))
+        reject(new Error(`ansible-playbook ${playbook} failed (${code}):\n${out.slice(-3000)}`));
       else resolve(ms);
     });
   });
@@ -39,7 +40,9 @@ async function main(): Promise<void> {
   if (!existsSync(PLAYBOOK_BIN)) {
     note(`skipped: ${PLAYBOOK_BIN} is missing (make venv)`);
     process.stdout.write('goal 2: skipped, no ansible-playbook in .venv (run make venv)\n');
-    process.stdout.write('BENCH ' + JSON.stringify({ goal: '2', skipped: true, what: 'playbook overhead', target: '≤ 1.15×' }) + '\n');
+    process.stdout.write(
+      'BENCH ' + JSON.stringify({ goal: '2', skipped: true, what: 'playbook overhead', target: '≤ 1.15×' }) + '\n',
+    );
     return;
   }
   const tasks = size(10, 2);
@@ -54,8 +57,15 @@ async function main(): Promise<void> {
   // HOSTLOCK_BENCH_COLLECTION: try a modified copy of the collection instead of ansible/.
   symlinkSync(process.env.HOSTLOCK_BENCH_COLLECTION ?? join(ROOT, 'ansible'), link);
   const inventory = join(out, 'inventory.ini');
-  writeFileSync(inventory, '[all]\n' + Array.from({ length: hosts }, (_, i) =>
-    `host${i} ansible_connection=local ansible_python_interpreter="{{ ansible_playbook_python }}"`).join('\n') + '\n');
+  writeFileSync(
+    inventory,
+    '[all]\n' +
+      Array.from(
+        { length: hosts },
+        (_, i) => `host${i} ansible_connection=local ansible_python_interpreter="{{ ansible_playbook_python }}"`,
+      ).join('\n') +
+      '\n',
+  );
   const withHostlock = join(out, 'hostlock.yml');
   const withFcntl = join(out, 'fcntl.yml');
   writePlaybook(withHostlock, 'hostlock.core.lock', tasks);
@@ -79,18 +89,33 @@ async function main(): Promise<void> {
     await run(withFcntl, inventory, env); // warm caches (Python bytecode, page cache)
     await run(withHostlock, inventory, env);
     for (let i = 0; i < rounds; i++) {
-      if (i % 2) { hl.push(await run(withHostlock, inventory, env)); py.push(await run(withFcntl, inventory, env)); }
-      else { py.push(await run(withFcntl, inventory, env)); hl.push(await run(withHostlock, inventory, env)); }
+      if (i % 2) {
+        hl.push(await run(withHostlock, inventory, env));
+        py.push(await run(withFcntl, inventory, env));
+      } else {
+        py.push(await run(withFcntl, inventory, env));
+        hl.push(await run(withHostlock, inventory, env));
+      }
     }
   } finally {
     rmSync(tmp, { recursive: true, force: true });
     rmSync(out, { recursive: true, force: true });
   }
-  note(`hostlock.core.lock: ${hl.map((x) => x.toFixed(0)).join(' ')} ms; fcntl plugin: ${py.map((x) => x.toFixed(0)).join(' ')} ms`);
+  note(
+    `hostlock.core.lock: ${hl.map((x) => x.toFixed(0)).join(' ')} ms; fcntl plugin: ${py.map((x) => x.toFixed(0)).join(' ')} ms`,
+  );
   const a = median(hl);
   const b = median(py);
-  report({ goal: '2', what: `playbook ${tasks} tasks × ${hosts} hosts, hostlock.core.lock (median of ${rounds})`, figure: a, unit: 'ms',
-    anchor: b, anchorWhat: 'same playbook, pure-Python fcntl action plugin', target: '≤ 1.15×', met: a / b <= 1.15 });
+  report({
+    goal: '2',
+    what: `playbook ${tasks} tasks × ${hosts} hosts, hostlock.core.lock (median of ${rounds})`,
+    figure: a,
+    unit: 'ms',
+    anchor: b,
+    anchorWhat: 'same playbook, pure-Python fcntl action plugin',
+    target: '≤ 1.15×',
+    met: a / b <= 1.15,
+  });
 }
 
 main().catch((err) => {

@@ -17,7 +17,10 @@ async function bare(): Promise<number> {
 // Milliseconds from spawn to the first reply line; also the helper's peak RSS then.
 async function serve(dir: string, n: number): Promise<{ ms: number; peakKiB: number | null }> {
   const t0 = performance.now();
-  const p = spawn(process.execPath, [CLI, 'serve'], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, HOSTLOCK_DIR: dir } });
+  const p = spawn(process.execPath, [CLI, 'serve'], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+    env: { ...process.env, HOSTLOCK_DIR: dir },
+  });
   p.stdin!.write(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'try', params: { name: `start-${n}` } }) + '\n');
   const line = await new Promise<string>((resolve, reject) => {
     let buf = '';
@@ -41,8 +44,11 @@ async function serve(dir: string, n: number): Promise<{ ms: number; peakKiB: num
 // socket (polled every ms): the first hostlock task of every playbook run waits for this.
 async function agent(runtime: string): Promise<number> {
   const t0 = performance.now();
-  const p = spawn(process.execPath, [CLI, 'agent', '--owner-pid', String(process.pid), '--runtime-dir', runtime, '--idle-timeout', '1'],
-    { stdio: ['ignore', 'ignore', 'inherit'] });
+  const p = spawn(
+    process.execPath,
+    [CLI, 'agent', '--owner-pid', String(process.pid), '--runtime-dir', runtime, '--idle-timeout', '1'],
+    { stdio: ['ignore', 'ignore', 'inherit'] },
+  );
   const socket = join(runtime, `agent-${process.pid}-${processStartTime(process.pid)}.sock`);
   let ms = NaN;
   while (p.exitCode === null) {
@@ -71,16 +77,27 @@ async function main(): Promise<void> {
     await serve(t.dir, -1);
     for (let i = 0; i < rounds; i++) {
       // Alternate which goes first, so neither always follows the other.
-      if (i % 2) { bareMs.push(await bare()); serveMs.push((await serve(t.dir, i)).ms); }
-      else { serveMs.push((await serve(t.dir, i)).ms); bareMs.push(await bare()); }
+      if (i % 2) {
+        bareMs.push(await bare());
+        serveMs.push((await serve(t.dir, i)).ms);
+      } else {
+        serveMs.push((await serve(t.dir, i)).ms);
+        bareMs.push(await bare());
+      }
     }
     const mb = median(bareMs);
     const ms = median(serveMs);
     note(`node -e 0: ${bareMs.map((x) => x.toFixed(0)).join(' ')} ms`);
     note(`serve→try: ${serveMs.map((x) => x.toFixed(0)).join(' ')} ms`);
     report({
-      goal: '1a', what: 'serve cold start to first try reply (median)', figure: ms, unit: 'ms',
-      anchor: mb, anchorWhat: 'node -e 0 (median)', target: '≤ 1.3×', met: ms / mb <= 1.3,
+      goal: '1a',
+      what: 'serve cold start to first try reply (median)',
+      figure: ms,
+      unit: 'ms',
+      anchor: mb,
+      anchorWhat: 'node -e 0 (median)',
+      target: '≤ 1.3×',
+      met: ms / mb <= 1.3,
     });
 
     // Agent start, for goal 2 (not a goal of its own): against bare Node again.
@@ -91,8 +108,15 @@ async function main(): Promise<void> {
       agentMs.push(await agent(join(t.dir, 'run')));
     }
     report({
-      goal: '1c', what: 'agent cold start to first hello reply over its socket (median)', figure: median(agentMs), unit: 'ms',
-      anchor: median(bare2), anchorWhat: 'node -e 0 (median)', target: 'info (goal 2 pays it once per run)', met: true, info: true,
+      goal: '1c',
+      what: 'agent cold start to first hello reply over its socket (median)',
+      figure: median(agentMs),
+      unit: 'ms',
+      anchor: median(bare2),
+      anchorWhat: 'node -e 0 (median)',
+      target: 'info (goal 2 pays it once per run)',
+      met: true,
+      info: true,
     });
 
     // Peak RSS: /usr/bin/time -f %M around both whole processes (serve answers
@@ -109,7 +133,10 @@ async function main(): Promise<void> {
         bareKiB.push(b);
         serveKiB.push(s);
       } else {
-        const self = spawn(process.execPath, ['-e', "process.stdout.write(/VmHWM:\\s+(\\d+)/.exec(require('fs').readFileSync('/proc/self/status','utf8'))[1])"]);
+        const self = spawn(process.execPath, [
+          '-e',
+          "process.stdout.write(/VmHWM:\\s+(\\d+)/.exec(require('fs').readFileSync('/proc/self/status','utf8'))[1])",
+        ]);
         let out = '';
         self.stdout!.on('data', (c) => (out += c));
         await waitExit(self);
@@ -120,8 +147,14 @@ async function main(): Promise<void> {
     const rb = median(bareKiB) / 1024;
     const rs = median(serveKiB) / 1024;
     report({
-      goal: '1b', what: 'serve peak RSS (median)', figure: rs, unit: 'MiB',
-      anchor: rb, anchorWhat: 'node -e 0 peak RSS', target: '≤ 1.2×', met: rs / rb <= 1.2,
+      goal: '1b',
+      what: 'serve peak RSS (median)',
+      figure: rs,
+      unit: 'MiB',
+      anchor: rb,
+      anchorWhat: 'node -e 0 peak RSS',
+      target: '≤ 1.2×',
+      met: rs / rb <= 1.2,
     });
   } finally {
     t.cleanup();

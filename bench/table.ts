@@ -17,13 +17,23 @@ interface Row {
   skipped?: boolean;
 }
 
-const num = (x: number | undefined) => x === undefined || !Number.isFinite(x) ? '-'
-  : Math.abs(x) >= 100 ? x.toFixed(0) : Math.abs(x) >= 10 ? x.toFixed(1) : x.toFixed(3);
+const num = (x: number | undefined) =>
+  x === undefined || !Number.isFinite(x)
+    ? '-'
+    : Math.abs(x) >= 100
+      ? x.toFixed(0)
+      : Math.abs(x) >= 10
+        ? x.toFixed(1)
+        : x.toFixed(3);
 
 const rows: Row[] = [];
 for (const line of readFileSync(0, 'utf8').split('\n')) {
   if (line.startsWith('BENCH ')) {
-    try { rows.push(JSON.parse(line.slice(6))); } catch { /* not ours */ }
+    try {
+      rows.push(JSON.parse(line.slice(6)));
+    } catch {
+      /* not ours */
+    }
   }
 }
 const table = [['goal', 'figure', 'anchor', 'ratio', 'goal', 'met?', 'what (anchor)']];
@@ -39,4 +49,5 @@ for (const r of rows) {
   ]);
 }
 const width = table[0].map((_, i) => Math.max(...table.map((r) => r[i].length)));
-for (const r of table) process.stdout.write(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(width[i]))).join('  ') + '\n');
+for (const r of table)
+  process.stdout.write(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(width[i]))).join('  ') + '\n');

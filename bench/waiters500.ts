@@ -15,13 +15,21 @@ async function main(): Promise<void> {
   const env = { HOSTLOCK_DIR: t.dir, HOSTLOCK_RUNTIME_DIR: join(t.dir, 'run') };
   const agent = await startAgent(join(t.dir, 'run'), env);
   const path = join(t.dir, 'one.lock');
-  const holder = spawn(python(), ['-c', `
+  const holder = spawn(
+    python(),
+    [
+      '-c',
+      `
 import fcntl, os, sys
 fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
 fcntl.flock(fd, fcntl.LOCK_EX)
 print('held', flush=True)
 sys.stdin.read()
-`, path], { stdio: ['pipe', 'pipe', 'inherit'] });
+`,
+      path,
+    ],
+    { stdio: ['pipe', 'pipe', 'inherit'] },
+  );
   try {
     await new Promise<void>((r) => holder.stdout!.once('data', () => r()));
     const probe = await connectSocket(agent.socket);
@@ -43,16 +51,18 @@ sys.stdin.read()
     let overlaps = 0;
     let granted = 0;
     const t0 = performance.now();
-    const done = Promise.all(conns.map(async (c) => {
-      const r = await c.rpc.call('acquire', { name: 'one' });
-      if (!r.acquired) throw new Error('a waiter did not get the lock');
-      if (++inside > 1) overlaps++;
-      granted++;
-      await sleep(0);
-      inside--;
-      await c.rpc.call('release', { handle: r.handle });
-      c.sock.end();
-    }));
+    const done = Promise.all(
+      conns.map(async (c) => {
+        const r = await c.rpc.call('acquire', { name: 'one' });
+        if (!r.acquired) throw new Error('a waiter did not get the lock');
+        if (++inside > 1) overlaps++;
+        granted++;
+        await sleep(0);
+        inside--;
+        await c.rpc.call('release', { handle: r.handle });
+        c.sock.end();
+      }),
+    );
     let draining = true;
     const loaded: number[] = [];
     const poll = (async () => {
@@ -65,7 +75,9 @@ sys.stdin.read()
     await sleep(SMOKE_WAIT(waiters));
     const queuedFor = performance.now() - t0;
     holder.stdin!.end();
-    const deadline = setTimeout(() => { draining = false; }, 300000);
+    const deadline = setTimeout(() => {
+      draining = false;
+    }, 300000);
     await done;
     clearTimeout(deadline);
     draining = false;
@@ -73,13 +85,23 @@ sys.stdin.read()
     const drainMs = performance.now() - t0 - queuedFor;
     probe.sock.end();
     const ok = loaded.filter((x) => !Number.isNaN(x));
-    note(`${waiters} waiters: queued for ${queuedFor.toFixed(0)} ms, drained in ${drainMs.toFixed(0)} ms; ${granted} granted; ` +
-      `${overlaps} overlaps; ${ok.length} status calls meanwhile, p50 ${quantile(ok, 0.5).toFixed(2)} ms, max ${Math.max(...ok).toFixed(2)} ms`);
+    note(
+      `${waiters} waiters: queued for ${queuedFor.toFixed(0)} ms, drained in ${drainMs.toFixed(0)} ms; ${granted} granted; ` +
+        `${overlaps} overlaps; ${ok.length} status calls meanwhile, p50 ${quantile(ok, 0.5).toFixed(2)} ms, max ${Math.max(...ok).toFixed(2)} ms`,
+    );
     const p99 = quantile(ok, 0.99);
     const a99 = quantile(idle, 0.99);
     const met = p99 <= 50 && granted === waiters && overlaps === 0 && ok.length === loaded.length;
-    report({ goal: '5', what: `status p99 with ${waiters} waiters (${granted}/${waiters} granted, ${overlaps} overlaps)`, figure: p99, unit: 'ms',
-      anchor: a99, anchorWhat: 'status p99, same agent, no waiters', target: '≤ 50 ms, all granted, no overlap', met });
+    report({
+      goal: '5',
+      what: `status p99 with ${waiters} waiters (${granted}/${waiters} granted, ${overlaps} overlaps)`,
+      figure: p99,
+      unit: 'ms',
+      anchor: a99,
+      anchorWhat: 'status p99, same agent, no waiters',
+      target: '≤ 50 ms, all granted, no overlap',
+      met,
+    });
   } finally {
     holder.kill();
     await waitExit(holder);

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parent / "molecule" / "shared"
+SHARED = HERE.parent / 'molecule' / 'shared'
 sys.path.insert(0, str(SHARED))
 sys.path.insert(0, str(HERE))
 import journal as jl  # noqa: E402
@@ -25,78 +25,102 @@ from timeline import GLYPHS, Timeline, use_colour  # noqa: E402
 
 
 def write_inventory(path: Path, hosts: int) -> list[str]:
-    names = [f"node{i + 1}" for i in range(hosts)]
-    lines = ["all:", "  vars:", "    ansible_connection: local",
-             f"    ansible_python_interpreter: {sys.executable}", "  hosts:"]
-    lines += [f"    {n}:" for n in names]
-    path.write_text("\n".join(lines) + "\n")
+    names = [f'node{i + 1}' for i in range(hosts)]
+    lines = [
+        'all:',
+        '  vars:',
+        '    ansible_connection: local',
+        f'    ansible_python_interpreter: {sys.executable}',
+        '  hosts:',
+    ]
+    lines += [f'    {n}:' for n in names]
+    path.write_text('\n'.join(lines) + '\n')
     return names
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", type=int, default=4)
-    p.add_argument("--hosts", type=int, default=4)
-    p.add_argument("--hold", type=float, default=1.5, help="seconds each run stays in a host's section")
-    p.add_argument("--stagger", type=float, default=None, help="delay between a run's hosts (default HOLD/2)")
-    p.add_argument("--out", default="demo-out")
+    p.add_argument('--runs', type=int, default=4)
+    p.add_argument('--hosts', type=int, default=4)
+    p.add_argument('--hold', type=float, default=1.5, help="seconds each run stays in a host's section")
+    p.add_argument('--stagger', type=float, default=None, help="delay between a run's hosts (default HOLD/2)")
+    p.add_argument('--out', default='demo-out')
     a = p.parse_args(argv)
     if not (1 <= a.runs <= 62 and 1 <= a.hosts <= 200 and a.hold >= 0):
-        p.error("need 1 <= RUNS <= 62, 1 <= HOSTS <= 200, HOLD >= 0")
+        p.error('need 1 <= RUNS <= 62, 1 <= HOSTS <= 200, HOLD >= 0')
 
     out = Path(a.out).resolve()
     if out.exists():
         shutil.rmtree(out)
-    (out / "runs").mkdir(parents=True)
-    (out / "locks").mkdir(mode=0o700)
-    journal = str(out / "journal.jsonl")
-    inventory = out / "inventory.yml"
+    (out / 'runs').mkdir(parents=True)
+    (out / 'locks').mkdir(mode=0o700)
+    journal = str(out / 'journal.jsonl')
+    inventory = out / 'inventory.yml'
     hosts = write_inventory(inventory, a.hosts)
     colour = use_colour()
 
-    echo(f"hostlock demo: {a.runs} ansible-playbook runs x {a.hosts} hosts ({', '.join(hosts)}), "
-         f"{a.hold:g}s per host and run; locks in {out / 'locks'}")
-    echo("Each run locks each host, deploys, unlocks. Lines from runs that wait:")
+    echo(
+        f'hostlock demo: {a.runs} ansible-playbook runs x {a.hosts} hosts ({", ".join(hosts)}), '
+        f'{a.hold:g}s per host and run; locks in {out / "locks"}'
+    )
+    echo('Each run locks each host, deploys, unlocks. Lines from runs that wait:')
     runs = []
     for i in range(a.runs):
-        rid = f"r{i + 1}"
-        runs.append(Run(rid, str(HERE / "deploy.yml"), inventory=str(inventory), journal=journal,
-                        out_dir=str(out / "runs"),
-                        extra_vars={"lock_dir": str(out / "locks"), "shared_dir": str(SHARED), "hold": a.hold,
-                                    "run_index": i, "stagger": a.hold / 2 if a.stagger is None else a.stagger},
-                        show=r"(?i)hostlock:.*waiting|fatal|error|failed!", prefix=f"[{rid} {GLYPHS[i % len(GLYPHS)]}] "))
+        rid = f'r{i + 1}'
+        runs.append(
+            Run(
+                rid,
+                str(HERE / 'deploy.yml'),
+                inventory=str(inventory),
+                journal=journal,
+                out_dir=str(out / 'runs'),
+                extra_vars={
+                    'lock_dir': str(out / 'locks'),
+                    'shared_dir': str(SHARED),
+                    'hold': a.hold,
+                    'run_index': i,
+                    'stagger': a.hold / 2 if a.stagger is None else a.stagger,
+                },
+                show=r'(?i)hostlock:.*waiting|fatal|error|failed!',
+                prefix=f'[{rid} {GLYPHS[i % len(GLYPHS)]}] ',
+            )
+        )
     t0 = time.monotonic()
     for r in runs:  # back to back: all start within a few milliseconds
         r.start()
     rcs = {}
     for r in runs:
         rcs[r.id] = r.wait()
-    echo(f"all {a.runs} runs finished in {time.monotonic() - t0:.1f}s; logs in {out / 'runs'}\n")
+    echo(f'all {a.runs} runs finished in {time.monotonic() - t0:.1f}s; logs in {out / "runs"}\n')
 
-    tl = Timeline(jl.load(journal), sec="deploy")
+    tl = Timeline(jl.load(journal), sec='deploy')
     # prefix in the live lines is the run id; say which glyph each one got
     width = max(40, min(110, shutil.get_terminal_size((100, 24)).columns - 12))
-    echo(f"Who was inside each host's section, time across (one glyph per run, · = free; "
-         f"0s = first lock request, {tl.startup:.1f}s after the runs started):\n")
+    echo(
+        f"Who was inside each host's section, time across (one glyph per run, · = free; "
+        f'0s = first lock request, {tl.startup:.1f}s after the runs started):\n'
+    )
     echo(tl.terminal(width, colour))
-    echo(tl.legend(colour) + "\n")
-    echo("How long each run waited, and for whom:")
+    echo(tl.legend(colour) + '\n')
+    echo('How long each run waited, and for whom:')
     echo(tl.waits_text(colour))
 
     secs = tl.sections
     bad = jl.exclusion_violations(secs)
     par = jl.overlapping_pairs(secs, lambda x, y: x.host != y.host)
-    echo("")
-    echo(f"per host: {'never two runs inside at once' if not bad else f'{len(bad)} OVERLAPS (marked !)'}; "
-         f"across hosts: {len(par)} pairs of sections ran at the same time")
-    svg = out / "timeline.svg"
-    svg.write_text(tl.svg(f"hostlock demo: {a.runs} runs x {a.hosts} hosts, {a.hold:g}s per section"))
-    echo(f"timeline written to {svg}")
+    echo('')
+    echo(
+        f'per host: {"never two runs inside at once" if not bad else f"{len(bad)} OVERLAPS (marked !)"}; '
+        f'across hosts: {len(par)} pairs of sections ran at the same time'
+    )
+    svg = out / 'timeline.svg'
+    svg.write_text(tl.svg(f'hostlock demo: {a.runs} runs x {a.hosts} hosts, {a.hold:g}s per section'))
+    echo(f'timeline written to {svg}')
     failed = {k: v for k, v in rcs.items() if v != 0}
     if failed:
-        echo(f"runs that failed: {failed} (see {out / 'runs'})")
+        echo(f'runs that failed: {failed} (see {out / "runs"})')
     return 1 if failed or bad else 0
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
     sys.exit(main())

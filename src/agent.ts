@@ -1,7 +1,17 @@
 // `hostlock agent`: one helper per playbook run, serving every worker of the
 // run over a Unix socket. It owns the run's holds and ends, releasing all,
 // when the ansible-playbook process is gone or when idle with nothing held.
-import { closeSync, constants, existsSync, fstatSync, openSync, readFileSync, unlinkSync, writeSync, chmodSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  existsSync,
+  fstatSync,
+  openSync,
+  readFileSync,
+  unlinkSync,
+  writeSync,
+  chmodSync,
+} from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { ErrorCode, HostlockError } from './errors';
@@ -34,15 +44,18 @@ export function agentPaths(opts: AgentOptions): AgentPaths {
   const dir = ensurePrivateDir(opts.runtime ?? runtimeDir());
   const id = `${opts.ownerPid}-${start}`;
   const paths = {
-    id, dir,
+    id,
+    dir,
     socket: join(dir, `agent-${id}.sock`),
     pidFile: join(dir, `agent-${id}.pid`),
     holdsFile: join(dir, `agent-${id}.holds.json`),
   };
   if (Buffer.byteLength(paths.socket) > 107) {
-    throw new HostlockError(ErrorCode.LockDirUnusable,
+    throw new HostlockError(
+      ErrorCode.LockDirUnusable,
       `agent socket path ${paths.socket} is longer than a Unix socket allows (107 bytes); set HOSTLOCK_RUNTIME_DIR to a shorter directory`,
-      { path: paths.socket });
+      { path: paths.socket },
+    );
   }
   return paths;
 }
@@ -73,7 +86,9 @@ export function runAgent(opts: AgentOptions): Promise<number> {
     const prev = JSON.parse(readFileSync(paths.holdsFile, 'utf8')) as { holds: LostHold[] };
     server.lost = (prev.holds ?? []).filter((h) => h.members?.length);
     if (server.lost.length) log.warn(`the previous agent of this run died holding ${server.lost.length} lock(s)`);
-  } catch { /* no predecessor */ }
+  } catch {
+    /* no predecessor */
+  }
 
   // Rewritten before every reply that changes a run hold, so it is on the
   // path of every task: one pwrite at offset 0 of a kept descriptor, padded
@@ -85,7 +100,8 @@ export function runAgent(opts: AgentOptions): Promise<number> {
   function saveHolds(): void {
     const holds = server.runHolds.snapshot();
     try {
-      if (holdsFd !== undefined && fstatSync(holdsFd).nlink === 0) { // removed under us: make a new one
+      if (holdsFd !== undefined && fstatSync(holdsFd).nlink === 0) {
+        // removed under us: make a new one
         closeSync(holdsFd);
         holdsFd = undefined;
       }
@@ -105,7 +121,9 @@ export function runAgent(opts: AgentOptions): Promise<number> {
 
   try {
     if (existsSync(paths.socket)) unlinkSync(paths.socket); // stale: its agent no longer holds the pid lock
-  } catch { /* raced away */ }
+  } catch {
+    /* raced away */
+  }
 
   const sockets = new Set<Socket>();
   const net = createServer((sock) => {
@@ -136,9 +154,17 @@ export function runAgent(opts: AgentOptions): Promise<number> {
       net.close();
       // Clean up while still holding the pid lock, so no successor is misled.
       for (const f of [paths.socket, paths.holdsFile]) {
-        try { unlinkSync(f); } catch { /* gone */ }
+        try {
+          unlinkSync(f);
+        } catch {
+          /* gone */
+        }
       }
-      try { unlinkSync(paths.pidFile); } catch { /* gone */ }
+      try {
+        unlinkSync(paths.pidFile);
+      } catch {
+        /* gone */
+      }
       if (holdsFd !== undefined) closeSync(holdsFd);
       pidLock!.close();
       resolve(0);
@@ -155,12 +181,18 @@ export function runAgent(opts: AgentOptions): Promise<number> {
       stop('listen failed');
     });
     net.listen(paths.socket, () => {
-      try { chmodSync(paths.socket, 0o600); } catch { /* dir is 0700 anyway */ }
+      try {
+        chmodSync(paths.socket, 0o600);
+      } catch {
+        /* dir is 0700 anyway */
+      }
       log.info('agent ready', { path: paths.socket });
     });
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
-    process.on('SIGHUP', () => { /* the terminal went away; the owner check decides */ });
+    process.on('SIGHUP', () => {
+      /* the terminal went away; the owner check decides */
+    });
     guardProcess();
   });
 }

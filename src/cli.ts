@@ -24,52 +24,104 @@ async function main(argv: string[]): Promise<number> {
     .scriptName('hostlock')
     .parserConfiguration({ 'populate--': true })
     .usage('$0 <command>\n\nflock(2) locks for concurrent Ansible runs.')
-    .command('status', 'list the locks of a directory, free or held, with their holders', (y) => y
-      .option('dir', { type: 'string', describe: 'lock directory (default $HOSTLOCK_DIR or /tmp/hostlock-<uid>/locks)' })
-      .option('json', { type: 'boolean', default: false, describe: 'print JSON' }),
-    async (a) => { code = await status(a.dir, a.json); })
-    .command('run <name> [command..]', 'run a command while holding the named lock (like flock(1))', (y) => y
-      .positional('name', { type: 'string', describe: 'lock name (any string)' })
-      .positional('command', { type: 'string', array: true, describe: 'command and its arguments, after --' })
-      .option('dir', { type: 'string', describe: 'lock directory' })
-      .option('shared', { alias: 's', type: 'boolean', default: false, describe: 'take a shared (read) lock' })
-      .option('timeout', { alias: 'w', type: 'number', describe: 'give up after S seconds' })
-      .option('nonblock', { alias: 'n', type: 'boolean', describe: 'fail at once if the lock is held' })
-      .option('conflict-exit-code', { alias: 'E', type: 'number', default: 1, describe: 'exit code when the lock is not taken' })
-      .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'say nothing about waiting or conflicts' })
-      .conflicts('timeout', 'nonblock')
-      .check((a) => {
-        a.command = [...(a.command ?? []), ...((a['--'] as string[] | undefined) ?? [])];
-        if (!a.command || a.command.length === 0) throw new Error('give the command after --, e.g. hostlock run db -- ./migrate.sh');
-        if (a.timeout !== undefined && !(a.timeout >= 0 && Number.isFinite(a.timeout))) throw new Error('--timeout must be a number of seconds ≥ 0');
-        const e = a['conflict-exit-code'];
-        if (!Number.isInteger(e) || e < 0 || e > 255) throw new Error('--conflict-exit-code must be an integer from 0 to 255');
-        return true;
-      }),
-    async (a) => {
-      const { runLocked } = await import('./run');
-      code = await runLocked({
-        name: a.name!, dir: a.dir, shared: a.shared, timeout: a.timeout, nonblock: !!a.nonblock,
-        conflictExitCode: a['conflict-exit-code'], command: (a.command ?? []).map(String), quiet: a.quiet,
-      });
-    })
-    .command('serve', 'serve the JSON-RPC protocol on stdin/stdout (see docs/PROTOCOL.md)', () => {},
-      async () => { (await import('./serve')).serveStdio(); })
-    .command('agent', 'the per-run helper started by the Ansible collection', (y) => y
-      .option('owner-pid', { type: 'number', demandOption: true, describe: 'PID of the ansible-playbook process' })
-      .option('runtime-dir', { type: 'string', describe: 'socket directory (default $HOSTLOCK_RUNTIME_DIR or /tmp/hostlock-<uid>/run)' })
-      .option('idle-timeout', { type: 'number', default: 60, describe: 'exit after S seconds with no client and nothing held' })
-      .option('print-socket', { type: 'boolean', default: false, describe: 'print the socket path and exit' }),
-    async (a) => {
-      const agent = await import('./agent');
-      const opts = { ownerPid: a['owner-pid'], runtime: a['runtime-dir'], idleTimeout: a['idle-timeout'] };
-      if (a['print-socket']) {
-        process.stdout.write(agent.agentPaths(opts).socket + '\n');
-        code = 0;
-      } else {
-        code = await agent.runAgent(opts);
-      }
-    })
+    .command(
+      'status',
+      'list the locks of a directory, free or held, with their holders',
+      (y) =>
+        y
+          .option('dir', {
+            type: 'string',
+            describe: 'lock directory (default $HOSTLOCK_DIR or /tmp/hostlock-<uid>/locks)',
+          })
+          .option('json', { type: 'boolean', default: false, describe: 'print JSON' }),
+      async (a) => {
+        code = await status(a.dir, a.json);
+      },
+    )
+    .command(
+      'run <name> [command..]',
+      'run a command while holding the named lock (like flock(1))',
+      (y) =>
+        y
+          .positional('name', { type: 'string', describe: 'lock name (any string)' })
+          .positional('command', { type: 'string', array: true, describe: 'command and its arguments, after --' })
+          .option('dir', { type: 'string', describe: 'lock directory' })
+          .option('shared', { alias: 's', type: 'boolean', default: false, describe: 'take a shared (read) lock' })
+          .option('timeout', { alias: 'w', type: 'number', describe: 'give up after S seconds' })
+          .option('nonblock', { alias: 'n', type: 'boolean', describe: 'fail at once if the lock is held' })
+          .option('conflict-exit-code', {
+            alias: 'E',
+            type: 'number',
+            default: 1,
+            describe: 'exit code when the lock is not taken',
+          })
+          .option('quiet', {
+            alias: 'q',
+            type: 'boolean',
+            default: false,
+            describe: 'say nothing about waiting or conflicts',
+          })
+          .conflicts('timeout', 'nonblock')
+          .check((a) => {
+            a.command = [...(a.command ?? []), ...((a['--'] as string[] | undefined) ?? [])];
+            if (!a.command || a.command.length === 0)
+              throw new Error('give the command after --, e.g. hostlock run db -- ./migrate.sh');
+            if (a.timeout !== undefined && !(a.timeout >= 0 && Number.isFinite(a.timeout)))
+              throw new Error('--timeout must be a number of seconds ≥ 0');
+            const e = a['conflict-exit-code'];
+            if (!Number.isInteger(e) || e < 0 || e > 255)
+              throw new Error('--conflict-exit-code must be an integer from 0 to 255');
+            return true;
+          }),
+      async (a) => {
+        const { runLocked } = await import('./run');
+        code = await runLocked({
+          name: a.name!,
+          dir: a.dir,
+          shared: a.shared,
+          timeout: a.timeout,
+          nonblock: !!a.nonblock,
+          conflictExitCode: a['conflict-exit-code'],
+          command: (a.command ?? []).map(String),
+          quiet: a.quiet,
+        });
+      },
+    )
+    .command(
+      'serve',
+      'serve the JSON-RPC protocol on stdin/stdout (see docs/PROTOCOL.md)',
+      () => {},
+      async () => {
+        (await import('./serve')).serveStdio();
+      },
+    )
+    .command(
+      'agent',
+      'the per-run helper started by the Ansible collection',
+      (y) =>
+        y
+          .option('owner-pid', { type: 'number', demandOption: true, describe: 'PID of the ansible-playbook process' })
+          .option('runtime-dir', {
+            type: 'string',
+            describe: 'socket directory (default $HOSTLOCK_RUNTIME_DIR or /tmp/hostlock-<uid>/run)',
+          })
+          .option('idle-timeout', {
+            type: 'number',
+            default: 60,
+            describe: 'exit after S seconds with no client and nothing held',
+          })
+          .option('print-socket', { type: 'boolean', default: false, describe: 'print the socket path and exit' }),
+      async (a) => {
+        const agent = await import('./agent');
+        const opts = { ownerPid: a['owner-pid'], runtime: a['runtime-dir'], idleTimeout: a['idle-timeout'] };
+        if (a['print-socket']) {
+          process.stdout.write(agent.agentPaths(opts).socket + '\n');
+          code = 0;
+        } else {
+          code = await agent.runAgent(opts);
+        }
+      },
+    )
     .demandCommand(1, 'name a command: status, run, serve or agent')
     .strict()
     .epilogue(EXIT_HELP)
@@ -105,17 +157,27 @@ async function status(dir: string | undefined, json: boolean): Promise<number> {
   }
   const rows = res.locks.map((l) => [
     l.name,
-    l.held ? l.mode ?? 'held' : 'free',
-    l.holders.map((h) => h.foreign
-      ? `pid ${h.pid} (${h.user}, not hostlock)`
-      : `${h.user}@${h.controller} pid ${h.pid}${h.playbook ? ` ${h.playbook}` : ''}${h.task ? ` [${h.task}]` : ''}${h.host ? ` host ${h.host}` : ''}${h.lost ? ' LOST' : ''}`).join('; '),
+    l.held ? (l.mode ?? 'held') : 'free',
+    l.holders
+      .map((h) =>
+        h.foreign
+          ? `pid ${h.pid} (${h.user}, not hostlock)`
+          : `${h.user}@${h.controller} pid ${h.pid}${h.playbook ? ` ${h.playbook}` : ''}${h.task ? ` [${h.task}]` : ''}${h.host ? ` host ${h.host}` : ''}${h.lost ? ' LOST' : ''}`,
+      )
+      .join('; '),
     l.holders.find((h) => h.since)?.since ?? '',
   ]);
   process.stdout.write(`lock directory ${res.dir}: ${res.locks.length} lock(s)\n`);
   if (rows.length) {
     const head = ['NAME', 'STATE', 'HOLDERS', 'SINCE'];
     const width = head.map((h, i) => Math.min(48, Math.max(h.length, ...rows.map((r) => r[i].length))));
-    for (const r of [head, ...rows]) process.stdout.write(r.map((c, i) => i === 3 ? c : c.padEnd(width[i])).join('  ').trimEnd() + '\n');
+    for (const r of [head, ...rows])
+      process.stdout.write(
+        r
+          .map((c, i) => (i === 3 ? c : c.padEnd(width[i])))
+          .join('  ')
+          .trimEnd() + '\n',
+      );
   }
   return 0;
 }

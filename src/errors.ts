@@ -44,35 +44,58 @@ export function fromErrno(err: unknown, path: string, what: string): HostlockErr
   switch (code) {
     case 'ELOOP':
     case 'EMLINK':
-      return new HostlockError(ErrorCode.PathRefused,
+      return new HostlockError(
+        ErrorCode.PathRefused,
         `refusing to ${what} ${path}: it is a symbolic link; remove it or point hostlock at a regular file`,
-        { path, errno: code });
+        { path, errno: code },
+      );
     case 'EISDIR':
-      return new HostlockError(ErrorCode.PathRefused,
-        `refusing to ${what} ${path}: it is a directory, not a lock file`, { path, errno: code });
+      return new HostlockError(
+        ErrorCode.PathRefused,
+        `refusing to ${what} ${path}: it is a directory, not a lock file`,
+        { path, errno: code },
+      );
     case 'ENOENT':
-      return new HostlockError(ErrorCode.LockDirUnusable,
+      return new HostlockError(
+        ErrorCode.LockDirUnusable,
         `cannot ${what} ${path}: its directory does not exist; create it (mkdir -m 0700) or choose another lock directory`,
-        { path, errno: code });
+        { path, errno: code },
+      );
     case 'ENOTDIR':
-      return new HostlockError(ErrorCode.LockDirUnusable,
-        `cannot ${what} ${path}: a part of the path is not a directory`, { path, errno: code });
+      return new HostlockError(
+        ErrorCode.LockDirUnusable,
+        `cannot ${what} ${path}: a part of the path is not a directory`,
+        { path, errno: code },
+      );
     case 'EACCES':
     case 'EPERM':
-      return new HostlockError(ErrorCode.LockDirUnusable,
-        `cannot ${what} ${path}: permission denied; use a lock directory you can write to`, { path, errno: code });
+      return new HostlockError(
+        ErrorCode.LockDirUnusable,
+        `cannot ${what} ${path}: permission denied; use a lock directory you can write to`,
+        { path, errno: code },
+      );
     case 'EROFS':
-      return new HostlockError(ErrorCode.LockDirUnusable,
-        `cannot ${what} ${path}: the file system is read-only; use a writable lock directory`, { path, errno: code });
+      return new HostlockError(
+        ErrorCode.LockDirUnusable,
+        `cannot ${what} ${path}: the file system is read-only; use a writable lock directory`,
+        { path, errno: code },
+      );
     case 'ENOSPC':
     case 'EDQUOT':
-      return new HostlockError(ErrorCode.LockDirUnusable,
+      return new HostlockError(
+        ErrorCode.LockDirUnusable,
         `cannot ${what} ${path}: no space left on the device; free some space or use another lock directory`,
-        { path, errno: code });
+        { path, errno: code },
+      );
     case 'ENAMETOOLONG':
-      return new HostlockError(ErrorCode.PathRefused, `cannot ${what} ${path}: the path is too long`, { path, errno: code });
+      return new HostlockError(ErrorCode.PathRefused, `cannot ${what} ${path}: the path is too long`, {
+        path,
+        errno: code,
+      });
     default:
-      return new HostlockError(ErrorCode.IoError, `cannot ${what} ${path}: ${e?.message ?? String(err)}`,
-        { path, errno: code });
+      return new HostlockError(ErrorCode.IoError, `cannot ${what} ${path}: ${e?.message ?? String(err)}`, {
+        path,
+        errno: code,
+      });
   }
 }

@@ -54,7 +54,9 @@ function agentArgs(args: string[]): { ownerPid: number; runtime?: string; idleTi
 // (exit 73 for hostlock's own errors, which carry a code; 1 otherwise).
 export function runMain(command: Command): void {
   command().then(
-    (code) => { if (code >= 0) process.exitCode = code; },
+    (code) => {
+      if (code >= 0) process.exitCode = code;
+    },
     (err) => {
       process.stderr.write(`hostlock: ${(err as Error)?.message ?? err}\n`);
       process.exitCode = (err as { code?: number })?.code !== undefined ? 73 : 1;

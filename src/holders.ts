@@ -3,7 +3,19 @@
 // atomically and removed on release. A record whose helper process is gone
 // (PID absent or reused, told apart by start time) is never reported, and the
 // kernel's /proc/locks has the last word on whether the inode is locked at all.
-import { chmodSync, closeSync, fchmodSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  fchmodSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Mode } from './lockfile';
@@ -55,7 +67,10 @@ let seq = 0;
 
 export class HolderRegistry {
   private ready = false;
-  constructor(readonly dir: string, private readonly dirMode = 0o700) {}
+  constructor(
+    readonly dir: string,
+    private readonly dirMode = 0o700,
+  ) {}
 
   private ensure(): boolean {
     if (!this.ready) {
@@ -87,14 +102,18 @@ export class HolderRegistry {
     try {
       const rec = JSON.parse(readFileSync(join(this.dir, file), 'utf8')) as StoredRecord;
       this.write(file, { ...rec, ...patch });
-    } catch { /* gone: nothing to update */ }
+    } catch {
+      /* gone: nothing to update */
+    }
   }
 
   remove(file: string | undefined): void {
     if (!file) return;
     try {
       unlinkSync(join(this.dir, file));
-    } catch { /* already gone */ }
+    } catch {
+      /* already gone */
+    }
   }
 
   // Atomic: a temporary file renamed into place. O_EXCL and an unguessable
@@ -119,7 +138,11 @@ export class HolderRegistry {
         renameSync(tmp, join(this.dir, file));
       } catch {
         if (fd >= 0) closeSync(fd);
-        try { unlinkSync(tmp); } catch { /* nothing written */ }
+        try {
+          unlinkSync(tmp);
+        } catch {
+          /* nothing written */
+        }
       }
       return;
     }
@@ -188,10 +211,17 @@ export function holdersOf(registry: HolderRegistry, inode: string, kernel = read
 // it under its holder. They are live records of `path` on another inode that
 // the kernel still shows locked, and they exclude nobody who opens the path
 // now; any helper reports them (`lost: true`), not only the one that holds.
-export function lostHoldersOf(records: StoredRecord[], path: string, currentInode: string | null,
-  kernel = readKernelLocks()): Holder[] {
+export function lostHoldersOf(
+  records: StoredRecord[],
+  path: string,
+  currentInode: string | null,
+  kernel = readKernelLocks(),
+): Holder[] {
   return records
-    .filter((r) => r.path === path && r.inode !== currentInode && (kernel === null || kernel.some((k) => k.inode === r.inode)))
+    .filter(
+      (r) =>
+        r.path === path && r.inode !== currentInode && (kernel === null || kernel.some((k) => k.inode === r.inode)),
+    )
     .map((r) => ({ ...publicHolder(r), lost: true }));
 }
 

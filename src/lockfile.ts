@@ -6,7 +6,10 @@ import { ErrorCode, HostlockError, fromErrno } from './errors';
 import { kernelInodeKey } from './proc';
 
 // fs-ext is a native addon; load it once, on first use.
-let fsExt: { flockSync(fd: number, flags: string): void; flock(fd: number, flags: string, cb: (err: Error | null) => void): void };
+let fsExt: {
+  flockSync(fd: number, flags: string): void;
+  flock(fd: number, flags: string, cb: (err: Error | null) => void): void;
+};
 function flockApi() {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   return (fsExt ??= require('fs-ext'));
@@ -89,13 +92,18 @@ export class LockFile {
   close(): void {
     try {
       closeSync(this.fd);
-    } catch { /* already closed */ }
+    } catch {
+      /* already closed */
+    }
   }
 }
 
 function refuse(path: string, what: string): never {
-  throw new HostlockError(ErrorCode.PathRefused,
-    `refusing to use ${path} as a lock file: it is ${what}; remove it or choose another name or path`, { path });
+  throw new HostlockError(
+    ErrorCode.PathRefused,
+    `refusing to use ${path} as a lock file: it is ${what}; remove it or choose another name or path`,
+    { path },
+  );
 }
 
 // A blocking wait that can be abandoned at any moment.
@@ -131,7 +139,8 @@ function waiterCommand(mode: Mode): [string, string[]] {
     const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { spawnSync } = require('node:child_process') as typeof import('node:child_process');
-    pdeathWrapper = setpriv && spawnSync(setpriv, ['--pdeathsig', 'KILL', 'true'], { stdio: 'ignore' }).status === 0 ? setpriv : null;
+    pdeathWrapper =
+      setpriv && spawnSync(setpriv, ['--pdeathsig', 'KILL', 'true'], { stdio: 'ignore' }).status === 0 ? setpriv : null;
   }
   return pdeathWrapper ? [pdeathWrapper, ['--pdeathsig', 'KILL', FLOCK_BIN!, ...flockArgs]] : [FLOCK_BIN!, flockArgs];
 }

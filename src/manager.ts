@@ -7,7 +7,15 @@ import { HolderRegistry, controllerName, holdersOf, lostHoldersOf, type Holder, 
 import { kernelWait, LockFile, type KernelWait, type Mode } from './lockfile';
 import { log } from './log';
 import { openTurnstile, turnstileOpen } from './turnstile';
-import { checkLockDir, decodeLockName, ensurePrivateDir, isSharedGroupDir, LOCK_SUFFIX, lockPathFor, runtimeDir } from './names';
+import {
+  checkLockDir,
+  decodeLockName,
+  ensurePrivateDir,
+  isSharedGroupDir,
+  LOCK_SUFFIX,
+  lockPathFor,
+  runtimeDir,
+} from './names';
 import { currentUser, kernelInodeKey, readKernelLocks } from './proc';
 
 export interface Target {
@@ -127,7 +135,10 @@ export class LockManager {
     let waiter!: Waiter;
     const outcome = new Promise<AcquireOutcome>((resolve, reject) => {
       waiter = {
-        req, entry, started: performance.now(), settled: false,
+        req,
+        entry,
+        started: performance.now(),
+        settled: false,
         settle: (o) => {
           if (waiter.settled) return;
           waiter.settled = true;
@@ -155,8 +166,12 @@ export class LockManager {
       }
       if (!req.wait || req.timeout === 0) {
         this.dropFile(waiter);
-        waiter.settle({ acquired: false, waited: seconds(waiter.started), reason: req.wait ? 'timeout' : 'busy',
-          holders: this.holders(req.target) });
+        waiter.settle({
+          acquired: false,
+          waited: seconds(waiter.started),
+          reason: req.wait ? 'timeout' : 'busy',
+          holders: this.holders(req.target),
+        });
         return;
       }
       log.info('Waiting', { prefix: req.prefix, path: req.target.path });
@@ -199,11 +214,18 @@ export class LockManager {
     const lostHolders = lostHoldersOf(target.registry.readPath(target.path), target.path, inode, kernel);
     const lost = lostHolders.length > 0 || [...(this.entries.get(target.path)?.holds ?? [])].some((h) => h.lost);
     return {
-      exists: !!st, held: current.length > 0, mode: current.length ? current[0].mode : null, holders: [...current, ...lostHolders], lost,
+      exists: !!st,
+      held: current.length > 0,
+      mode: current.length ? current[0].mode : null,
+      holders: [...current, ...lostHolders],
+      lost,
     };
   }
 
-  list(dir?: string): { dir: string; locks: Array<{ name: string; path: string; held: boolean; mode: Mode | null; holders: Holder[] }> } {
+  list(dir?: string): {
+    dir: string;
+    locks: Array<{ name: string; path: string; held: boolean; mode: Mode | null; holders: Holder[] }>;
+  } {
     const d = checkLockDir(dir);
     const registry = registryFor(join(d, '.holders'), isSharedGroupDir(d));
     const kernel = readKernelLocks();
@@ -221,15 +243,21 @@ export class LockManager {
       const holders = holdersOf(registry, inode, kernel);
       const stem = basename(f, LOCK_SUFFIX);
       const name = decodeLockName(stem) ?? (recs[0] as { name?: string } | undefined)?.name ?? stem;
-      locks.push({ name, path, held: holders.length > 0, mode: holders.length ? holders[0].mode : null,
-        holders: [...holders, ...lostHoldersOf(all, path, inode, kernel)] });
+      locks.push({
+        name,
+        path,
+        held: holders.length > 0,
+        mode: holders.length ? holders[0].mode : null,
+        holders: [...holders, ...lostHoldersOf(all, path, inode, kernel)],
+      });
     }
     // Deleted under their holders: gone from the directory, still worth a line.
     for (const path of new Set(all.map((r) => r.path))) {
       if (listed.has(path) || dirname(path) !== d) continue;
       const holders = lostHoldersOf(all, path, null, kernel);
       if (!holders.length) continue;
-      const name = all.find((r) => r.path === path)?.name ?? decodeLockName(basename(path, LOCK_SUFFIX)) ?? basename(path);
+      const name =
+        all.find((r) => r.path === path)?.name ?? decodeLockName(basename(path, LOCK_SUFFIX)) ?? basename(path);
       locks.push({ name, path, held: false, mode: null, holders });
     }
     return { dir: d, locks };
@@ -298,15 +326,22 @@ export class LockManager {
       // We locked an inode that was unlinked or replaced meanwhile: start over on the new file.
       this.dropFile(w);
     }
-    throw new HostlockError(ErrorCode.IoError, `lock file ${w.req.target.path} keeps being replaced; giving up`,
-      { path: w.req.target.path });
+    throw new HostlockError(ErrorCode.IoError, `lock file ${w.req.target.path} keeps being replaced; giving up`, {
+      path: w.req.target.path,
+    });
   }
 
   private grant(w: Waiter): void {
     const { req } = w;
     const owner = req.owner ?? {};
     const hold: Hold = {
-      target: req.target, mode: req.mode, file: w.file!, since: new Date(), owner, prefix: req.prefix ?? '', lost: false,
+      target: req.target,
+      mode: req.mode,
+      file: w.file!,
+      since: new Date(),
+      owner,
+      prefix: req.prefix ?? '',
+      lost: false,
     };
     w.file = undefined;
     this.dropGate(w); // the writer is in: let readers queue on the lock itself again
@@ -450,8 +485,10 @@ export class LockManager {
         if (h.lost || h.file.stillAtPath()) continue;
         h.lost = true;
         h.target.registry.update(h.record, { lost: true });
-        log.warn(`lock file ${h.target.path} was deleted or replaced while held: others may now hold it too`,
-          { prefix: h.prefix, path: h.target.path });
+        log.warn(`lock file ${h.target.path} was deleted or replaced while held: others may now hold it too`, {
+          prefix: h.prefix,
+          path: h.target.path,
+        });
       }
     }
   }

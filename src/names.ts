@@ -17,9 +17,10 @@ export function encodeLockName(name: string): string {
   let out = '';
   for (let i = 0; i < bytes.length; i++) {
     const ch = String.fromCharCode(bytes[i]);
-    out += bytes[i] < 0x80 && SAFE.test(ch) && !(i === 0 && ch === '.')
-      ? ch
-      : '%' + bytes[i].toString(16).toUpperCase().padStart(2, '0');
+    out +=
+      bytes[i] < 0x80 && SAFE.test(ch) && !(i === 0 && ch === '.')
+        ? ch
+        : '%' + bytes[i].toString(16).toUpperCase().padStart(2, '0');
   }
   if (out.length + LOCK_SUFFIX.length <= MAX_FILE) return out;
   let head = out.slice(0, 120);
@@ -35,8 +36,10 @@ export function encodeLockName(name: string): string {
 export function decodeLockName(stem: string): string | null {
   if (stem.includes('~')) return null;
   try {
-    return Buffer.from(stem.replace(/%([0-9A-F]{2})/g, (_, h) => String.fromCharCode(parseInt(h, 16))), 'latin1')
-      .toString('utf8');
+    return Buffer.from(
+      stem.replace(/%([0-9A-F]{2})/g, (_, h) => String.fromCharCode(parseInt(h, 16))),
+      'latin1',
+    ).toString('utf8');
   } catch {
     return null;
   }
@@ -76,13 +79,19 @@ export function ensurePrivateDir(dir: string): string {
   }
   const st = lstatSync(dir);
   if (!st.isDirectory()) {
-    throw new HostlockError(ErrorCode.LockDirUnusable, `${dir} is not a directory; remove it or set another directory`,
-      { path: dir });
+    throw new HostlockError(
+      ErrorCode.LockDirUnusable,
+      `${dir} is not a directory; remove it or set another directory`,
+      { path: dir },
+    );
   }
   if (st.uid !== uid() || (st.mode & 0o077) !== 0) {
-    throw new HostlockError(ErrorCode.LockDirUnusable,
+    throw new HostlockError(
+      ErrorCode.LockDirUnusable,
       `${dir} must be owned by uid ${uid()} with mode 0700 (it is uid ${st.uid}, mode ${(st.mode & 0o777).toString(8)}); ` +
-      'fix it with chown/chmod or remove it', { path: dir });
+        'fix it with chown/chmod or remove it',
+      { path: dir },
+    );
   }
   return dir;
 }
@@ -100,8 +109,11 @@ export function checkLockDir(dir: string | undefined): string {
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'ENOENT') {
-      throw new HostlockError(ErrorCode.LockDirUnusable,
-        `lock directory ${dir} does not exist; create it (mkdir -m 0700 ${dir}) or choose another`, { path: dir, errno: e.code });
+      throw new HostlockError(
+        ErrorCode.LockDirUnusable,
+        `lock directory ${dir} does not exist; create it (mkdir -m 0700 ${dir}) or choose another`,
+        { path: dir, errno: e.code },
+      );
     }
     throw fromErrno(err, dir, 'use the lock directory');
   }
@@ -113,8 +125,11 @@ export function checkLockDir(dir: string | undefined): string {
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     const why = e.code === 'EROFS' ? 'is on a read-only file system' : 'is not writable by this user';
-    throw new HostlockError(ErrorCode.LockDirUnusable,
-      `lock directory ${dir} ${why}; choose a directory you can write to`, { path: dir, errno: e.code });
+    throw new HostlockError(
+      ErrorCode.LockDirUnusable,
+      `lock directory ${dir} ${why}; choose a directory you can write to`,
+      { path: dir, errno: e.code },
+    );
   }
   return dir;
 }

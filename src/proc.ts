@@ -32,7 +32,9 @@ export function userName(uid: number): string {
         const f = line.split(':');
         if (f.length > 2) passwd.set(Number(f[2]), f[0]);
       }
-    } catch { /* no passwd: fall back to numbers */ }
+    } catch {
+      /* no passwd: fall back to numbers */
+    }
   }
   return passwd.get(uid) ?? String(uid);
 }
@@ -49,7 +51,11 @@ export function processUser(pid: number): string | undefined {
 let me: string | undefined;
 export function currentUser(): string {
   if (me === undefined) {
-    try { me = userInfo().username; } catch { me = String(process.getuid?.() ?? '?'); }
+    try {
+      me = userInfo().username;
+    } catch {
+      me = String(process.getuid?.() ?? '?');
+    }
   }
   return me;
 }

@@ -34,12 +34,18 @@ export async function runLocked(o: RunOptions): Promise<number> {
   }
   const mode = o.shared ? 'shared' : 'exclusive';
   const attempt = manager.acquire({
-    target, mode, wait: !o.nonblock, timeout: o.timeout, prefix: o.name,
+    target,
+    mode,
+    wait: !o.nonblock,
+    timeout: o.timeout,
+    prefix: o.name,
     owner: { task: o.command.join(' ').slice(0, 200) },
     notifyEvery: 5,
     onWaiting: ({ waited, holders }) => {
       if (o.quiet) return;
-      const who = holders.map((h) => `${h.user}@${h.controller} pid ${h.pid}${h.playbook ? ` (${h.playbook})` : ''}`).join(', ');
+      const who = holders
+        .map((h) => `${h.user}@${h.controller} pid ${h.pid}${h.playbook ? ` (${h.playbook})` : ''}`)
+        .join(', ');
       process.stderr.write(`hostlock: waiting ${waited.toFixed(0)}s for ${o.name}${who ? ` held by ${who}` : ''}\n`);
     },
   });
@@ -59,7 +65,9 @@ export async function runLocked(o: RunOptions): Promise<number> {
   if (!out.acquired || !out.hold) {
     if (!o.quiet && out.reason !== 'cancelled') {
       const who = out.holders.map((h) => `${h.user} pid ${h.pid}`).join(', ') || 'another process';
-      process.stderr.write(`hostlock: ${o.name} is held by ${who}${out.reason === 'timeout' ? `; gave up after ${out.waited.toFixed(1)}s` : ''}\n`);
+      process.stderr.write(
+        `hostlock: ${o.name} is held by ${who}${out.reason === 'timeout' ? `; gave up after ${out.waited.toFixed(1)}s` : ''}\n`,
+      );
     }
     manager.shutdown();
     return out.reason === 'cancelled' ? 130 : o.conflictExitCode;

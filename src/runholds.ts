@@ -22,13 +22,17 @@ export class RunHolds {
   readonly held = new Map<string, RunHold>();
   private readonly pending = new Map<string, { mode: Mode; outcome: Promise<AcquireOutcome> }>();
 
-  constructor(private readonly manager: LockManager, private readonly onChange: () => void = () => {}) {}
+  constructor(
+    private readonly manager: LockManager,
+    private readonly onChange: () => void = () => {},
+  ) {}
 
   acquire(req: AcquireRequest, member: string): RunAcquire {
     const key = req.target.path;
     let current: Cancellable | undefined;
     let cancelled = false;
-    let deadline = req.timeout === undefined || req.timeout === null ? Infinity : performance.now() + req.timeout * 1000;
+    let deadline =
+      req.timeout === undefined || req.timeout === null ? Infinity : performance.now() + req.timeout * 1000;
     const started = performance.now();
 
     const run = async (): Promise<AcquireOutcome & { changed: boolean }> => {
@@ -40,13 +44,30 @@ export class RunHolds {
           // Another member of this run is already waiting for this lock: wait with it.
           if (other.mode !== req.mode) throw conflict(key, other.mode);
           const left = deadline - performance.now();
-          if (!req.wait || left <= 0) return { acquired: false, waited: 0, reason: req.wait ? 'timeout' : 'busy', holders: this.manager.holders(req.target), changed: false };
+          if (!req.wait || left <= 0)
+            return {
+              acquired: false,
+              waited: 0,
+              reason: req.wait ? 'timeout' : 'busy',
+              holders: this.manager.holders(req.target),
+              changed: false,
+            };
           let timer: NodeJS.Timeout | undefined;
-          const gaveUp = new Promise<'timeout'>((r) => { if (left !== Infinity) timer = setTimeout(() => r('timeout'), left); });
+          const gaveUp = new Promise<'timeout'>((r) => {
+            if (left !== Infinity) timer = setTimeout(() => r('timeout'), left);
+          });
           const res = await Promise.race([other.outcome.catch(() => null), gaveUp]);
           clearTimeout(timer);
-          if (cancelled) return { acquired: false, waited: since(started), reason: 'cancelled', holders: [], changed: false };
-          if (res === 'timeout') return { acquired: false, waited: since(started), reason: 'timeout', holders: this.manager.holders(req.target), changed: false };
+          if (cancelled)
+            return { acquired: false, waited: since(started), reason: 'cancelled', holders: [], changed: false };
+          if (res === 'timeout')
+            return {
+              acquired: false,
+              waited: since(started),
+              reason: 'timeout',
+              holders: this.manager.holders(req.target),
+              changed: false,
+            };
           continue; // joined hold is now in `held`, or the other gave up: look again
         }
         const timeout = deadline === Infinity ? req.timeout : Math.max(0, (deadline - performance.now()) / 1000);
@@ -105,8 +126,12 @@ export class RunHolds {
 
   snapshot(): Array<{ name?: string; path: string; mode: Mode; members: string[]; since: string; owner: Owner }> {
     return [...this.held.values()].map((h) => ({
-      name: h.target.name, path: h.target.path, mode: h.mode, members: [...h.members],
-      since: h.hold.since.toISOString(), owner: h.hold.owner,
+      name: h.target.name,
+      path: h.target.path,
+      mode: h.mode,
+      members: [...h.members],
+      since: h.hold.since.toISOString(),
+      owner: h.hold.owner,
     }));
   }
 
@@ -120,7 +145,9 @@ function since(t: number): number {
 }
 
 function conflict(path: string, mode: Mode): HostlockError {
-  return new HostlockError(ErrorCode.RunHoldConflict,
+  return new HostlockError(
+    ErrorCode.RunHoldConflict,
     `this run already holds ${path} in ${mode} mode; release it (state: released) before asking for another mode`,
-    { path });
+    { path },
+  );
 }

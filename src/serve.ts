@@ -28,5 +28,7 @@ export function serveStdio(): void {
 // Input never crashes the helper; a bug that escapes a handler is logged, not fatal.
 export function guardProcess(): void {
   process.on('uncaughtException', (err) => log.error('uncaught exception', { error: String(err?.stack ?? err) }));
-  process.on('unhandledRejection', (err) => log.error('unhandled rejection', { error: String((err as Error)?.stack ?? err) }));
+  process.on('unhandledRejection', (err) =>
+    log.error('unhandled rejection', { error: String((err as Error)?.stack ?? err) }),
+  );
 }

@@ -55,7 +55,10 @@ export class Server {
   lost: LostHold[] = [];
   private nextHandle = 0;
 
-  constructor(readonly isAgent: boolean, onRunHoldsChange: () => void = () => {}) {
+  constructor(
+    readonly isAgent: boolean,
+    onRunHoldsChange: () => void = () => {},
+  ) {
     this.runHolds = new RunHolds(this.manager, onRunHoldsChange);
   }
 
@@ -90,7 +93,10 @@ export class Session {
   private closed = false;
   private dispatching: Id = null; // id of the request being dispatched
 
-  constructor(private readonly server: Server, private readonly write: (line: string) => void) {}
+  constructor(
+    private readonly server: Server,
+    private readonly write: (line: string) => void,
+  ) {}
 
   // Feeds raw bytes from the transport; complete lines are handled in order.
   feed(chunk: Buffer): void {
@@ -115,8 +121,14 @@ export class Session {
       this.buf = [];
       this.bufLen = 0;
       this.skipping = true;
-      this.reply(null, undefined, new HostlockError(ErrorCode.InvalidRequest,
-        `message longer than ${MAX_LINE} bytes: refused, and skipped up to the next newline`));
+      this.reply(
+        null,
+        undefined,
+        new HostlockError(
+          ErrorCode.InvalidRequest,
+          `message longer than ${MAX_LINE} bytes: refused, and skipped up to the next newline`,
+        ),
+      );
       return;
     }
     this.buf.push(Buffer.from(rest));
@@ -125,7 +137,11 @@ export class Session {
 
   private handleLine(line: Buffer): void {
     if (line.length > MAX_LINE) {
-      this.reply(null, undefined, new HostlockError(ErrorCode.InvalidRequest, `message longer than ${MAX_LINE} bytes: refused`));
+      this.reply(
+        null,
+        undefined,
+        new HostlockError(ErrorCode.InvalidRequest, `message longer than ${MAX_LINE} bytes: refused`),
+      );
       return;
     }
     let text = line.toString('utf8');
@@ -145,15 +161,25 @@ export class Session {
     const id = pickId(msg);
     const bad = checkRequest(msg);
     if (bad) {
-      this.reply(id, undefined, new HostlockError(ErrorCode.InvalidRequest,
-        Array.isArray(msg) ? 'batches are not supported: send one request per line'
-          : `${bad} (expected {"jsonrpc":"2.0","id":…,"method":…,"params":{…}})`));
+      this.reply(
+        id,
+        undefined,
+        new HostlockError(
+          ErrorCode.InvalidRequest,
+          Array.isArray(msg)
+            ? 'batches are not supported: send one request per line'
+            : `${bad} (expected {"jsonrpc":"2.0","id":…,"method":…,"params":{…}})`,
+        ),
+      );
       return;
     }
     const req = msg as { id: string | number; method: string; params?: object };
     if (!(METHODS as readonly string[]).includes(req.method)) {
-      this.reply(req.id, undefined, new HostlockError(ErrorCode.MethodNotFound,
-        `unknown method "${req.method}"; known: ${METHODS.join(', ')}`));
+      this.reply(
+        req.id,
+        undefined,
+        new HostlockError(ErrorCode.MethodNotFound, `unknown method "${req.method}"; known: ${METHODS.join(', ')}`),
+      );
       return;
     }
     const method = req.method as Method;
@@ -173,7 +199,10 @@ export class Session {
     }
     if (result === REPLIED_LATER) return;
     if (result instanceof Promise) {
-      result.then((r) => this.reply(req.id, r), (err) => this.reply(req.id, undefined, err));
+      result.then(
+        (r) => this.reply(req.id, r),
+        (err) => this.reply(req.id, undefined, err),
+      );
     } else {
       this.reply(req.id, result);
     }
@@ -181,13 +210,20 @@ export class Session {
 
   private dispatch(method: Method, p: any): unknown {
     switch (method) {
-      case 'hello': return this.hello(p);
-      case 'acquire': return this.acquire(p, true);
-      case 'try': return this.acquire(p, false);
-      case 'block': return this.block(p);
-      case 'release': return this.release(p);
-      case 'status': return this.status(p);
-      case 'list': return this.server.manager.list(p.dir);
+      case 'hello':
+        return this.hello(p);
+      case 'acquire':
+        return this.acquire(p, true);
+      case 'try':
+        return this.acquire(p, false);
+      case 'block':
+        return this.block(p);
+      case 'release':
+        return this.release(p);
+      case 'status':
+        return this.status(p);
+      case 'list':
+        return this.server.manager.list(p.dir);
     }
   }
 
@@ -215,7 +251,13 @@ export class Session {
     const target = this.target(p);
     const mode: Mode = p.shared ? 'shared' : 'exclusive';
     const req: AcquireRequest = {
-      target, mode, wait, timeout: p.timeout, owner: p.owner, prefix: p.prefix, notifyEvery: p.notify,
+      target,
+      mode,
+      wait,
+      timeout: p.timeout,
+      owner: p.owner,
+      prefix: p.prefix,
+      notifyEvery: p.notify,
     };
     if (p.scope === 'run') return this.acquireRun(p, req);
     const handle = this.server.newHandle(this);
@@ -287,14 +329,26 @@ export class Session {
     // Run holds outlive this connection: the handle names the member's share.
     if (this.closed) this.dropHandle(handle);
     else if (out.acquired) this.handles.set(handle, { kind: 'run', path: req.target.path, member });
-    else if (out.reason === 'busy' || out.reason === 'timeout') this.handles.set(handle, { kind: 'pending', req, params: p });
+    else if (out.reason === 'busy' || out.reason === 'timeout')
+      this.handles.set(handle, { kind: 'pending', req, params: p });
     else this.dropHandle(handle);
-    return this.result(out.acquired || out.reason !== 'cancelled' ? handle : null, req.target, req.mode, out, out.changed);
+    return this.result(
+      out.acquired || out.reason !== 'cancelled' ? handle : null,
+      req.target,
+      req.mode,
+      out,
+      out.changed,
+    );
   }
 
   private result(handle: string | null, target: Target, mode: Mode, out: AcquireOutcome, changed: boolean) {
     const r: Record<string, unknown> = {
-      acquired: out.acquired, handle, path: target.path, mode, waited: out.waited, changed: out.acquired && changed,
+      acquired: out.acquired,
+      handle,
+      path: target.path,
+      mode,
+      waited: out.waited,
+      changed: out.acquired && changed,
     };
     if (target.name !== undefined) r.name = target.name;
     if (out.acquired && out.hold) {
@@ -308,17 +362,29 @@ export class Session {
 
   private selfHolder(h: Hold): Holder {
     return {
-      ...h.owner, pid: h.owner.pid ?? process.pid, user: h.owner.user ?? currentUser(), controller: controllerName(),
-      mode: h.mode, since: h.since.toISOString(), helper_pid: process.pid,
+      ...h.owner,
+      pid: h.owner.pid ?? process.pid,
+      user: h.owner.user ?? currentUser(),
+      controller: controllerName(),
+      mode: h.mode,
+      since: h.since.toISOString(),
+      helper_pid: process.pid,
     };
   }
 
   private block(p: { handle: string; timeout?: number | null; notify?: number }): unknown {
     const st = this.own(p.handle);
     if (st.kind !== 'pending') {
-      throw invalidParams(`handle ${p.handle} is not a failed try (it is ${st.kind}); only a failed "try" can be blocked on`);
+      throw invalidParams(
+        `handle ${p.handle} is not a failed try (it is ${st.kind}); only a failed "try" can be blocked on`,
+      );
     }
-    const req: AcquireRequest = { ...st.req, wait: true, timeout: p.timeout, notifyEvery: p.notify ?? st.req.notifyEvery };
+    const req: AcquireRequest = {
+      ...st.req,
+      wait: true,
+      timeout: p.timeout,
+      notifyEvery: p.notify ?? st.req.notifyEvery,
+    };
     if (st.params.scope === 'run') return this.acquireRun(st.params, req, p.handle);
     return this.run(p.handle, req, st.params);
   }
@@ -328,14 +394,22 @@ export class Session {
       const st = this.own(p.handle);
       this.dropHandle(p.handle);
       switch (st.kind) {
-        case 'held': return { released: this.server.manager.release(st.hold), path: st.hold.target.path };
-        case 'run': return { released: this.server.runHolds.release(st.path, st.member), path: st.path };
-        case 'waiting': st.cancel(); return { released: false };
-        case 'pending': return { released: false };
+        case 'held':
+          return { released: this.server.manager.release(st.hold), path: st.hold.target.path };
+        case 'run':
+          return { released: this.server.runHolds.release(st.path, st.member), path: st.path };
+        case 'waiting':
+          st.cancel();
+          return { released: false };
+        case 'pending':
+          return { released: false };
       }
     }
     const target = this.target(p);
-    const r: Record<string, unknown> = { released: this.server.runHolds.release(target.path, p.member), path: target.path };
+    const r: Record<string, unknown> = {
+      released: this.server.runHolds.release(target.path, p.member),
+      path: target.path,
+    };
     if (target.name !== undefined) r.name = target.name;
     return r;
   }
@@ -374,8 +448,10 @@ export class Session {
     if (this.closed) return;
     let msg: object;
     if (err !== undefined) {
-      const e = err instanceof HostlockError ? err
-        : new HostlockError(ErrorCode.Internal, `internal error: ${(err as Error)?.message ?? String(err)}`);
+      const e =
+        err instanceof HostlockError
+          ? err
+          : new HostlockError(ErrorCode.Internal, `internal error: ${(err as Error)?.message ?? String(err)}`);
       if (!(err instanceof HostlockError)) log.error('internal error', { error: String((err as Error)?.stack ?? err) });
       msg = { jsonrpc: '2.0', id, error: { code: e.code, message: e.message, data: e.data } };
     } else {
@@ -415,4 +491,3 @@ function isValidUtf8(buf: Buffer): boolean {
     return false;
   }
 }
-

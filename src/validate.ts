@@ -56,9 +56,12 @@ function describe(errors: ErrorObject[] | null | undefined, root: string): strin
     case 'oneOf':
     case 'not':
     case 'required':
-      if (e.keyword === 'required') return `${where} is missing "${(e.params as { missingProperty: string }).missingProperty}"`;
-      return `${where}: give exactly one of "path" (an absolute file) or "name" (with optional "dir"); ` +
-        'for release, either "handle" or a run hold by name/path with scope "run"';
+      if (e.keyword === 'required')
+        return `${where} is missing "${(e.params as { missingProperty: string }).missingProperty}"`;
+      return (
+        `${where}: give exactly one of "path" (an absolute file) or "name" (with optional "dir"); ` +
+        'for release, either "handle" or a run hold by name/path with scope "run"'
+      );
     case 'additionalProperties':
       return `${where} has an unknown key "${(e.params as { additionalProperty: string }).additionalProperty}"`;
     case 'enum':

@@ -15,7 +15,9 @@ import { CLI, cli, connectSocket, lockedByOthers, sleep, startServe, tempDir, un
 
 function spawnAgent(ownerPid: number, env: NodeJS.ProcessEnv): ChildProcess {
   return spawn(process.execPath, [CLI, 'agent', '--owner-pid', String(ownerPid)], {
-    env: { ...process.env, ...env }, stdio: 'ignore', detached: true,
+    env: { ...process.env, ...env },
+    stdio: 'ignore',
+    detached: true,
   });
 }
 
@@ -39,7 +41,8 @@ function children(pid: number): number[] {
   }
 }
 
-const alive = (pid: number) => existsSync(`/proc/${pid}`) && !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
+const alive = (pid: number) =>
+  existsSync(`/proc/${pid}`) && !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
 
 // Polls flock(1) until the file is free; returns the milliseconds it took.
 async function freedWithin(path: string, ms: number): Promise<number> {
@@ -100,7 +103,11 @@ describe('agent faults', () => {
       waiter.proc.kill('SIGKILL');
       await sleep(200);
       const left = orphans.filter(alive);
-      assert.deepEqual(left, [], `waiters of the dead helpers still wait (pids ${left.join(', ')}): they would take the lock when it frees`);
+      assert.deepEqual(
+        left,
+        [],
+        `waiters of the dead helpers still wait (pids ${left.join(', ')}): they would take the lock when it frees`,
+      );
       // And when the holder lets go, nobody takes it.
       await holder.rpc.call('release', { handle: held.handle });
       await holder.rpc.call('release', { handle: held2.handle });
@@ -153,7 +160,7 @@ describe('agent faults', () => {
     }
   });
 
-  test('20 agents racing over a killed agent\'s stale socket, pid and holds files: one serves and reports the losses once per member', async () => {
+  test("20 agents racing over a killed agent's stale socket, pid and holds files: one serves and reports the losses once per member", async () => {
     const o = owner();
     const first = spawnAgent(o.pid!, env);
     const sockPath = cli(['agent', '--owner-pid', String(o.pid), '--print-socket'], env).stdout.trim();
@@ -171,14 +178,22 @@ describe('agent faults', () => {
     const hello = await c2.rpc.call('hello', {});
     await until(() => crowd.filter((a) => a.exitCode !== null).length === 19, 10000);
     const serving = crowd.filter((a) => a.exitCode === null);
-    assert.deepEqual(serving.map((a) => a.pid), [hello.pid], 'exactly one agent serves, the one that answers');
-    const lostOf = async (member: string) => (await c2.rpc.call('hello', { member })).lost.map((l: any) => l.name).sort();
+    assert.deepEqual(
+      serving.map((a) => a.pid),
+      [hello.pid],
+      'exactly one agent serves, the one that answers',
+    );
+    const lostOf = async (member: string) =>
+      (await c2.rpc.call('hello', { member })).lost.map((l: any) => l.name).sort();
     assert.deepEqual(await lostOf('web1'), ['db']);
     assert.deepEqual(await lostOf('web2'), ['cache', 'db']);
     assert.deepEqual(await lostOf('web2'), [], 'reported twice');
     // A second connection (another worker) learns web3's loss once too.
     const c3 = await connectSocket(sockPath);
-    assert.deepEqual((await c3.rpc.call('hello', { member: 'web3' })).lost.map((l: any) => l.name), ['db']);
+    assert.deepEqual(
+      (await c3.rpc.call('hello', { member: 'web3' })).lost.map((l: any) => l.name),
+      ['db'],
+    );
     assert.deepEqual(await lostOf('web3'), []);
     // The run can lock again.
     const again = await c2.rpc.call('acquire', { name: 'db', scope: 'run', member: 'web1', timeout: 2 });

@@ -14,7 +14,9 @@ function owner(): ChildProcess {
 
 function startAgent(ownerPid: number, env: NodeJS.ProcessEnv, extra: string[] = []): ChildProcess {
   return spawn(process.execPath, [CLI, 'agent', '--owner-pid', String(ownerPid), ...extra], {
-    env: { ...process.env, ...env }, stdio: 'ignore', detached: true,
+    env: { ...process.env, ...env },
+    stdio: 'ignore',
+    detached: true,
   });
 }
 
@@ -71,7 +73,12 @@ describe('agent', () => {
     const path = socketOf(o.pid!, env);
     const c1 = await connectWhenUp(path);
     const conn = await c1.rpc.call('acquire', { name: 'conn' });
-    const run1 = await c1.rpc.call('acquire', { name: 'cluster', scope: 'run', member: 'web1', owner: { host: 'web1', pid: o.pid } });
+    const run1 = await c1.rpc.call('acquire', {
+      name: 'cluster',
+      scope: 'run',
+      member: 'web1',
+      owner: { host: 'web1', pid: o.pid },
+    });
     assert.equal(run1.changed, true);
     assert.equal(conn.acquired && run1.acquired, true);
     c1.sock.destroy();
@@ -147,9 +154,15 @@ describe('agent', () => {
     await sleep(300);
     const c2 = await connectWhenUp(path);
     const h1 = await c2.rpc.call('hello', { member: 'web1' });
-    assert.deepEqual(h1.lost.map((l: any) => l.name), ['db']);
+    assert.deepEqual(
+      h1.lost.map((l: any) => l.name),
+      ['db'],
+    );
     assert.deepEqual((await c2.rpc.call('hello', { member: 'web1' })).lost, [], 'reported twice to one member');
-    assert.deepEqual((await c2.rpc.call('hello', { member: 'web2' })).lost.map((l: any) => l.name), ['db']);
+    assert.deepEqual(
+      (await c2.rpc.call('hello', { member: 'web2' })).lost.map((l: any) => l.name),
+      ['db'],
+    );
     c2.sock.destroy();
     o.kill();
     await until(() => b.exitCode !== null, 5000);

@@ -13,18 +13,27 @@ export interface TestAgent {
 export async function startAgent(env: NodeJS.ProcessEnv, stderr: 'ignore' | 'pipe' = 'ignore'): Promise<TestAgent> {
   const fullEnv = { ...process.env, ...env };
   const owner = spawn('sleep', ['3600'], { stdio: 'ignore' });
-  const agent = spawn(process.execPath, [CLI, 'agent', '--owner-pid', String(owner.pid)], { env: fullEnv, stdio: ['ignore', 'ignore', stderr] });
+  const agent = spawn(process.execPath, [CLI, 'agent', '--owner-pid', String(owner.pid)], {
+    env: fullEnv,
+    stdio: ['ignore', 'ignore', stderr],
+  });
   const socket = cli(['agent', '--owner-pid', String(owner.pid), '--print-socket'], env).stdout.trim();
-  await until(async () => {
-    try {
-      (await connectSocket(socket)).sock.destroy();
-      return true;
-    } catch {
-      return false;
-    }
-  }, 10000, 50);
+  await until(
+    async () => {
+      try {
+        (await connectSocket(socket)).sock.destroy();
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    10000,
+    50,
+  );
   return {
-    owner, agent, socket,
+    owner,
+    agent,
+    socket,
     connect: () => connectSocket(socket),
     stop() {
       agent.kill('SIGTERM');

@@ -10,7 +10,8 @@ import { ROOT } from './rpc';
 function runBench(name: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const p = spawn(process.execPath, [join(ROOT, 'build', 'bench', `${name}.js`)], {
-      env: { ...process.env, HOSTLOCK_BENCH_SMOKE: '1' }, stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, HOSTLOCK_BENCH_SMOKE: '1' },
+      stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
     let stderr = '';
@@ -21,7 +22,10 @@ function runBench(name: string): Promise<{ code: number | null; stdout: string; 
 }
 
 function figures(stdout: string): any[] {
-  return stdout.split('\n').filter((l) => l.startsWith('BENCH ')).map((l) => JSON.parse(l.slice(6)));
+  return stdout
+    .split('\n')
+    .filter((l) => l.startsWith('BENCH '))
+    .map((l) => JSON.parse(l.slice(6)));
 }
 
 const EXPECTED: Record<string, string[]> = {
@@ -39,7 +43,10 @@ describe('benchmarks in smoke mode', () => {
       const r = await runBench(name);
       assert.equal(r.code, 0, `bench ${name} failed:\n${r.stderr}`);
       const rows = figures(r.stdout);
-      assert.deepEqual(rows.map((f) => f.goal), goals);
+      assert.deepEqual(
+        rows.map((f) => f.goal),
+        goals,
+      );
       for (const f of rows) {
         if (f.skipped) continue; // goal 2 without the venv
         assert.equal(f.smoke, true);
@@ -52,8 +59,13 @@ describe('benchmarks in smoke mode', () => {
 
   test('the table lists every figure', async () => {
     const { spawnSync } = await import('node:child_process');
-    const line = (goal: string) => 'BENCH ' + JSON.stringify({ goal, what: 'w', figure: 2, anchor: 1, unit: 'ms', ratio: 2, target: '≤ 3×', met: true });
-    const r = spawnSync(process.execPath, [join(ROOT, 'build', 'bench', 'table.js')], { input: `${line('1a')}\nnoise\n${line('6b')}\n`, encoding: 'utf8' });
+    const line = (goal: string) =>
+      'BENCH ' +
+      JSON.stringify({ goal, what: 'w', figure: 2, anchor: 1, unit: 'ms', ratio: 2, target: '≤ 3×', met: true });
+    const r = spawnSync(process.execPath, [join(ROOT, 'build', 'bench', 'table.js')], {
+      input: `${line('1a')}\nnoise\n${line('6b')}\n`,
+      encoding: 'utf8',
+    });
     assert.equal(r.status, 0);
     const lines = r.stdout.trim().split('\n');
     assert.equal(lines.length, 3);

@@ -10,14 +10,21 @@ import { cli, lockedByOthers, tempDir, until } from './rpc';
 test('--help lists every command and exit code; --version prints the version', () => {
   const h = cli(['--help']);
   assert.equal(h.status, 0);
-  for (const w of ['status', 'run', 'serve', 'agent', '64', '73', '126', '127']) assert.match(h.stdout, new RegExp(`\\b${w}\\b`));
+  for (const w of ['status', 'run', 'serve', 'agent', '64', '73', '126', '127'])
+    assert.match(h.stdout, new RegExp(`\\b${w}\\b`));
   const v = cli(['--version']);
   assert.equal(v.status, 0);
   assert.match(v.stdout.trim(), /^\d+\.\d+\.\d+$/);
 });
 
 test('usage errors exit 64 with a hint', () => {
-  for (const args of [[], ['bogus'], ['run', 'x'], ['run', 'x', '--timeout', '-1', '--', 'true'], ['run', 'x', '-n', '-w', '1', '--', 'true']]) {
+  for (const args of [
+    [],
+    ['bogus'],
+    ['run', 'x'],
+    ['run', 'x', '--timeout', '-1', '--', 'true'],
+    ['run', 'x', '-n', '-w', '1', '--', 'true'],
+  ]) {
     const r = cli(args);
     assert.equal(r.status, 64, `${args.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, /hostlock: /);
@@ -27,7 +34,10 @@ test('usage errors exit 64 with a hint', () => {
 test('run holds the lock for the command and passes its exit status', async () => {
   const t = tempDir();
   const env = { HOSTLOCK_DIR: t.dir };
-  const r = cli(['run', 'job', '--', 'sh', '-c', `flock -n ${join(t.dir, 'job.lock')} true; echo "probe=$?"; exit 7`], env);
+  const r = cli(
+    ['run', 'job', '--', 'sh', '-c', `flock -n ${join(t.dir, 'job.lock')} true; echo "probe=$?"; exit 7`],
+    env,
+  );
   assert.equal(r.status, 7);
   assert.match(r.stdout, /probe=1/, 'the lock was not held while the command ran');
   assert.equal(lockedByOthers(join(t.dir, 'job.lock')), false, 'still held after the command');
@@ -70,7 +80,11 @@ test('status lists free and held locks, as a table and as JSON', async () => {
   const t = tempDir();
   mkdirSync(join(t.dir, 'sub'));
   const env = { HOSTLOCK_DIR: t.dir };
-  const holder = spawn(process.execPath, [join(__dirname, '..', '..', 'dist', 'cli.js'), 'run', 'web1', '--', 'sleep', '5'], { env: { ...process.env, ...env } });
+  const holder = spawn(
+    process.execPath,
+    [join(__dirname, '..', '..', 'dist', 'cli.js'), 'run', 'web1', '--', 'sleep', '5'],
+    { env: { ...process.env, ...env } },
+  );
   await until(() => lockedByOthers(join(t.dir, 'web1.lock')));
   cli(['run', 'free one', '--', 'true'], env);
   const j = cli(['status', '--json'], env);
@@ -99,8 +113,14 @@ test('logs go to stderr only: Waiting, Acquired, Released with the prefix; JSON 
   const quiet = cli(['run', 'logged', '--', 'true'], { HOSTLOCK_DIR: t.dir });
   assert.equal(quiet.stderr, '', 'the default level (warn) says nothing on success');
   const j = cli(['run', 'logged', '--', 'true'], { ...env, HOSTLOCK_LOG_FORMAT: 'json' });
-  const lines = j.stderr.trim().split('\n').map((l) => JSON.parse(l));
-  assert.deepEqual(lines.map((l) => l.message), ['Acquired', 'Released']);
+  const lines = j.stderr
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+  assert.deepEqual(
+    lines.map((l) => l.message),
+    ['Acquired', 'Released'],
+  );
   assert.equal(lines[0].prefix, 'logged');
   assert.equal(lines[0].path, join(t.dir, 'logged.lock'));
   holder.kill();

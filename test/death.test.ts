@@ -37,12 +37,18 @@ describe('death of the holder', () => {
       const impostor = spawnWithPid(pid); // its record is still on disk, naming this PID
       if (!impostor) return ctx.skip('cannot choose a PID here');
       // Someone else locks the file now, so the kernel's table alone cannot hide the stale record.
-      const other = spawn('flock', ['-x', '-o', join(t.dir, 'p.lock'), 'sleep', '30'], { stdio: 'ignore', detached: true });
+      const other = spawn('flock', ['-x', '-o', join(t.dir, 'p.lock'), 'sleep', '30'], {
+        stdio: 'ignore',
+        detached: true,
+      });
       try {
         await until(() => lockedByOthers(join(t.dir, 'p.lock')));
         const s = await watcher.rpc.call('status', { name: 'p' });
-        assert.deepEqual(s.holders.map((x: any) => [x.pid, x.foreign ?? false]), [[other.pid, true]],
-          `a dead holder is reported: ${JSON.stringify(s.holders)}`);
+        assert.deepEqual(
+          s.holders.map((x: any) => [x.pid, x.foreign ?? false]),
+          [[other.pid, true]],
+          `a dead holder is reported: ${JSON.stringify(s.holders)}`,
+        );
       } finally {
         impostor.kill('SIGKILL');
         process.kill(-other.pid!, 'SIGKILL'); // flock and its sleep
@@ -54,13 +60,22 @@ describe('death of the holder', () => {
 
   test('SIGKILL of the client of a serve helper: the helper releases on EOF and exits', async () => {
     // The client: a Python process that starts serve with pipes, locks, and waits to be killed.
-    const client = spawn('python3', ['-c', `
+    const client = spawn(
+      'python3',
+      [
+        '-c',
+        `
 import json, subprocess, sys, time
 p = subprocess.Popen([sys.argv[2], sys.argv[1], 'serve'], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 p.stdin.write(b'{"jsonrpc":"2.0","id":1,"method":"acquire","params":{"name":"c"}}\\n'); p.stdin.flush()
 print(p.pid, json.loads(p.stdout.readline())['result']['acquired'], flush=True)
 time.sleep(60)
-`, CLI, process.execPath], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+`,
+        CLI,
+        process.execPath,
+      ],
+      { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     let out = '';
     client.stdout!.on('data', (d) => (out += d));
     await until(() => out.includes('\n'), 10000);
@@ -73,12 +88,22 @@ time.sleep(60)
     await until(() => !lockedByOthers(join(t.dir, 'c.lock')), 1000, 2);
     const ms = performance.now() - t0;
     assert.ok(ms < 100, `freed after ${ms.toFixed(0)} ms`);
-    await until(() => { try { readFileSync(`/proc/${helperPid}/stat`); return false; } catch { return true; } }, 2000);
+    await until(() => {
+      try {
+        readFileSync(`/proc/${helperPid}/stat`);
+        return false;
+      } catch {
+        return true;
+      }
+    }, 2000);
   });
 
   test('SIGKILL of `hostlock run`: its command keeps the lock until it exits, and status says held', async () => {
     const path = join(t.dir, 'r.lock');
-    const run = spawn(process.execPath, [CLI, 'run', 'r', '--', 'sleep', '1.5'], { env: { ...process.env, ...env }, stdio: 'ignore' });
+    const run = spawn(process.execPath, [CLI, 'run', 'r', '--', 'sleep', '1.5'], {
+      env: { ...process.env, ...env },
+      stdio: 'ignore',
+    });
     await until(() => lockedByOthers(path), 5000);
     await sleep(200);
     run.kill('SIGKILL');

@@ -34,7 +34,9 @@ sys.exit(3)
 `;
 
 function exitCode(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Promise<number | null> {
-  return new Promise((r) => spawn(cmd, args, { stdio: 'ignore', env: env && { ...process.env, ...env } }).on('exit', r));
+  return new Promise((r) =>
+    spawn(cmd, args, { stdio: 'ignore', env: env && { ...process.env, ...env } }).on('exit', r),
+  );
 }
 
 describe('a cleaner deleting lock files while holding them', () => {
@@ -49,11 +51,15 @@ describe('a cleaner deleting lock files while holding them', () => {
     const env = { HOSTLOCK_DIR: dir, HOSTLOCK_RUNTIME_DIR: join(dir, 'rt') };
     const agent = await startAgent(env);
     const SECTIONS = 100;
-    const workers = ['serve', 'serve', 'agent', 'agent'].map((kind) => new Promise<number | null>((r) => {
-      spawn(process.execPath, [WORKER_JS, kind, dir, counter, journal, String(SECTIONS), '0', agent.socket], {
-        env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'],
-      }).on('exit', r);
-    }));
+    const workers = ['serve', 'serve', 'agent', 'agent'].map(
+      (kind) =>
+        new Promise<number | null>((r) => {
+          spawn(process.execPath, [WORKER_JS, kind, dir, counter, journal, String(SECTIONS), '0', agent.socket], {
+            env: { ...process.env, ...env },
+            stdio: ['ignore', 'ignore', 'inherit'],
+          }).on('exit', r);
+        }),
+    );
     let cleaning = true;
     const deletions = { flock: 0, python: 0, hostlock: 0 };
     // One cleaner at a time: each re-checks or holds what it deletes; two
@@ -61,10 +67,11 @@ describe('a cleaner deleting lock files while holding them', () => {
     const cleaner = (async () => {
       for (let i = 0; cleaning; i++) {
         if (i % 4 === 3) {
-          if (await exitCode(process.execPath, [CLI, 'run', 'ctr', '--', 'rm', '-f', path], env) === 0) deletions.hostlock++;
+          if ((await exitCode(process.execPath, [CLI, 'run', 'ctr', '--', 'rm', '-f', path], env)) === 0)
+            deletions.hostlock++;
         } else if (i % 2 === 0) {
-          if (await exitCode('flock', ['-x', path, 'rm', '-f', path]) === 0) deletions.flock++;
-        } else if (await exitCode('python3', ['-c', PY_CLEANER, path]) === 0) {
+          if ((await exitCode('flock', ['-x', path, 'rm', '-f', path])) === 0) deletions.flock++;
+        } else if ((await exitCode('python3', ['-c', PY_CLEANER, path])) === 0) {
           deletions.python++;
         }
         await sleep(2);
@@ -108,12 +115,19 @@ describe('a lock file deleted or replaced under its holder', () => {
 
   async function expectLost(ask: Helper['rpc'], name: string, log: () => string) {
     // The holder checks every 2 s.
-    await until(() => /was deleted or replaced while held/.test(log()) && log().includes(join(t.dir, `${name}.lock`)), 5000, 50);
+    await until(
+      () => /was deleted or replaced while held/.test(log()) && log().includes(join(t.dir, `${name}.lock`)),
+      5000,
+      50,
+    );
     const own = await ask.call('status', { name });
     assert.equal(own.lost, true, `the holder's status: ${JSON.stringify(own)}`);
     const seen = await other.rpc.call('status', { name });
     assert.equal(seen.lost, true, `another helper's status: ${JSON.stringify(seen)}`);
-    assert.ok(seen.holders.some((x: any) => x.lost === true), `another helper's status names the lost holder: ${JSON.stringify(seen)}`);
+    assert.ok(
+      seen.holders.some((x: any) => x.lost === true),
+      `another helper's status names the lost holder: ${JSON.stringify(seen)}`,
+    );
   }
 
   test('deleted: the holder warns in its log, status says lost', async () => {
@@ -121,7 +135,10 @@ describe('a lock file deleted or replaced under its holder', () => {
     unlinkSync(join(t.dir, 'gone.lock'));
     await expectLost(h.rpc, 'gone', h.stderr);
     const listed = JSON.parse(cli(['status', '--json'], env).stdout).locks.find((l: any) => l.name === 'gone');
-    assert.ok(listed?.holders.some((x: any) => x.lost), `hostlock status lists the deleted lock's lost holder: ${JSON.stringify(listed)}`);
+    assert.ok(
+      listed?.holders.some((x: any) => x.lost),
+      `hostlock status lists the deleted lock's lost holder: ${JSON.stringify(listed)}`,
+    );
     // A newcomer now locks a fresh file: exactly the hazard we warned of.
     const b = await other.rpc.call('try', { name: 'gone' });
     assert.equal(b.acquired, true);
@@ -138,7 +155,10 @@ describe('a lock file deleted or replaced under its holder', () => {
     const r = cli(['status', '--json'], env);
     assert.equal(r.status, 0, r.stderr);
     const lock = JSON.parse(r.stdout).locks.find((l: any) => l.name === 'swapped');
-    assert.ok(lock?.holders.some((x: any) => x.lost), `hostlock status: ${JSON.stringify(lock)}`);
+    assert.ok(
+      lock?.holders.some((x: any) => x.lost),
+      `hostlock status: ${JSON.stringify(lock)}`,
+    );
     assert.equal(lockedByOthers(join(t.dir, 'swapped.lock')), false, 'the new file is free');
     await h.rpc.call('release', { handle: a.handle });
   });

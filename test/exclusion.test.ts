@@ -11,8 +11,15 @@ describe('exclusion across processes', () => {
   const env = { HOSTLOCK_DIR: t.dir, HOSTLOCK_RUNTIME_DIR: join(t.dir, 'rt') };
   let a: Helper;
   let b: Helper;
-  before(() => { a = startServe(env); b = startServe(env); });
-  after(async () => { await a.close(); await b.close(); t.cleanup(); });
+  before(() => {
+    a = startServe(env);
+    b = startServe(env);
+  });
+  after(async () => {
+    await a.close();
+    await b.close();
+    t.cleanup();
+  });
 
   test('an exclusive hold in one helper excludes another helper until released', async () => {
     const h1 = await a.rpc.call('acquire', { name: 'x' });
@@ -20,7 +27,10 @@ describe('exclusion across processes', () => {
     assert.equal(tried.acquired, false);
     assert.equal(tried.holders[0].pid, a.proc.pid);
     let got = false;
-    const waiting = b.rpc.call('block', { handle: tried.handle }).then((r) => { got = true; return r; });
+    const waiting = b.rpc.call('block', { handle: tried.handle }).then((r) => {
+      got = true;
+      return r;
+    });
     await sleep(150);
     assert.equal(got, false, 'waiter got the lock while it was held');
     await a.rpc.call('release', { handle: h1.handle });
@@ -55,7 +65,11 @@ describe('exclusion across processes', () => {
     assert.equal(r.acquired, true);
     assert.ok(performance.now() - killedAt < 1000, 'took too long after the kill');
     const s = await a.rpc.call('status', { name: 'k' });
-    assert.deepEqual(s.holders.map((h: any) => h.pid), [a.proc.pid], 'a dead holder is still reported');
+    assert.deepEqual(
+      s.holders.map((h: any) => h.pid),
+      [a.proc.pid],
+      'a dead holder is still reported',
+    );
     await a.rpc.call('release', { handle: r.handle });
   });
 
@@ -74,8 +88,13 @@ describe('exclusion across processes', () => {
 describe('interop with flock(1) and fcntl.flock', () => {
   const t = tempDir();
   let h: Helper;
-  before(() => { h = startServe({ HOSTLOCK_DIR: t.dir }); });
-  after(async () => { await h.close(); t.cleanup(); });
+  before(() => {
+    h = startServe({ HOSTLOCK_DIR: t.dir });
+  });
+  after(async () => {
+    await h.close();
+    t.cleanup();
+  });
 
   test('flock(1) excludes hostlock, and hostlock waits for it', async () => {
     const p = join(t.dir, 'f1.lock');
@@ -84,7 +103,10 @@ describe('interop with flock(1) and fcntl.flock', () => {
     await until(() => lockedByOthers(p));
     const r = await h.rpc.call('try', { name: 'f1' });
     assert.equal(r.acquired, false);
-    assert.ok(r.holders.some((x: any) => x.foreign && x.mode === 'exclusive'), JSON.stringify(r.holders));
+    assert.ok(
+      r.holders.some((x: any) => x.foreign && x.mode === 'exclusive'),
+      JSON.stringify(r.holders),
+    );
     const w = await h.rpc.call('block', { handle: r.handle, timeout: 5 });
     assert.equal(w.acquired, true);
     assert.ok(performance.now() - started >= 550, 'hostlock got the lock while flock(1) still held it');
@@ -102,20 +124,26 @@ describe('interop with flock(1) and fcntl.flock', () => {
   test('Python fcntl.flock and hostlock exclude each other', async () => {
     const p = join(t.dir, 'py.lock');
     const started = performance.now();
-    const py = spawn('python3', ['-c', `
+    const py = spawn('python3', [
+      '-c',
+      `
 import fcntl, sys, time
 f = open(sys.argv[1], 'a')
 fcntl.flock(f, fcntl.LOCK_EX)
 print('held', flush=True)
 time.sleep(0.5)
-`, p]);
+`,
+      p,
+    ]);
     await new Promise<void>((r) => py.stdout.once('data', () => r()));
     const r = await h.rpc.call('try', { name: 'py' });
     assert.equal(r.acquired, false);
     const w = await h.rpc.call('block', { handle: r.handle, timeout: 5 });
     assert.equal(w.acquired, true);
     assert.ok(performance.now() - started >= 500, 'hostlock got the lock while Python held it');
-    const probe = spawnSync('python3', ['-c', `
+    const probe = spawnSync('python3', [
+      '-c',
+      `
 import fcntl, sys
 f = open(sys.argv[1], 'a')
 try:
@@ -123,7 +151,9 @@ try:
     sys.exit(0)
 except BlockingIOError:
     sys.exit(3)
-`, p]);
+`,
+      p,
+    ]);
     assert.equal(probe.status, 3, 'Python got the lock hostlock holds');
     await h.rpc.call('release', { handle: w.handle });
   });
@@ -156,7 +186,9 @@ describe('deleting lock files', () => {
     const cleaner = (async () => {
       while (cleaning) {
         // Asynchronous: a synchronous spawn would block the releases it waits for.
-        const code = await new Promise<number | null>((r) => spawn('flock', ['-x', path, 'rm', '-f', path]).on('exit', r));
+        const code = await new Promise<number | null>((r) =>
+          spawn('flock', ['-x', path, 'rm', '-f', path]).on('exit', r),
+        );
         if (code === 0) deletions++;
         await sleep(3);
       }

@@ -9,7 +9,17 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import {
-  chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync,
+  chmodSync,
+  chownSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -23,22 +33,42 @@ const DAEMON = { uid: 1, gid: 1 };
 const USERS_GID = 100;
 const needRoot = ROOT ? {} : { skip: 'needs root (other users, mounts)' };
 
-interface User { uid: number; gid: number; groups?: number[] }
+interface User {
+  uid: number;
+  gid: number;
+  groups?: number[];
+}
 
 // `hostlock serve` as another user (setpriv), with a given umask.
 function serveAs(user: User | null, env: NodeJS.ProcessEnv, umask = '022'): Helper {
   const cmd = ['sh', '-c', `umask ${umask}; exec "$0" "$@"`, process.execPath, CLI, 'serve'];
   const full = user
-    ? ['setpriv', '--reuid', String(user.uid), '--regid', String(user.gid),
-      user.groups ? `--groups=${user.groups.join(',')}` : '--clear-groups', ...cmd]
+    ? [
+        'setpriv',
+        '--reuid',
+        String(user.uid),
+        '--regid',
+        String(user.gid),
+        user.groups ? `--groups=${user.groups.join(',')}` : '--clear-groups',
+        ...cmd,
+      ]
     : cmd;
-  const proc: ChildProcess = spawn(full[0], full.slice(1), { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+  const proc: ChildProcess = spawn(full[0], full.slice(1), {
+    env: { ...process.env, ...env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
   let err = '';
   proc.stderr!.on('data', (c) => (err += c));
   const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
   return {
-    proc, rpc: new RpcClient(proc.stdin!, proc.stdout!), stderr: () => err, exited,
-    close: () => { proc.stdin!.end(); return exited; },
+    proc,
+    rpc: new RpcClient(proc.stdin!, proc.stdout!),
+    stderr: () => err,
+    exited,
+    close: () => {
+      proc.stdin!.end();
+      return exited;
+    },
   };
 }
 
@@ -61,7 +91,10 @@ describe('planted symlinks and special files', () => {
     chmodSync(target, 0o644);
     h = startServe({ HOSTLOCK_DIR: t.dir, HOSTLOCK_RUNTIME_DIR: join(t.dir, 'rt') });
   });
-  after(async () => { await h.close(); t.cleanup(); });
+  after(async () => {
+    await h.close();
+    t.cleanup();
+  });
 
   test('a symlink at a named lock or a lock path is refused (-32002); the target is untouched', async () => {
     symlinkSync(target, join(t.dir, 'evil.lock'));
@@ -120,10 +153,25 @@ describe('names stay inside the lock directory', () => {
     mkdirSync(dir);
     h = startServe({ HOSTLOCK_DIR: dir, HOSTLOCK_RUNTIME_DIR: join(t.dir, 'rt') });
   });
-  after(async () => { await h.close(); t.cleanup(); });
+  after(async () => {
+    await h.close();
+    t.cleanup();
+  });
 
   test('../, /, NUL, dots and 4 KB names each lock their own file in the directory', async () => {
-    const names = ['../x', '../../etc/passwd', '/etc/passwd', 'a/b', '.', '..', '.holders', 'a\u0000b', 'é', 'x'.repeat(4096), 'x'.repeat(4095) + 'y'];
+    const names = [
+      '../x',
+      '../../etc/passwd',
+      '/etc/passwd',
+      'a/b',
+      '.',
+      '..',
+      '.holders',
+      'a\u0000b',
+      'é',
+      'x'.repeat(4096),
+      'x'.repeat(4095) + 'y',
+    ];
     const handles = [];
     for (const name of names) {
       const r = await h.rpc.call('acquire', { name, timeout: 1 });
@@ -132,7 +180,11 @@ describe('names stay inside the lock directory', () => {
       assert.ok(lockedByOthers(r.path));
       handles.push(r.handle);
     }
-    assert.deepEqual(readdirSync(t.dir).sort(), ['locks', 'rt'].filter((f) => existsSync(join(t.dir, f))).sort(), 'something was created outside');
+    assert.deepEqual(
+      readdirSync(t.dir).sort(),
+      ['locks', 'rt'].filter((f) => existsSync(join(t.dir, f))).sort(),
+      'something was created outside',
+    );
     const files = readdirSync(dir).filter((f) => !f.startsWith('.'));
     assert.equal(files.length, names.length, 'two names share a file');
     const listed = (await h.rpc.call('list', {})).locks.map((l: any) => l.name).sort();
@@ -156,10 +208,17 @@ describe('unusable lock directories fail with -32001 and say what to do', () => 
     chmodSync(t.dir, 0o755);
     h = startServe({ HOSTLOCK_RUNTIME_DIR: join(t.dir, 'rt') });
   });
-  after(async () => { await h.close(); t.cleanup(); });
+  after(async () => {
+    await h.close();
+    t.cleanup();
+  });
 
   test('missing, or not a directory', async () => {
-    await rejects(h.rpc.call('acquire', { name: 'x', dir: join(t.dir, 'missing') }), -32001, /does not exist; create it/);
+    await rejects(
+      h.rpc.call('acquire', { name: 'x', dir: join(t.dir, 'missing') }),
+      -32001,
+      /does not exist; create it/,
+    );
     writeFileSync(join(t.dir, 'file'), '');
     await rejects(h.rpc.call('acquire', { name: 'x', dir: join(t.dir, 'file') }), -32001, /not a directory/);
     await rejects(h.rpc.call('acquire', { path: join(t.dir, 'missing', 'x.lock') }), -32001, /does not exist/);
@@ -186,7 +245,9 @@ describe('unusable lock directories fail with -32001 and say what to do', () => 
     const dir = join(t.dir, 'rofs');
     mkdirSync(dir);
     writeFileSync(join(dir, 'exists.lock'), '');
-    const mounted = spawnSync('mount', ['--bind', dir, dir]).status === 0 && spawnSync('mount', ['-o', 'remount,ro,bind', dir]).status === 0;
+    const mounted =
+      spawnSync('mount', ['--bind', dir, dir]).status === 0 &&
+      spawnSync('mount', ['-o', 'remount,ro,bind', dir]).status === 0;
     if (!mounted) {
       spawnSync('umount', [dir]);
       return ctx.skip('cannot remount read-only here');
@@ -202,7 +263,8 @@ describe('unusable lock directories fail with -32001 and say what to do', () => 
   test('a full file system: no inode left fails clearly; no block left still locks', needRoot, async (ctx) => {
     const dir = join(t.dir, 'full');
     mkdirSync(dir);
-    if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64k,nr_inodes=64,mode=0700', 'tmpfs', dir]).status !== 0) return ctx.skip('cannot mount a small tmpfs here');
+    if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64k,nr_inodes=64,mode=0700', 'tmpfs', dir]).status !== 0)
+      return ctx.skip('cannot mount a small tmpfs here');
     try {
       // Fill the blocks: an empty lock file needs none, a holder record does.
       spawnSync('sh', ['-c', `cat /dev/zero > ${dir}/fill 2>/dev/null`]);
@@ -214,7 +276,11 @@ describe('unusable lock directories fail with -32001 and say what to do', () => 
       await h.rpc.call('release', { handle: r.handle });
       // Use up the inodes.
       for (let i = 0; ; i++) {
-        try { writeFileSync(join(dir, `i${i}`), ''); } catch { break; }
+        try {
+          writeFileSync(join(dir, `i${i}`), '');
+        } catch {
+          break;
+        }
       }
       await rejects(h.rpc.call('acquire', { name: 'b', dir }), -32001, /no space left/);
     } finally {
@@ -245,9 +311,12 @@ describe('modes: a private default directory, a shared team directory', () => {
       assert.equal(got.acquired, true);
       const p = await a.rpc.call('acquire', { path: `${base}/locks/by-path` }); // its record goes to the runtime directory
       for (const d of [base, `${base}/locks`, `${base}/locks/.holders`, `${base}/run`]) assert.equal(mode(d), '700', d);
-      for (const f of [`${base}/locks/m.lock`, `${base}/locks/.m.lock.turnstile`, `${base}/locks/by-path`]) assert.equal(mode(f), '600', f);
-      const records = [...readdirSync(`${base}/locks/.holders`).map((f) => `${base}/locks/.holders/${f}`),
-        ...readdirSync(`${base}/run/holders`).map((f) => `${base}/run/holders/${f}`)];
+      for (const f of [`${base}/locks/m.lock`, `${base}/locks/.m.lock.turnstile`, `${base}/locks/by-path`])
+        assert.equal(mode(f), '600', f);
+      const records = [
+        ...readdirSync(`${base}/locks/.holders`).map((f) => `${base}/locks/.holders/${f}`),
+        ...readdirSync(`${base}/run/holders`).map((f) => `${base}/run/holders/${f}`),
+      ];
       assert.ok(records.length >= 2, 'holder records exist');
       for (const f of records) assert.equal(mode(f), '600', f);
       assert.equal(mode(`${base}/run/holders`), '700');
@@ -273,54 +342,70 @@ describe('modes: a private default directory, a shared team directory', () => {
     }
   });
 
-  test('a setgid group directory: 0660 files, records every member writes and reads, exclusion across users', needRoot, async () => {
-    const team = join(t.dir, 'team');
-    mkdirSync(team);
-    chownSync(team, 0, USERS_GID);
-    chmodSync(team, 0o2770);
-    const alice = { ...NOBODY, groups: [USERS_GID] };
-    const bob = { ...DAEMON, groups: [USERS_GID] };
-    const rt = (u: User) => {
-      const d = join(t.dir, `rt-${u.uid}`);
-      mkdirSync(d, { mode: 0o700, recursive: true });
-      chownSync(d, u.uid, u.gid);
-      return d;
-    };
-    const a = serveAs(alice, { HOSTLOCK_DIR: team, HOSTLOCK_RUNTIME_DIR: rt(alice) });
-    const b = serveAs(bob, { HOSTLOCK_DIR: team, HOSTLOCK_RUNTIME_DIR: rt(bob) });
-    try {
-      const x = await a.rpc.call('acquire', { name: 'x', owner: { playbook: 'alice.yml' } });
-      assert.equal(x.acquired, true);
-      const tried = await b.rpc.call('try', { name: 'x' });
-      assert.equal(tried.acquired, false, 'bob got what alice holds');
-      assert.equal(tried.holders[0].playbook, 'alice.yml', `bob sees alice's record: ${JSON.stringify(tried.holders)}`);
-      const waiting = b.rpc.call('block', { handle: tried.handle, timeout: 5 }); // bob makes the turnstile
-      await sleep(150);
-      const y = await b.rpc.call('acquire', { name: 'y', owner: { playbook: 'bob.yml' } });
-      const sy = await a.rpc.call('status', { name: 'y' });
-      assert.equal(sy.holders[0]?.playbook, 'bob.yml', `alice sees bob's record, not a foreign lock: ${JSON.stringify(sy.holders)}`);
-      await a.rpc.call('release', { handle: x.handle });
-      const bx = await waiting;
-      assert.equal(bx.acquired, true, 'bob locks the file alice created');
-      for (const f of ['x.lock', 'y.lock', '.x.lock.turnstile']) {
-        const st = statSync(join(team, f));
-        assert.equal((st.mode & 0o777).toString(8), '660', f);
-        assert.equal(st.gid, USERS_GID, f);
+  test(
+    'a setgid group directory: 0660 files, records every member writes and reads, exclusion across users',
+    needRoot,
+    async () => {
+      const team = join(t.dir, 'team');
+      mkdirSync(team);
+      chownSync(team, 0, USERS_GID);
+      chmodSync(team, 0o2770);
+      const alice = { ...NOBODY, groups: [USERS_GID] };
+      const bob = { ...DAEMON, groups: [USERS_GID] };
+      const rt = (u: User) => {
+        const d = join(t.dir, `rt-${u.uid}`);
+        mkdirSync(d, { mode: 0o700, recursive: true });
+        chownSync(d, u.uid, u.gid);
+        return d;
+      };
+      const a = serveAs(alice, { HOSTLOCK_DIR: team, HOSTLOCK_RUNTIME_DIR: rt(alice) });
+      const b = serveAs(bob, { HOSTLOCK_DIR: team, HOSTLOCK_RUNTIME_DIR: rt(bob) });
+      try {
+        const x = await a.rpc.call('acquire', { name: 'x', owner: { playbook: 'alice.yml' } });
+        assert.equal(x.acquired, true);
+        const tried = await b.rpc.call('try', { name: 'x' });
+        assert.equal(tried.acquired, false, 'bob got what alice holds');
+        assert.equal(
+          tried.holders[0].playbook,
+          'alice.yml',
+          `bob sees alice's record: ${JSON.stringify(tried.holders)}`,
+        );
+        const waiting = b.rpc.call('block', { handle: tried.handle, timeout: 5 }); // bob makes the turnstile
+        await sleep(150);
+        const y = await b.rpc.call('acquire', { name: 'y', owner: { playbook: 'bob.yml' } });
+        const sy = await a.rpc.call('status', { name: 'y' });
+        assert.equal(
+          sy.holders[0]?.playbook,
+          'bob.yml',
+          `alice sees bob's record, not a foreign lock: ${JSON.stringify(sy.holders)}`,
+        );
+        await a.rpc.call('release', { handle: x.handle });
+        const bx = await waiting;
+        assert.equal(bx.acquired, true, 'bob locks the file alice created');
+        for (const f of ['x.lock', 'y.lock', '.x.lock.turnstile']) {
+          const st = statSync(join(team, f));
+          assert.equal((st.mode & 0o777).toString(8), '660', f);
+          assert.equal(st.gid, USERS_GID, f);
+        }
+        const holders = join(team, '.holders');
+        const hs = statSync(holders);
+        assert.equal(hs.gid, USERS_GID);
+        assert.equal(
+          (hs.mode & 0o2770).toString(8),
+          '2770',
+          `.holders is ${(hs.mode & 0o7777).toString(8)}: members must all write records`,
+        );
+        for (const f of readdirSync(holders)) assert.equal(mode(join(holders, f)), '660', f);
+        await b.rpc.call('release', { handle: bx.handle });
+        await b.rpc.call('release', { handle: y.handle });
+      } finally {
+        await a.close();
+        await b.close();
       }
-      const holders = join(team, '.holders');
-      const hs = statSync(holders);
-      assert.equal(hs.gid, USERS_GID);
-      assert.equal((hs.mode & 0o2770).toString(8), '2770', `.holders is ${(hs.mode & 0o7777).toString(8)}: members must all write records`);
-      for (const f of readdirSync(holders)) assert.equal(mode(join(holders, f)), '660', f);
-      await b.rpc.call('release', { handle: bx.handle });
-      await b.rpc.call('release', { handle: y.handle });
-    } finally {
-      await a.close();
-      await b.close();
-    }
-  });
+    },
+  );
 
-  test('a symlink planted in the team\'s record directory cannot make a member write elsewhere', needRoot, async () => {
+  test("a symlink planted in the team's record directory cannot make a member write elsewhere", needRoot, async () => {
     const team = join(t.dir, 'team2');
     mkdirSync(team);
     chownSync(team, 0, USERS_GID);
@@ -369,11 +454,23 @@ describe('another user and a run agent', () => {
       assert.equal(mode(agent.socket), '600');
       const { rpc, sock } = await agent.connect();
       await rpc.call('acquire', { name: 'held', scope: 'run', member: 'web1' });
-      const probe = spawnSync('setpriv', ['--reuid', String(NOBODY.uid), '--regid', String(NOBODY.gid), '--clear-groups',
-        process.execPath, '-e', `
+      const probe = spawnSync(
+        'setpriv',
+        [
+          '--reuid',
+          String(NOBODY.uid),
+          '--regid',
+          String(NOBODY.gid),
+          '--clear-groups',
+          process.execPath,
+          '-e',
+          `
           const s = require('net').connect(${JSON.stringify(agent.socket)});
           s.on('connect', () => { s.write('{"jsonrpc":"2.0","id":1,"method":"release","params":{"name":"held","scope":"run","member":"web1"}}\\n'); s.on('data', (d) => { process.stdout.write(String(d)); process.exit(0); }); });
-          s.on('error', (e) => { process.stdout.write(e.code); process.exit(3); });`], { encoding: 'utf8', timeout: 10000 });
+          s.on('error', (e) => { process.stdout.write(e.code); process.exit(3); });`,
+        ],
+        { encoding: 'utf8', timeout: 10000 },
+      );
       assert.equal(probe.status, 3, `another user reached the agent: ${probe.stdout}`);
       assert.equal(probe.stdout, 'EACCES');
       assert.ok(lockedByOthers(join(t.dir, 'held.lock')), 'the run hold is still held');
@@ -390,7 +487,9 @@ describe('another user and a run agent', () => {
     const owner = spawn('sleep', ['30'], { stdio: 'ignore' });
     try {
       const r = spawnSync(process.execPath, [CLI, 'agent', '--owner-pid', String(owner.pid)], {
-        env: { ...process.env, HOSTLOCK_RUNTIME_DIR: rt }, encoding: 'utf8', timeout: 10000,
+        env: { ...process.env, HOSTLOCK_RUNTIME_DIR: rt },
+        encoding: 'utf8',
+        timeout: 10000,
       });
       assert.notEqual(r.status, 0, 'the agent started in a world-writable directory');
       assert.match(r.stderr, /mode 0700/);

@@ -76,7 +76,16 @@ interface Conn {
 }
 
 function attach(name: string, write: (b: Buffer) => void, input: NodeJS.ReadableStream): Conn {
-  const c: Conn = { name, write, replies: new Map(), errors: new Map(), handles: [], pendingHandles: [], bad: [], notifications: 0 };
+  const c: Conn = {
+    name,
+    write,
+    replies: new Map(),
+    errors: new Map(),
+    handles: [],
+    pendingHandles: [],
+    bad: [],
+    notifications: 0,
+  };
   let buf = '';
   input.setEncoding?.('utf8');
   input.on('data', (chunk: string) => {
@@ -96,12 +105,14 @@ function attach(name: string, write: (b: Buffer) => void, input: NodeJS.Readable
         c.notifications++;
         continue;
       }
-      if (m.jsonrpc !== '2.0' || !('id' in m) || ('result' in m) === ('error' in m)) c.bad.push(`not a JSON-RPC reply: ${line.slice(0, 200)}`);
+      if (m.jsonrpc !== '2.0' || !('id' in m) || 'result' in m === 'error' in m)
+        c.bad.push(`not a JSON-RPC reply: ${line.slice(0, 200)}`);
       const key = JSON.stringify(m.id);
       c.replies.set(key, (c.replies.get(key) ?? 0) + 1);
       if (m.error) {
         c.errors.set(m.error.code, (c.errors.get(m.error.code) ?? 0) + 1);
-        if (typeof m.error.message !== 'string' || !m.error.message) c.bad.push(`error without message: ${line.slice(0, 200)}`);
+        if (typeof m.error.message !== 'string' || !m.error.message)
+          c.bad.push(`error without message: ${line.slice(0, 200)}`);
       } else if (m.result && typeof m.result.handle === 'string') {
         (m.result.acquired ? c.handles : c.pendingHandles).push(m.result.handle);
       }
@@ -112,66 +123,179 @@ function attach(name: string, write: (b: Buffer) => void, input: NodeJS.Readable
 
 // Messages: plausible requests built from pools, then mutated.
 function generator(rand: ReturnType<typeof prng>, dir: string) {
-  const names = ['a', 'b', 'c', 'web1', 'db', '../x', '/etc/passwd', 'a\u0000b', 'é', '.hidden', 'x'.repeat(4096), '', 'y'.repeat(5000), '%2F'];
-  const dirs = [dir, dir, join(dir, 'missing'), '/nonexistent-hostlock-fuzz', 'relative', '', join(dir, 'plain-file'), join(dir, 'ro')];
-  const paths = [join(dir, 'p1.lock'), join(dir, 'link.lock'), '/dev/null', dir, 'relative.lock', join(dir, 'nosuch', 'x.lock'), join(dir, 'p\u0000.lock')];
-  const weird = [null, true, false, 0, -1, -0.5, 1.5, 1e308, -1e308, 2 ** 53 + 1, 31536001, '', 'x', [], {}, [1, 2], { a: 1 },
-    'z'.repeat(70000), { __proto__: { polluted: true } }, '\ud800', 'h1', 'r1'];
+  const names = [
+    'a',
+    'b',
+    'c',
+    'web1',
+    'db',
+    '../x',
+    '/etc/passwd',
+    'a\u0000b',
+    'é',
+    '.hidden',
+    'x'.repeat(4096),
+    '',
+    'y'.repeat(5000),
+    '%2F',
+  ];
+  const dirs = [
+    dir,
+    dir,
+    join(dir, 'missing'),
+    '/nonexistent-hostlock-fuzz',
+    'relative',
+    '',
+    join(dir, 'plain-file'),
+    join(dir, 'ro'),
+  ];
+  const paths = [
+    join(dir, 'p1.lock'),
+    join(dir, 'link.lock'),
+    '/dev/null',
+    dir,
+    'relative.lock',
+    join(dir, 'nosuch', 'x.lock'),
+    join(dir, 'p\u0000.lock'),
+  ];
+  const weird = [
+    null,
+    true,
+    false,
+    0,
+    -1,
+    -0.5,
+    1.5,
+    1e308,
+    -1e308,
+    2 ** 53 + 1,
+    31536001,
+    '',
+    'x',
+    [],
+    {},
+    [1, 2],
+    { a: 1 },
+    'z'.repeat(70000),
+    { __proto__: { polluted: true } },
+    '\ud800',
+    'h1',
+    'r1',
+  ];
   const numbers = [0, 0.001, 0.01, 0.05, -1, -0, 1e308, 2 ** 53 + 1, 31536000, 31536001, 1e-300, 0.049];
   let nextId = 0;
-  const target = () => (rand.chance(0.75)
-    ? { name: rand.pick(names), ...(rand.chance(0.3) ? { dir: rand.pick(dirs) } : {}) }
-    : { path: rand.pick(paths) });
+  const target = () =>
+    rand.chance(0.75)
+      ? { name: rand.pick(names), ...(rand.chance(0.3) ? { dir: rand.pick(dirs) } : {}) }
+      : { path: rand.pick(paths) };
   const base = (handles: string[]): Record<string, unknown> => {
-    const method = rand.pick(['hello', 'acquire', 'acquire', 'try', 'try', 'block', 'release', 'release', 'status', 'list', 'nope', 'acquire ', '']);
+    const method = rand.pick([
+      'hello',
+      'acquire',
+      'acquire',
+      'try',
+      'try',
+      'block',
+      'release',
+      'release',
+      'status',
+      'list',
+      'nope',
+      'acquire ',
+      '',
+    ]);
     let params: Record<string, unknown> = {};
     switch (method) {
-      case 'hello': params = rand.chance(0.5) ? { client: 'fuzz' } : { member: rand.pick(names) }; break;
+      case 'hello':
+        params = rand.chance(0.5) ? { client: 'fuzz' } : { member: rand.pick(names) };
+        break;
       case 'acquire':
       case 'try':
         params = { ...target() };
         if (rand.chance(0.4)) params.shared = true;
         // Most waits end soon; the rest wait until the end of the test releases everything.
         if (method === 'acquire' && rand.chance(0.8)) params.timeout = rand.pick([0, 0.01, 0.03]);
-        if (rand.chance(0.2)) params.owner = { pid: 1 + rand.int(99999), user: 'fuzz', host: rand.pick(names).slice(0, 100) };
-        if (rand.chance(0.2)) { params.scope = 'run'; params.member = rand.pick(['web1', 'web2', 'db']); }
+        if (rand.chance(0.2))
+          params.owner = { pid: 1 + rand.int(99999), user: 'fuzz', host: rand.pick(names).slice(0, 100) };
+        if (rand.chance(0.2)) {
+          params.scope = 'run';
+          params.member = rand.pick(['web1', 'web2', 'db']);
+        }
         if (rand.chance(0.1)) params.notify = 0.05;
         if (rand.chance(0.1)) params.prefix = 'fz';
         break;
       case 'block':
-        params = { handle: rand.chance(0.8) && handles.length ? rand.pick(handles) : rand.pick(['h1', 'r2', 'nope', 'h99999']), timeout: rand.pick([0, 0.01, 0.02]) };
+        params = {
+          handle: rand.chance(0.8) && handles.length ? rand.pick(handles) : rand.pick(['h1', 'r2', 'nope', 'h99999']),
+          timeout: rand.pick([0, 0.01, 0.02]),
+        };
         break;
       case 'release':
-        params = rand.chance(0.8) ? { handle: handles.length ? rand.pick(handles) : 'h1' } : { ...target(), scope: 'run', member: 'web1' };
+        params = rand.chance(0.8)
+          ? { handle: handles.length ? rand.pick(handles) : 'h1' }
+          : { ...target(), scope: 'run', member: 'web1' };
         break;
-      case 'status': params = target(); break;
-      case 'list': params = rand.chance(0.5) ? {} : { dir: rand.pick(dirs) }; break;
+      case 'status':
+        params = target();
+        break;
+      case 'list':
+        params = rand.chance(0.5) ? {} : { dir: rand.pick(dirs) };
+        break;
     }
     return { jsonrpc: '2.0', id: rand.chance(0.5) ? ++nextId : `f${++nextId}`, method, params };
   };
   const mutate = (msg: Record<string, any>): Record<string, any> | unknown => {
-    const m: Record<string, any> = { ...msg, params: msg.params && typeof msg.params === 'object' ? { ...msg.params } : msg.params };
+    const m: Record<string, any> = {
+      ...msg,
+      params: msg.params && typeof msg.params === 'object' ? { ...msg.params } : msg.params,
+    };
     switch (rand.int(12)) {
-      case 0: { // a key of params gets a value of the wrong type
+      case 0: {
+        // a key of params gets a value of the wrong type
         const keys = Object.keys(m.params ?? {});
         if (keys.length) m.params[rand.pick(keys)] = rand.pick(weird);
         break;
       }
-      case 1: { // a key goes missing
+      case 1: {
+        // a key goes missing
         const keys = Object.keys(m.params ?? {});
         if (keys.length) delete m.params[rand.pick(keys)];
         break;
       }
-      case 2: m.params = rand.pick(weird); break;
-      case 3: if (rand.chance(0.5)) delete m.id; else m.id = rand.pick(weird); break;
-      case 4: m.method = rand.pick([...weird, 'rpc.discover', 'constructor', '__proto__', 'toString', 'HELLO']); break;
-      case 5: if (rand.chance(0.5)) delete m.jsonrpc; else m.jsonrpc = rand.pick(['1.0', 2, null, '2.0 ']); break;
-      case 6: return [m]; // a batch
-      case 7: m.params = { ...(m.params ?? {}), [rand.pick(['extra', '__proto__', 'constructor', 'timeout', 'shared'])]: rand.pick(weird) }; break;
-      case 8: if (m.params && typeof m.params === 'object') m.params.timeout = rand.pick(numbers); break;
-      case 9: if (m.params && typeof m.params === 'object') m.params.notify = rand.pick(numbers); break;
-      case 10: m.extra = rand.pick(weird); break;
-      default: if (m.params && typeof m.params === 'object') m.params.owner = { pid: rand.pick(numbers), user: rand.pick(weird) };
+      case 2:
+        m.params = rand.pick(weird);
+        break;
+      case 3:
+        if (rand.chance(0.5)) delete m.id;
+        else m.id = rand.pick(weird);
+        break;
+      case 4:
+        m.method = rand.pick([...weird, 'rpc.discover', 'constructor', '__proto__', 'toString', 'HELLO']);
+        break;
+      case 5:
+        if (rand.chance(0.5)) delete m.jsonrpc;
+        else m.jsonrpc = rand.pick(['1.0', 2, null, '2.0 ']);
+        break;
+      case 6:
+        return [m]; // a batch
+      case 7:
+        m.params = {
+          ...(m.params ?? {}),
+          [rand.pick(['extra', '__proto__', 'constructor', 'timeout', 'shared'])]: rand.pick(weird),
+        };
+        break;
+      case 8:
+        if (m.params && typeof m.params === 'object') m.params.timeout = rand.pick(numbers);
+        break;
+      case 9:
+        if (m.params && typeof m.params === 'object') m.params.notify = rand.pick(numbers);
+        break;
+      case 10:
+        m.extra = rand.pick(weird);
+        break;
+      default:
+        if (m.params && typeof m.params === 'object')
+          m.params.owner = { pid: rand.pick(numbers), user: rand.pick(weird) };
     }
     return m;
   };
@@ -179,21 +303,50 @@ function generator(rand: ReturnType<typeof prng>, dir: string) {
   const damage = (b: Buffer): Buffer => {
     const at = rand.int(b.length + 1);
     switch (rand.int(9)) {
-      case 0: return b.subarray(0, at); // truncated
-      case 1: { const c = Buffer.from(b); if (c.length) c[rand.int(c.length)] ^= 1 << rand.int(8); return c; }
-      case 2: return Buffer.concat([b.subarray(0, at), Buffer.from(rand.pick([[0xff], [0xc0, 0x80], [0xed, 0xa0, 0x80], [0xe2, 0x82], [0xf4, 0x90, 0x80, 0x80]])), b.subarray(at)]);
-      case 3: return Buffer.concat([b.subarray(0, at), Buffer.from([0]), b.subarray(at)]);
-      case 4: return Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), b]); // BOM
-      case 5: return Buffer.concat([b, Buffer.from('\r')]);
-      case 6: return Buffer.concat([b, b]); // two objects on one line
-      case 7: return Buffer.from(rand.pick(['', ' ', '\t', 'null', '0', '"x"', '[]', '{}', '{"jsonrpc":"2.0"}', 'true', '{"id":1}', '\u2028']));
-      default: return Buffer.from(b.toString('latin1').replace(/"/g, () => (rand.chance(0.2) ? "'" : '"')), 'latin1');
+      case 0:
+        return b.subarray(0, at); // truncated
+      case 1: {
+        const c = Buffer.from(b);
+        if (c.length) c[rand.int(c.length)] ^= 1 << rand.int(8);
+        return c;
+      }
+      case 2:
+        return Buffer.concat([
+          b.subarray(0, at),
+          Buffer.from(rand.pick([[0xff], [0xc0, 0x80], [0xed, 0xa0, 0x80], [0xe2, 0x82], [0xf4, 0x90, 0x80, 0x80]])),
+          b.subarray(at),
+        ]);
+      case 3:
+        return Buffer.concat([b.subarray(0, at), Buffer.from([0]), b.subarray(at)]);
+      case 4:
+        return Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), b]); // BOM
+      case 5:
+        return Buffer.concat([b, Buffer.from('\r')]);
+      case 6:
+        return Buffer.concat([b, b]); // two objects on one line
+      case 7:
+        return Buffer.from(
+          rand.pick(['', ' ', '\t', 'null', '0', '"x"', '[]', '{}', '{"jsonrpc":"2.0"}', 'true', '{"id":1}', '\u2028']),
+        );
+      default:
+        return Buffer.from(
+          b.toString('latin1').replace(/"/g, () => (rand.chance(0.2) ? "'" : '"')),
+          'latin1',
+        );
     }
   };
   return (handles: string[]): Buffer => {
     const r = rand.next();
     if (r < 0.002) return Buffer.from('['.repeat(50000) + ']'.repeat(50000)); // deep nesting
-    if (r < 0.004) return Buffer.from(JSON.stringify({ jsonrpc: '2.0', id: `deep${++nextId}`, method: 'status', params: { name: 'a', owner: JSON.parse('{"a":'.repeat(2000) + '1' + '}'.repeat(2000)) } }));
+    if (r < 0.004)
+      return Buffer.from(
+        JSON.stringify({
+          jsonrpc: '2.0',
+          id: `deep${++nextId}`,
+          method: 'status',
+          params: { name: 'a', owner: JSON.parse('{"a":'.repeat(2000) + '1' + '}'.repeat(2000)) },
+        }),
+      );
     const msg = base(handles);
     if (r < 0.35) return Buffer.from(JSON.stringify(msg));
     if (r < 0.8) return Buffer.from(JSON.stringify(mutate(msg)) ?? 'undefined');
@@ -244,7 +397,12 @@ async function fuzz(conns: Conn[], pid: number, dir: string, rand: ReturnType<ty
     }
     if (done % (PER_TARGET / 2) < BATCH && hugeSent < 2) {
       // A 10 MB line: refused once, skipped to its newline, not buffered.
-      send(hugeSent % conns.length, Buffer.from(`{"jsonrpc":"2.0","id":"huge","method":"status","params":{"name":"${'a'.repeat(10 * 1024 * 1024)}"}}`));
+      send(
+        hugeSent % conns.length,
+        Buffer.from(
+          `{"jsonrpc":"2.0","id":"huge","method":"status","params":{"name":"${'a'.repeat(10 * 1024 * 1024)}"}}`,
+        ),
+      );
       hugeSent++;
     }
     await quiet();
@@ -255,12 +413,20 @@ async function fuzz(conns: Conn[], pid: number, dir: string, rand: ReturnType<ty
   const missing = () => conns.some((c, i) => [...expected[i]].some(([k, n]) => (c.replies.get(k) ?? 0) < n));
   while (missing() && Date.now() < deadline) {
     conns.forEach((c, i) => {
-      for (const h of c.handles.splice(0)) send(i, Buffer.from(JSON.stringify({ jsonrpc: '2.0', id: `rel-${h}`, method: 'release', params: { handle: h } })));
+      for (const h of c.handles.splice(0))
+        send(
+          i,
+          Buffer.from(JSON.stringify({ jsonrpc: '2.0', id: `rel-${h}`, method: 'release', params: { handle: h } })),
+        );
     });
     await sleep(100);
   }
   conns.forEach((c, i) => {
-    for (const h of c.handles.splice(0)) send(i, Buffer.from(JSON.stringify({ jsonrpc: '2.0', id: `rel-${h}`, method: 'release', params: { handle: h } })));
+    for (const h of c.handles.splice(0))
+      send(
+        i,
+        Buffer.from(JSON.stringify({ jsonrpc: '2.0', id: `rel-${h}`, method: 'release', params: { handle: h } })),
+      );
   });
   await quiet();
   return { expected, sent, peakRss };
@@ -281,7 +447,9 @@ function verify(conns: Conn[], expected: Map<string, number>[]) {
 }
 
 function assertNothingHeld(dir: string) {
-  const held = readdirSync(dir).filter((f) => f.endsWith('.lock')).filter((f) => lockedByOthers(join(dir, f)));
+  const held = readdirSync(dir)
+    .filter((f) => f.endsWith('.lock'))
+    .filter((f) => lockedByOthers(join(dir, f)));
   assert.deepEqual(held, [], 'still held after everything was released');
 }
 
@@ -303,16 +471,23 @@ describe(`fuzz (seed ${SEED})`, () => {
   test(`serve: ${PER_TARGET} messages`, async () => {
     const proc: ChildProcess = spawn(process.execPath, [CLI, 'serve'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
     let stderr = '';
-    proc.stderr!.on('data', (c) => { if (stderr.length < 1e6) stderr += c; });
+    proc.stderr!.on('data', (c) => {
+      if (stderr.length < 1e6) stderr += c;
+    });
     proc.stdin!.on('error', () => {});
     const exited = new Promise((res) => proc.on('exit', res));
     try {
       const conn = attach('serve', (b) => proc.stdin!.write(b), proc.stdout!);
-      const startRss = await (async () => { await sleep(300); return rssKb(proc.pid!); })();
+      const startRss = await (async () => {
+        await sleep(300);
+        return rssKb(proc.pid!);
+      })();
       const r = await fuzz([conn], proc.pid!, t.dir, prng(SEED));
       assert.equal(proc.exitCode, null, 'the helper exited');
       verify([conn], r.expected);
-      process.stderr.write(`# fuzz serve: ${r.sent} lines, RSS ${startRss} -> peak ${r.peakRss} kB, errors ${JSON.stringify([...conn.errors])}\n`);
+      process.stderr.write(
+        `# fuzz serve: ${r.sent} lines, RSS ${startRss} -> peak ${r.peakRss} kB, errors ${JSON.stringify([...conn.errors])}\n`,
+      );
       assert.ok(r.peakRss < startRss + 150 * 1024, `memory grew from ${startRss} to ${r.peakRss} kB`);
       assert.doesNotMatch(stderr, /uncaught|unhandled/i);
       assertNothingHeld(t.dir);
@@ -325,7 +500,11 @@ describe(`fuzz (seed ${SEED})`, () => {
   });
 
   test(`agent: ${PER_TARGET} messages over two connections that use each other's handles`, async () => {
-    const agent: TestAgent = await startAgent({ HOSTLOCK_DIR: t.dir, HOSTLOCK_RUNTIME_DIR: join(t.dir, 'rt'), ...heap });
+    const agent: TestAgent = await startAgent({
+      HOSTLOCK_DIR: t.dir,
+      HOSTLOCK_RUNTIME_DIR: join(t.dir, 'rt'),
+      ...heap,
+    });
     try {
       const socks: Socket[] = [];
       const conns: Conn[] = [];
@@ -342,8 +521,15 @@ describe(`fuzz (seed ${SEED})`, () => {
         const b = await agent.connect();
         const held = await a.rpc.call('acquire', { name: 'mine' });
         const tried = await a.rpc.call('try', { name: 'mine' });
-        for (const [method, handle] of [['release', held.handle], ['block', tried.handle], ['release', tried.handle]]) {
-          await assert.rejects(b.rpc.call(method, { handle }), (e: any) => e.code === -32602 && /another connection/.test(e.message));
+        for (const [method, handle] of [
+          ['release', held.handle],
+          ['block', tried.handle],
+          ['release', tried.handle],
+        ]) {
+          await assert.rejects(
+            b.rpc.call(method, { handle }),
+            (e: any) => e.code === -32602 && /another connection/.test(e.message),
+          );
         }
         assert.ok(lockedByOthers(join(t.dir, 'mine.lock')), 'another connection released it');
         a.sock.destroy();
@@ -357,7 +543,9 @@ describe(`fuzz (seed ${SEED})`, () => {
       assert.equal(agent.agent.exitCode, null, 'the agent exited');
       verify(conns, r.expected);
       const errs = conns.map((c) => JSON.stringify([...c.errors]));
-      process.stderr.write(`# fuzz agent: ${r.sent} lines, RSS ${startRss} -> peak ${r.peakRss} kB, errors ${errs.join(' / ')}\n`);
+      process.stderr.write(
+        `# fuzz agent: ${r.sent} lines, RSS ${startRss} -> peak ${r.peakRss} kB, errors ${errs.join(' / ')}\n`,
+      );
       assert.ok(r.peakRss < startRss + 150 * 1024, `memory grew from ${startRss} to ${r.peakRss} kB`);
       for (const s of socks) s.destroy();
       await sleep(200);

@@ -4,8 +4,25 @@ import { test } from 'node:test';
 import { basename, dirname } from 'node:path';
 import { decodeLockName, encodeLockName, lockPathFor } from '../src/names';
 
-const tricky = ['web1', '../x', '/etc/passwd', 'a/b', '.', '..', '.hidden', 'a\u0000b', 'é', '%41', 'A', 'a b', '~', 'x'.repeat(4096),
-  'x'.repeat(4096) + 'y', '%'.repeat(300), 'host.example.com'];
+const tricky = [
+  'web1',
+  '../x',
+  '/etc/passwd',
+  'a/b',
+  '.',
+  '..',
+  '.hidden',
+  'a\u0000b',
+  'é',
+  '%41',
+  'A',
+  'a b',
+  '~',
+  'x'.repeat(4096),
+  'x'.repeat(4096) + 'y',
+  '%'.repeat(300),
+  'host.example.com',
+];
 
 test('encoded names stay one file inside the directory', () => {
   for (const name of tricky) {
@@ -32,7 +49,8 @@ test('an empty name is refused, not mapped to a hidden file', () => {
 });
 
 test('plain encodings decode back; hashed ones say they cannot', () => {
-  for (const name of ['web1', '../x', 'a\u0000b', 'é', '%41', '.hidden']) assert.equal(decodeLockName(encodeLockName(name)), name);
+  for (const name of ['web1', '../x', 'a\u0000b', 'é', '%41', '.hidden'])
+    assert.equal(decodeLockName(encodeLockName(name)), name);
   assert.equal(decodeLockName(encodeLockName('x'.repeat(4096))), null);
   assert.notEqual(encodeLockName('%41'), encodeLockName('A'));
 });

@@ -12,8 +12,11 @@ test('npm pack → npm install -g → hostlock works', () => {
     assert.equal(pack.status, 0, pack.stderr);
     const tgz = join(t.dir, pack.stdout.trim().split('\n').pop()!);
     const prefix = join(t.dir, 'prefix');
-    const inst = spawnSync('npm', ['install', '-g', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', tgz],
-      { encoding: 'utf8', timeout: 300000 });
+    const inst = spawnSync(
+      'npm',
+      ['install', '-g', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', tgz],
+      { encoding: 'utf8', timeout: 300000 },
+    );
     assert.equal(inst.status, 0, inst.stderr);
     const bin = join(prefix, 'bin', 'hostlock');
     const v = spawnSync(bin, ['--version'], { encoding: 'utf8' });

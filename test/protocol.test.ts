@@ -9,8 +9,13 @@ import { startServe, tempDir, type Helper } from './rpc';
 describe('serve: methods', () => {
   let h: Helper;
   const t = tempDir();
-  before(() => { h = startServe({ HOSTLOCK_DIR: t.dir, HOSTLOCK_RUNTIME_DIR: join(t.dir, 'rt') }); });
-  after(async () => { await h.close(); t.cleanup(); });
+  before(() => {
+    h = startServe({ HOSTLOCK_DIR: t.dir, HOSTLOCK_RUNTIME_DIR: join(t.dir, 'rt') });
+  });
+  after(async () => {
+    await h.close();
+    t.cleanup();
+  });
 
   test('hello', async () => {
     const r = await h.rpc.call('hello', { client: 'test' });
@@ -31,9 +36,13 @@ describe('serve: methods', () => {
     const s = await h.rpc.call('status', { name: 'web1' });
     assert.equal(s.held, true);
     assert.equal(s.holders.length, 1);
-    for (const k of ['pid', 'user', 'controller', 'playbook', 'task', 'host', 'mode', 'since']) assert.ok(k in s.holders[0], k);
+    for (const k of ['pid', 'user', 'controller', 'playbook', 'task', 'host', 'mode', 'since'])
+      assert.ok(k in s.holders[0], k);
     const l = await h.rpc.call('list', {});
-    assert.deepEqual(l.locks.map((x: any) => [x.name, x.held]), [['web1', true]]);
+    assert.deepEqual(
+      l.locks.map((x: any) => [x.name, x.held]),
+      [['web1', true]],
+    );
     assert.equal((await h.rpc.call('release', { handle: a.handle })).released, true);
     assert.equal((await h.rpc.call('status', { name: 'web1' })).held, false);
     await assert.rejects(h.rpc.call('release', { handle: a.handle }), { code: -32602 });
@@ -89,7 +98,9 @@ describe('serve: methods', () => {
     assert.equal(r1.changed, true);
     assert.equal(r2.changed, false);
     assert.equal(r2.acquired, true);
-    await assert.rejects(h.rpc.call('acquire', { name: 'cluster', scope: 'run', member: 'web3', shared: true }), { code: -32004 });
+    await assert.rejects(h.rpc.call('acquire', { name: 'cluster', scope: 'run', member: 'web3', shared: true }), {
+      code: -32004,
+    });
     assert.equal((await h.rpc.call('release', { name: 'cluster', scope: 'run', member: 'web1' })).released, true);
     assert.equal((await h.rpc.call('status', { name: 'cluster' })).held, true);
     assert.equal((await h.rpc.call('release', { name: 'cluster', scope: 'run', member: 'web2' })).released, true);
@@ -101,8 +112,13 @@ describe('serve: methods', () => {
 describe('serve: bad input', () => {
   let h: Helper;
   const t = tempDir();
-  before(() => { h = startServe({ HOSTLOCK_DIR: t.dir, HOSTLOCK_RUNTIME_DIR: join(t.dir, 'rt') }); });
-  after(async () => { await h.close(); t.cleanup(); });
+  before(() => {
+    h = startServe({ HOSTLOCK_DIR: t.dir, HOSTLOCK_RUNTIME_DIR: join(t.dir, 'rt') });
+  });
+  after(async () => {
+    await h.close();
+    t.cleanup();
+  });
 
   const cases: Array<[string, string | Buffer, number]> = [
     ['malformed JSON', '{"jsonrpc":\n', -32700],

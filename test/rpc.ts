@@ -28,7 +28,10 @@ export class RpcClient {
   private orphanWaiters: Array<(m: RpcMessage) => void> = [];
   onNotification?: (m: RpcMessage) => void;
 
-  constructor(private readonly out: NodeJS.WritableStream, input: NodeJS.ReadableStream) {
+  constructor(
+    private readonly out: NodeJS.WritableStream,
+    input: NodeJS.ReadableStream,
+  ) {
     input.setEncoding?.('utf8');
     input.on('data', (chunk: string) => {
       this.buf += chunk;
@@ -90,12 +93,18 @@ export interface Helper {
 }
 
 export function startServe(env: NodeJS.ProcessEnv = {}): Helper {
-  const proc = spawn(process.execPath, [CLI, 'serve'], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [CLI, 'serve'], {
+    env: { ...process.env, ...env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
   let err = '';
   proc.stderr!.on('data', (c) => (err += c));
   const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
   return {
-    proc, rpc: new RpcClient(proc.stdin!, proc.stdout!), stderr: () => err, exited,
+    proc,
+    rpc: new RpcClient(proc.stdin!, proc.stdout!),
+    stderr: () => err,
+    exited,
     close: () => {
       proc.stdin!.end();
       return exited;
@@ -129,7 +138,12 @@ export async function until(cond: () => boolean | Promise<boolean>, timeoutMs = 
 }
 
 export function cli(args: string[], env: NodeJS.ProcessEnv = {}, input?: string) {
-  return spawnSync(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, encoding: 'utf8', input, timeout: 30000 });
+  return spawnSync(process.execPath, [CLI, ...args], {
+    env: { ...process.env, ...env },
+    encoding: 'utf8',
+    input,
+    timeout: 30000,
+  });
 }
 
 // Is the file locked by anyone else right now? Asked of util-linux flock(1), not of hostlock.

@@ -86,10 +86,19 @@ describe('writer starvation', () => {
     try {
       const order: string[] = [];
       const r1 = await h.rpc.call('acquire', { name: 'fifo', shared: true });
-      const w = h.rpc.call('acquire', { name: 'fifo', timeout: 5 }).then((r) => { order.push('writer'); return r; });
+      const w = h.rpc.call('acquire', { name: 'fifo', timeout: 5 }).then((r) => {
+        order.push('writer');
+        return r;
+      });
       await sleep(50);
-      const r2 = h.rpc.call('acquire', { name: 'fifo', shared: true, timeout: 5 }).then((r) => { order.push('reader2'); return r; });
-      const w2 = h.rpc.call('acquire', { name: 'fifo', timeout: 5 }).then((r) => { order.push('writer2'); return r; });
+      const r2 = h.rpc.call('acquire', { name: 'fifo', shared: true, timeout: 5 }).then((r) => {
+        order.push('reader2');
+        return r;
+      });
+      const w2 = h.rpc.call('acquire', { name: 'fifo', timeout: 5 }).then((r) => {
+        order.push('writer2');
+        return r;
+      });
       await sleep(200);
       assert.deepEqual(order, [], 'a later request overtook the queued writer while the first reader held');
       await h.rpc.call('release', { handle: r1.handle });
@@ -109,9 +118,15 @@ describe('writer starvation', () => {
   });
 
   test('turnstile files are not locks: status and list do not show them', () => {
-    assert.ok(readdirSync(t.dir).some((f) => f.startsWith('.') && f.includes('turnstile')), 'a turnstile file exists');
+    assert.ok(
+      readdirSync(t.dir).some((f) => f.startsWith('.') && f.includes('turnstile')),
+      'a turnstile file exists',
+    );
     const r = cli(['status', '--json'], { HOSTLOCK_DIR: t.dir });
     assert.equal(r.status, 0, r.stderr);
-    assert.deepEqual(JSON.parse(r.stdout).locks.map((l: { name: string }) => l.name), ['res']);
+    assert.deepEqual(
+      JSON.parse(r.stdout).locks.map((l: { name: string }) => l.name),
+      ['res'],
+    );
   });
 });

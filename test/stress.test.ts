@@ -92,14 +92,25 @@ async function stress(killP: number, sharedP = 0) {
   const start = (kind: Kind, n: number): ChildProcess => {
     switch (kind) {
       case 'flock':
-        return spawn('bash', ['-c', FLOCK_WORKER, 'w', lock, counter, journal, String(n), String(Math.round(sharedP * 100))],
-          { stdio: ['ignore', 'pipe', 'inherit'] });
+        return spawn(
+          'bash',
+          ['-c', FLOCK_WORKER, 'w', lock, counter, journal, String(n), String(Math.round(sharedP * 100))],
+          { stdio: ['ignore', 'pipe', 'inherit'] },
+        );
       case 'python':
-        return spawn('python3', ['-c', PYTHON_WORKER, lock, counter, journal, String(n), String(sharedP)], { stdio: ['ignore', 'pipe', 'inherit'] });
-      default:
-        return spawn(process.execPath, [WORKER_JS, kind, dir, counter, journal, String(n), String(killP), socket, String(sharedP)], {
-          env, stdio: ['ignore', 'pipe', 'inherit'], detached: kind === 'serve', // a serve worker kills its own group
+        return spawn('python3', ['-c', PYTHON_WORKER, lock, counter, journal, String(n), String(sharedP)], {
+          stdio: ['ignore', 'pipe', 'inherit'],
         });
+      default:
+        return spawn(
+          process.execPath,
+          [WORKER_JS, kind, dir, counter, journal, String(n), String(killP), socket, String(sharedP)],
+          {
+            env,
+            stdio: ['ignore', 'pipe', 'inherit'],
+            detached: kind === 'serve', // a serve worker kills its own group
+          },
+        );
     }
   };
   // A worker slot does SECTIONS sections; a killed worker is replaced by a
@@ -110,8 +121,12 @@ async function stress(killP: number, sharedP = 0) {
       const child = start(kind, left);
       running.add(child);
       let done = 0;
-      child.stdout!.on('data', (c: Buffer) => { done += c.toString().split('.').length - 1; });
-      const [code, signal] = await new Promise<[number | null, string | null]>((r) => child.on('exit', (c, s) => r([c, s])));
+      child.stdout!.on('data', (c: Buffer) => {
+        done += c.toString().split('.').length - 1;
+      });
+      const [code, signal] = await new Promise<[number | null, string | null]>((r) =>
+        child.on('exit', (c, s) => r([c, s])),
+      );
       running.delete(child);
       if (kind === 'flock' || kind === 'python') done = left; // they print nothing; a clean exit did all
       if (signal === 'SIGKILL') {
@@ -140,7 +155,6 @@ async function stress(killP: number, sharedP = 0) {
 describe(`stress: ${WORKERS} processes x ${SECTIONS} sections, mixed clients`, () => {
   before(() => assert.ok(readFileSync(WORKER_JS).length > 0));
 
-
   test('no overlap, no lost update: counter == sections', async () => {
     const r = await stress(0);
     assert.equal(r.kills, 0);
@@ -154,16 +168,23 @@ describe(`stress: ${WORKERS} processes x ${SECTIONS} sections, mixed clients`, (
     assert.ok(r.kills > 0, 'nothing was killed');
     assert.ok(r.completed <= r.attempted && r.completed >= r.attempted - r.kills, JSON.stringify(r));
     const worst = Math.max(0, ...r.killLatenciesMs);
-    process.stderr.write(`# stress+kill: ${r.completed}/${r.attempted} sections, ${r.kills} kills, ` +
-      `release after kill: max ${worst.toFixed(1)} ms over ${r.killLatenciesMs.length} measured, ${r.seconds.toFixed(1)} s\n`);
-    assert.ok(worst < 100, `a kill took ${worst.toFixed(1)} ms to free the lock: ${r.killLatenciesMs.map((x) => x.toFixed(0)).join(',')}`);
+    process.stderr.write(
+      `# stress+kill: ${r.completed}/${r.attempted} sections, ${r.kills} kills, ` +
+        `release after kill: max ${worst.toFixed(1)} ms over ${r.killLatenciesMs.length} measured, ${r.seconds.toFixed(1)} s\n`,
+    );
+    assert.ok(
+      worst < 100,
+      `a kill took ${worst.toFixed(1)} ms to free the lock: ${r.killLatenciesMs.map((x) => x.toFixed(0)).join(',')}`,
+    );
   });
 
   test('shared and exclusive mixed: no writer beside a reader, the turnstile deadlocks nobody', async () => {
     const r = await stress(0, 0.5);
     assert.equal(r.completed + r.readSections, WORKERS * SECTIONS);
     assert.ok(r.readSections > 0 && r.completed > 0);
-    process.stderr.write(`# stress shared+exclusive: ${r.completed} writes, ${r.readSections} reads in ${r.seconds.toFixed(1)} s\n`);
+    process.stderr.write(
+      `# stress shared+exclusive: ${r.completed} writes, ${r.readSections} reads in ${r.seconds.toFixed(1)} s\n`,
+    );
   });
 
   test('the journal check catches an overlap and a lost update (self-test)', () => {
@@ -175,5 +196,3 @@ describe(`stress: ${WORKERS} processes x ${SECTIONS} sections, mixed clients`, (
     assert.doesNotThrow(() => checkJournal('R 1 0 0\nR 2 0 0\nr 1 0 0\nr 2 0 0\nB 3 0 0\nE 3 0 1\n', 1));
   });
 });
-
-

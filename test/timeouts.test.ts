@@ -26,9 +26,18 @@ async function timed(h: { rpc: Helper['rpc'] }, method: string, params: object):
 // the guarantee. The client's wall time bounds it from outside.
 function assertOnTime(r: { waited: number }, ms: number, timeout: number, what: string) {
   const waited = r.waited * 1000;
-  assert.ok(waited >= timeout * 1000 - 5 && ms >= timeout * 1000 - 5, `${what}: gave up early, after ${ms.toFixed(1)} ms for ${timeout} s`);
-  assert.ok(waited <= timeout * 1000 + SLACK_MS, `${what}: the helper gave up ${(waited - timeout * 1000).toFixed(1)} ms late`);
-  assert.ok(ms <= timeout * 1000 + SLACK_MS + TRANSPORT_MS, `${what}: the reply came ${(ms - timeout * 1000).toFixed(1)} ms late`);
+  assert.ok(
+    waited >= timeout * 1000 - 5 && ms >= timeout * 1000 - 5,
+    `${what}: gave up early, after ${ms.toFixed(1)} ms for ${timeout} s`,
+  );
+  assert.ok(
+    waited <= timeout * 1000 + SLACK_MS,
+    `${what}: the helper gave up ${(waited - timeout * 1000).toFixed(1)} ms late`,
+  );
+  assert.ok(
+    ms <= timeout * 1000 + SLACK_MS + TRANSPORT_MS,
+    `${what}: the reply came ${(ms - timeout * 1000).toFixed(1)} ms late`,
+  );
 }
 
 // Watches the lock file with flock(1) for `ms`: true if it was ever held.
@@ -56,7 +65,7 @@ describe('timeouts', () => {
     t.cleanup();
   });
 
-  test('timed-out waiters never hold afterwards; the holder\'s release hands to nobody', async () => {
+  test("timed-out waiters never hold afterwards; the holder's release hands to nobody", async () => {
     const held = await a.rpc.call('acquire', { name: 'g' });
     // Waiters of every kind: exclusive and shared, in two other helpers, several per helper.
     const waits = [];
@@ -154,16 +163,28 @@ describe('timeouts', () => {
     assert.equal(await everHeld(path, 200), false);
   });
 
-  test('on time: run holds in an agent, also for a member joining another member\'s wait', async () => {
+  test("on time: run holds in an agent, also for a member joining another member's wait", async () => {
     const owner = spawn('sleep', ['600'], { stdio: 'ignore' });
     const agentEnv = { ...process.env, ...env };
-    const agent = spawn(process.execPath, [CLI, 'agent', '--owner-pid', String(owner.pid)], { env: agentEnv, stdio: 'ignore' });
+    const agent = spawn(process.execPath, [CLI, 'agent', '--owner-pid', String(owner.pid)], {
+      env: agentEnv,
+      stdio: 'ignore',
+    });
     try {
       const socket = cli(['agent', '--owner-pid', String(owner.pid), '--print-socket'], env).stdout.trim();
       let conn: Awaited<ReturnType<typeof connectSocket>> | undefined;
-      await until(async () => {
-        try { conn = await connectSocket(socket); return true; } catch { return false; }
-      }, 10000, 50);
+      await until(
+        async () => {
+          try {
+            conn = await connectSocket(socket);
+            return true;
+          } catch {
+            return false;
+          }
+        },
+        10000,
+        50,
+      );
       const held = await a.rpc.call('acquire', { name: 'run' });
       const first = timed(conn!, 'acquire', { name: 'run', scope: 'run', member: 'web1', timeout: 1 });
       await sleep(50);
@@ -174,7 +195,11 @@ describe('timeouts', () => {
       assert.equal(f.r.reason, 'timeout');
       assertOnTime(f.r, f.ms, 1, 'run hold');
       await a.rpc.call('release', { handle: held.handle });
-      assert.equal(await everHeld(join(t.dir, 'run.lock'), 300), false, 'the agent took the lock after its waits timed out');
+      assert.equal(
+        await everHeld(join(t.dir, 'run.lock'), 300),
+        false,
+        'the agent took the lock after its waits timed out',
+      );
       conn!.sock.destroy();
     } finally {
       agent.kill('SIGTERM');

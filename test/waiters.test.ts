@@ -13,19 +13,22 @@ test('256 waiters on one lock held elsewhere, and 64 on distinct locks: hello an
   try {
     // Holders outside the helper: flock(1) on one shared lock and on 64 distinct ones.
     const outside = [spawn('flock', ['-o', '-x', join(t.dir, 'one.lock'), 'sleep', '30'], { stdio: 'ignore' })];
-    for (let i = 0; i < 64; i++) outside.push(spawn('flock', ['-o', '-x', join(t.dir, `d${i}.lock`), 'sleep', '30'], { stdio: 'ignore' }));
+    for (let i = 0; i < 64; i++)
+      outside.push(spawn('flock', ['-o', '-x', join(t.dir, `d${i}.lock`), 'sleep', '30'], { stdio: 'ignore' }));
     await until(() => lockedByOthers(join(t.dir, 'one.lock')) && lockedByOthers(join(t.dir, 'd63.lock')), 10000);
 
     let inside = 0;
     let maxInside = 0;
-    const waits = Array.from({ length: 256 }, () => h.rpc.call('acquire', { name: 'one', timeout: 120 }).then(async (r) => {
-      assert.equal(r.acquired, true);
-      inside++;
-      maxInside = Math.max(maxInside, inside);
-      await new Promise((res) => setImmediate(res));
-      inside--;
-      await h.rpc.call('release', { handle: r.handle });
-    }));
+    const waits = Array.from({ length: 256 }, () =>
+      h.rpc.call('acquire', { name: 'one', timeout: 120 }).then(async (r) => {
+        assert.equal(r.acquired, true);
+        inside++;
+        maxInside = Math.max(maxInside, inside);
+        await new Promise((res) => setImmediate(res));
+        inside--;
+        await h.rpc.call('release', { handle: r.handle });
+      }),
+    );
     const distinct = Array.from({ length: 64 }, (_, i) => h.rpc.call('acquire', { name: `d${i}`, timeout: 120 }));
 
     // While 320 requests wait, the helper still answers at once.

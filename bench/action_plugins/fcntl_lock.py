@@ -25,7 +25,6 @@ ARGUMENT_SPEC = dict(
 
 
 class ActionModule(ActionBase):
-
     TRANSFERS_FILES = False
     _requires_connection = False
     _supports_check_mode = True
@@ -48,6 +47,13 @@ class ActionModule(ActionBase):
                 acquired = False
         finally:
             os.close(fd)
-        result.update(name=name, path=path, acquired=acquired, changed=args['state'] != 'status',
-                      mode='shared' if args['shared'] else 'exclusive', waited=0.0, holders=[])
+        result.update(
+            name=name,
+            path=path,
+            acquired=acquired,
+            changed=args['state'] != 'status',
+            mode='shared' if args['shared'] else 'exclusive',
+            waited=0.0,
+            holders=[],
+        )
         return result

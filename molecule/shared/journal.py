@@ -26,13 +26,13 @@ from pathlib import Path
 
 
 def stamp() -> dict:
-    return {"t": time.monotonic_ns(), "wall": time.time_ns()}
+    return {'t': time.monotonic_ns(), 'wall': time.time_ns()}
 
 
 def append(journal: str | os.PathLike, event: dict) -> dict:
     """Append one event; a single O_APPEND write keeps lines whole."""
     record = {**stamp(), **event}
-    line = (json.dumps(record, sort_keys=True) + "\n").encode()
+    line = (json.dumps(record, sort_keys=True) + '\n').encode()
     fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)
@@ -50,10 +50,10 @@ def _pid_alive(pid: int) -> bool:
         return True
     # A zombie is dead for our purposes: its locks are gone.
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        state = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0]
     except (OSError, IndexError):
         return False
-    return state != "Z"
+    return state != 'Z'
 
 
 def run_section(args: argparse.Namespace) -> int:
@@ -65,24 +65,26 @@ def run_section(args: argparse.Namespace) -> int:
     """
     lock = json.loads(args.lock_json) if args.lock_json else None
     if isinstance(lock, dict):
-        lock = {k: lock.get(k) for k in ("acquired", "changed", "waited", "mode", "holders", "name", "msg") if k in lock}
+        lock = {
+            k: lock.get(k) for k in ('acquired', 'changed', 'waited', 'mode', 'holders', 'name', 'msg') if k in lock
+        }
     base = {
-        "id": uuid.uuid4().hex[:12],
-        "run": args.run,
-        "host": args.host,
-        "sec": args.sec,
-        "lock_name": args.lock_name,
-        "mode": args.mode,
-        "pid": os.getpid(),
+        'id': uuid.uuid4().hex[:12],
+        'run': args.run,
+        'host': args.host,
+        'sec': args.sec,
+        'lock_name': args.lock_name,
+        'mode': args.mode,
+        'pid': os.getpid(),
     }
-    append(args.journal, {**base, "ev": "enter", "lock": lock})
-    run_pid = int(os.environ.get("HL_RUN_PID") or 0)
+    append(args.journal, {**base, 'ev': 'enter', 'lock': lock})
+    run_pid = int(os.environ.get('HL_RUN_PID') or 0)
     deadline = time.monotonic() + args.hold
     gate_deadline = time.monotonic() + args.gate_timeout
     while True:
         now = time.monotonic()
         if run_pid and not _pid_alive(run_pid):
-            append(args.journal, {**base, "ev": "abort"})
+            append(args.journal, {**base, 'ev': 'abort'})
             return 3
         if args.until_file:
             if Path(args.until_file).exists() and now >= deadline:
@@ -93,10 +95,10 @@ def run_section(args: argparse.Namespace) -> int:
         elif now >= deadline:
             break
         if (args.until_file or args.until_entered) and now >= gate_deadline:
-            append(args.journal, {**base, "ev": "exit", "gate": "timeout"})
+            append(args.journal, {**base, 'ev': 'exit', 'gate': 'timeout'})
             return 4
         time.sleep(0.02)
-    append(args.journal, {**base, "ev": "exit"})
+    append(args.journal, {**base, 'ev': 'exit'})
     return 0
 
 
@@ -112,7 +114,7 @@ def load(journal: str | os.PathLike) -> list[dict]:
 
 
 def count_entered(journal: str, sec: str) -> int:
-    return sum(1 for e in load(journal) if e.get("ev") == "enter" and e.get("sec") == sec)
+    return sum(1 for e in load(journal) if e.get('ev') == 'enter' and e.get('sec') == sec)
 
 
 @dataclass
@@ -133,46 +135,51 @@ class Section:
 
     @property
     def waited(self) -> float:
-        return float((self.lock or {}).get("waited") or 0.0)
+        return float((self.lock or {}).get('waited') or 0.0)
 
-    def overlaps(self, other: "Section") -> bool:
-        end_a = self.end if self.end is not None else float("inf")
-        end_b = other.end if other.end is not None else float("inf")
+    def overlaps(self, other: Section) -> bool:
+        end_a = self.end if self.end is not None else float('inf')
+        end_b = other.end if other.end is not None else float('inf')
         return self.start < end_b and other.start < end_a
 
     def label(self) -> str:
-        return f"{self.run}@{self.host}/{self.sec}"
+        return f'{self.run}@{self.host}/{self.sec}'
 
 
 def sections(events: list[dict]) -> list[Section]:
     by_id: dict[str, Section] = {}
     for e in events:
-        if e.get("ev") == "enter":
-            by_id[e["id"]] = Section(
-                id=e["id"], run=e["run"], host=e["host"], sec=e["sec"],
-                lock_name=e.get("lock_name"), mode=e.get("mode") or "exclusive",
-                start=e["t"], lock=e.get("lock"),
+        if e.get('ev') == 'enter':
+            by_id[e['id']] = Section(
+                id=e['id'],
+                run=e['run'],
+                host=e['host'],
+                sec=e['sec'],
+                lock_name=e.get('lock_name'),
+                mode=e.get('mode') or 'exclusive',
+                start=e['t'],
+                lock=e.get('lock'),
             )
-        elif e.get("ev") in ("exit", "abort") and e.get("id") in by_id:
-            s = by_id[e["id"]]
-            s.end, s.how = e["t"], e["ev"]
-            if e.get("gate"):
-                s.extra["gate"] = e["gate"]
+        elif e.get('ev') in ('exit', 'abort') and e.get('id') in by_id:
+            s = by_id[e['id']]
+            s.end, s.how = e['t'], e['ev']
+            if e.get('gate'):
+                s.extra['gate'] = e['gate']
     return sorted(by_id.values(), key=lambda s: s.start)
 
 
 def notes(events: list[dict], kind: str | None = None) -> list[dict]:
-    return [e for e in events if e.get("ev") == "note" and (kind is None or e.get("kind") == kind)]
+    return [e for e in events if e.get('ev') == 'note' and (kind is None or e.get('kind') == kind)]
 
 
 def runs(events: list[dict]) -> dict[str, dict]:
     """run id -> {pid, playbook, start, end, rc} from launch.py's events."""
     out: dict[str, dict] = {}
     for e in events:
-        if e.get("ev") == "run-start":
-            out[e["run"]] = {"pid": e["pid"], "playbook": e.get("playbook"), "start": e["t"], "end": None, "rc": None}
-        elif e.get("ev") == "run-end" and e.get("run") in out:
-            out[e["run"]].update(end=e["t"], rc=e.get("rc"))
+        if e.get('ev') == 'run-start':
+            out[e['run']] = {'pid': e['pid'], 'playbook': e.get('playbook'), 'start': e['t'], 'end': None, 'rc': None}
+        elif e.get('ev') == 'run-end' and e.get('run') in out:
+            out[e['run']].update(end=e['t'], rc=e.get('rc'))
     return out
 
 
@@ -181,10 +188,10 @@ def exclusion_violations(secs: list[Section]) -> list[tuple[Section, Section]]:
     bad = []
     locked = [s for s in secs if s.lock_name]
     for i, a in enumerate(locked):
-        for b in locked[i + 1:]:
+        for b in locked[i + 1 :]:
             if a.lock_name != b.lock_name or not a.overlaps(b):
                 continue
-            if a.mode == "shared" and b.mode == "shared":
+            if a.mode == 'shared' and b.mode == 'shared':
                 continue
             bad.append((a, b))
     return bad
@@ -194,7 +201,7 @@ def overlapping_pairs(secs: list[Section], differ) -> list[tuple[Section, Sectio
     """Pairs that overlapped in time and for which differ(a, b) is true."""
     out = []
     for i, a in enumerate(secs):
-        for b in secs[i + 1:]:
+        for b in secs[i + 1 :]:
             if differ(a, b) and a.overlaps(b):
                 out.append((a, b))
     return out
@@ -211,9 +218,13 @@ def waited_for(sec: Section, secs: list[Section]) -> list[Section]:
         return []
     begin = sec.start - int(sec.waited * 1e9)
     before = [
-        o for o in secs
-        if o is not sec and o.lock_name == sec.lock_name and o.run != sec.run and o.start < sec.start
-        and not (o.mode == "shared" and sec.mode == "shared")
+        o
+        for o in secs
+        if o is not sec
+        and o.lock_name == sec.lock_name
+        and o.run != sec.run
+        and o.start < sec.start
+        and not (o.mode == 'shared' and sec.mode == 'shared')
     ]
     inside = [o for o in before if (o.end or sec.start) > begin]
     # A holder keeps the lock a little after its section (its unlock task);
@@ -229,7 +240,7 @@ class CheckFailed(Exception):
 
 
 def _ns(ns: int) -> str:
-    return f"{ns / 1e9:.3f}s"
+    return f'{ns / 1e9:.3f}s'
 
 
 def _expect(cond: bool, msg: str) -> None:
@@ -244,22 +255,22 @@ def _select(secs, sec=None, lock_name=None):
 def check_complete(ev, a) -> str:
     """Every run finished as expected and was inside `sec` once per host."""
     rs = runs(ev)
-    _expect(len(rs) == a.runs, f"expected {a.runs} runs in the journal, found {len(rs)}: {sorted(rs)}")
-    failed = {r: v["rc"] for r, v in rs.items() if v["rc"] != 0}
-    _expect(not failed, f"runs did not exit 0: {failed}")
+    _expect(len(rs) == a.runs, f'expected {a.runs} runs in the journal, found {len(rs)}: {sorted(rs)}')
+    failed = {r: v['rc'] for r, v in rs.items() if v['rc'] != 0}
+    _expect(not failed, f'runs did not exit 0: {failed}')
     secs = _select(sections(ev), a.sec)
-    open_ = [s.label() for s in secs if s.how != "exit"]
-    _expect(not open_, f"sections never exited normally: {open_}")
+    open_ = [s.label() for s in secs if s.how != 'exit']
+    _expect(not open_, f'sections never exited normally: {open_}')
     per = {}
     for s in secs:
         per.setdefault((s.run, s.host), []).append(s)
     hosts = {s.host for s in secs}
-    _expect(len(hosts) == a.hosts, f"expected sections on {a.hosts} hosts, found {sorted(hosts)}")
+    _expect(len(hosts) == a.hosts, f'expected sections on {a.hosts} hosts, found {sorted(hosts)}')
     for r in rs:
         for h in hosts:
             n = len(per.get((r, h), []))
-            _expect(n == a.per_host, f"run {r} entered {a.sec!r} on {h} {n} times, expected {a.per_host}")
-    return f"{len(rs)} runs exited 0; {len(secs)} {a.sec!r} sections, {a.per_host} per run and host"
+            _expect(n == a.per_host, f'run {r} entered {a.sec!r} on {h} {n} times, expected {a.per_host}')
+    return f'{len(rs)} runs exited 0; {len(secs)} {a.sec!r} sections, {a.per_host} per run and host'
 
 
 def check_once_per_run(ev, a) -> str:
@@ -268,41 +279,45 @@ def check_once_per_run(ev, a) -> str:
     per: dict[str, int] = {}
     for s in secs:
         per[s.run] = per.get(s.run, 0) + 1
-    _expect(len(per) == a.runs and all(n == 1 for n in per.values()),
-            f"expected one {a.sec!r} section in each of {a.runs} runs, got {per}")
-    open_ = [s.label() for s in secs if s.how != "exit"]
-    _expect(not open_, f"sections never exited normally: {open_}")
-    return f"{a.runs} runs entered {a.sec!r} once each: " + ", ".join(s.label() for s in secs)
+    _expect(
+        len(per) == a.runs and all(n == 1 for n in per.values()),
+        f'expected one {a.sec!r} section in each of {a.runs} runs, got {per}',
+    )
+    open_ = [s.label() for s in secs if s.how != 'exit']
+    _expect(not open_, f'sections never exited normally: {open_}')
+    return f'{a.runs} runs entered {a.sec!r} once each: ' + ', '.join(s.label() for s in secs)
 
 
 def check_exclusive(ev, a) -> str:
     """No two holders inside one lock at once, unless both were shared."""
     secs = _select(sections(ev), a.sec)
-    _expect(secs, f"no {a.sec!r} sections in the journal")
+    _expect(secs, f'no {a.sec!r} sections in the journal')
     bad = exclusion_violations(secs)
     _expect(
         not bad,
-        "overlapping sections under one lock: "
-        + "; ".join(f"{x.label()} [{_ns(x.start)}..] with {y.label()} [{_ns(y.start)}..]" for x, y in bad[:5]),
+        'overlapping sections under one lock: '
+        + '; '.join(f'{x.label()} [{_ns(x.start)}..] with {y.label()} [{_ns(y.start)}..]' for x, y in bad[:5]),
     )
     names = sorted({s.lock_name for s in secs if s.lock_name})
-    return f"{len(secs)} sections under {len(names)} locks ({', '.join(names)}): never two inside one lock"
+    return f'{len(secs)} sections under {len(names)} locks ({", ".join(names)}): never two inside one lock'
 
 
 def check_parallel(ev, a) -> str:
     """Different runs were inside different hosts' sections at the same moment."""
     secs = _select(sections(ev), a.sec)
-    gated = [s.label() for s in secs if s.extra.get("gate") == "timeout"]
-    _expect(not gated, f"sections gave up waiting for the other runs to get in beside them: {gated}")
+    gated = [s.label() for s in secs if s.extra.get('gate') == 'timeout']
+    _expect(not gated, f'sections gave up waiting for the other runs to get in beside them: {gated}')
     pairs = overlapping_pairs(secs, lambda x, y: x.host != y.host and x.run != y.run)
-    _expect(pairs, f"no two {a.sec!r} sections of different hosts and runs overlapped: serialised, not parallel")
+    _expect(pairs, f'no two {a.sec!r} sections of different hosts and runs overlapped: serialised, not parallel')
     if a.runs:
         latest_start = max(s.start for s in secs)
         earliest_end = min(s.end or latest_start + 1 for s in secs)
-        _expect(len({s.run for s in secs}) == a.runs and latest_start < earliest_end,
-                f"the {a.runs} runs were never all inside {a.sec!r} sections at the same moment")
+        _expect(
+            len({s.run for s in secs}) == a.runs and latest_start < earliest_end,
+            f'the {a.runs} runs were never all inside {a.sec!r} sections at the same moment',
+        )
     x, y = pairs[0]
-    return f"{len(pairs)} overlapping pairs of different runs on different hosts, e.g. {x.label()} with {y.label()}"
+    return f'{len(pairs)} overlapping pairs of different runs on different hosts, e.g. {x.label()} with {y.label()}'
 
 
 def check_outside_parallel(ev, a) -> str:
@@ -313,48 +328,52 @@ def check_outside_parallel(ev, a) -> str:
     pairs = [(o, i) for o in outside for i in inside if o.run != i.run and o.overlaps(i)]
     _expect(pairs, f"no {a.other!r} section overlapped another run's {a.sec!r} section")
     same_host = overlapping_pairs(outside, lambda x, y: x.host == y.host and x.run != y.run)
-    _expect(same_host, f"no two runs did {a.other!r} on the same host at the same time")
+    _expect(same_host, f'no two runs did {a.other!r} on the same host at the same time')
     o, i = pairs[0]
-    return (f"{len(pairs)} {a.other!r} sections ran during another run's {a.sec!r} section, e.g. "
-            f"{o.label()} during {i.label()}; {len(same_host)} same-host pairs of {a.other!r} overlapped")
+    return (
+        f"{len(pairs)} {a.other!r} sections ran during another run's {a.sec!r} section, e.g. "
+        f'{o.label()} during {i.label()}; {len(same_host)} same-host pairs of {a.other!r} overlapped'
+    )
 
 
 def check_shared_overlap(ev, a) -> str:
     """All shared holders were inside together; exclusive ones alone."""
     secs = _select(sections(ev), a.sec)
-    shared = [s for s in secs if s.mode == "shared"]
-    excl = [s for s in secs if s.mode != "shared"]
-    _expect(len(shared) >= 2, f"expected several shared sections, found {len(shared)}")
-    _expect(excl, "expected an exclusive section too")
-    gated = [s.label() for s in shared if s.extra.get("gate") == "timeout"]
-    _expect(not gated, f"shared sections gave up waiting for each other: {gated}")
+    shared = [s for s in secs if s.mode == 'shared']
+    excl = [s for s in secs if s.mode != 'shared']
+    _expect(len(shared) >= 2, f'expected several shared sections, found {len(shared)}')
+    _expect(excl, 'expected an exclusive section too')
+    gated = [s.label() for s in shared if s.extra.get('gate') == 'timeout']
+    _expect(not gated, f'shared sections gave up waiting for each other: {gated}')
     latest_start = max(s.start for s in shared)
     earliest_end = min(s.end for s in shared)
-    _expect(latest_start < earliest_end, "the shared sections were never all inside at the same moment")
+    _expect(latest_start < earliest_end, 'the shared sections were never all inside at the same moment')
     bad = [(x, s) for x in excl for s in secs if s is not x and x.overlaps(s)]
-    _expect(not bad, "exclusive section overlapped: " + "; ".join(f"{x.label()} with {s.label()}" for x, s in bad))
-    return f"{len(shared)} shared sections all inside together; {len(excl)} exclusive sections overlapped nothing"
+    _expect(not bad, 'exclusive section overlapped: ' + '; '.join(f'{x.label()} with {s.label()}' for x, s in bad))
+    return f'{len(shared)} shared sections all inside together; {len(excl)} exclusive sections overlapped nothing'
 
 
 def check_timeout_named(ev, a) -> str:
     """The waiter with a timeout failed, and its message names the holder."""
     rs = runs(ev)
     holder = rs.get(a.holder)
-    _expect(holder is not None, f"holder run {a.holder} not in the journal")
-    results = [n for n in notes(ev, "lock-result") if n.get("run") == a.waiter]
-    _expect(results, f"waiter run {a.waiter} recorded no lock result")
-    res = results[0]["result"]
-    _expect(res.get("failed") is True, f"waiter's lock task did not fail: {res}")
-    _expect(res.get("acquired") is False, f"waiter's result should say acquired: false: {res}")
-    msg = str(res.get("msg", ""))
-    playbook = os.path.basename(holder["playbook"])
-    _expect(str(holder["pid"]) in msg and playbook in msg,
-            f"timeout message should name the holder (pid {holder['pid']}, {playbook}): {msg!r}")
-    waited = float(res.get("waited") or 0)
-    _expect(waited >= a.timeout - 0.01, f"waiter gave up after {waited}s, before its timeout {a.timeout}s")
-    pids = [h.get("pid") for h in res.get("holders") or []]
-    _expect(holder["pid"] in pids, f"holders in the result {pids} do not include the holder run {holder['pid']}")
-    return f"waiter failed after {waited:.2f}s: {msg}"
+    _expect(holder is not None, f'holder run {a.holder} not in the journal')
+    results = [n for n in notes(ev, 'lock-result') if n.get('run') == a.waiter]
+    _expect(results, f'waiter run {a.waiter} recorded no lock result')
+    res = results[0]['result']
+    _expect(res.get('failed') is True, f"waiter's lock task did not fail: {res}")
+    _expect(res.get('acquired') is False, f"waiter's result should say acquired: false: {res}")
+    msg = str(res.get('msg', ''))
+    playbook = os.path.basename(holder['playbook'])
+    _expect(
+        str(holder['pid']) in msg and playbook in msg,
+        f'timeout message should name the holder (pid {holder["pid"]}, {playbook}): {msg!r}',
+    )
+    waited = float(res.get('waited') or 0)
+    _expect(waited >= a.timeout - 0.01, f'waiter gave up after {waited}s, before its timeout {a.timeout}s')
+    pids = [h.get('pid') for h in res.get('holders') or []]
+    _expect(holder['pid'] in pids, f'holders in the result {pids} do not include the holder run {holder["pid"]}')
+    return f'waiter failed after {waited:.2f}s: {msg}'
 
 
 def check_crash(ev, a) -> str:
@@ -362,59 +381,67 @@ def check_crash(ev, a) -> str:
     rs = runs(ev)
     killed = rs.get(a.killed)
     waiter = rs.get(a.waiter)
-    _expect(killed and waiter, f"runs {a.killed}, {a.waiter} missing from the journal")
-    _expect(killed["rc"] == -9, f"run {a.killed} should have died of SIGKILL, rc={killed['rc']}")
-    _expect(waiter["rc"] == 0, f"waiting run {a.waiter} exited {waiter['rc']}")
-    kill = notes(ev, "kill")
-    seen = notes(ev, "acquired-seen")
-    _expect(kill and seen, "converge recorded no kill / acquired-seen note")
+    _expect(killed and waiter, f'runs {a.killed}, {a.waiter} missing from the journal')
+    _expect(killed['rc'] == -9, f'run {a.killed} should have died of SIGKILL, rc={killed["rc"]}')
+    _expect(waiter['rc'] == 0, f'waiting run {a.waiter} exited {waiter["rc"]}')
+    kill = notes(ev, 'kill')
+    seen = notes(ev, 'acquired-seen')
+    _expect(kill and seen, 'converge recorded no kill / acquired-seen note')
     secs = sections(ev)
     ks = [s for s in secs if s.run == a.killed]
     ws = [s for s in secs if s.run == a.waiter]
-    _expect(len(ks) == 1 and ks[0].start < kill[0]["t"], "the killed run was not inside its section when killed")
-    _expect(len(ws) == 1 and ws[0].how == "exit", f"the waiter's section did not complete: {ws}")
-    _expect(ws[0].start > kill[0]["t"], "the waiter entered before the holder was killed")
-    _expect(ws[0].waited > 0.5, f"the waiter should have been waiting when the holder died (waited {ws[0].waited}s)")
-    delay = (seen[0]["t"] - kill[0]["t"]) / 1e9
-    _expect(delay <= a.limit, f"lock reached the waiter {delay:.2f}s after SIGKILL, limit {a.limit}s")
-    return f"lock passed to {a.waiter} {delay:.2f}s after SIGKILL of {a.killed} (limit {a.limit}s)"
+    _expect(len(ks) == 1 and ks[0].start < kill[0]['t'], 'the killed run was not inside its section when killed')
+    _expect(len(ws) == 1 and ws[0].how == 'exit', f"the waiter's section did not complete: {ws}")
+    _expect(ws[0].start > kill[0]['t'], 'the waiter entered before the holder was killed')
+    _expect(ws[0].waited > 0.5, f'the waiter should have been waiting when the holder died (waited {ws[0].waited}s)')
+    delay = (seen[0]['t'] - kill[0]['t']) / 1e9
+    _expect(delay <= a.limit, f'lock reached the waiter {delay:.2f}s after SIGKILL, limit {a.limit}s')
+    return f'lock passed to {a.waiter} {delay:.2f}s after SIGKILL of {a.killed} (limit {a.limit}s)'
 
 
 def check_download_once(ev, a) -> str:
     """cli2's pattern: one download, then every host uploads the finished file."""
-    starts = notes(ev, "download-start")
-    ends = notes(ev, "download-end")
-    _expect(len(starts) == 1 and len(ends) == 1, f"expected exactly one download, saw {len(starts)} starts")
-    tries = notes(ev, "try")
-    _expect(len(tries) == a.hosts, f"expected {a.hosts} tries, saw {len(tries)}")
-    won = [t for t in tries if t["acquired"]]
-    _expect(len(won) == 1 and won[0]["host"] == starts[0]["host"], "the one that downloaded must be the one that won the try")
-    blocked = notes(ev, "blocked")
-    _expect(len(blocked) == a.hosts - 1, f"the {a.hosts - 1} others should have found the lock busy and blocked, saw {len(blocked)}")
-    _expect(all(b["acquired_after_block"] for b in blocked), "after block() the lock must count as acquired")
-    _expect(all(b["t"] >= ends[0]["t"] for b in blocked), "a blocked fork got the lock before the download ended")
-    ups = notes(ev, "upload-end")
-    _expect(len(ups) == a.hosts, f"expected {a.hosts} uploads, saw {len(ups)}")
-    up_starts = notes(ev, "upload-start")
-    early = [u["host"] for u in up_starts if u["t"] < ends[0]["t"]]
-    _expect(not early, f"uploads started before the download finished: {early}")
-    still = [u["host"] for u in up_starts if u["acquired_after_with"]]
-    _expect(not still, f"the lock still counted as acquired after its with block: {still}")
-    bad = [u["host"] for u in ups if u["sha256"] != ends[0]["sha256"]]
-    _expect(not bad, f"uploaded files differ from the download: {bad}")
-    return f"1 download by {starts[0]['host']}; {len(blocked)} forks blocked; {len(ups)} uploads after it, all identical"
+    starts = notes(ev, 'download-start')
+    ends = notes(ev, 'download-end')
+    _expect(len(starts) == 1 and len(ends) == 1, f'expected exactly one download, saw {len(starts)} starts')
+    tries = notes(ev, 'try')
+    _expect(len(tries) == a.hosts, f'expected {a.hosts} tries, saw {len(tries)}')
+    won = [t for t in tries if t['acquired']]
+    _expect(
+        len(won) == 1 and won[0]['host'] == starts[0]['host'],
+        'the one that downloaded must be the one that won the try',
+    )
+    blocked = notes(ev, 'blocked')
+    _expect(
+        len(blocked) == a.hosts - 1,
+        f'the {a.hosts - 1} others should have found the lock busy and blocked, saw {len(blocked)}',
+    )
+    _expect(all(b['acquired_after_block'] for b in blocked), 'after block() the lock must count as acquired')
+    _expect(all(b['t'] >= ends[0]['t'] for b in blocked), 'a blocked fork got the lock before the download ended')
+    ups = notes(ev, 'upload-end')
+    _expect(len(ups) == a.hosts, f'expected {a.hosts} uploads, saw {len(ups)}')
+    up_starts = notes(ev, 'upload-start')
+    early = [u['host'] for u in up_starts if u['t'] < ends[0]['t']]
+    _expect(not early, f'uploads started before the download finished: {early}')
+    still = [u['host'] for u in up_starts if u['acquired_after_with']]
+    _expect(not still, f'the lock still counted as acquired after its with block: {still}')
+    bad = [u['host'] for u in ups if u['sha256'] != ends[0]['sha256']]
+    _expect(not bad, f'uploaded files differ from the download: {bad}')
+    return (
+        f'1 download by {starts[0]["host"]}; {len(blocked)} forks blocked; {len(ups)} uploads after it, all identical'
+    )
 
 
 CHECKS = {
-    "complete": check_complete,
-    "once-per-run": check_once_per_run,
-    "exclusive": check_exclusive,
-    "parallel": check_parallel,
-    "outside-parallel": check_outside_parallel,
-    "shared-overlap": check_shared_overlap,
-    "timeout-named": check_timeout_named,
-    "crash": check_crash,
-    "download-once": check_download_once,
+    'complete': check_complete,
+    'once-per-run': check_once_per_run,
+    'exclusive': check_exclusive,
+    'parallel': check_parallel,
+    'outside-parallel': check_outside_parallel,
+    'shared-overlap': check_shared_overlap,
+    'timeout-named': check_timeout_named,
+    'crash': check_crash,
+    'download-once': check_download_once,
 }
 
 
@@ -426,58 +453,113 @@ def selftest() -> int:
 
     The scenarios only ever show the checks passing; this shows they can fail.
     """
-    def sec(run, host, start, end, sec_="host", lock=None, mode="exclusive", waited=0.0, how="exit", gate=None):
-        i = f"{run}-{host}-{sec_}-{start}"
-        base = {"id": i, "run": run, "host": host, "sec": sec_, "lock_name": lock if lock is not None else host,
-                "mode": mode}
-        ev = [{**base, "ev": "enter", "t": start * 10**9, "lock": {"waited": waited}}]
+
+    def sec(run, host, start, end, sec_='host', lock=None, mode='exclusive', waited=0.0, how='exit', gate=None):
+        i = f'{run}-{host}-{sec_}-{start}'
+        base = {
+            'id': i,
+            'run': run,
+            'host': host,
+            'sec': sec_,
+            'lock_name': lock if lock is not None else host,
+            'mode': mode,
+        }
+        ev = [{**base, 'ev': 'enter', 't': start * 10**9, 'lock': {'waited': waited}}]
         if end is not None:
-            ev.append({**base, "ev": how, "t": end * 10**9, **({"gate": gate} if gate else {})})
+            ev.append({**base, 'ev': how, 't': end * 10**9, **({'gate': gate} if gate else {})})
         return ev
 
-    def run(r, pid, rc=0, pb="/x/p.yml"):
-        return [{"ev": "run-start", "run": r, "pid": pid, "playbook": pb, "t": 0},
-                {"ev": "run-end", "run": r, "rc": rc, "t": 10**12}]
+    def run(r, pid, rc=0, pb='/x/p.yml'):
+        return [
+            {'ev': 'run-start', 'run': r, 'pid': pid, 'playbook': pb, 't': 0},
+            {'ev': 'run-end', 'run': r, 'rc': rc, 't': 10**12},
+        ]
 
     def note(kind, t, **kw):
-        return {"ev": "note", "kind": kind, "t": t * 10**9, **kw}
+        return {'ev': 'note', 'kind': kind, 't': t * 10**9, **kw}
 
     ns = argparse.Namespace
     cases = [
-        ("exclusive", sec("r1", "h1", 0, 2) + sec("r2", "h1", 1, 3), ns(sec=None)),
-        ("exclusive", sec("r1", "h1", 0, 2, mode="shared") + sec("r2", "h1", 1, 3), ns(sec=None)),
-        ("parallel", sec("r1", "h1", 0, 1) + sec("r2", "h2", 1, 2), ns(sec=None, runs=0)),
-        ("parallel", sec("r1", "h1", 0, 5) + sec("r2", "h2", 1, 2) + sec("r3", "h3", 3, 4), ns(sec=None, runs=3)),
-        ("complete", run("r1", 1) + run("r2", 2, rc=2) + sec("r1", "h1", 0, 1) + sec("r2", "h1", 1, 2),
-         ns(sec="host", runs=2, hosts=1, per_host=1)),
-        ("complete", run("r1", 1) + sec("r1", "h1", 0, None), ns(sec="host", runs=1, hosts=1, per_host=1)),
-        ("once-per-run", sec("r1", "c", 0, 1, sec_="cluster") + sec("r1", "c", 2, 3, sec_="cluster"),
-         ns(sec="cluster", runs=1)),
-        ("outside-parallel", sec("r1", "c", 0, 1, sec_="cluster", lock="cluster") + sec("r2", "h1", 2, 3, sec_="work", lock=""),
-         ns(sec="cluster", other="work")),
-        ("shared-overlap", sec("r1", "h", 0, 1, mode="shared") + sec("r2", "h", 2, 3, mode="shared") + sec("r3", "h", 4, 5),
-         ns(sec=None)),
-        ("shared-overlap", sec("r1", "h", 0, 2, mode="shared") + sec("r2", "h", 1, 3, mode="shared") + sec("r3", "h", 2.5, 5),
-         ns(sec=None)),
-        ("timeout-named", run("holder", 42) + run("waiter", 43) + [note("lock-result", 1, run="waiter", result={
-            "failed": True, "acquired": False, "waited": 1.0, "msg": "timed out; held by someone", "holders": [{"pid": 42}]})],
-         ns(holder="holder", waiter="waiter", timeout=1.0)),
-        ("crash", run("killed", 1, rc=-9) + run("waiter", 2) + sec("killed", "h", 0, 5, how="abort")
-         + [note("kill", 4), note("acquired-seen", 7)] + sec("waiter", "h", 7, 8, waited=4.0),
-         ns(killed="killed", waiter="waiter", limit=2.0)),
-        ("download-once", [note("try", 0, host="a", acquired=True), note("try", 0, host="b", acquired=True),
-                           note("download-start", 0, host="a"), note("download-start", 0, host="b"),
-                           note("download-end", 1, host="a", sha256="x")], ns(hosts=2)),
+        ('exclusive', sec('r1', 'h1', 0, 2) + sec('r2', 'h1', 1, 3), ns(sec=None)),
+        ('exclusive', sec('r1', 'h1', 0, 2, mode='shared') + sec('r2', 'h1', 1, 3), ns(sec=None)),
+        ('parallel', sec('r1', 'h1', 0, 1) + sec('r2', 'h2', 1, 2), ns(sec=None, runs=0)),
+        ('parallel', sec('r1', 'h1', 0, 5) + sec('r2', 'h2', 1, 2) + sec('r3', 'h3', 3, 4), ns(sec=None, runs=3)),
+        (
+            'complete',
+            run('r1', 1) + run('r2', 2, rc=2) + sec('r1', 'h1', 0, 1) + sec('r2', 'h1', 1, 2),
+            ns(sec='host', runs=2, hosts=1, per_host=1),
+        ),
+        ('complete', run('r1', 1) + sec('r1', 'h1', 0, None), ns(sec='host', runs=1, hosts=1, per_host=1)),
+        (
+            'once-per-run',
+            sec('r1', 'c', 0, 1, sec_='cluster') + sec('r1', 'c', 2, 3, sec_='cluster'),
+            ns(sec='cluster', runs=1),
+        ),
+        (
+            'outside-parallel',
+            sec('r1', 'c', 0, 1, sec_='cluster', lock='cluster') + sec('r2', 'h1', 2, 3, sec_='work', lock=''),
+            ns(sec='cluster', other='work'),
+        ),
+        (
+            'shared-overlap',
+            sec('r1', 'h', 0, 1, mode='shared') + sec('r2', 'h', 2, 3, mode='shared') + sec('r3', 'h', 4, 5),
+            ns(sec=None),
+        ),
+        (
+            'shared-overlap',
+            sec('r1', 'h', 0, 2, mode='shared') + sec('r2', 'h', 1, 3, mode='shared') + sec('r3', 'h', 2.5, 5),
+            ns(sec=None),
+        ),
+        (
+            'timeout-named',
+            run('holder', 42)
+            + run('waiter', 43)
+            + [
+                note(
+                    'lock-result',
+                    1,
+                    run='waiter',
+                    result={
+                        'failed': True,
+                        'acquired': False,
+                        'waited': 1.0,
+                        'msg': 'timed out; held by someone',
+                        'holders': [{'pid': 42}],
+                    },
+                )
+            ],
+            ns(holder='holder', waiter='waiter', timeout=1.0),
+        ),
+        (
+            'crash',
+            run('killed', 1, rc=-9)
+            + run('waiter', 2)
+            + sec('killed', 'h', 0, 5, how='abort')
+            + [note('kill', 4), note('acquired-seen', 7)]
+            + sec('waiter', 'h', 7, 8, waited=4.0),
+            ns(killed='killed', waiter='waiter', limit=2.0),
+        ),
+        (
+            'download-once',
+            [
+                note('try', 0, host='a', acquired=True),
+                note('try', 0, host='b', acquired=True),
+                note('download-start', 0, host='a'),
+                note('download-start', 0, host='b'),
+                note('download-end', 1, host='a', sha256='x'),
+            ],
+            ns(hosts=2),
+        ),
     ]
     failures = 0
     for name, events, args in cases:
         try:
             CHECKS[name](events, args)
         except CheckFailed as exc:
-            sys.stdout.write(f"ok: {name} rejects a bad journal ({exc})\n")
+            sys.stdout.write(f'ok: {name} rejects a bad journal ({exc})\n')
             continue
         failures += 1
-        sys.stdout.write(f"NOT OK: {name} accepted a journal that breaks its property\n")
+        sys.stdout.write(f'NOT OK: {name} accepted a journal that breaks its property\n')
     return 1 if failures else 0
 
 
@@ -485,60 +567,60 @@ def selftest() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="journal.py", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p = argparse.ArgumentParser(prog='journal.py', description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest='cmd', required=True)
 
-    s = sub.add_parser("section", help="stamp enter, stay, stamp exit")
-    s.add_argument("--journal", required=True)
-    s.add_argument("--run", required=True)
-    s.add_argument("--host", required=True)
-    s.add_argument("--sec", default="host", help="section kind (host, cluster, work...)")
-    s.add_argument("--lock-name", default=None, help="lock guarding it; none for unguarded work")
-    s.add_argument("--mode", default="exclusive", choices=["exclusive", "shared"])
-    s.add_argument("--hold", type=float, default=0.5, help="seconds inside (at least)")
-    s.add_argument("--lock-json", default=None, help="the registered result of the lock task")
-    s.add_argument("--until-file", default=None, help="stay until this file exists")
-    s.add_argument("--until-entered", type=int, default=0, help="stay until N sections of this kind (--sec) entered")
-    s.add_argument("--gate-timeout", type=float, default=60.0)
+    s = sub.add_parser('section', help='stamp enter, stay, stamp exit')
+    s.add_argument('--journal', required=True)
+    s.add_argument('--run', required=True)
+    s.add_argument('--host', required=True)
+    s.add_argument('--sec', default='host', help='section kind (host, cluster, work...)')
+    s.add_argument('--lock-name', default=None, help='lock guarding it; none for unguarded work')
+    s.add_argument('--mode', default='exclusive', choices=['exclusive', 'shared'])
+    s.add_argument('--hold', type=float, default=0.5, help='seconds inside (at least)')
+    s.add_argument('--lock-json', default=None, help='the registered result of the lock task')
+    s.add_argument('--until-file', default=None, help='stay until this file exists')
+    s.add_argument('--until-entered', type=int, default=0, help='stay until N sections of this kind (--sec) entered')
+    s.add_argument('--gate-timeout', type=float, default=60.0)
 
-    n = sub.add_parser("note", help="append a free-form event")
-    n.add_argument("--journal", required=True)
-    n.add_argument("--kind", required=True)
-    n.add_argument("--json", default="{}", help="fields to add (a JSON object)")
+    n = sub.add_parser('note', help='append a free-form event')
+    n.add_argument('--journal', required=True)
+    n.add_argument('--kind', required=True)
+    n.add_argument('--json', default='{}', help='fields to add (a JSON object)')
 
-    c = sub.add_parser("check", help="verify a property of the journal; exit 1 if it does not hold")
-    c.add_argument("name", choices=sorted(CHECKS))
-    c.add_argument("journal")
-    c.add_argument("--sec", default=None)
-    c.add_argument("--other", default="work")
-    c.add_argument("--runs", type=int, default=0)
-    c.add_argument("--hosts", type=int, default=0)
-    c.add_argument("--per-host", type=int, default=1)
-    c.add_argument("--holder", default=None)
-    c.add_argument("--waiter", default=None)
-    c.add_argument("--killed", default=None)
-    c.add_argument("--timeout", type=float, default=0.0)
-    c.add_argument("--limit", type=float, default=2.0)
+    c = sub.add_parser('check', help='verify a property of the journal; exit 1 if it does not hold')
+    c.add_argument('name', choices=sorted(CHECKS))
+    c.add_argument('journal')
+    c.add_argument('--sec', default=None)
+    c.add_argument('--other', default='work')
+    c.add_argument('--runs', type=int, default=0)
+    c.add_argument('--hosts', type=int, default=0)
+    c.add_argument('--per-host', type=int, default=1)
+    c.add_argument('--holder', default=None)
+    c.add_argument('--waiter', default=None)
+    c.add_argument('--killed', default=None)
+    c.add_argument('--timeout', type=float, default=0.0)
+    c.add_argument('--limit', type=float, default=2.0)
 
-    sub.add_parser("selftest", help="show that every check fails on a journal that breaks it")
+    sub.add_parser('selftest', help='show that every check fails on a journal that breaks it')
 
     a = p.parse_args(argv)
-    if a.cmd == "selftest":
+    if a.cmd == 'selftest':
         return selftest()
-    if a.cmd == "section":
+    if a.cmd == 'section':
         return run_section(a)
-    if a.cmd == "note":
-        append(a.journal, {"ev": "note", "kind": a.kind, **json.loads(a.json)})
+    if a.cmd == 'note':
+        append(a.journal, {'ev': 'note', 'kind': a.kind, **json.loads(a.json)})
         return 0
     ev = load(a.journal)
     try:
         msg = CHECKS[a.name](ev, a)
     except CheckFailed as exc:
-        sys.stderr.write(f"FAILED {a.name}: {exc}\n")
+        sys.stderr.write(f'FAILED {a.name}: {exc}\n')
         return 1
-    sys.stdout.write(f"ok {a.name}: {msg}\n")
+    sys.stdout.write(f'ok {a.name}: {msg}\n')
     return 0
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
     sys.exit(main())

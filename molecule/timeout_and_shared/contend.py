@@ -22,59 +22,67 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "shared"))
+sys.path.insert(0, str(HERE.parent / 'shared'))
 import journal as jl  # noqa: E402
 from launch import Run, echo, entered, prepare_out, wait_journal  # noqa: E402
 
-HOST = "web1"
+HOST = 'web1'
 
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--inventory", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--journal", required=True)
-    p.add_argument("--lock-dir", required=True)
+    p.add_argument('--inventory', required=True)
+    p.add_argument('--out', required=True)
+    p.add_argument('--journal', required=True)
+    p.add_argument('--lock-dir', required=True)
     a = p.parse_args()
     prepare_out(a.out, a.journal)
-    gate = Path(a.out) / "holder-may-leave"
-    gate2 = Path(a.out) / "shared-may-leave"
+    gate = Path(a.out) / 'holder-may-leave'
+    gate2 = Path(a.out) / 'shared-may-leave'
     for g in (gate, gate2):
         g.unlink(missing_ok=True)
-    base = {"lock_dir": a.lock_dir, "shared_dir": str(HERE.parent / "shared")}
+    base = {'lock_dir': a.lock_dir, 'shared_dir': str(HERE.parent / 'shared')}
 
     def run(run_id, **extra):
-        return Run(run_id, str(HERE / "contend.yml"), inventory=a.inventory, journal=a.journal, out_dir=a.out,
-                   extra_vars={**base, **extra}, args=["--limit", HOST]).start()
+        return Run(
+            run_id,
+            str(HERE / 'contend.yml'),
+            inventory=a.inventory,
+            journal=a.journal,
+            out_dir=a.out,
+            extra_vars={**base, **extra},
+            args=['--limit', HOST],
+        ).start()
 
     started = []
 
     def must_wait(r):
-        if r.wait_output(r"(?i)\bwaiting\b", 120) is None:
-            raise RuntimeError(f"run {r.id} never reported waiting:\n{r.output()}")
+        if r.wait_output(r'(?i)\bwaiting\b', 120) is None:
+            raise RuntimeError(f'run {r.id} never reported waiting:\n{r.output()}')
 
     try:
-        holder = run("holder", sec="hold", until_file=str(gate))
+        holder = run('holder', sec='hold', until_file=str(gate))
         started.append(holder)
-        wait_journal(a.journal, entered("holder"), 120, "holder's section")
+        wait_journal(a.journal, entered('holder'), 120, "holder's section")
 
-        waiter = run("waiter", sec="never", timeout=1, may_time_out=True)
+        waiter = run('waiter', sec='never', timeout=1, may_time_out=True)
         started.append(waiter)
-        echo(f"[waiter] exited {waiter.wait(120)}")
+        echo(f'[waiter] exited {waiter.wait(120)}')
 
-        readers = [run(f"shared{i}", sec="shared", shared=True, until_file=str(gate2)) for i in (1, 2, 3)]
+        readers = [run(f'shared{i}', sec='shared', shared=True, until_file=str(gate2)) for i in (1, 2, 3)]
         started += readers
         for r in readers:
             must_wait(r)
         gate.touch()
         deadline = time.monotonic() + 60
-        while jl.count_entered(a.journal, "shared") < 3:
+        while jl.count_entered(a.journal, 'shared') < 3:
             if time.monotonic() > deadline:
-                raise RuntimeError("the three shared runs were never inside together: "
-                                   f"{jl.count_entered(a.journal, 'shared')} got in")
+                raise RuntimeError(
+                    f'the three shared runs were never inside together: {jl.count_entered(a.journal, "shared")} got in'
+                )
             time.sleep(0.05)
 
-        writer = run("excl", sec="excl")
+        writer = run('excl', sec='excl')
         started.append(writer)
         must_wait(writer)
         time.sleep(0.5)
@@ -82,7 +90,7 @@ def main() -> int:
         bad = {}
         for r in [holder] + readers + [writer]:
             rc = r.wait(180)
-            echo(f"[{r.id}] exited {rc}")
+            echo(f'[{r.id}] exited {rc}')
             if rc != 0:
                 bad[r.id] = rc
                 echo(r.output())
@@ -95,5 +103,5 @@ def main() -> int:
                 r.kill()
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
     sys.exit(main())

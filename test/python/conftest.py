@@ -45,9 +45,11 @@ class Env:
         self.helper = 'node %s' % CLI
         self.inventory = tmp / 'hosts.ini'
         self.inventory.write_text(
-            '[all]\n' + ''.join(
-                '%s ansible_connection=local ansible_python_interpreter=%s\n' % (h, sys.executable)
-                for h in HOSTS))
+            '[all]\n'
+            + ''.join(
+                '%s ansible_connection=local ansible_python_interpreter=%s\n' % (h, sys.executable) for h in HOSTS
+            )
+        )
         home = tmp / 'ansible-home'
         home.mkdir()
         (tmp / 'ansible.cfg').write_text('[defaults]\n')
@@ -77,20 +79,39 @@ class Env:
         path.write_text(textwrap.dedent(text))
         return path
 
-    def start(self, playbook: Path, *args: str, env: dict | None = None, limit: str | None = None,
-              tag: str = 'run'):
+    def start(self, playbook: Path, *args: str, env: dict | None = None, limit: str | None = None, tag: str = 'run'):
         env = dict(env or {}, HOSTLOCK_TEST_RECORD=str(self.out / ('record-%s.jsonl' % tag)))
-        cmd = [str(VENV_BIN / 'ansible-playbook'), '-i', str(self.inventory), str(playbook),
-               '-e', 'out=%s' % self.out, *args]
+        cmd = [
+            str(VENV_BIN / 'ansible-playbook'),
+            '-i',
+            str(self.inventory),
+            str(playbook),
+            '-e',
+            'out=%s' % self.out,
+            *args,
+        ]
         if limit:
             cmd += ['--limit', limit]
-        proc = subprocess.Popen(cmd, env=dict(self.vars, **(env or {})), cwd=self.tmp,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            cmd,
+            env=dict(self.vars, **(env or {})),
+            cwd=self.tmp,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self._procs.append(proc)
         return proc
 
-    def run(self, playbook: Path, *args: str, env: dict | None = None, limit: str | None = None,
-            tag: str = 'run', timeout: float = 90):
+    def run(
+        self,
+        playbook: Path,
+        *args: str,
+        env: dict | None = None,
+        limit: str | None = None,
+        tag: str = 'run',
+        timeout: float = 90,
+    ):
         proc = self.start(playbook, *args, env=env, limit=limit, tag=tag)
         out, _ = proc.communicate(timeout=timeout)
         return proc.returncode, out
@@ -117,8 +138,7 @@ class Env:
             time.sleep(0.05)
 
     def cli(self, *args: str, timeout: float = 30):
-        return subprocess.run(['node', str(CLI), *args], env=self.vars, capture_output=True,
-                              text=True, timeout=timeout)
+        return subprocess.run(['node', str(CLI), *args], env=self.vars, capture_output=True, text=True, timeout=timeout)
 
     def cleanup(self):
         (self.out / 'go').touch()
@@ -157,7 +177,7 @@ def overlaps(spans):
 
 
 # A run that takes the lock "x" and keeps it until the test touches out/go (or kills it).
-HOLDER = '''
+HOLDER = """
 - name: holder play
   hosts: h1
   gather_facts: false
@@ -173,14 +193,14 @@ HOLDER = '''
       ansible.builtin.wait_for:
         path: "{{ out }}/go"
         timeout: 60
-'''
+"""
 
 # A run that only tries the host's lock (never waits).
-TRY_ONLY = '''
+TRY_ONLY = """
 - hosts: h1
   gather_facts: false
   tasks:
     - name: try
       hostlock.core.lock:
         state: try
-'''
+"""

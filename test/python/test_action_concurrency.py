@@ -6,7 +6,7 @@ from conftest import journal_intervals, overlaps
 
 # Both runs reach the lock together (a barrier on ready files), then log enter/exit
 # stamps around a section that must not overlap when exclusive.
-GUARDED = '''
+GUARDED = """
 - hosts: "{{ target | default('h1') }}"
   gather_facts: false
   tasks:
@@ -31,7 +31,7 @@ GUARDED = '''
     - name: unlock
       hostlock.core.lock:
         state: released
-'''
+"""
 
 
 def _two_runs(env, target='h1', shared=False, hold=2):

@@ -12,7 +12,7 @@ import pytest
 BAD_ARGS = [
     ('state: grabbed', 'value of state must be one of: acquired, try, released, status'),
     ('timeout: -5', 'timeout must be a number of seconds >= 0'),
-    ('timeout: soon', "timeout"),
+    ('timeout: soon', 'timeout'),
     ('name: ""', 'name must be a non-empty string'),
     ('colour: red', 'Unsupported parameters'),
 ]
@@ -21,14 +21,18 @@ BAD_ARGS = [
 @pytest.mark.nohelper
 @pytest.mark.parametrize('arg,message', BAD_ARGS, ids=[a for a, _ in BAD_ARGS])
 def test_bad_argument_fails_clearly(env, arg, message):
-    pb = env.playbook('bad.yml', '''
+    pb = env.playbook(
+        'bad.yml',
+        """
         - hosts: h1
           gather_facts: false
           tasks:
             - name: lock
               hostlock.core.lock:
                 %s
-    ''' % arg)
+    """
+        % arg,
+    )
     code, out = env.run(pb)
     assert code == 2, out
     rec = env.record('run', 'lock')
@@ -43,13 +47,16 @@ def _no_helper_env(env):
 
 @pytest.mark.nohelper
 def test_no_helper_found(env):
-    pb = env.playbook('nohelper.yml', '''
+    pb = env.playbook(
+        'nohelper.yml',
+        """
         - hosts: h1
           gather_facts: false
           tasks:
             - name: lock
               hostlock.core.lock:
-    ''')
+    """,
+    )
     code, out = env.run(pb, env=_no_helper_env(env))
     assert code == 2, out
     msg = env.record('run', 'lock')['result']['msg']
@@ -59,14 +66,17 @@ def test_no_helper_found(env):
 
 @pytest.mark.nohelper
 def test_helper_script_missing(env):
-    pb = env.playbook('badpath.yml', '''
+    pb = env.playbook(
+        'badpath.yml',
+        """
         - hosts: h1
           gather_facts: false
           tasks:
             - name: lock
               hostlock.core.lock:
                 helper: node /nonexistent/dist/cli.js
-    ''')
+    """,
+    )
     code, out = env.run(pb)
     assert code == 2, out
     msg = env.record('run', 'lock')['result']['msg']
@@ -75,14 +85,17 @@ def test_helper_script_missing(env):
 
 @pytest.mark.nohelper
 def test_node_missing(env):
-    pb = env.playbook('nonode.yml', '''
+    pb = env.playbook(
+        'nonode.yml',
+        """
         - hosts: h1
           gather_facts: false
           tasks:
             - name: lock
               hostlock.core.lock:
                 helper: nodejs-not-installed /opt/hostlock/dist/cli.js
-    ''')
+    """,
+    )
     code, out = env.run(pb)
     assert code == 2, out
     msg = env.record('run', 'lock')['result']['msg']
@@ -90,7 +103,7 @@ def test_node_missing(env):
     assert 'npm install -g hostlock' in msg
 
 
-OLD_HELPER = r'''
+OLD_HELPER = r"""
 import json, os, socket, sys
 # A stand-in for an old helper: it answers hello with protocol 0.
 
@@ -126,7 +139,7 @@ if sys.argv[1:2] == ["agent"]:
     answer(f, f)
 else:
     answer(sys.stdin, sys.stdout)
-'''
+"""
 
 
 def _old_helper(env):
@@ -139,13 +152,16 @@ def _old_helper(env):
 @pytest.mark.nohelper
 def test_incompatible_protocol_action(env):
     old = _old_helper(env)
-    pb = env.playbook('old.yml', '''
+    pb = env.playbook(
+        'old.yml',
+        """
         - hosts: h1
           gather_facts: false
           tasks:
             - name: lock
               hostlock.core.lock:
-    ''')
+    """,
+    )
     code, out = env.run(pb, env={'HOSTLOCK_HELPER': str(old)})
     assert code == 2, out
     msg = env.record('run', 'lock')['result']['msg']
@@ -156,7 +172,7 @@ def test_incompatible_protocol_action(env):
 def test_incompatible_protocol_lock(env, tmp_path):
     old = _old_helper(env)
     script = tmp_path / 'use_lock.py'
-    script.write_text('''
+    script.write_text("""
 import sys
 from ansible_collections.hostlock.core.plugins.plugin_utils.lock import Lock, HelperError
 try:
@@ -165,10 +181,13 @@ try:
 except HelperError as e:
     print(e)
     sys.exit(3)
-''')
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path / 'x.lock')], capture_output=True,
-                          text=True, env=dict(env.vars, HOSTLOCK_HELPER=str(old),
-                                              PYTHONPATH=env.vars['ANSIBLE_COLLECTIONS_PATH']),
-                          timeout=30)
+""")
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / 'x.lock')],
+        capture_output=True,
+        text=True,
+        env=dict(env.vars, HOSTLOCK_HELPER=str(old), PYTHONPATH=env.vars['ANSIBLE_COLLECTIONS_PATH']),
+        timeout=30,
+    )
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert 'speaks protocol 0, this collection needs 1' in proc.stdout

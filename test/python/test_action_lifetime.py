@@ -9,8 +9,7 @@ import time
 
 from conftest import HOLDER, TRY_ONLY
 
-
-WAITER = '''
+WAITER = """
 - name: waiter play
   hosts: h2
   gather_facts: false
@@ -23,7 +22,7 @@ WAITER = '''
       hostlock.core.lock:
         name: x
         state: status
-'''
+"""
 
 
 def _since(holder):
@@ -61,7 +60,10 @@ def test_ctrl_c_of_ansible_playbook_releases(env):
 
 
 def test_failed_run_releases_its_holds(env):
-    code, out = env.run(env.playbook('fail.yml', '''
+    code, out = env.run(
+        env.playbook(
+            'fail.yml',
+            """
         - hosts: h1
           gather_facts: false
           tasks:
@@ -70,7 +72,10 @@ def test_failed_run_releases_its_holds(env):
             - name: boom
               ansible.builtin.fail:
                 msg: boom
-    '''), tag='A')
+    """,
+        ),
+        tag='A',
+    )
     assert code == 2, out
     code, out = env.run(env.playbook('try.yml', TRY_ONLY), tag='B')
     assert code == 0, out
@@ -79,20 +84,28 @@ def test_failed_run_releases_its_holds(env):
 
 def test_many_workers_start_one_agent(env):
     hosts = ','.join('h%d' % i for i in range(1, 21))
-    code, out = env.run(env.playbook('many.yml', '''
+    code, out = env.run(
+        env.playbook(
+            'many.yml',
+            """
         - hosts: %s
           gather_facts: false
           tasks:
             - name: take
               hostlock.core.lock:
-    ''' % hosts), '-f', '20', timeout=120)
+    """
+            % hosts,
+        ),
+        '-f',
+        '20',
+        timeout=120,
+    )
     assert code == 0, out
-    helper_pids = {env.record('run', 'take', 'h%d' % i)['result']['holders'][0]['helper_pid']
-                   for i in range(1, 21)}
+    helper_pids = {env.record('run', 'take', 'h%d' % i)['result']['holders'][0]['helper_pid'] for i in range(1, 21)}
     assert len(helper_pids) == 1, helper_pids
 
 
-LOSER = '''
+LOSER = """
 - name: loser play
   hosts: h1
   gather_facts: false
@@ -111,7 +124,7 @@ LOSER = '''
     - name: after agent death
       hostlock.core.lock:
         name: x
-'''
+"""
 
 
 def test_agent_death_is_lock_lost(env):
@@ -132,7 +145,7 @@ def test_agent_death_is_lock_lost(env):
     assert "'x'" in rec['result']['msg']
 
 
-GIVES_UP = '''
+GIVES_UP = """
 - name: gives up play
   hosts: h2
   gather_facts: false
@@ -154,7 +167,7 @@ GIVES_UP = '''
       hostlock.core.lock:
         name: x
         state: status
-'''
+"""
 
 
 def test_abandoned_wait_leaves_no_ghost_hold(env):

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import HOLDER, Env
 
-
 # Run B looks at "x" in every way while A holds it.
-CONTENDER = '''
+CONTENDER = """
 - name: contender play
   hosts: h2
   gather_facts: false
@@ -42,7 +40,7 @@ CONTENDER = '''
       hostlock.core.lock:
         name: x
         state: released
-'''
+"""
 
 
 @pytest.fixture(scope='module')
@@ -97,7 +95,7 @@ def test_timeout_fails_naming_holder(contended):
     assert res['acquired'] is False
     assert 5.9 <= res['waited'] < 10, res['waited']
     msg = res['msg']
-    assert msg.startswith("timed out after 6.")
+    assert msg.startswith('timed out after 6.')
     assert "waiting for lock 'x'" in msg
     assert "held by playbook holder.yml, play 'holder play', task 'take x', host h1" in msg
     assert 'since ' + res['holders'][0]['since'] in msg
@@ -123,7 +121,7 @@ def test_release_of_what_is_not_held_is_unchanged(contended):
     _holder_is_a(res['holders'][0])
 
 
-SHARED_BY_HOSTS = '''
+SHARED_BY_HOSTS = """
 - name: hosts share
   hosts: h1,h2,h3
   gather_facts: false
@@ -156,7 +154,7 @@ SHARED_BY_HOSTS = '''
         name: cluster
         state: status
       run_once: true
-'''
+"""
 
 
 def test_hosts_of_one_run_share_a_hold(env):
@@ -174,7 +172,7 @@ def test_hosts_of_one_run_share_a_hold(env):
     assert env.record('run', 'status after all')['result']['holders'] == []
 
 
-RELEASE = '''
+RELEASE = """
 - hosts: h1
   gather_facts: false
   tasks:
@@ -186,7 +184,7 @@ RELEASE = '''
     - name: release again
       hostlock.core.lock:
         state: released
-'''
+"""
 
 
 def test_released_lets_another_run_in(env):
@@ -199,7 +197,9 @@ def test_released_lets_another_run_in(env):
 
 def test_run_end_releases_its_holds(env):
     # A run that never says released: its end lets the next run in.
-    pb = env.playbook('keep.yml', '''
+    pb = env.playbook(
+        'keep.yml',
+        """
         - hosts: h1,h2
           gather_facts: false
           tasks:
@@ -209,10 +209,14 @@ def test_run_end_releases_its_holds(env):
               hostlock.core.lock:
                 name: global
               run_once: true
-    ''')
+    """,
+    )
     code, out = env.run(pb, tag='A')
     assert code == 0, out
-    code, out = env.run(env.playbook('try.yml', '''
+    code, out = env.run(
+        env.playbook(
+            'try.yml',
+            """
         - hosts: h1,h2
           gather_facts: false
           tasks:
@@ -223,7 +227,10 @@ def test_run_end_releases_its_holds(env):
               hostlock.core.lock:
                 name: global
                 state: try
-    '''), tag='B')
+    """,
+        ),
+        tag='B',
+    )
     assert code == 0, out
     for host in ('h1', 'h2'):
         assert env.record('B', 'try', host)['result']['acquired'] is True
@@ -233,7 +240,10 @@ def test_run_end_releases_its_holds(env):
 def test_lock_dir_from_argument_then_variable_then_env(env):
     for d in ('vardir', 'argdir'):
         (env.tmp / d).mkdir(mode=0o700)
-    code, out = env.run(env.playbook('dirs.yml', '''
+    code, out = env.run(
+        env.playbook(
+            'dirs.yml',
+            """
         - hosts: h1
           gather_facts: false
           tasks:
@@ -254,17 +264,25 @@ def test_lock_dir_from_argument_then_variable_then_env(env):
                 lock_dir: "{{ playbook_dir }}/argdir"
               vars:
                 hostlock_lock_dir: "{{ playbook_dir }}/vardir"
-    '''))
+    """,
+        )
+    )
     assert code == 0, out
-    for task, where in (('from env', env.lock_dir), ('from variable', env.tmp / 'vardir'),
-                        ('from argument', env.tmp / 'argdir')):
+    for task, where in (
+        ('from env', env.lock_dir),
+        ('from variable', env.tmp / 'vardir'),
+        ('from argument', env.tmp / 'argdir'),
+    ):
         res = env.record('run', task)['result']
         assert res['acquired'] and res['changed'], res
         assert res['path'].startswith(str(where) + '/'), (task, res['path'])
 
 
 def test_helper_argument_then_variable_then_env(env):
-    code, out = env.run(env.playbook('helpers.yml', '''
+    code, out = env.run(
+        env.playbook(
+            'helpers.yml',
+            """
         - hosts: h1
           gather_facts: false
           vars:
@@ -278,7 +296,9 @@ def test_helper_argument_then_variable_then_env(env):
               hostlock.core.lock:
                 state: status
                 helper: "{{ lookup('env', 'HOSTLOCK_HELPER') }}"
-    '''))
+    """,
+        )
+    )
     assert code == 0, out
     failed = env.record('run', 'variable beats env')
     assert failed['status'] == 'failed'

@@ -7,7 +7,6 @@ import stat
 import sys
 
 import pytest
-
 from conftest import CLI
 
 
@@ -16,6 +15,7 @@ def _helper_module(env):
     if root not in sys.path:
         sys.path.insert(0, root)
     from ansible_collections.hostlock.core.plugins.plugin_utils import helper
+
     return helper
 
 
@@ -44,4 +44,3 @@ def test_discovery_order(env, tmp_path):
     with pytest.raises(helper.HelperError) as info:
         helper.find_helper(environ={'PATH': '/usr/bin:/bin'})
     assert 'npm install -g hostlock' in str(info.value)
-

@@ -15,14 +15,14 @@ LINT = shutil.which('ansible-lint', path=str(VENV_BIN) + os.pathsep + os.environ
 def _lint(target, cwd, collections_root):
     assert LINT, 'ansible-lint is missing from .venv: run make venv (it is pinned in requirements.txt)'
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections_root), NO_COLOR='1')
-    return subprocess.run([LINT, '--offline', '--nocolor', str(target)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [LINT, '--offline', '--nocolor', str(target)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_examples_pass_ansible_lint(tmp_path, collections_root):
     tree = ast.parse((REPO / 'ansible/plugins/modules/lock.py').read_text())
-    examples = next(n.value.value for n in tree.body
-                    if isinstance(n, ast.Assign) and n.targets[0].id == 'EXAMPLES')
+    examples = next(n.value.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == 'EXAMPLES')
     (tmp_path / 'examples.yml').write_text('---\n' + examples.lstrip('\n'))
     res = _lint('examples.yml', tmp_path, collections_root)
     assert res.returncode == 0, res.stdout + res.stderr

@@ -14,16 +14,24 @@ import pytest
 
 def _script(env, name, body):
     path = env.tmp / name
-    path.write_text('import os, sys, time\n'
-                    'from ansible_collections.hostlock.core.plugins.plugin_utils.lock import Lock\n'
-                    + textwrap.dedent(body))
+    path.write_text(
+        'import os, sys, time\n'
+        'from ansible_collections.hostlock.core.plugins.plugin_utils.lock import Lock\n' + textwrap.dedent(body)
+    )
     return path
 
 
 def _py(env, script, *args, log_level='INFO', **kw):
     e = dict(env.vars, PYTHONPATH=env.vars['ANSIBLE_COLLECTIONS_PATH'], LOG_LEVEL=log_level)
-    return subprocess.Popen([sys.executable, str(script), *map(str, args)], env=e, text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    return subprocess.Popen(
+        [sys.executable, str(script), *map(str, args)],
+        env=e,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kw,
+    )
 
 
 def _in_process(env):
@@ -34,15 +42,16 @@ def _in_process(env):
     for key in ('HOSTLOCK_HELPER', 'HOSTLOCK_DIR', 'HOSTLOCK_RUNTIME_DIR'):
         os.environ[key] = env.vars[key]
     from ansible_collections.hostlock.core.plugins.plugin_utils import lock
+
     return lock
 
 
-BLOCKING = '''
+BLOCKING = """
 with Lock(sys.argv[1], prefix=sys.argv[2]) as lock:
     print('in %s' % lock.acquired, flush=True)
     input('say hello')
 print('released %f' % time.time(), flush=True)
-'''
+"""
 
 
 def test_cli2_blocking_example(env):
@@ -74,7 +83,7 @@ def test_cli2_blocking_example(env):
     assert first.returncode == 0 and second.returncode == 0
 
 
-NONBLOCKING = '''
+NONBLOCKING = """
 journal = sys.argv[2]
 def log(event):
     with open(journal, 'a') as f:
@@ -91,7 +100,7 @@ with Lock(sys.argv[1], blocking=False) as lock:
         lock.block()
         assert lock.acquired
 log('upload')
-'''
+"""
 
 
 def test_cli2_nonblocking_example(env):
@@ -185,7 +194,7 @@ def test_symlink_refused(env):
 
 
 # A test-only action plugin that uses Lock inside an ansible-playbook worker.
-USE_LOCK_ACTION = '''
+USE_LOCK_ACTION = """
 import json
 from ansible.plugins.action import ActionBase
 from ansible_collections.hostlock.core.plugins.plugin_utils.lock import Lock
@@ -204,14 +213,16 @@ class ActionModule(ActionBase):
             result.update(acquired=lock.acquired, probe=probe.acquired, holders=probe.holders)
             probe.release()
         return result
-'''
+"""
 
 
 def _use_lock_playbook(env):
     plugins = env.tmp / 'action_plugins'
     plugins.mkdir(exist_ok=True)
     (plugins / 'use_lock.py').write_text(USE_LOCK_ACTION)
-    pb = env.playbook('uselock.yml', '''
+    pb = env.playbook(
+        'uselock.yml',
+        """
         - name: plugin play
           hosts: h1,h2
           gather_facts: false
@@ -219,7 +230,8 @@ def _use_lock_playbook(env):
             - name: use lock
               use_lock:
                 path: "{{ out }}/plugin.lock"
-    ''')
+    """,
+    )
     return pb, {'ANSIBLE_ACTION_PLUGINS': str(plugins)}
 
 
@@ -241,12 +253,16 @@ def test_lock_inside_ansible_uses_the_run_agent(env):
     assert 'Busy' not in out
 
 
-@pytest.mark.parametrize('args,log_level,shown', [
-    ((), None, ()),
-    (('-vv',), None, ('Acquired', 'Busy', 'Released')),
-    (('-vv',), 'WARNING', ()),
-    ((), 'DEBUG', ('Acquired', 'Busy', 'Released')),
-], ids=['quiet', 'vv-debug', 'log-level-wins', 'log-level-debug'])
+@pytest.mark.parametrize(
+    'args,log_level,shown',
+    [
+        ((), None, ()),
+        (('-vv',), None, ('Acquired', 'Busy', 'Released')),
+        (('-vv',), 'WARNING', ()),
+        ((), 'DEBUG', ('Acquired', 'Busy', 'Released')),
+    ],
+    ids=['quiet', 'vv-debug', 'log-level-wins', 'log-level-debug'],
+)
 def test_lock_logging_levels_inside_ansible(env, args, log_level, shown):
     pb, extra = _use_lock_playbook(env)
     if log_level:
@@ -271,7 +287,7 @@ def test_private_helper_is_reused_between_locks(env):
         third.release()
 
 
-INTERRUPTED = '''
+INTERRUPTED = """
 import signal
 lock = Lock(sys.argv[1])
 try:
@@ -281,7 +297,7 @@ except KeyboardInterrupt:
 lock.release()
 print('released', flush=True)
 input()
-'''
+"""
 
 
 def test_ctrl_c_during_a_wait_leaves_no_ghost_holder(env):
@@ -321,7 +337,7 @@ def test_cli2_attributes_and_missing_parent_directory(env):
     late.release()
 
 
-HANDOVER_ACTION = '''
+HANDOVER_ACTION = """
 import threading
 from ansible.plugins.action import ActionBase
 from ansible_collections.hostlock.core.plugins.plugin_utils.lock import Lock
@@ -349,7 +365,7 @@ class ActionModule(ActionBase):
         probe.release()
         second.release()
         return result
-'''
+"""
 
 
 def test_holders_right_after_a_handover_in_one_agent(env):
@@ -357,14 +373,17 @@ def test_holders_right_after_a_handover_in_one_agent(env):
     plugins = env.tmp / 'action_plugins'
     plugins.mkdir()
     (plugins / 'handover.py').write_text(HANDOVER_ACTION)
-    pb = env.playbook('handover.yml', '''
+    pb = env.playbook(
+        'handover.yml',
+        """
         - hosts: h1
           gather_facts: false
           tasks:
             - name: handover
               handover:
                 path: "{{ out }}/handover.lock"
-    ''')
+    """,
+    )
     code, out = env.run(pb, env={'ANSIBLE_ACTION_PLUGINS': str(plugins)})
     assert code == 0, out
     res = env.record('run', 'handover')['result']

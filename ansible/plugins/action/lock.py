@@ -10,9 +10,9 @@ import sys
 import time
 
 from ansible.errors import AnsibleActionFail
-from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
+from ansible.plugins.action import ActionBase
 from ansible_collections.hostlock.core.plugins.plugin_utils.helper import (
     HelperError,
     HelperGone,
@@ -61,16 +61,21 @@ def _lost_text(lost):
     parts = []
     for item in lost:
         if isinstance(item, dict):
-            parts.append("'%s' (%s, %s, held since %s)" % (
-                item.get('name') or item.get('path'), item.get('path', '?'),
-                item.get('mode', 'exclusive'), item.get('since', '?')))
+            parts.append(
+                "'%s' (%s, %s, held since %s)"
+                % (
+                    item.get('name') or item.get('path'),
+                    item.get('path', '?'),
+                    item.get('mode', 'exclusive'),
+                    item.get('since', '?'),
+                )
+            )
         else:
             parts.append(str(item))
     return ', '.join(parts)
 
 
 class ActionModule(ActionBase):
-
     TRANSFERS_FILES = False
     _requires_connection = False
     _supports_check_mode = True
@@ -91,8 +96,10 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail('name must not contain NUL characters')
         timeout = args['timeout']
         if timeout is not None and not (0 <= timeout < float('inf')):
-            raise AnsibleActionFail('timeout must be a number of seconds >= 0 (got %r); omit it to wait forever'
-                                    % self._task.args.get('timeout'))
+            raise AnsibleActionFail(
+                'timeout must be a number of seconds >= 0 (got %r); omit it to wait forever'
+                % self._task.args.get('timeout')
+            )
 
         lock_dir = args['lock_dir'] or self._var(task_vars, 'hostlock_lock_dir') or os.environ.get('HOSTLOCK_DIR')
         if lock_dir:
@@ -107,15 +114,26 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(str(e))
 
         with conn:
-            display.vvv('hostlock: %s: agent pid %s (helper %s, protocol %s) for run %s, state=%s name=%s dir=%s'
-                        % (host, hello.get('pid'), hello.get('version'), hello.get('protocol'),
-                           owner.get('run'), state, name, lock_dir or '(helper default)'))
+            display.vvv(
+                'hostlock: %s: agent pid %s (helper %s, protocol %s) for run %s, state=%s name=%s dir=%s'
+                % (
+                    host,
+                    hello.get('pid'),
+                    hello.get('version'),
+                    hello.get('protocol'),
+                    owner.get('run'),
+                    state,
+                    name,
+                    lock_dir or '(helper default)',
+                )
+            )
             lost = (hello or {}).get('lost') or []
             if lost:
                 raise AnsibleActionFail(
                     'lock lost: the hostlock agent of this run stopped while host %s held %s; the kernel '
                     'released those locks, so another run may have entered the guarded section. '
-                    'Stopping instead of continuing unprotected.' % (host, _lost_text(lost)))
+                    'Stopping instead of continuing unprotected.' % (host, _lost_text(lost))
+                )
             target = {'name': name}
             if lock_dir:
                 target['dir'] = lock_dir
@@ -129,11 +147,15 @@ class ActionModule(ActionBase):
             except RpcError as e:
                 if e.code == LOCK_LOST:
                     raise AnsibleActionFail('lock lost: %s' % e)
-                verb = {'acquired': 'acquire', 'try': 'try', 'released': 'release', 'status': 'read the status of'}[state]
+                verb = {'acquired': 'acquire', 'try': 'try', 'released': 'release', 'status': 'read the status of'}[
+                    state
+                ]
                 raise AnsibleActionFail("hostlock could not %s lock '%s': %s" % (verb, name, e))
             except HelperGone as e:
-                raise AnsibleActionFail("lock lost or not taken: the hostlock agent of this run went away during "
-                                        "state=%s of lock '%s' (%s)" % (state, name, e))
+                raise AnsibleActionFail(
+                    'lock lost or not taken: the hostlock agent of this run went away during '
+                    "state=%s of lock '%s' (%s)" % (state, name, e)
+                )
 
         result.update(out)
         return result
@@ -184,8 +206,9 @@ class ActionModule(ActionBase):
         if not res.get('acquired') and state == 'acquired':
             # Say at once who is in the way; the helper's notifications repeat it while we wait.
             self._show_wait(host, name, 0, res.get('holders'), timeout)
-            on_notify = (lambda method, p: method == 'waiting' and self._show_wait(
-                host, name, p.get('waited'), p.get('holders'), timeout))
+            on_notify = lambda method, p: (
+                method == 'waiting' and self._show_wait(host, name, p.get('waited'), p.get('holders'), timeout)
+            )
             if res.get('handle'):
                 wait = ('block', {'handle': res['handle']})
             else:
@@ -210,8 +233,12 @@ class ActionModule(ActionBase):
             return out
         out['holders'] = self._fresh_holders(conn, target, res)
         out['failed'] = True
-        out['msg'] = ("timed out after %.1fs waiting for lock '%s' (%s): held by %s"
-                      % (out['waited'], name, out['path'], holders_text(out['holders'])))
+        out['msg'] = "timed out after %.1fs waiting for lock '%s' (%s): held by %s" % (
+            out['waited'],
+            name,
+            out['path'],
+            holders_text(out['holders']),
+        )
         return out
 
     def _fresh_holders(self, conn, target, res):
@@ -224,8 +251,10 @@ class ActionModule(ActionBase):
 
     def _show_wait(self, host, name, waited, holders, timeout):
         limit = '' if timeout is None else ' of %ss' % (int(timeout) if float(timeout).is_integer() else timeout)
-        display.display("hostlock: [%s] waiting (%ds%s) for lock '%s' held by %s"
-                        % (host, round(float(waited or 0)), limit, name, holders_text(holders)))
+        display.display(
+            "hostlock: [%s] waiting (%ds%s) for lock '%s' held by %s"
+            % (host, round(float(waited or 0)), limit, name, holders_text(holders))
+        )
 
     def _release(self, conn, target, host):
         res = conn.call('release', dict(target, scope='run', member=host), timeout=30)

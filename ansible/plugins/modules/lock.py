@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-DOCUMENTATION = r'''
+DOCUMENTATION = r"""
 ---
 module: lock
 short_description: Keep concurrent playbook runs out of each other's way with flock(2) locks
@@ -99,9 +99,9 @@ seealso:
   - name: flock(1)
     description: The shell tool for the same kind of lock.
     link: https://man7.org/linux/man-pages/man1/flock.1.html
-'''
+"""
 
-EXAMPLES = r'''
+EXAMPLES = r"""
 - name: One run at a time per host
   hosts: web
   tasks:
@@ -168,9 +168,9 @@ EXAMPLES = r'''
     - name: Show the holders
       ansible.builtin.debug:
         var: who.holders
-'''
+"""
 
-RETURN = r'''
+RETURN = r"""
 acquired:
   description: Whether this run holds the lock after the task (in check mode, whether it would).
   returned: always
@@ -253,4 +253,4 @@ msg:
   description: What happened, on failure or contention, and in check mode.
   returned: on failure, contention and in check mode
   type: str
-'''
+"""

@@ -21,17 +21,27 @@ from ansible_collections.hostlock.core.plugins.plugin_utils.rpc import (
 )
 
 __all__ = [
-    'HelperError', 'HelperGone', 'RpcError', 'PROTOCOL', 'find_helper', 'start_serve',
-    'connect_agent', 'default_runtime_dir', 'process_start_time', 'run_id', 'run_owner_pid',
-    'holder_text', 'holders_text',
+    'HelperError',
+    'HelperGone',
+    'RpcError',
+    'PROTOCOL',
+    'find_helper',
+    'start_serve',
+    'connect_agent',
+    'default_runtime_dir',
+    'process_start_time',
+    'run_id',
+    'run_owner_pid',
+    'holder_text',
+    'holders_text',
 ]
 
 # Protocol version of docs/PROTOCOL.md this client speaks.
 PROTOCOL = 1
 
 INSTALL_HINT = (
-    "Install the helper with `npm install -g hostlock` (needs Node.js >= 20), "
-    "or point to it: task argument `helper`, variable `hostlock_helper`, or "
+    'Install the helper with `npm install -g hostlock` (needs Node.js >= 20), '
+    'or point to it: task argument `helper`, variable `hostlock_helper`, or '
     "HOSTLOCK_HELPER='node /path/to/hostlock/dist/cli.js'."
 )
 
@@ -47,8 +57,11 @@ def find_helper(arg=None, var=None, environ=None):
     """Return the helper command line as a list, first found of:
     task argument, variable ``hostlock_helper``, env ``HOSTLOCK_HELPER``, ``hostlock`` on PATH."""
     environ = os.environ if environ is None else environ
-    for source, value in (('helper argument', arg), ('hostlock_helper variable', var),
-                          ('HOSTLOCK_HELPER', environ.get('HOSTLOCK_HELPER'))):
+    for source, value in (
+        ('helper argument', arg),
+        ('hostlock_helper variable', var),
+        ('HOSTLOCK_HELPER', environ.get('HOSTLOCK_HELPER')),
+    ):
         if value is None or (isinstance(value, str) and not value.strip()):
             continue
         cmd = [str(v) for v in value] if isinstance(value, (list, tuple)) else shlex.split(str(value))
@@ -59,8 +72,10 @@ def find_helper(arg=None, var=None, environ=None):
     found = shutil.which('hostlock', path=environ.get('PATH'))
     if found:
         return [found]
-    raise HelperError('hostlock helper not found: no helper argument, no hostlock_helper '
-                      'variable, no HOSTLOCK_HELPER and no `hostlock` on PATH. ' + INSTALL_HINT)
+    raise HelperError(
+        'hostlock helper not found: no helper argument, no hostlock_helper '
+        'variable, no HOSTLOCK_HELPER and no `hostlock` on PATH. ' + INSTALL_HINT
+    )
 
 
 def _check_runnable(cmd, source):
@@ -68,27 +83,33 @@ def _check_runnable(cmd, source):
     prog = cmd[0]
     if os.sep in prog:
         if not os.access(prog, os.X_OK):
-            raise HelperError('hostlock helper from %s: %s is not an executable file. %s'
-                              % (source, prog, INSTALL_HINT))
+            raise HelperError(
+                'hostlock helper from %s: %s is not an executable file. %s' % (source, prog, INSTALL_HINT)
+            )
     elif shutil.which(prog) is None:
         what = 'Node.js (`node`)' if prog in ('node', 'nodejs') else '`%s`' % prog
-        raise HelperError('hostlock helper from %s (%s): %s is not installed or not on PATH. %s'
-                          % (source, shlex.join(cmd), what, INSTALL_HINT))
+        raise HelperError(
+            'hostlock helper from %s (%s): %s is not installed or not on PATH. %s'
+            % (source, shlex.join(cmd), what, INSTALL_HINT)
+        )
     # `node script.js`: a missing script would only show up as a crash at start.
     if os.path.basename(prog) in ('node', 'nodejs') and len(cmd) > 1 and not cmd[1].startswith('-'):
         if not os.path.isfile(cmd[1]):
-            raise HelperError('hostlock helper from %s (%s): %s does not exist (not built? run '
-                              '`make build`). %s' % (source, shlex.join(cmd), cmd[1], INSTALL_HINT))
+            raise HelperError(
+                'hostlock helper from %s (%s): %s does not exist (not built? run '
+                '`make build`). %s' % (source, shlex.join(cmd), cmd[1], INSTALL_HINT)
+            )
 
 
 def check_hello(result, cmd):
     """Refuse a helper that speaks another protocol version."""
     proto = (result or {}).get('protocol')
     if proto != PROTOCOL:
-        raise HelperError('hostlock helper %s speaks protocol %r, this collection needs %d: '
-                          'install matching versions of the hostlock npm package and the '
-                          'hostlock.core collection. %s'
-                          % (shlex.join(cmd), proto, PROTOCOL, INSTALL_HINT))
+        raise HelperError(
+            'hostlock helper %s speaks protocol %r, this collection needs %d: '
+            'install matching versions of the hostlock npm package and the '
+            'hostlock.core collection. %s' % (shlex.join(cmd), proto, PROTOCOL, INSTALL_HINT)
+        )
     return result
 
 
@@ -114,22 +135,30 @@ class ServeProcess:
         self._log = tempfile.TemporaryFile(prefix='hostlock-serve-')
         try:
             self.proc = subprocess.Popen(
-                cmd + ['serve'], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=self._log, close_fds=True, bufsize=0)
+                cmd + ['serve'],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._log,
+                close_fds=True,
+                bufsize=0,
+            )
         except OSError as e:
             self._log.close()
-            raise HelperError('cannot start hostlock helper %s: %s. %s'
-                              % (shlex.join(cmd), e, INSTALL_HINT))
-        self.conn = RpcConnection(self.proc.stdout.fileno(), self.proc.stdin.fileno(),
-                                  closer=self._shutdown,
-                                  describe='hostlock helper (pid %d)' % self.proc.pid)
+            raise HelperError('cannot start hostlock helper %s: %s. %s' % (shlex.join(cmd), e, INSTALL_HINT))
+        self.conn = RpcConnection(
+            self.proc.stdout.fileno(),
+            self.proc.stdin.fileno(),
+            closer=self._shutdown,
+            describe='hostlock helper (pid %d)' % self.proc.pid,
+        )
         try:
-            self.hello = check_hello(self.conn.call('hello', {'client': client},
-                                                    timeout=START_TIMEOUT), cmd)
+            self.hello = check_hello(self.conn.call('hello', {'client': client}, timeout=START_TIMEOUT), cmd)
         except HelperGone as e:
             self.conn.close()
-            raise HelperError('hostlock helper %s failed to start: %s%s. %s'
-                              % (shlex.join(cmd), e, self.stderr_tail(' Its output: '), INSTALL_HINT))
+            raise HelperError(
+                'hostlock helper %s failed to start: %s%s. %s'
+                % (shlex.join(cmd), e, self.stderr_tail(' Its output: '), INSTALL_HINT)
+            )
         except BaseException:
             self.conn.close()
             raise
@@ -162,7 +191,7 @@ def process_start_time(pid):
     with open('/proc/%d/stat' % pid, 'rb') as f:
         data = f.read().decode('ascii', 'replace')
     # The command name (field 2) may contain spaces and parentheses; fields resume after the last ')'.
-    return data[data.rindex(')') + 2:].split()[19]
+    return data[data.rindex(')') + 2 :].split()[19]
 
 
 def run_owner_pid():
@@ -174,8 +203,10 @@ def run_owner_pid():
     ppid = os.getppid()
     forked_by = getattr(multiprocessing.current_process(), '_parent_pid', None)
     if forked_by is not None and forked_by != ppid:
-        raise HelperError('the ansible-playbook process (pid %d) that started this task is gone; '
-                          'not taking a lock for an orphaned worker' % forked_by)
+        raise HelperError(
+            'the ansible-playbook process (pid %d) that started this task is gone; '
+            'not taking a lock for an orphaned worker' % forked_by
+        )
     return ppid
 
 
@@ -198,16 +229,22 @@ def _guess_socket(owner_pid):
 
 def _ask_socket(cmd, owner_pid):
     try:
-        out = subprocess.run(cmd + ['agent', '--owner-pid', str(owner_pid), '--print-socket'],
-                             stdin=subprocess.DEVNULL, capture_output=True, timeout=START_TIMEOUT,
-                             close_fds=True)
+        out = subprocess.run(
+            cmd + ['agent', '--owner-pid', str(owner_pid), '--print-socket'],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=START_TIMEOUT,
+            close_fds=True,
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         raise HelperError('cannot run hostlock helper %s: %s. %s' % (shlex.join(cmd), e, INSTALL_HINT))
     path = out.stdout.decode('utf-8', 'replace').strip()
     if out.returncode != 0 or not path:
         err = out.stderr.decode('utf-8', 'replace').strip()[-1500:]
-        raise HelperError('hostlock helper %s agent --print-socket failed (exit %d): %s. %s'
-                          % (shlex.join(cmd), out.returncode, err or 'no output', INSTALL_HINT))
+        raise HelperError(
+            'hostlock helper %s agent --print-socket failed (exit %d): %s. %s'
+            % (shlex.join(cmd), out.returncode, err or 'no output', INSTALL_HINT)
+        )
     return path.splitlines()[-1]
 
 
@@ -234,10 +271,14 @@ def _spawn_agent(cmd, owner_pid, sock_path):
     try:
         # Own session: the agent outlives this worker and ignores the terminal's Ctrl-C.
         # --runtime-dir: the agent listens exactly where this client looks.
-        proc = subprocess.Popen(cmd + ['agent', '--owner-pid', str(owner_pid), '--runtime-dir', run_dir],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL if log_fd is None else log_fd,
-                                start_new_session=True, close_fds=True)
+        proc = subprocess.Popen(
+            cmd + ['agent', '--owner-pid', str(owner_pid), '--runtime-dir', run_dir],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL if log_fd is None else log_fd,
+            start_new_session=True,
+            close_fds=True,
+        )
     except OSError as e:
         raise HelperError('cannot start hostlock agent %s: %s. %s' % (shlex.join(cmd), e, INSTALL_HINT))
     finally:
@@ -259,11 +300,15 @@ def _start_agent(cmd, owner_pid, sock_path):
         code = proc.poll()
         # Exit 0 means another agent won the race; anything else is a failure to report.
         if code not in (None, 0):
-            raise HelperError('hostlock agent %s exited with code %d before listening on %s%s. %s'
-                              % (shlex.join(cmd), code, sock_path, _log_hint(log_path), INSTALL_HINT))
+            raise HelperError(
+                'hostlock agent %s exited with code %d before listening on %s%s. %s'
+                % (shlex.join(cmd), code, sock_path, _log_hint(log_path), INSTALL_HINT)
+            )
         if time.monotonic() > deadline:
-            raise HelperError('hostlock agent did not listen on %s within %ds%s. %s'
-                              % (sock_path, START_TIMEOUT, _log_hint(log_path), INSTALL_HINT))
+            raise HelperError(
+                'hostlock agent did not listen on %s within %ds%s. %s'
+                % (sock_path, START_TIMEOUT, _log_hint(log_path), INSTALL_HINT)
+            )
         time.sleep(delay)
         if time.monotonic() - deadline + START_TIMEOUT > 1:
             delay = min(delay * 1.5, 0.2)
@@ -358,7 +403,10 @@ def holder_text(holder):
         return str(holder)
     if holder.get('foreign'):
         return 'a process outside hostlock (pid %s, user %s, %s)' % (
-            holder.get('pid', '?'), holder.get('user', '?'), holder.get('mode', 'exclusive'))
+            holder.get('pid', '?'),
+            holder.get('user', '?'),
+            holder.get('mode', 'exclusive'),
+        )
     parts = []
     if holder.get('playbook'):
         parts.append('playbook %s' % holder['playbook'])
@@ -384,4 +432,3 @@ def holders_text(holders):
     if not holders:
         return 'an unknown holder'
     return '; '.join(holder_text(h) for h in holders)
-

@@ -74,6 +74,7 @@ class _DisplayHandler(logging.Handler):
     def emit(self, record):
         try:
             from ansible.utils.display import Display
+
             Display().display(self.format(record))
         except Exception:
             self.handleError(record)
@@ -136,6 +137,7 @@ def configure_logging():
         if level is None:
             try:
                 from ansible.utils.display import Display
+
                 verbosity = Display().verbosity
             except Exception:
                 verbosity = 0
@@ -199,8 +201,7 @@ class Lock:
     ``LockTimeout``; ``shared=True`` takes a shared (read) lock.
     """
 
-    def __init__(self, lock_path, blocking=True, prefix=None, *, timeout=None, shared=False,
-                 helper=None):
+    def __init__(self, lock_path, blocking=True, prefix=None, *, timeout=None, shared=False, helper=None):
         # A Path and an empty prefix, as cli2 has them: callers use lock.lock_path.parent and the like.
         self.lock_path = Path(os.path.abspath(os.fspath(lock_path)))
         self.blocking = blocking
@@ -240,16 +241,18 @@ class Lock:
             conn.close()
 
     def _params(self):
-        params = {'path': str(self.lock_path), 'shared': bool(self.shared), 'owner': _owner(),
-                  'notify': NOTIFY_EVERY}
+        params = {'path': str(self.lock_path), 'shared': bool(self.shared), 'owner': _owner(), 'notify': NOTIFY_EVERY}
         if self.prefix:
             params['prefix'] = str(self.prefix)
         return params
 
     def _on_notify(self, method, params):
         if method == 'waiting':
-            self._log(logging.DEBUG, 'Still waiting', ' (%ss) for %s' % (
-                int(params.get('waited') or 0), holders_text(params.get('holders'))))
+            self._log(
+                logging.DEBUG,
+                'Still waiting',
+                ' (%ss) for %s' % (int(params.get('waited') or 0), holders_text(params.get('holders'))),
+            )
 
     def _call(self, method, params):
         try:
@@ -273,8 +276,9 @@ class Lock:
         if not result.get('acquired') and self._conn is not None:
             # helper 0.1.0 caches a busy reply's holders for 250 ms: ask status for the current ones.
             try:
-                self.holders = self._conn.call('status', {'path': str(self.lock_path)},
-                                               timeout=30).get('holders') or self.holders
+                self.holders = (
+                    self._conn.call('status', {'path': str(self.lock_path)}, timeout=30).get('holders') or self.holders
+                )
             except (RpcError, HelperGone):
                 pass
         self.waited += float(result.get('waited') or 0)
@@ -324,9 +328,12 @@ class Lock:
             return True
         # A timed-out wait holds nothing; drop its connection so no ghost can linger.
         self._disconnect()
-        raise LockTimeout('hostlock: timed out after %.1fs waiting for %s, held by %s'
-                          % (self.waited, self.lock_path, holders_text(self.holders)),
-                          holders=self.holders, waited=self.waited)
+        raise LockTimeout(
+            'hostlock: timed out after %.1fs waiting for %s, held by %s'
+            % (self.waited, self.lock_path, holders_text(self.holders)),
+            holders=self.holders,
+            waited=self.waited,
+        )
 
     def release(self):
         """Drop the lock (or a pending try); safe to call when nothing is held."""

@@ -22,8 +22,13 @@ class CallbackModule(CallbackBase):
         data = getattr(result, '_result', None)
         if data is None:
             data = getattr(result, 'result', {})
-        line = {'host': result._host.get_name(), 'task': result._task.get_name(),
-                'status': status, 'time': time.time(), 'result': data}
+        line = {
+            'host': result._host.get_name(),
+            'task': result._task.get_name(),
+            'status': status,
+            'time': time.time(),
+            'result': data,
+        }
         with open(path, 'a') as f:
             f.write(json.dumps(line, default=str) + '\n')
 
