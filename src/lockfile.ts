@@ -73,6 +73,15 @@ export class LockFile {
     }
   }
 
+  // A blocking flock(2), for locks only ever held for a moment (a token counter).
+  lockBlocking(): void {
+    try {
+      flockApi().flockSync(this.fd, 'ex');
+    } catch (err) {
+      throw fromErrno(err, this.path, 'lock');
+    }
+  }
+
   // After flock succeeds the path must still name this very file: someone may
   // have unlinked or replaced it while we waited, and a lock on an orphaned
   // inode excludes nobody who opens the path now.

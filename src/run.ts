@@ -76,7 +76,11 @@ export async function runLocked(o: RunOptions): Promise<number> {
   const code = await new Promise<number>((resolve) => {
     // Like flock(1), the command inherits the lock (as its fd 3): if hostlock
     // itself is killed, the lock lasts as long as the command still runs.
-    const child = spawn(o.command[0], o.command.slice(1), { stdio: ['inherit', 'inherit', 'inherit', hold.file.fd] });
+    const fd = hold.held.fd;
+    const child = spawn(o.command[0], o.command.slice(1), {
+      stdio: fd === undefined ? 'inherit' : ['inherit', 'inherit', 'inherit', fd],
+      env: { ...process.env, HOSTLOCK_TOKEN: String(hold.held.token) },
+    });
     const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
     const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((s) => [s, forward(s)] as const);
     for (const [s, h] of handlers) process.on(s, h);

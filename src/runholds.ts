@@ -4,6 +4,7 @@
 import { ErrorCode, HostlockError } from './errors';
 import type { Owner } from './holders';
 import type { Mode } from './lockfile';
+import { secondsSince as since } from './time';
 import type { AcquireOutcome, AcquireRequest, Cancellable, Hold, LockManager, Target } from './manager';
 
 export interface RunHold {
@@ -138,10 +139,6 @@ export class RunHolds {
   releaseAll(): void {
     for (const path of [...this.held.keys()]) this.release(path);
   }
-}
-
-function since(t: number): number {
-  return Math.round(performance.now() - t) / 1000;
 }
 
 function conflict(path: string, mode: Mode): HostlockError {

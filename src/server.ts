@@ -9,6 +9,7 @@ import type { Mode } from './lockfile';
 import { log } from './log';
 import { LockManager, type AcquireOutcome, type AcquireRequest, type Hold, type Target } from './manager';
 import { currentUser } from './proc';
+import type { FlockStatus } from './stores/flock';
 import { RunHolds } from './runholds';
 import { checkParams, checkRequest, METHODS, type Method } from './validate';
 import { VERSION, PROTOCOL } from './version';
@@ -352,6 +353,7 @@ export class Session {
     };
     if (target.name !== undefined) r.name = target.name;
     if (out.acquired && out.hold) {
+      r.token = out.hold.held.token;
       r.holders = [this.selfHolder(out.hold)];
     } else {
       r.reason = out.reason;
@@ -416,7 +418,7 @@ export class Session {
 
   private status(p: { path?: string; name?: string; dir?: string }) {
     const target = this.target(p);
-    const s = this.server.manager.status(target);
+    const { key: _key, ...s } = this.server.manager.status(target) as FlockStatus;
     const run = this.server.runHolds.held.get(target.path);
     if (run) {
       for (const h of s.holders) if (h.helper_pid === process.pid && !h.foreign) h.members = [...run.members];

@@ -26,6 +26,11 @@
 //    a masked URL.
 import type { Holder, Owner } from './holders';
 
+// A store that can answer at once (the local store: one non-blocking flock)
+// returns the value itself, so that the helper can reply in request order and
+// hand a released lock over inside the release; a server store returns a promise.
+export type MaybePromise<T> = T | Promise<T>;
+
 export type Mode = 'exclusive' | 'shared';
 
 // What a store locks. `id` is unique within the store (the local store uses
@@ -63,7 +68,10 @@ export interface StoreHold {
   readonly since: Date;
   // True once the store has noticed the hold is gone (onLost was called).
   readonly lost: boolean;
-  release(): Promise<void>;
+  // A descriptor whose inheritance keeps the lock held (local store only):
+  // `hostlock run` passes it to its command, as flock(1) does.
+  readonly fd?: number;
+  release(): MaybePromise<void>;
 }
 
 export interface Waiter extends Requester {
@@ -85,11 +93,11 @@ export interface LockStore {
   // Where the locks live, safe to print (passwords masked).
   readonly describe: string;
 
-  acquire(req: StoreAcquire): Promise<StoreHold | null>;
-  status(key: LockKey): Promise<KeyStatus>;
+  acquire(req: StoreAcquire): MaybePromise<StoreHold | null>;
+  status(key: LockKey): MaybePromise<KeyStatus>;
   // Every key the store knows under a prefix (the local store: a directory).
-  list(prefix?: string): Promise<KeyStatus[]>;
+  list(prefix?: string): MaybePromise<KeyStatus[]>;
   // Releases every hold and abandons every wait of this store object, then
   // frees its connections, sessions or leases.
-  close(): Promise<void>;
+  close(): MaybePromise<void>;
 }

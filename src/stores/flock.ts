@@ -1,0 +1,345 @@
+// The local store: locks are flock(2)'d files in a lock directory, shared with
+// flock(1) and Python's fcntl.flock users on the same kernel. Holder records
+// sit beside them (holders.ts), a turnstile file gives writers preference over
+// readers of other processes (turnstile.ts), and a counter file per lock hands
+// out fencing tokens.
+import { readdirSync, readSync, statSync, writeSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { ErrorCode, HostlockError } from '../errors';
+import { HolderRegistry, holdersOf, lostHoldersOf, type Holder } from '../holders';
+import { kernelWait, LockFile, type KernelWait, type Mode } from '../lockfile';
+import { log } from '../log';
+import {
+  checkLockDir,
+  decodeLockName,
+  ensurePrivateDir,
+  isSharedGroupDir,
+  LOCK_SUFFIX,
+  lockPathFor,
+  runtimeDir,
+} from '../names';
+import { kernelInodeKey, readKernelLocks } from '../proc';
+import type { KeyStatus, LockKey, LockStore, MaybePromise, StoreAcquire, StoreHold } from '../store';
+import { openTurnstile, turnstileOpen, turnstilePathFor } from '../turnstile';
+
+// Where a key's file lives and how its records are kept.
+interface Place {
+  path: string;
+  registry: HolderRegistry;
+  groupShared: boolean;
+}
+
+export interface FlockStatus extends KeyStatus {
+  exists: boolean;
+  lost: boolean;
+}
+
+class FlockHold implements StoreHold {
+  lost = false;
+  readonly since = new Date();
+  constructor(
+    readonly key: LockKey,
+    readonly mode: Mode,
+    readonly token: number,
+    readonly file: LockFile,
+    readonly place: Place,
+    readonly record: string | undefined,
+    readonly onLost: ((reason: string) => void) | undefined,
+    private readonly forget: (h: FlockHold) => void,
+  ) {}
+
+  get fd(): number {
+    return this.file.fd;
+  }
+
+  release(): void {
+    // Unlock first, then drop the record: a record without a lock is filtered
+    // out by /proc/locks, a lock without a record would look foreign.
+    this.file.close();
+    this.place.registry.remove(this.record);
+    this.forget(this);
+  }
+}
+
+export class FlockStore implements LockStore {
+  readonly kind = 'local';
+  readonly describe = 'local lock files';
+  private readonly registries = new Map<string, HolderRegistry>();
+  private readonly holds = new Set<FlockHold>();
+  private lostTimer: NodeJS.Timeout | undefined;
+
+  // The key of a name in a lock directory (the default one when omitted).
+  keyForName(name: string, dir?: string): LockKey {
+    return { id: lockPathFor(checkLockDir(dir), name), name };
+  }
+
+  keyForPath(path: string): LockKey {
+    return { id: path };
+  }
+
+  // The lock directory a key's records live in; a lock path given directly
+  // (the Python `Lock`) keeps its records in the private runtime directory.
+  private place(key: LockKey): Place {
+    const dir = dirname(key.id);
+    const groupShared = isSharedGroupDir(dir);
+    const recordDir = key.name !== undefined ? join(dir, '.holders') : join(ensurePrivateDir(runtimeDir()), 'holders');
+    return {
+      path: key.id,
+      groupShared,
+      registry: this.registry(recordDir, key.name !== undefined && groupShared),
+    };
+  }
+
+  private registry(dir: string, group: boolean): HolderRegistry {
+    let r = this.registries.get(dir);
+    if (!r) this.registries.set(dir, (r = new HolderRegistry(dir, group ? 0o2770 : 0o700)));
+    return r;
+  }
+
+  acquire(req: StoreAcquire): MaybePromise<StoreHold | null> {
+    const place = this.place(req.key);
+    const attempt: Attempt = { file: undefined, passedGate: false };
+    try {
+      const hold = this.tryOnce(req, place, attempt);
+      if (hold || !req.wait) {
+        if (!hold) closeAttempt(attempt);
+        return hold;
+      }
+    } catch (err) {
+      closeAttempt(attempt);
+      throw err;
+    }
+    return this.wait(req, place, attempt);
+  }
+
+  // One non-blocking attempt. A reader yields to a writer of another process
+  // waiting at the turnstile, unless it has already passed it.
+  private tryOnce(req: StoreAcquire, place: Place, a: Attempt): FlockHold | null {
+    if (req.mode === 'shared' && !a.passedGate && !turnstileOpen(place.path, place.groupShared)) return null;
+    for (let tries = 0; tries < 100; tries++) {
+      a.file ??= LockFile.open(place.path, place.groupShared);
+      if (!a.file.tryLock(req.mode)) return null;
+      if (a.file.stillAtPath()) return this.grant(req, place, a);
+      // We locked an inode that was unlinked or replaced meanwhile: start over on the new file.
+      a.file.close();
+      a.file = undefined;
+    }
+    throw new HostlockError(ErrorCode.IoError, `lock file ${place.path} keeps being replaced; giving up`, {
+      path: place.path,
+    });
+  }
+
+  // Waits in the kernel until held or aborted. Aborting kills the waiting
+  // flock(1) child and settles only once it has exited: it shares our open
+  // file description, and one that took the lock just before the kill holds it
+  // until it exits. Only then is "not held" true.
+  private async wait(req: StoreAcquire, place: Place, a: Attempt): Promise<StoreHold | null> {
+    const signal = req.signal;
+    let current: KernelWait | undefined;
+    const onAbort = () => current?.cancel();
+    signal?.addEventListener('abort', onAbort);
+    const waitFor = async (file: LockFile, mode: Mode): Promise<boolean> => {
+      if (signal?.aborted) return false;
+      current = kernelWait(file, mode);
+      try {
+        return await current.done;
+      } finally {
+        current = undefined;
+      }
+    };
+    try {
+      if (req.mode === 'shared') {
+        // A reader blocked by a waiting writer waits until the turnstile lets
+        // readers through, then goes for the lock without looking at it again.
+        const gate = openTurnstile(place.path, place.groupShared);
+        if (gate) {
+          try {
+            await waitFor(gate, 'shared');
+          } finally {
+            gate.close();
+          }
+        }
+        a.passedGate = true;
+      } else {
+        // A writer about to wait first takes the turnstile, so that no new
+        // reader of another process gets in meanwhile.
+        const gate = openTurnstile(place.path, place.groupShared);
+        if (gate) {
+          let got = false;
+          try {
+            got = gate.tryLock('exclusive') || (await waitFor(gate, 'exclusive'));
+          } catch {
+            got = false;
+          }
+          if (got) a.gate = gate;
+          else gate.close();
+        }
+      }
+      for (;;) {
+        if (signal?.aborted) return null;
+        const hold = this.tryOnce(req, place, a);
+        if (hold) return hold;
+        const got = await waitFor(a.file!, req.mode);
+        if (signal?.aborted) return null;
+        if (got && a.file!.stillAtPath()) return this.grant(req, place, a);
+        // Locked a deleted inode, or the waiter child failed: try afresh.
+        a.file?.close();
+        a.file = undefined;
+      }
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      closeAttempt(a); // closing our descriptor undoes any lock the killed child may have just taken
+    }
+  }
+
+  private grant(req: StoreAcquire, place: Place, a: Attempt): FlockHold {
+    const file = a.file!;
+    a.file = undefined;
+    // The writer is in: let readers queue on the lock itself again.
+    a.gate?.close();
+    a.gate = undefined;
+    const token = nextToken(place);
+    const since = new Date();
+    const record = place.registry.add(file.inodeKey, place.path, req.key.name, {
+      ...req.requester,
+      mode: req.mode,
+      since: since.toISOString(),
+    });
+    const hold = new FlockHold(req.key, req.mode, token, file, place, record, req.onLost, (h) => this.forget(h));
+    this.holds.add(hold);
+    this.watchLost();
+    return hold;
+  }
+
+  private forget(h: FlockHold): void {
+    this.holds.delete(h);
+    if (this.holds.size === 0 && this.lostTimer) {
+      clearInterval(this.lostTimer);
+      this.lostTimer = undefined;
+    }
+  }
+
+  // A person deleting a held lock file breaks exclusion for newcomers; the
+  // holder cannot prevent it but must say so.
+  private watchLost(): void {
+    if (this.lostTimer) return;
+    this.lostTimer = setInterval(() => {
+      for (const h of this.holds) {
+        if (h.lost || h.file.stillAtPath()) continue;
+        h.lost = true;
+        h.place.registry.update(h.record, { lost: true });
+        const why = `lock file ${h.place.path} was deleted or replaced while held: others may now hold it too`;
+        log.warn(why, { path: h.place.path });
+        h.onLost?.(why);
+      }
+    }, 2000);
+    this.lostTimer.unref();
+  }
+
+  // `held` and `mode` describe the file now at the path; `holders` also lists
+  // holds lost to a deletion or replacement (`lost: true`), whoever holds them.
+  status(key: LockKey): FlockStatus {
+    const place = this.place(key);
+    const st = statSync(place.path, { bigint: true, throwIfNoEntry: false });
+    const inode = st ? kernelInodeKey(st.dev, st.ino) : null;
+    const kernel = readKernelLocks();
+    const current = inode ? holdersOf(place.registry, inode, kernel) : [];
+    const lostHolders = lostHoldersOf(place.registry.readPath(place.path), place.path, inode, kernel);
+    const lost = lostHolders.length > 0 || [...this.holds].some((h) => h.place.path === place.path && h.lost);
+    return {
+      key,
+      exists: !!st,
+      held: current.length > 0,
+      mode: current.length ? current[0].mode : null,
+      holders: [...current, ...lostHolders],
+      waiters: [],
+      lost,
+    };
+  }
+
+  // Every lock in a directory, free or held, and the holds lost to a deletion.
+  list(dir?: string): Array<KeyStatus & { name: string; path: string }> {
+    const d = checkLockDir(dir);
+    const registry = this.registry(join(d, '.holders'), isSharedGroupDir(d));
+    const kernel = readKernelLocks();
+    const all = registry.readAll();
+    const locks = [];
+    const listed = new Set<string>();
+    for (const f of readdirSync(d).sort()) {
+      if (f.startsWith('.') || !f.endsWith(LOCK_SUFFIX)) continue;
+      const path = join(d, f);
+      const st = statSync(path, { bigint: true, throwIfNoEntry: false });
+      if (!st?.isFile()) continue;
+      listed.add(path);
+      const inode = kernelInodeKey(st.dev, st.ino);
+      const recs = all.filter((r) => r.inode === inode);
+      const holders: Holder[] = holdersOf(registry, inode, kernel);
+      const stem = basename(f, LOCK_SUFFIX);
+      const name = decodeLockName(stem) ?? recs[0]?.name ?? stem;
+      locks.push({
+        key: { id: path, name },
+        name,
+        path,
+        held: holders.length > 0,
+        mode: holders.length ? holders[0].mode : null,
+        holders: [...holders, ...lostHoldersOf(all, path, inode, kernel)],
+        waiters: [],
+      });
+    }
+    // Deleted under their holders: gone from the directory, still worth a line.
+    for (const path of new Set(all.map((r) => r.path))) {
+      if (listed.has(path) || dirname(path) !== d) continue;
+      const holders = lostHoldersOf(all, path, null, kernel);
+      if (!holders.length) continue;
+      const name =
+        all.find((r) => r.path === path)?.name ?? decodeLockName(basename(path, LOCK_SUFFIX)) ?? basename(path);
+      locks.push({ key: { id: path, name }, name, path, held: false, mode: null, holders, waiters: [] });
+    }
+    return locks;
+  }
+
+  close(): void {
+    for (const h of [...this.holds]) h.release();
+  }
+}
+
+interface Attempt {
+  file: LockFile | undefined;
+  gate?: LockFile;
+  passedGate: boolean;
+}
+
+function closeAttempt(a: Attempt): void {
+  a.file?.close();
+  a.file = undefined;
+  a.gate?.close();
+  a.gate = undefined;
+}
+
+// Fencing tokens: a counter file beside each lock (hidden, like the turnstile),
+// incremented under its own brief flock, so it survives restarts and strictly
+// increases across every holder of the lock, shared holders included.
+function nextToken(place: Place): number {
+  const path = turnstilePathFor(place.path).replace(/\.turnstile$/, '.token');
+  let file: LockFile;
+  try {
+    file = LockFile.open(path, place.groupShared);
+  } catch (err) {
+    log.warn(`no fencing token for ${place.path}: ${(err as Error).message}`, { path });
+    return 0;
+  }
+  try {
+    file.lockBlocking();
+    const buf = Buffer.alloc(24);
+    const n = readSync(file.fd, buf, 0, buf.length, 0);
+    const next = (Number.parseInt(buf.subarray(0, n).toString('latin1').trim() || '0', 10) || 0) + 1;
+    const text = Buffer.from(String(next).padEnd(20, ' ') + '\n');
+    writeSync(file.fd, text, 0, text.length, 0);
+    return next;
+  } catch (err) {
+    log.warn(`no fencing token for ${place.path}: ${(err as Error).message}`, { path });
+    return 0;
+  } finally {
+    file.close();
+  }
+}
