@@ -9,7 +9,7 @@
 // flock(1) and fcntl.flock users still meet us, and a turnstile that cannot be
 // opened (read-only directory, planted symlink) only costs the fairness.
 import { basename, dirname, join } from 'node:path';
-import { LockFile } from './lockfile';
+import { LockFile, type Mode } from './lockfile';
 import { log } from './log';
 
 const MAX_FILE = 255;
@@ -37,6 +37,43 @@ export function openTurnstile(lockPath: string, groupShared: boolean): LockFile 
     log.debug(`no turnstile for ${lockPath}: ${(err as Error).message}`, { path });
     return undefined;
   }
+}
+
+// Waits for a lock of the given mode on a file until held (true) or abandoned (false).
+export type WaitFor = (file: LockFile, mode: Mode) => Promise<boolean>;
+
+// A reader about to wait: wait until no writer stands at the turnstile, so
+// that the reader queues behind a waiting writer, then go for the lock
+// without looking at the turnstile again.
+export async function passTurnstile(lockPath: string, groupShared: boolean, waitFor: WaitFor): Promise<void> {
+  const gate = openTurnstile(lockPath, groupShared);
+  if (!gate) return;
+  try {
+    await waitFor(gate, 'shared');
+  } finally {
+    gate.close();
+  }
+}
+
+// A writer about to wait: take the turnstile, so that no new reader of another
+// process gets in meanwhile. The caller closes the returned gate once it holds
+// the lock (or gives up); undefined where the turnstile cannot be had.
+export async function closeTurnstile(
+  lockPath: string,
+  groupShared: boolean,
+  waitFor: WaitFor,
+): Promise<LockFile | undefined> {
+  const gate = openTurnstile(lockPath, groupShared);
+  if (!gate) return undefined;
+  let got = false;
+  try {
+    got = gate.tryLock('exclusive') || (await waitFor(gate, 'exclusive'));
+  } catch {
+    got = false;
+  }
+  if (got) return gate;
+  gate.close();
+  return undefined;
 }
 
 // True when no writer waits at the turnstile: a reader may go on to the lock.

@@ -20,7 +20,7 @@ import {
 } from '../names';
 import { kernelInodeKey, readKernelLocks } from '../proc';
 import type { KeyStatus, LockKey, LockStore, MaybePromise, StoreAcquire, StoreHold } from '../store';
-import { openTurnstile, turnstileOpen, turnstilePathFor } from '../turnstile';
+import { closeTurnstile, passTurnstile, turnstileOpen, turnstilePathFor } from '../turnstile';
 
 // Where a key's file lives and how its records are kept.
 interface Place {
@@ -148,32 +148,12 @@ export class FlockStore implements LockStore {
       }
     };
     try {
+      // Writer preference across processes (turnstile.ts).
       if (req.mode === 'shared') {
-        // A reader blocked by a waiting writer waits until the turnstile lets
-        // readers through, then goes for the lock without looking at it again.
-        const gate = openTurnstile(place.path, place.groupShared);
-        if (gate) {
-          try {
-            await waitFor(gate, 'shared');
-          } finally {
-            gate.close();
-          }
-        }
+        await passTurnstile(place.path, place.groupShared, waitFor);
         a.passedGate = true;
       } else {
-        // A writer about to wait first takes the turnstile, so that no new
-        // reader of another process gets in meanwhile.
-        const gate = openTurnstile(place.path, place.groupShared);
-        if (gate) {
-          let got = false;
-          try {
-            got = gate.tryLock('exclusive') || (await waitFor(gate, 'exclusive'));
-          } catch {
-            got = false;
-          }
-          if (got) a.gate = gate;
-          else gate.close();
-        }
+        a.gate = await closeTurnstile(place.path, place.groupShared, waitFor);
       }
       for (;;) {
         if (signal?.aborted) return null;
