@@ -2,14 +2,14 @@
 // waiting with timeouts and cancellation, waiting notices, and the holds this
 // helper owns. Where a lock lives (flock files, a server) is the store's job
 // (store.ts); the transports (stdio, socket) sit above.
-import { ErrorCode, HostlockError } from './errors';
+import { ErrorCode, HostlockError, invalidParams } from './errors';
 import { controllerName, type Holder, type Owner } from './holders';
 import type { Mode } from './lockfile';
 import { log } from './log';
 import { checkLockDir } from './names';
 import { currentUser } from './proc';
 import type { LockKey, LockStore, StoreHold } from './store';
-import { FlockStore } from './stores/flock';
+import { isLocal, localStore, storeFor } from './stores';
 import { secondsSince } from './time';
 
 export interface Target {
@@ -82,20 +82,21 @@ export interface Cancellable {
   cancel(): void;
 }
 
-let local: FlockStore | undefined;
-// The helper's one local store (its record registries are shared by every user).
-export function localStore(): FlockStore {
-  return (local ??= new FlockStore());
-}
-
 export class LockManager {
   private readonly entries = new Map<string, LockEntry>();
   private readonly holderCache = new Map<string, { at: number; holders: Holder[] }>();
 
-  targetForName(name: string, dir?: string): Target {
-    const store = localStore();
-    const key = store.keyForName(name, dir);
-    return { path: key.id, name, key, store };
+  // A name in the local store (in `dir`, or the default lock directory) or in
+  // the server store a backend URL names.
+  targetForName(name: string, dir?: string, backend?: string): Target {
+    if (isLocal(backend)) {
+      const key = localStore().keyForName(name, dir);
+      return { path: key.id, name, key, store: localStore() };
+    }
+    if (dir !== undefined) throw invalidParams('"dir" applies to the local store only; omit it with a backend');
+    const store = storeFor(backend);
+    // Unique within this helper across stores; shown to users as the lock's place.
+    return { path: `${store.describe}#${name}`, name, key: { id: name, name }, store };
   }
 
   targetForPath(path: string): Target {
@@ -195,6 +196,12 @@ export class LockManager {
         .list(d)
         .map(({ key: _k, waiters: _w, ...lock }) => lock),
     };
+  }
+
+  // Every lock a server store knows, with holders and waiters in order.
+  async listStore(backend: string) {
+    const store = storeFor(backend);
+    return { backend: store.describe, locks: await store.list() };
   }
 
   holders(target: Target): Holder[] {

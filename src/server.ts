@@ -9,7 +9,7 @@ import type { Mode } from './lockfile';
 import { log } from './log';
 import { LockManager, type AcquireOutcome, type AcquireRequest, type Hold, type Target } from './manager';
 import { currentUser } from './proc';
-import type { FlockStatus } from './stores/flock';
+import type { KeyStatus } from './store';
 import { RunHolds } from './runholds';
 import { checkParams, checkRequest, METHODS, type Method } from './validate';
 import { VERSION, PROTOCOL } from './version';
@@ -26,6 +26,7 @@ interface AcquireParams {
   path?: string;
   name?: string;
   dir?: string;
+  backend?: string;
   shared?: boolean;
   timeout?: number | null;
   owner?: Owner;
@@ -224,7 +225,9 @@ export class Session {
       case 'status':
         return this.status(p);
       case 'list':
-        return this.server.manager.list(p.dir);
+        return p.backend !== undefined && p.backend !== 'local'
+          ? this.server.manager.listStore(p.backend)
+          : this.server.manager.list(p.dir);
     }
   }
 
@@ -240,9 +243,9 @@ export class Session {
     return { version: VERSION, protocol: PROTOCOL, pid: process.pid, agent: this.server.isAgent, lost };
   }
 
-  private target(p: { path?: string; name?: string; dir?: string }): Target {
+  private target(p: { path?: string; name?: string; dir?: string; backend?: string }): Target {
     const m = this.server.manager;
-    return p.path !== undefined ? m.targetForPath(p.path) : m.targetForName(p.name!, p.dir);
+    return p.path !== undefined ? m.targetForPath(p.path) : m.targetForName(p.name!, p.dir, p.backend);
   }
 
   private acquire(p: AcquireParams, wait: boolean): unknown {
@@ -391,7 +394,15 @@ export class Session {
     return this.run(p.handle, req, st.params);
   }
 
-  private release(p: { handle?: string; path?: string; name?: string; dir?: string; scope?: 'run'; member?: string }) {
+  private release(p: {
+    handle?: string;
+    path?: string;
+    name?: string;
+    dir?: string;
+    backend?: string;
+    scope?: 'run';
+    member?: string;
+  }) {
     if (p.handle !== undefined) {
       const st = this.own(p.handle);
       this.dropHandle(p.handle);
@@ -416,9 +427,14 @@ export class Session {
     return r;
   }
 
-  private status(p: { path?: string; name?: string; dir?: string }) {
+  private status(p: { path?: string; name?: string; dir?: string; backend?: string }) {
     const target = this.target(p);
-    const { key: _key, ...s } = this.server.manager.status(target) as FlockStatus;
+    const s = this.server.manager.status(target);
+    return s instanceof Promise ? s.then((st) => this.statusResult(target, st)) : this.statusResult(target, s);
+  }
+
+  private statusResult(target: Target, st: KeyStatus) {
+    const { key: _key, ...s } = st;
     const run = this.server.runHolds.held.get(target.path);
     if (run) {
       for (const h of s.holders) if (h.helper_pid === process.pid && !h.foreign) h.members = [...run.members];

@@ -1,0 +1,54 @@
+// Which store a lock lives in: the local flock store unless a backend URL
+// names a server store. One store object per backend URL per helper, so that
+// a run's agent keeps one session (PostgreSQL) or one lease (etcd) for all of
+// its holds and waits.
+import { invalidParams } from '../errors';
+import type { LockStore } from '../store';
+import { FlockStore } from './flock';
+
+let local: FlockStore | undefined;
+const remote = new Map<string, LockStore>();
+
+// The helper's one local store (its record registries are shared by every user).
+export function localStore(): FlockStore {
+  return (local ??= new FlockStore());
+}
+
+export function isLocal(backend: string | undefined): boolean {
+  return backend === undefined || backend === '' || backend === 'local';
+}
+
+// A server store's scheme, for messages that must not print the URL's password.
+function scheme(url: string): string {
+  return /^[a-z][a-z0-9+.-]*:/i.exec(url)?.[0] ?? 'that';
+}
+
+export function storeFor(backend: string | undefined): LockStore {
+  if (isLocal(backend)) return localStore();
+  const url = backend!;
+  const known = remote.get(url);
+  if (known) return known;
+  const opener = openers.find((o) => o.matches(url));
+  if (!opener) {
+    throw invalidParams(
+      `unknown backend ${scheme(url)}//…: use "local" (the default), a postgresql:// URL or an etcd:// URL`,
+    );
+  }
+  const store = opener.open(url);
+  remote.set(url, store);
+  return store;
+}
+
+// Closes every server store: their sessions and leases end, releasing all.
+export async function closeStores(): Promise<void> {
+  const all = [...remote.values()];
+  remote.clear();
+  await Promise.allSettled(all.map((s) => s.close()));
+}
+
+interface Opener {
+  matches(url: string): boolean;
+  open(url: string): LockStore;
+}
+
+const openers: Opener[] = [];
