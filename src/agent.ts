@@ -19,7 +19,8 @@ import { LockFile } from './lockfile';
 import { log } from './log';
 import { ensurePrivateDir, runtimeDir } from './names';
 import { processStartTime } from './proc';
-import { Server, type LostHold } from './server';
+import { LostHolds, type LostHold } from './lostholds';
+import { Server } from './server';
 import { guardProcess } from './serve';
 
 export interface AgentOptions {
@@ -79,13 +80,14 @@ export function runAgent(opts: AgentOptions): Promise<number> {
   }
   if (!pidLock) return Promise.resolve(1);
 
-  const server = new Server(true, () => saveHolds());
+  const lostHolds = new LostHolds();
+  const server = new Server({ agent: { lostHolds, onRunHoldsChange: () => saveHolds() } });
   // Holds recorded by a predecessor that died without releasing them were
   // lost when it died: the run's next tasks must hear of it.
   try {
     const prev = JSON.parse(readFileSync(paths.holdsFile, 'utf8')) as { holds: LostHold[] };
-    server.lost = (prev.holds ?? []).filter((h) => h.members?.length);
-    if (server.lost.length) log.warn(`the previous agent of this run died holding ${server.lost.length} lock(s)`);
+    for (const h of prev.holds ?? []) if (h.members?.length) lostHolds.add(h);
+    if (lostHolds.size) log.warn(`the previous agent of this run died holding ${lostHolds.size} lock(s)`);
   } catch {
     /* no predecessor */
   }
@@ -117,7 +119,7 @@ export function runAgent(opts: AgentOptions): Promise<number> {
       log.warn(`cannot record the run's holds in ${paths.holdsFile}: ${(err as Error).message}`);
     }
   }
-  if (server.lost.length === 0) saveHolds();
+  if (lostHolds.size === 0) saveHolds();
 
   try {
     if (existsSync(paths.socket)) unlinkSync(paths.socket); // stale: its agent no longer holds the pid lock
@@ -149,7 +151,7 @@ export function runAgent(opts: AgentOptions): Promise<number> {
       stopping = true;
       log.info(`agent stopping: ${why}`);
       clearInterval(watch);
-      server.shutdown();
+      const released = server.shutdown();
       for (const s of sockets) s.destroy();
       net.close();
       // Clean up while still holding the pid lock, so no successor is misled.
@@ -166,8 +168,11 @@ export function runAgent(opts: AgentOptions): Promise<number> {
         /* gone */
       }
       if (holdsFd !== undefined) closeSync(holdsFd);
-      pidLock!.close();
-      resolve(0);
+      // Server stores end their sessions and leases before the agent goes.
+      void released.finally(() => {
+        pidLock!.close();
+        resolve(0);
+      });
     };
 
     const watch = setInterval(() => {

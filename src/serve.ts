@@ -4,13 +4,12 @@ import { log } from './log';
 import { Server } from './server';
 
 export function serveStdio(): void {
-  const server = new Server(false);
+  const server = new Server();
   let done = false;
   const finish = () => {
     if (done) return;
     done = true;
-    server.shutdown();
-    process.exit(0);
+    void server.shutdown().finally(() => process.exit(0));
   };
   const session = server.openSession((line) => {
     if (!done) process.stdout.write(line);
