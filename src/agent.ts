@@ -166,7 +166,7 @@ export function runAgent(opts: AgentOptions): Promise<number> {
         /* gone */
       }
       if (holdsFd !== undefined) closeSync(holdsFd);
-      pidLock!.close();
+      pidLock.close();
       resolve(0);
     };
 

@@ -11,7 +11,7 @@ let fsExt: {
   flock(fd: number, flags: string, cb: (err: Error | null) => void): void;
 };
 function flockApi() {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- native addon without types, loaded on first use
   return (fsExt ??= require('fs-ext'));
 }
 
@@ -137,7 +137,7 @@ function waiterCommand(mode: Mode): [string, string[]] {
   const flockArgs = [mode === 'shared' ? '-s' : '-x', '3'];
   if (pdeathWrapper === undefined) {
     const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded lazily: only a waiting helper needs it
     const { spawnSync } = require('node:child_process') as typeof import('node:child_process');
     pdeathWrapper =
       setpriv && spawnSync(setpriv, ['--pdeathsig', 'KILL', 'true'], { stdio: 'ignore' }).status === 0 ? setpriv : null;
@@ -150,7 +150,7 @@ function childWait(file: LockFile, mode: Mode): KernelWait {
   let cancelled = false;
   const done = new Promise<boolean>((resolve) => {
     // child_process is loaded on the first wait: most helpers never wait, and loading it costs a start ~5 ms.
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded lazily (see above)
     const { spawn } = require('node:child_process') as typeof import('node:child_process');
     const [cmd, args] = waiterCommand(mode);
     child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'ignore', file.fd] });
@@ -176,7 +176,7 @@ function pollWait(file: LockFile, mode: Mode): KernelWait {
     let delay = 1;
     const attempt = () => {
       if (cancelled) return;
-      let got = false;
+      let got: boolean;
       try {
         got = file.tryLock(mode);
       } catch {

@@ -153,7 +153,7 @@ export class LockManager {
           clearTimeout(waiter.timer);
           clearInterval(waiter.ticker);
           req.onSettled?.(undefined, err);
-          reject(err);
+          reject(err instanceof Error ? err : new Error(String(err)));
         },
       };
       try {
@@ -388,7 +388,7 @@ export class LockManager {
     if (w.req.mode === 'exclusive' && !w.gate && this.closeGate(w)) return;
     const wait = kernelWait(w.file!, w.req.mode);
     w.kernel = wait;
-    wait.done.then((got) => {
+    void wait.done.then((got) => {
       if (w.settled || w.kernel !== wait) return;
       w.kernel = undefined;
       if (got && w.file!.stillAtPath()) {
@@ -410,7 +410,7 @@ export class LockManager {
     if (!gate) return this.pump(w.entry);
     const wait = kernelWait(gate, 'shared');
     w.kernel = wait;
-    wait.done.then(() => {
+    void wait.done.then(() => {
       gate.close();
       if (w.settled || w.kernel !== wait) return;
       w.kernel = undefined;
@@ -435,7 +435,7 @@ export class LockManager {
     }
     const wait = kernelWait(gate, 'exclusive');
     w.kernel = wait;
-    wait.done.then((got) => {
+    void wait.done.then((got) => {
       if (w.settled || w.kernel !== wait) {
         gate.close();
         return;

@@ -27,7 +27,7 @@ export function encodeLockName(name: string): string {
   const cut = head.lastIndexOf('%');
   if (cut > head.length - 3) head = head.slice(0, cut); // never split an escape
   // crypto is loaded only for such names: loading it costs every helper start ~5 ms.
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded lazily (see above)
   const { createHash } = require('node:crypto') as typeof import('node:crypto');
   return `${head}~${createHash('sha256').update(bytes).digest('hex')}`;
 }
@@ -37,7 +37,7 @@ export function decodeLockName(stem: string): string | null {
   if (stem.includes('~')) return null;
   try {
     return Buffer.from(
-      stem.replace(/%([0-9A-F]{2})/g, (_, h) => String.fromCharCode(parseInt(h, 16))),
+      stem.replace(/%([0-9A-F]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16))),
       'latin1',
     ).toString('utf8');
   } catch {

@@ -1,5 +1,6 @@
 // `hostlock run NAME -- CMD`: flock(1) with names, timeouts and holder records.
 import { spawn } from 'node:child_process';
+import { constants } from 'node:os';
 import { HostlockError } from './errors';
 import { log } from './log';
 import { LockManager } from './manager';
@@ -96,6 +97,5 @@ export async function runLocked(o: RunOptions): Promise<number> {
 }
 
 function osSignal(sig: NodeJS.Signals): number {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  return (require('node:os').constants.signals as Record<string, number>)[sig] ?? 0;
+  return (constants.signals as Record<string, number>)[sig] ?? 0;
 }

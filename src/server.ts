@@ -208,6 +208,7 @@ export class Session {
     }
   }
 
+  /* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-member-access -- p was validated against method's schema in src/schemas/params.json */
   private dispatch(method: Method, p: any): unknown {
     switch (method) {
       case 'hello':
@@ -226,6 +227,7 @@ export class Session {
         return this.server.manager.list(p.dir);
     }
   }
+  /* eslint-enable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-member-access */
 
   private hello(p: { client?: string; member?: string }) {
     let lost: LostHold[] = this.server.lost;
@@ -290,7 +292,7 @@ export class Session {
     attempt.outcome.catch(() => {}); // failures are reported through `settled`
     if (!settled) {
       waited = true;
-      this.handles.set(handle, { kind: 'waiting', cancel: attempt.cancel });
+      this.handles.set(handle, { kind: 'waiting', cancel: () => attempt.cancel() });
       return REPLIED_LATER;
     }
     // Settled at once: answer now, so replies keep the order of the requests.
@@ -318,7 +320,7 @@ export class Session {
     const member = p.member ?? p.owner?.host ?? '-';
     req.onWaiting = (info) => this.notify('waiting', { handle, name: req.target.name, path: req.target.path, ...info });
     const attempt = this.server.runHolds.acquire(req, member);
-    this.handles.set(handle, { kind: 'waiting', cancel: attempt.cancel });
+    this.handles.set(handle, { kind: 'waiting', cancel: () => attempt.cancel() });
     let out;
     try {
       out = await attempt.outcome;
@@ -451,8 +453,12 @@ export class Session {
       const e =
         err instanceof HostlockError
           ? err
-          : new HostlockError(ErrorCode.Internal, `internal error: ${(err as Error)?.message ?? String(err)}`);
-      if (!(err instanceof HostlockError)) log.error('internal error', { error: String((err as Error)?.stack ?? err) });
+          : new HostlockError(
+              ErrorCode.Internal,
+              `internal error: ${err instanceof Error ? err.message : JSON.stringify(err)}`,
+            );
+      if (!(err instanceof HostlockError))
+        log.error('internal error', { error: err instanceof Error ? err.stack : JSON.stringify(err) });
       msg = { jsonrpc: '2.0', id, error: { code: e.code, message: e.message, data: e.data } };
     } else {
       msg = { jsonrpc: '2.0', id, result };

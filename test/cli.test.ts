@@ -2,7 +2,7 @@
 // every lock, and every exit code in --help is the one scripts get.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { cli, lockedByOthers, tempDir, until } from './rpc';
@@ -31,7 +31,7 @@ test('usage errors exit 64 with a hint', () => {
   }
 });
 
-test('run holds the lock for the command and passes its exit status', async () => {
+test('run holds the lock for the command and passes its exit status', () => {
   const t = tempDir();
   const env = { HOSTLOCK_DIR: t.dir };
   const r = cli(
@@ -71,7 +71,7 @@ test('run refuses a symlinked lock file (73) and leaves its target untouched', (
   const r = cli(['run', 'evil', '--', 'true'], { HOSTLOCK_DIR: t.dir });
   assert.equal(r.status, 73);
   assert.match(r.stderr, /symbolic link/);
-  assert.equal(require('node:fs').readFileSync(target, 'utf8'), 'keep me');
+  assert.equal(readFileSync(target, 'utf8'), 'keep me');
   assert.equal(cli(['run', 'x', '--dir', join(t.dir, 'missing'), '--', 'true']).status, 73);
   t.cleanup();
 });

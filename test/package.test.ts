@@ -1,6 +1,7 @@
 // `npm pack` makes a helper package that installs on its own, with `hostlock` on PATH.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { ROOT, tempDir } from './rpc';
@@ -21,7 +22,7 @@ test('npm pack → npm install -g → hostlock works', () => {
     const bin = join(prefix, 'bin', 'hostlock');
     const v = spawnSync(bin, ['--version'], { encoding: 'utf8' });
     assert.equal(v.status, 0, v.stderr);
-    assert.equal(v.stdout.trim(), require(join(ROOT, 'package.json')).version);
+    assert.equal(v.stdout.trim(), JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version);
     const serve = spawnSync(bin, ['serve'], {
       encoding: 'utf8',
       input: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'try', params: { name: 'p', dir: t.dir } }) + '\n',

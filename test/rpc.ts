@@ -98,15 +98,15 @@ export function startServe(env: NodeJS.ProcessEnv = {}): Helper {
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   let err = '';
-  proc.stderr!.on('data', (c) => (err += c));
+  proc.stderr.on('data', (c) => (err += c));
   const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
   return {
     proc,
-    rpc: new RpcClient(proc.stdin!, proc.stdout!),
+    rpc: new RpcClient(proc.stdin, proc.stdout),
     stderr: () => err,
     exited,
     close: () => {
-      proc.stdin!.end();
+      proc.stdin.end();
       return exited;
     },
   };
