@@ -10,7 +10,7 @@ help:
 	@echo "make test    install everything, build, run TypeScript, Python and molecule tests"
 	@echo "make bench   run the benchmarks (figures as ratios against anchors)"
 	@echo "make stress  long stress variants"
-	@echo "make lint    eslint, prettier, ruff, ansible-lint (also part of make test)"
+	@echo "make lint    eslint, prettier, ruff, ansible-test sanity (also part of make test; ansible-lint runs in test-py)"
 	@echo "make fmt     format TypeScript and Python in place"
 
 node_modules/.stamp: package.json package-lock.json
@@ -42,6 +42,7 @@ lint: build venv
 	npx prettier --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	bash scripts/sanity.sh
 
 fmt: node_modules/.stamp venv
 	npx prettier --write .

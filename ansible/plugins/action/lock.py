@@ -83,7 +83,7 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
 
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)[1]
         host = str(task_vars.get('inventory_hostname') or '-')
         state = args['state']
         name = args['name'] if args['name'] is not None else host

@@ -235,6 +235,7 @@ def _ask_socket(cmd, owner_pid):
             capture_output=True,
             timeout=START_TIMEOUT,
             close_fds=True,
+            check=False,  # a failure is reported below with its output
         )
     except (OSError, subprocess.TimeoutExpired) as e:
         raise HelperError('cannot run hostlock helper %s: %s. %s' % (shlex.join(cmd), e, INSTALL_HINT)) from e

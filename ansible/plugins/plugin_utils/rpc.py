@@ -109,7 +109,7 @@ class RpcConnection:
             if not chunk:
                 raise HelperGone('%s closed the connection' % self.describe)
             self._buf += chunk
-        line, _, self._buf = self._buf.partition(b'\n')
+        line, _sep, self._buf = self._buf.partition(b'\n')
         return line
 
     def call(self, method, params=None, on_notify=None, timeout=None):
