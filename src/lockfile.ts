@@ -1,8 +1,20 @@
 // The lock engine's lowest layer: one open lock file and flock(2) on it. It
 // knows files and the kernel, nothing of waiting policy or holders.
 import type { ChildProcess } from 'node:child_process';
-import { closeSync, constants, existsSync, fchmodSync, fstatSync, lstatSync, openSync, statSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  existsSync,
+  fchmodSync,
+  fstatSync,
+  lstatSync,
+  openSync,
+  statSync,
+  writeSync,
+} from 'node:fs';
+import { basename } from 'node:path';
 import { ErrorCode, HostlockError, fromErrno } from './errors';
+import { isHashedStem, LOCK_SUFFIX } from './names';
 import { kernelInodeKey } from './proc';
 
 // fs-ext is a native addon; load it once, on first use.
@@ -30,7 +42,9 @@ export class LockFile {
     readonly ino: bigint,
   ) {}
 
-  static open(path: string, groupShared = false): LockFile {
+  // `name`, for a lock file whose stem is a hash of its name, is written into
+  // the new (empty) file; nothing else ever writes to a lock file.
+  static open(path: string, groupShared = false, name?: string): LockFile {
     try {
       const st = lstatSync(path, { throwIfNoEntry: false });
       if (st && !st.isFile()) refuse(path, st.isSymbolicLink() ? 'a symbolic link' : 'not a regular file');
@@ -50,6 +64,7 @@ export class LockFile {
       if (groupShared && st.uid === BigInt(process.getuid?.() ?? -1) && (st.mode & 0o777n) !== 0o660n) {
         fchmodSync(fd, 0o660);
       }
+      if (name !== undefined && st.size === 0n && isHashedStem(basename(path, LOCK_SUFFIX))) writeSync(fd, name, 0);
       return new LockFile(path, fd, st.dev, st.ino);
     } catch (err) {
       closeSync(fd);

@@ -10,6 +10,7 @@ import { openTurnstile, turnstileOpen } from './turnstile';
 import {
   checkLockDir,
   decodeLockName,
+  lockNameOf,
   ensurePrivateDir,
   isSharedGroupDir,
   LOCK_SUFFIX,
@@ -242,7 +243,7 @@ export class LockManager {
       const recs = all.filter((r) => r.inode === inode);
       const holders = holdersOf(registry, inode, kernel);
       const stem = basename(f, LOCK_SUFFIX);
-      const name = decodeLockName(stem) ?? (recs[0] as { name?: string } | undefined)?.name ?? stem;
+      const name = lockNameOf(path) ?? (recs[0] as { name?: string } | undefined)?.name ?? stem;
       locks.push({
         name,
         path,
@@ -317,7 +318,7 @@ export class LockManager {
       return false;
     }
     for (let tries = 0; tries < 100; tries++) {
-      w.file ??= LockFile.open(w.req.target.path, w.req.target.groupShared);
+      w.file ??= LockFile.open(w.req.target.path, w.req.target.groupShared, w.req.target.name);
       if (!w.file.tryLock(w.req.mode)) return false;
       if (w.file.stillAtPath()) {
         this.grant(w);

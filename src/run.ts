@@ -1,17 +1,9 @@
 // `hostlock run NAME -- CMD`: flock(1) with names, timeouts and holder records.
 import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
-import { HostlockError } from './errors';
+import { errorLine, EXIT, exitCodeFor } from './exit';
 import { log } from './log';
 import { LockManager } from './manager';
-
-export const EXIT = {
-  conflict: 1, // default; --conflict-exit-code changes it (like flock -E)
-  usage: 64,
-  lockUnusable: 73,
-  cannotExecute: 126,
-  notFound: 127,
-} as const;
 
 export interface RunOptions {
   name: string;
@@ -30,8 +22,8 @@ export async function runLocked(o: RunOptions): Promise<number> {
   try {
     target = manager.targetForName(o.name, o.dir);
   } catch (err) {
-    process.stderr.write(`hostlock: ${(err as Error).message}\n`);
-    return EXIT.lockUnusable;
+    process.stderr.write(errorLine(err));
+    return exitCodeFor(err);
   }
   const mode = o.shared ? 'shared' : 'exclusive';
   const attempt = manager.acquire({
@@ -57,8 +49,8 @@ export async function runLocked(o: RunOptions): Promise<number> {
   try {
     out = await attempt.outcome;
   } catch (err) {
-    process.stderr.write(`hostlock: ${(err as Error).message}\n`);
-    return err instanceof HostlockError ? EXIT.lockUnusable : 1;
+    process.stderr.write(errorLine(err));
+    return exitCodeFor(err);
   } finally {
     process.off('SIGINT', cancel);
     process.off('SIGTERM', cancel);
@@ -71,7 +63,7 @@ export async function runLocked(o: RunOptions): Promise<number> {
       );
     }
     manager.shutdown();
-    return out.reason === 'cancelled' ? 130 : o.conflictExitCode;
+    return out.reason === 'cancelled' ? EXIT.interrupted : o.conflictExitCode;
   }
   const hold = out.hold;
   const code = await new Promise<number>((resolve) => {
@@ -87,7 +79,7 @@ export async function runLocked(o: RunOptions): Promise<number> {
     });
     child.on('exit', (status, signal) => {
       for (const [s, h] of handlers) process.off(s, h);
-      resolve(status ?? 128 + (signal ? osSignal(signal) : 0));
+      resolve(status ?? EXIT.signalBase + (signal ? osSignal(signal) : 0));
     });
   });
   manager.release(hold);

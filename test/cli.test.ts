@@ -24,6 +24,7 @@ test('usage errors exit 64 with a hint', () => {
     ['run', 'x'],
     ['run', 'x', '--timeout', '-1', '--', 'true'],
     ['run', 'x', '-n', '-w', '1', '--', 'true'],
+    ['run', '', '--', 'true'],
   ]) {
     const r = cli(args);
     assert.equal(r.status, 64, `${args.join(' ')}: ${r.stderr}`);
@@ -98,6 +99,21 @@ test('status lists free and held locks, as a table and as JSON', async () => {
   assert.match(table.stdout, /web1\s+exclusive/);
   assert.match(table.stdout, /free one\s+free/);
   holder.kill();
+  t.cleanup();
+});
+
+test('status names a free lock whose name is too long for a file name, not its hashed file stem', () => {
+  const t = tempDir();
+  const env = { HOSTLOCK_DIR: t.dir };
+  const long = `deploy of ${'x'.repeat(300)} on web1`;
+  assert.equal(cli(['run', long, '--', 'true'], env).status, 0);
+  const j = cli(['status', '--json'], env);
+  assert.equal(j.status, 0, j.stderr);
+  const locks = JSON.parse(j.stdout).locks;
+  assert.equal(locks.length, 1);
+  assert.equal(locks[0].name, long);
+  assert.equal(locks[0].held, false);
+  assert.match(locks[0].path, /~[0-9a-f]{64}\.lock$/);
   t.cleanup();
 });
 

@@ -31,9 +31,7 @@ class RpcError(Exception):
         self.data = data or {}
 
     def __str__(self):
-        hint = self.data.get('hint') if isinstance(self.data, dict) else None
-        text = '%s (code %s)' % (self.message, self.code)
-        return '%s; %s' % (text, hint) if hint else text
+        return '%s (code %s)' % (self.message, self.code)
 
 
 class HelperGone(Exception):
