@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import tarfile
 
@@ -77,3 +79,23 @@ def test_build_install_and_ansible_doc(tmp_path):
     ):
         assert text in doc.stdout, text
     assert 'ERROR' not in doc.stderr and 'WARNING' not in doc.stderr, doc.stderr
+
+
+def test_make_install_puts_the_helper_and_the_collection_in_place(tmp_path):
+    prefix, collections = tmp_path / 'prefix', tmp_path / 'collections'
+    env = dict(os.environ, MAKEFLAGS='')
+    inst = subprocess.run(
+        ['make', '-C', str(REPO), 'install', 'PREFIX=%s' % prefix, 'COLLECTIONS_PATH=%s' % collections],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert inst.returncode == 0, inst.stdout + inst.stderr
+    assert 'npm warn' not in inst.stderr.lower(), inst.stderr
+    version = subprocess.run(
+        [str(prefix / 'bin' / 'hostlock'), '--version'], capture_output=True, text=True, timeout=60
+    )
+    assert version.returncode == 0, version.stderr
+    manifest = collections / 'ansible_collections' / 'hostlock' / 'core' / 'MANIFEST.json'
+    assert json.loads(manifest.read_text())['collection_info']['version'] == version.stdout.strip()
