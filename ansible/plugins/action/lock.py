@@ -257,7 +257,7 @@ class ActionModule(ActionBase):
         res = conn.call('release', dict(target, scope='run', member=host), timeout=30)
         if res.get('released'):
             # No status read after a real release: reading /proc/locks can stall every flock on
-            # the machine for an RCU grace period (docs/NEEDS-bench.md), and who holds the lock
+            # the machine for an RCU grace period (bench/README.md), and who holds the lock
             # next is stale at once anyway.
             out = self._base(target['name'], dict(res, holders=[]), False)
         else:
