@@ -30,8 +30,10 @@ build: node_modules/.stamp
 
 venv: $(VENV)/.stamp
 
+# Every test has a deadline: a hung test fails at it instead of holding the suite.
+TEST_TIMEOUT_MS ?= 300000
 test-ts: build
-	node --test --test-concurrency=1 build/test/
+	node --test --test-concurrency=1 --test-timeout=$(TEST_TIMEOUT_MS) build/test/*.test.js
 
 test-py: build venv
 	$(VENV)/bin/pytest -q test/python
@@ -70,7 +72,7 @@ bench: build venv
 	bash bench/run.sh
 
 stress: build venv
-	HOSTLOCK_STRESS=long node --test --test-concurrency=1 build/test/
+	HOSTLOCK_STRESS=long node --test --test-concurrency=1 --test-timeout=3600000 build/test/*.test.js
 
 clean:
 	rm -rf dist build node_modules $(VENV)

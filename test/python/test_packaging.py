@@ -11,11 +11,22 @@ from conftest import REPO, VENV_BIN
 
 
 def test_build_install_and_ansible_doc(tmp_path):
+    installed = tmp_path / 'installed'
+    # Only this test's collections and Ansible home: a hostlock.core the user installed
+    # (~/.ansible/collections) would make ansible-galaxy skip the install.
+    env = {
+        'ANSIBLE_COLLECTIONS_PATH': str(installed),
+        'PATH': str(VENV_BIN) + ':/usr/bin:/bin',
+        'HOME': str(tmp_path / 'home'),
+        'ANSIBLE_HOME': str(tmp_path / 'home' / '.ansible'),
+        'ANSIBLE_NOCOLOR': '1',
+    }
     dist = tmp_path / 'dist'
     built = subprocess.run(
         [str(VENV_BIN / 'ansible-galaxy'), 'collection', 'build', str(REPO / 'ansible'), '--output-path', str(dist)],
         capture_output=True,
         text=True,
+        env=env,
         timeout=120,
     )
     assert built.returncode == 0, built.stdout + built.stderr
@@ -34,20 +45,14 @@ def test_build_install_and_ansible_doc(tmp_path):
         assert wanted in names, (wanted, names)
     assert not [n for n in names if '__pycache__' in n or n.endswith('.pyc')], names
 
-    installed = tmp_path / 'installed'
     inst = subprocess.run(
         [str(VENV_BIN / 'ansible-galaxy'), 'collection', 'install', str(tarball), '-p', str(installed)],
         capture_output=True,
         text=True,
+        env=env,
         timeout=120,
     )
     assert inst.returncode == 0, inst.stdout + inst.stderr
-    env = {
-        'ANSIBLE_COLLECTIONS_PATH': str(installed),
-        'PATH': str(VENV_BIN) + ':/usr/bin:/bin',
-        'ANSIBLE_HOME': str(tmp_path / 'home'),
-        'ANSIBLE_NOCOLOR': '1',
-    }
     doc = subprocess.run(
         [
             str(
