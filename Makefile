@@ -8,9 +8,11 @@ NODE_SRC := $(shell find src -name '*.ts' -o -name '*.json' 2>/dev/null)
 help:
 	@echo "make demo    run concurrent playbooks and draw who held which host when"
 	@echo "make test    install everything, build, run TypeScript, Python and molecule tests"
+	@echo "make install put hostlock on PATH (npm install -g of the packed helper) and the collection"
+	@echo "             in ~/.ansible/collections (COLLECTIONS_PATH=...; npm's PREFIX=... for the helper)"
 	@echo "make bench   run the benchmarks (figures as ratios against anchors)"
 	@echo "make stress  long stress variants"
-	@echo "make lint    eslint, prettier, ruff, ansible-lint (also part of make test)"
+	@echo "make lint    eslint, prettier, ruff, ansible-test sanity (also part of make test; ansible-lint runs in test-py)"
 	@echo "make fmt     format TypeScript and Python in place"
 
 node_modules/.stamp: package.json package-lock.json
@@ -28,8 +30,10 @@ build: node_modules/.stamp
 
 venv: $(VENV)/.stamp
 
+# Every test has a deadline: a hung test fails at it instead of holding the suite.
+TEST_TIMEOUT_MS ?= 300000
 test-ts: build
-	node --test --test-concurrency=1 build/test/
+	node --test --test-concurrency=1 --test-timeout=$(TEST_TIMEOUT_MS) build/test/*.test.js
 
 test-py: build venv
 	$(VENV)/bin/pytest -q test/python
@@ -42,12 +46,24 @@ lint: build venv
 	npx prettier --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	bash scripts/sanity.sh
 
 fmt: node_modules/.stamp venv
 	npx prettier --write .
 	$(VENV)/bin/ruff format .
 
 test: lint test-ts test-py test-molecule
+
+# The helper from its packed tarball, as a user installs it; fs-ext's install
+# script builds its native addon (a global install has no package.json to allow it).
+COLLECTIONS_PATH ?= $(HOME)/.ansible/collections
+NPM_PREFIX := $(if $(PREFIX),--prefix $(PREFIX))
+install: build venv
+	rm -rf build/pkg && mkdir -p build/pkg
+	npm pack --silent --pack-destination build/pkg >/dev/null
+	npm install -g $(NPM_PREFIX) --allow-scripts=fs-ext --no-audit --no-fund build/pkg/hostlock-*.tgz
+	$(VENV)/bin/ansible-galaxy collection build ansible --output-path build/pkg
+	$(VENV)/bin/ansible-galaxy collection install --force -p $(COLLECTIONS_PATH) build/pkg/hostlock-core-*.tar.gz
 
 demo: build venv
 	bash demo/demo.sh
@@ -56,9 +72,9 @@ bench: build venv
 	bash bench/run.sh
 
 stress: build venv
-	HOSTLOCK_STRESS=long node --test --test-concurrency=1 build/test/
+	HOSTLOCK_STRESS=long node --test --test-concurrency=1 --test-timeout=3600000 build/test/*.test.js
 
 clean:
 	rm -rf dist build node_modules $(VENV)
 
-.PHONY: help build venv lint fmt test test-ts test-py test-molecule demo bench stress clean
+.PHONY: help build venv lint fmt install test test-ts test-py test-molecule demo bench stress clean

@@ -47,7 +47,7 @@ async function echoCycles(socket: string, clients: number, n: number): Promise<n
     new Promise<void>((r) => {
       let got = '';
       const on = (d: Buffer) => {
-        got += d;
+        got += d.toString('utf8');
         if (got.endsWith('\n')) {
           s.off('data', on);
           r();
@@ -82,7 +82,7 @@ async function main(): Promise<void> {
   const echo = spawn(process.execPath, [join(__dirname, 'echo-server.js'), echoSocket], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
-  await new Promise<void>((r) => echo.stdout!.once('data', () => r()));
+  await new Promise<void>((r) => echo.stdout.once('data', () => r()));
   try {
     const conns = await Promise.all(Array.from({ length: nClients }, () => connectSocket(agent.socket)));
     for (const h of helpers) await h.rpc.call('hello', {});

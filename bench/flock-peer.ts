@@ -3,8 +3,8 @@
 // says, and reports CLOCK_MONOTONIC times (comparable across processes).
 import { openSync } from 'node:fs';
 
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const { flockSync } = require('fs-ext') as { flockSync(fd: number, flags: string): void };
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- fs-ext ships no types; this is the one call used
+const { flockSync } = require('fs-ext') as { flockSync: (fd: number, flags: string) => void };
 const fd = openSync(process.argv[2], 'a');
 const now = () => process.hrtime.bigint().toString();
 

@@ -25,8 +25,8 @@ function run(playbook: string, inventory: string, env: NodeJS.ProcessEnv): Promi
     const t0 = performance.now();
     const p = spawn(PLAYBOOK_BIN, ['-i', inventory, playbook], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
-    p.stdout!.on('data', (c) => (out += c));
-    p.stderr!.on('data', (c) => (out += c));
+    p.stdout.on('data', (c) => (out += c));
+    p.stderr.on('data', (c) => (out += c));
     p.on('exit', (code) => {
       const ms = performance.now() - t0;
       if (code !== 0 || !/failed=0/.test(out))

@@ -21,11 +21,11 @@ async function serve(dir: string, n: number): Promise<{ ms: number; peakKiB: num
     stdio: ['pipe', 'pipe', 'inherit'],
     env: { ...process.env, HOSTLOCK_DIR: dir },
   });
-  p.stdin!.write(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'try', params: { name: `start-${n}` } }) + '\n');
+  p.stdin.write(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'try', params: { name: `start-${n}` } }) + '\n');
   const line = await new Promise<string>((resolve, reject) => {
     let buf = '';
-    p.stdout!.setEncoding('utf8');
-    p.stdout!.on('data', (c: string) => {
+    p.stdout.setEncoding('utf8');
+    p.stdout.on('data', (c: string) => {
       buf += c;
       if (buf.includes('\n')) resolve(buf);
     });
@@ -35,7 +35,7 @@ async function serve(dir: string, n: number): Promise<{ ms: number; peakKiB: num
   const peakKiB = peakRssKiB(p.pid!);
   const reply = JSON.parse(line);
   if (reply.result?.acquired !== true) throw new Error(`first try not acquired: ${line}`);
-  p.stdin!.end();
+  p.stdin.end();
   await waitExit(p);
   return { ms, peakKiB };
 }
@@ -138,7 +138,7 @@ async function main(): Promise<void> {
           "process.stdout.write(/VmHWM:\\s+(\\d+)/.exec(require('fs').readFileSync('/proc/self/status','utf8'))[1])",
         ]);
         let out = '';
-        self.stdout!.on('data', (c) => (out += c));
+        self.stdout.on('data', (c) => (out += c));
         await waitExit(self);
         bareKiB.push(Number(out));
         serveKiB.push((await serve(t.dir, 1000 + i)).peakKiB ?? NaN);

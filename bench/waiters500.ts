@@ -31,7 +31,7 @@ sys.stdin.read()
     { stdio: ['pipe', 'pipe', 'inherit'] },
   );
   try {
-    await new Promise<void>((r) => holder.stdout!.once('data', () => r()));
+    await new Promise<void>((r) => holder.stdout.once('data', () => r()));
     const probe = await connectSocket(agent.socket);
     const statusOnce = async () => {
       const t0 = performance.now();
@@ -74,7 +74,7 @@ sys.stdin.read()
     // Everyone queued (the holder keeps it for a while), then the holder lets go.
     await sleep(SMOKE_WAIT(waiters));
     const queuedFor = performance.now() - t0;
-    holder.stdin!.end();
+    holder.stdin.end();
     const deadline = setTimeout(() => {
       draining = false;
     }, 300000);

@@ -19,9 +19,9 @@ HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent / 'molecule' / 'shared'
 sys.path.insert(0, str(SHARED))
 sys.path.insert(0, str(HERE))
-import journal as jl  # noqa: E402
-from launch import Run, echo  # noqa: E402
-from timeline import GLYPHS, Timeline, use_colour  # noqa: E402
+import journal as jl  # noqa: E402 -- imported after the sys.path set-up above
+from launch import Run, echo  # noqa: E402 -- imported after the sys.path set-up above
+from timeline import GLYPHS, Timeline, use_colour  # noqa: E402 -- imported after the sys.path set-up above
 
 
 def write_inventory(path: Path, hosts: int) -> list[str]:

@@ -162,7 +162,10 @@ class Timeline:
         width = 1000
         plot_w = width - left - right
         span = max(self.t1 - self.t0, 1)
-        x = lambda ns: left + (ns - self.t0) / span * plot_w  # noqa: E731
+
+        def x(ns):
+            return left + (ns - self.t0) / span * plot_w
+
         waits = self.waits()
         rows_h = len(self.hosts) * (row_h + gap)
         legend_y = top + rows_h + 50
@@ -215,7 +218,8 @@ class Timeline:
                         f'fill="white" font-weight="bold">{e(self.glyph[s.run])}</text>'
                     )
         out.append(
-            f'<text x="{left}" y="{legend_y}" font-weight="bold">run  pid      longest wait; per lock: waited (for whom)</text>'
+            f'<text x="{left}" y="{legend_y}" font-weight="bold">'
+            'run  pid      longest wait; per lock: waited (for whom)</text>'
         )
         for i, w in enumerate(waits):
             y = legend_y + 24 * (i + 1)
@@ -228,7 +232,8 @@ class Timeline:
                 for h in w['hosts']
             )
             out.append(
-                f'<text x="{left + 22}" y="{y}" xml:space="preserve">{e(w["glyph"])} {e(w["run"]):<4} {w["pid"] or "":<8} '
+                f'<text x="{left + 22}" y="{y}" xml:space="preserve">'
+                f'{e(w["glyph"])} {e(w["run"]):<4} {w["pid"] or "":<8} '
                 f'{w["longest"]:5.1f}s  {e(hosts)}</text>'
             )
         out.append('</svg>')

@@ -170,7 +170,7 @@ export function runAgent(opts: AgentOptions): Promise<number> {
       if (holdsFd !== undefined) closeSync(holdsFd);
       // Server stores end their sessions and leases before the agent goes.
       void released.finally(() => {
-        pidLock!.close();
+        pidLock.close();
         resolve(0);
       });
     };

@@ -1,23 +1,9 @@
-// The `hostlock` command. Bare `serve` and plain `agent` take a fast path
-// (fastpath.ts) that loads neither yargs nor anything else they do not need:
-// they are started once per Python Lock or per run and must start like bare Node.
-import { fastCommand, runMain } from './fastpath';
+// The full `hostlock` command line (yargs): every command and spelling that
+// main.ts does not hand to the fast path. Errors go up to runMain (exit.ts).
+import { EXIT, EXIT_HELP, UsageError } from './exit';
 import { VERSION } from './version';
 
-const EXIT_HELP = `Exit codes:
-  0      success (run: the command's own status)
-  1      run: the lock is held by another (--nonblock) or --timeout expired; see --conflict-exit-code
-  64     usage error
-  73     the lock directory or lock file is unusable (missing, unwritable, a symlink)
-  126    run: the command cannot be executed
-  127    run: the command was not found
-  128+N  run: the command was killed by signal N; 130 when the wait was interrupted`;
-
-class UsageError extends Error {}
-
-async function main(argv: string[]): Promise<number> {
-  const fast = fastCommand(argv);
-  if (fast) return fast();
+export async function main(argv: string[]): Promise<number> {
   const yargs = (await import('yargs')).default;
   let code = -1;
   const cli = yargs(argv)
@@ -63,6 +49,7 @@ async function main(argv: string[]): Promise<number> {
           })
           .conflicts('timeout', 'nonblock')
           .check((a) => {
+            if (a.name === '') throw new UsageError('the lock name cannot be empty');
             a.command = [...(a.command ?? []), ...((a['--'] as string[] | undefined) ?? [])];
             if (!a.command || a.command.length === 0)
               throw new Error('give the command after --, e.g. hostlock run db -- ./migrate.sh');
@@ -116,7 +103,7 @@ async function main(argv: string[]): Promise<number> {
         const opts = { ownerPid: a['owner-pid'], runtime: a['runtime-dir'], idleTimeout: a['idle-timeout'] };
         if (a['print-socket']) {
           process.stdout.write(agent.agentPaths(opts).socket + '\n');
-          code = 0;
+          code = EXIT.ok;
         } else {
           code = await agent.runAgent(opts);
         }
@@ -132,17 +119,8 @@ async function main(argv: string[]): Promise<number> {
     .fail((msg, err) => {
       throw new UsageError(msg ?? err?.message ?? 'usage error');
     });
-  try {
-    await cli.parseAsync();
-  } catch (err) {
-    if (err instanceof UsageError) {
-      process.stderr.write(`hostlock: ${err.message}\nTry: hostlock --help\n`);
-      return 64;
-    }
-    process.stderr.write(`hostlock: ${(err as Error).message}\n`);
-    return (err as { code?: number }).code !== undefined ? 73 : 1;
-  }
-  if (code === -1 && (argv.includes('--help') || argv.includes('--version') || argv.includes('-h'))) code = 0;
+  await cli.parseAsync();
+  if (code === -1 && (argv.includes('--help') || argv.includes('--version') || argv.includes('-h'))) code = EXIT.ok;
   return code;
 }
 
@@ -153,7 +131,7 @@ async function status(dir: string | undefined, json: boolean): Promise<number> {
   m.shutdown();
   if (json) {
     process.stdout.write(JSON.stringify(res, null, 2) + '\n');
-    return 0;
+    return EXIT.ok;
   }
   const rows = res.locks.map((l) => [
     l.name,
@@ -179,7 +157,5 @@ async function status(dir: string | undefined, json: boolean): Promise<number> {
           .trimEnd() + '\n',
       );
   }
-  return 0;
+  return EXIT.ok;
 }
-
-runMain(() => main(process.argv.slice(2)));

@@ -1,5 +1,6 @@
 // Errors that cross the protocol: each carries a JSON-RPC code and a message
-// that tells the user what to do.
+// that tells the user what to do (docs/PROTOCOL.md lists every code; a test
+// compares that table with ErrorCode).
 
 export const ErrorCode = {
   ParseError: -32700,
@@ -9,7 +10,6 @@ export const ErrorCode = {
   Internal: -32603,
   LockDirUnusable: -32001,
   PathRefused: -32002,
-  LockLost: -32003,
   RunHoldConflict: -32004,
   IoError: -32005,
 } as const;
@@ -17,7 +17,6 @@ export const ErrorCode = {
 export interface ErrorData {
   path?: string;
   errno?: string;
-  hint?: string;
   [key: string]: unknown;
 }
 

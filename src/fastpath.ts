@@ -3,8 +3,7 @@
 // so that they never load yargs and start like bare Node. Anything else, or
 // any other spelling of these (--help, --owner-pid=N, repeated options), is
 // left to the full CLI, which gives the same results for these forms.
-
-export type Command = () => Promise<number>; // resolves to an exit code; -1: leave it to the event loop
+import type { Command } from './exit';
 
 export function fastCommand(argv: string[]): Command | null {
   if (argv.length === 1 && argv[0] === 'serve') {
@@ -48,18 +47,4 @@ function agentArgs(args: string[]): { ownerPid: number; runtime?: string; idleTi
   if (typeof idle !== 'string' || !/^[0-9]{1,9}(\.[0-9]{1,9})?$/.test(idle)) return null;
   const runtime = seen.get('--runtime-dir') as string | undefined;
   return { ownerPid: Number(pid), runtime, idleTimeout: Number(idle), print: seen.has('--print-socket') };
-}
-
-// Runs a command as the process's main: its exit code, or a one-line error
-// (exit 73 for hostlock's own errors, which carry a code; 1 otherwise).
-export function runMain(command: Command): void {
-  command().then(
-    (code) => {
-      if (code >= 0) process.exitCode = code;
-    },
-    (err) => {
-      process.stderr.write(`hostlock: ${(err as Error)?.message ?? err}\n`);
-      process.exitCode = (err as { code?: number })?.code !== undefined ? 73 : 1;
-    },
-  );
 }

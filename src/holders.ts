@@ -177,7 +177,7 @@ export class HolderRegistry {
     for (const f of files) {
       let rec: StoredRecord;
       try {
-        rec = JSON.parse(readFileSync(join(this.dir, f), 'utf8'));
+        rec = JSON.parse(readFileSync(join(this.dir, f), 'utf8')) as StoredRecord;
       } catch {
         continue;
       }
@@ -226,7 +226,7 @@ export function lostHoldersOf(
 }
 
 function publicHolder(r: StoredRecord): Holder {
-  const { name: _n, path: _p, inode: _i, helper_start: _s, ...h } = r;
+  const { name: _n, path: _p, inode: _i, helper_start: _s, ...h } = r; // the store's own fields stay private
   return h;
 }
 

@@ -65,8 +65,12 @@ export function errorLine(id: Id, err: unknown): string {
   const e =
     err instanceof HostlockError
       ? err
-      : new HostlockError(ErrorCode.Internal, `internal error: ${(err as Error)?.message ?? String(err)}`);
-  if (!(err instanceof HostlockError)) log.error('internal error', { error: String((err as Error)?.stack ?? err) });
+      : new HostlockError(
+          ErrorCode.Internal,
+          `internal error: ${err instanceof Error ? err.message : JSON.stringify(err)}`,
+        );
+  if (!(err instanceof HostlockError))
+    log.error('internal error', { error: err instanceof Error ? err.stack : JSON.stringify(err) });
   return JSON.stringify({ jsonrpc: '2.0', id, error: { code: e.code, message: e.message, data: e.data } }) + '\n';
 }
 

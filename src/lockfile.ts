@@ -1,8 +1,20 @@
 // The lock engine's lowest layer: one open lock file and flock(2) on it. It
 // knows files and the kernel, nothing of waiting policy or holders.
 import type { ChildProcess } from 'node:child_process';
-import { closeSync, constants, existsSync, fchmodSync, fstatSync, lstatSync, openSync, statSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  existsSync,
+  fchmodSync,
+  fstatSync,
+  lstatSync,
+  openSync,
+  statSync,
+  writeSync,
+} from 'node:fs';
+import { basename } from 'node:path';
 import { ErrorCode, HostlockError, fromErrno } from './errors';
+import { isHashedStem, LOCK_SUFFIX } from './names';
 import { kernelInodeKey } from './proc';
 
 // fs-ext is a native addon; load it once, on first use.
@@ -11,7 +23,7 @@ let fsExt: {
   flock(fd: number, flags: string, cb: (err: Error | null) => void): void;
 };
 function flockApi() {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- native addon without types, loaded on first use
   return (fsExt ??= require('fs-ext'));
 }
 
@@ -30,7 +42,9 @@ export class LockFile {
     readonly ino: bigint,
   ) {}
 
-  static open(path: string, groupShared = false): LockFile {
+  // `name`, for a lock file whose stem is a hash of its name, is written into
+  // the new (empty) file; nothing else ever writes to a lock file.
+  static open(path: string, groupShared = false, name?: string): LockFile {
     try {
       const st = lstatSync(path, { throwIfNoEntry: false });
       if (st && !st.isFile()) refuse(path, st.isSymbolicLink() ? 'a symbolic link' : 'not a regular file');
@@ -50,6 +64,7 @@ export class LockFile {
       if (groupShared && st.uid === BigInt(process.getuid?.() ?? -1) && (st.mode & 0o777n) !== 0o660n) {
         fchmodSync(fd, 0o660);
       }
+      if (name !== undefined && st.size === 0n && isHashedStem(basename(path, LOCK_SUFFIX))) writeSync(fd, name, 0);
       return new LockFile(path, fd, st.dev, st.ino);
     } catch (err) {
       closeSync(fd);
@@ -146,7 +161,7 @@ function waiterCommand(mode: Mode): [string, string[]] {
   const flockArgs = [mode === 'shared' ? '-s' : '-x', '3'];
   if (pdeathWrapper === undefined) {
     const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded lazily: only a waiting helper needs it
     const { spawnSync } = require('node:child_process') as typeof import('node:child_process');
     pdeathWrapper =
       setpriv && spawnSync(setpriv, ['--pdeathsig', 'KILL', 'true'], { stdio: 'ignore' }).status === 0 ? setpriv : null;
@@ -159,7 +174,7 @@ function childWait(file: LockFile, mode: Mode): KernelWait {
   let cancelled = false;
   const done = new Promise<boolean>((resolve) => {
     // child_process is loaded on the first wait: most helpers never wait, and loading it costs a start ~5 ms.
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded lazily (see above)
     const { spawn } = require('node:child_process') as typeof import('node:child_process');
     const [cmd, args] = waiterCommand(mode);
     child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'ignore', file.fd] });
@@ -185,7 +200,7 @@ function pollWait(file: LockFile, mode: Mode): KernelWait {
     let delay = 1;
     const attempt = () => {
       if (cancelled) return;
-      let got = false;
+      let got: boolean;
       try {
         got = file.tryLock(mode);
       } catch {

@@ -16,13 +16,13 @@ let winston: Logger | undefined;
 
 function logger(): Logger {
   if (!winston) {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded lazily, only when a line is due
     const w = require('winston') as typeof import('winston');
     const json = (process.env.HOSTLOCK_LOG_FORMAT ?? '').toLowerCase() === 'json';
     const line = w.format.printf(({ level, message, timestamp, prefix, path, ...rest }) => {
       const where = [prefix, path].filter(Boolean).join(' ');
       const extra = Object.keys(rest).length ? ' ' + JSON.stringify(rest) : '';
-      return `${timestamp} hostlock[${process.pid}] ${level.toUpperCase()} ${where ? where + ' ' : ''}${message}${extra}`;
+      return `${String(timestamp)} hostlock[${process.pid}] ${level.toUpperCase()} ${where ? where + ' ' : ''}${String(message)}${extra}`;
     });
     winston = w.createLogger({
       level: threshold,

@@ -2,7 +2,7 @@
 // waiting with timeouts and cancellation, waiting notices, and the holds this
 // helper owns. Where a lock lives (flock files, a server) is the store's job
 // (store.ts); the transports (stdio, socket) sit above.
-import { ErrorCode, HostlockError, invalidParams } from './errors';
+import { invalidParams } from './errors';
 import { controllerName, type Holder, type Owner } from './holders';
 import type { Mode } from './lockfile';
 import { log } from './log';
@@ -130,7 +130,7 @@ export class LockManager {
           if (waiter.settled) return;
           end();
           req.onSettled?.(undefined, err);
-          reject(err);
+          reject(err instanceof Error ? err : new Error(String(err)));
         },
       };
       // FIFO within this helper: a newcomer never overtakes a queued waiter.
@@ -390,8 +390,4 @@ export class LockManager {
       for (const h of [...e.holds]) this.release(h);
     }
   }
-}
-
-export function lostError(path: string, reason: string): HostlockError {
-  return new HostlockError(ErrorCode.LockLost, `lock lost: ${reason}`, { path });
 }

@@ -101,7 +101,7 @@ export function methods(c: Connection): Handlers {
     attempt.outcome.catch(() => {}); // failures are reported through onSettled
     if (!settled) {
       later = true;
-      handles.waiting(handle, attempt.cancel);
+      handles.waiting(handle, () => attempt.cancel());
       return REPLIED_LATER;
     }
     if (!settled.out) throw settled.err;
@@ -113,7 +113,7 @@ export function methods(c: Connection): Handlers {
     const member = p.member ?? p.owner?.host ?? '-';
     waitingNotice(handle, req);
     const attempt = server.runHolds.acquire(req, member);
-    handles.waiting(handle, attempt.cancel);
+    handles.waiting(handle, () => attempt.cancel());
     let out;
     try {
       out = await attempt.outcome;

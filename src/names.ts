@@ -1,6 +1,6 @@
 // Where locks live: the name-to-file encoding and the private directories.
-import { accessSync, constants, lstatSync, mkdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { accessSync, constants, lstatSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { ErrorCode, HostlockError, fromErrno } from './errors';
 
 const SAFE = /^[A-Za-z0-9_.-]$/;
@@ -27,17 +27,38 @@ export function encodeLockName(name: string): string {
   const cut = head.lastIndexOf('%');
   if (cut > head.length - 3) head = head.slice(0, cut); // never split an escape
   // crypto is loaded only for such names: loading it costs every helper start ~5 ms.
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded lazily (see above)
   const { createHash } = require('node:crypto') as typeof import('node:crypto');
   return `${head}~${createHash('sha256').update(bytes).digest('hex')}`;
 }
 
-// The inverse for plain encodings; null for hashed ones (their name is in holder records).
+// A hashed name's lock file keeps the whole name as its content, so that
+// `status` can show it when nobody holds the lock.
+export function isHashedStem(stem: string): boolean {
+  return stem.includes('~');
+}
+
+// The name a lock file stands for: decoded from a plain stem, or read from a
+// hashed one's content and accepted only if it hashes to the stem; else null.
+export function lockNameOf(path: string): string | null {
+  const stem = basename(path, LOCK_SUFFIX);
+  if (!isHashedStem(stem)) return decodeLockName(stem);
+  let content: Buffer;
+  try {
+    content = readFileSync(path);
+  } catch {
+    return null;
+  }
+  const name = content.toString('utf8');
+  return name.length > 0 && encodeLockName(name) === stem ? name : null;
+}
+
+// The inverse for plain encodings; null for hashed ones (see lockNameOf).
 export function decodeLockName(stem: string): string | null {
-  if (stem.includes('~')) return null;
+  if (isHashedStem(stem)) return null;
   try {
     return Buffer.from(
-      stem.replace(/%([0-9A-F]{2})/g, (_, h) => String.fromCharCode(parseInt(h, 16))),
+      stem.replace(/%([0-9A-F]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16))),
       'latin1',
     ).toString('utf8');
   } catch {

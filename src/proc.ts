@@ -67,6 +67,8 @@ export interface KernelLock {
 }
 
 // Granted FLOCK locks (waiters, marked "->", are skipped). Null when /proc/locks is unreadable.
+// Read it only when needed: a read after ~50 ms without one stalls every flock on the
+// machine for an RCU grace period (10–20 ms; bench/README.md has the figures).
 export function readKernelLocks(): KernelLock[] | null {
   let text: string;
   try {

@@ -1,16 +1,9 @@
 // `hostlock run NAME -- CMD`: flock(1) with names, timeouts and holder records.
 import { spawn } from 'node:child_process';
-import { HostlockError } from './errors';
+import { constants } from 'node:os';
+import { errorLine, EXIT, exitCodeFor } from './exit';
 import { log } from './log';
 import { LockManager } from './manager';
-
-export const EXIT = {
-  conflict: 1, // default; --conflict-exit-code changes it (like flock -E)
-  usage: 64,
-  lockUnusable: 73,
-  cannotExecute: 126,
-  notFound: 127,
-} as const;
 
 export interface RunOptions {
   name: string;
@@ -29,8 +22,8 @@ export async function runLocked(o: RunOptions): Promise<number> {
   try {
     target = manager.targetForName(o.name, o.dir);
   } catch (err) {
-    process.stderr.write(`hostlock: ${(err as Error).message}\n`);
-    return EXIT.lockUnusable;
+    process.stderr.write(errorLine(err));
+    return exitCodeFor(err);
   }
   const mode = o.shared ? 'shared' : 'exclusive';
   const attempt = manager.acquire({
@@ -56,8 +49,8 @@ export async function runLocked(o: RunOptions): Promise<number> {
   try {
     out = await attempt.outcome;
   } catch (err) {
-    process.stderr.write(`hostlock: ${(err as Error).message}\n`);
-    return err instanceof HostlockError ? EXIT.lockUnusable : 1;
+    process.stderr.write(errorLine(err));
+    return exitCodeFor(err);
   } finally {
     process.off('SIGINT', cancel);
     process.off('SIGTERM', cancel);
@@ -70,7 +63,7 @@ export async function runLocked(o: RunOptions): Promise<number> {
       );
     }
     manager.shutdown();
-    return out.reason === 'cancelled' ? 130 : o.conflictExitCode;
+    return out.reason === 'cancelled' ? EXIT.interrupted : o.conflictExitCode;
   }
   const hold = out.hold;
   const code = await new Promise<number>((resolve) => {
@@ -90,7 +83,7 @@ export async function runLocked(o: RunOptions): Promise<number> {
     });
     child.on('exit', (status, signal) => {
       for (const [s, h] of handlers) process.off(s, h);
-      resolve(status ?? 128 + (signal ? osSignal(signal) : 0));
+      resolve(status ?? EXIT.signalBase + (signal ? osSignal(signal) : 0));
     });
   });
   manager.release(hold);
@@ -100,6 +93,5 @@ export async function runLocked(o: RunOptions): Promise<number> {
 }
 
 function osSignal(sig: NodeJS.Signals): number {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  return (require('node:os').constants.signals as Record<string, number>)[sig] ?? 0;
+  return (constants.signals as Record<string, number>)[sig] ?? 0;
 }

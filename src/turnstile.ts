@@ -21,7 +21,7 @@ export function turnstilePathFor(lockPath: string): string {
   const plain = `.${base}.turnstile`;
   if (Buffer.byteLength(plain) <= MAX_FILE) return join(dirname(lockPath), plain);
   // crypto is loaded only for such names: loading it costs every helper start ~4 ms.
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded lazily (see above)
   const { createHash } = require('node:crypto') as typeof import('node:crypto');
   return join(dirname(lockPath), `.${createHash('sha256').update(base).digest('hex')}.turnstile`);
 }
@@ -65,7 +65,7 @@ export async function closeTurnstile(
 ): Promise<LockFile | undefined> {
   const gate = openTurnstile(lockPath, groupShared);
   if (!gate) return undefined;
-  let got = false;
+  let got: boolean;
   try {
     got = gate.tryLock('exclusive') || (await waitFor(gate, 'exclusive'));
   } catch {

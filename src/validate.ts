@@ -14,7 +14,7 @@ let cache: Map<string, ValidateFunction> | undefined;
 
 function loadPrecompiled(): Map<string, ValidateFunction> {
   try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- optional generated file, absent in a bare tsc build
     return new Map(Object.entries(require('./validators.gen') as Record<string, ValidateFunction>));
   } catch {
     return new Map();
@@ -26,8 +26,8 @@ function compiled(key: string): ValidateFunction {
   let v = cache.get(key);
   if (!v) {
     if (!ajv) {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      const Ajv = require('ajv').default as typeof import('ajv').default;
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- ajv is loaded only when the precompiled validators are missing
+      const Ajv = (require('ajv') as typeof import('ajv')).default;
       ajv = new Ajv({ strict: false, allErrors: false });
       ajv.addSchema(paramsSchema);
     }

@@ -2,7 +2,7 @@
 // every lock, and every exit code in --help is the one scripts get.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { cli, lockedByOthers, tempDir, until } from './rpc';
@@ -24,6 +24,7 @@ test('usage errors exit 64 with a hint', () => {
     ['run', 'x'],
     ['run', 'x', '--timeout', '-1', '--', 'true'],
     ['run', 'x', '-n', '-w', '1', '--', 'true'],
+    ['run', '', '--', 'true'],
   ]) {
     const r = cli(args);
     assert.equal(r.status, 64, `${args.join(' ')}: ${r.stderr}`);
@@ -31,7 +32,7 @@ test('usage errors exit 64 with a hint', () => {
   }
 });
 
-test('run holds the lock for the command and passes its exit status', async () => {
+test('run holds the lock for the command and passes its exit status', () => {
   const t = tempDir();
   const env = { HOSTLOCK_DIR: t.dir };
   const r = cli(
@@ -71,7 +72,7 @@ test('run refuses a symlinked lock file (73) and leaves its target untouched', (
   const r = cli(['run', 'evil', '--', 'true'], { HOSTLOCK_DIR: t.dir });
   assert.equal(r.status, 73);
   assert.match(r.stderr, /symbolic link/);
-  assert.equal(require('node:fs').readFileSync(target, 'utf8'), 'keep me');
+  assert.equal(readFileSync(target, 'utf8'), 'keep me');
   assert.equal(cli(['run', 'x', '--dir', join(t.dir, 'missing'), '--', 'true']).status, 73);
   t.cleanup();
 });
@@ -98,6 +99,21 @@ test('status lists free and held locks, as a table and as JSON', async () => {
   assert.match(table.stdout, /web1\s+exclusive/);
   assert.match(table.stdout, /free one\s+free/);
   holder.kill();
+  t.cleanup();
+});
+
+test('status names a free lock whose name is too long for a file name, not its hashed file stem', () => {
+  const t = tempDir();
+  const env = { HOSTLOCK_DIR: t.dir };
+  const long = `deploy of ${'x'.repeat(300)} on web1`;
+  assert.equal(cli(['run', long, '--', 'true'], env).status, 0);
+  const j = cli(['status', '--json'], env);
+  assert.equal(j.status, 0, j.stderr);
+  const locks = JSON.parse(j.stdout).locks;
+  assert.equal(locks.length, 1);
+  assert.equal(locks[0].name, long);
+  assert.equal(locks[0].held, false);
+  assert.match(locks[0].path, /~[0-9a-f]{64}\.lock$/);
   t.cleanup();
 });
 

@@ -77,7 +77,7 @@ time.sleep(60)
       { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] },
     );
     let out = '';
-    client.stdout!.on('data', (d) => (out += d));
+    client.stdout.on('data', (d) => (out += d));
     await until(() => out.includes('\n'), 10000);
     const line = out;
     const [helperPid, acquired] = line.trim().split(' ');

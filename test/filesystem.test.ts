@@ -21,7 +21,7 @@ import {
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { kernelInodeKey } from '../src/proc';
 import { startAgent } from './agents';
@@ -41,6 +41,7 @@ interface User {
 
 // `hostlock serve` as another user (setpriv), with a given umask.
 function serveAs(user: User | null, env: NodeJS.ProcessEnv, umask = '022'): Helper {
+  if (user) canRunHelper(user);
   const cmd = ['sh', '-c', `umask ${umask}; exec "$0" "$@"`, process.execPath, CLI, 'serve'];
   const full = user
     ? [
@@ -70,6 +71,33 @@ function serveAs(user: User | null, env: NodeJS.ProcessEnv, umask = '022'): Help
       return exited;
     },
   };
+}
+
+// Another user runs the helper from this checkout only if every directory above
+// it is traversable (not so for a clone under /root or in a 0700 mktemp dir).
+function canRunHelper(user: User): void {
+  const files = [CLI, join(dirname(require.resolve('fs-ext')), 'build', 'Release', 'fs_ext.node')];
+  const r = spawnSync(
+    'setpriv',
+    [
+      '--reuid',
+      String(user.uid),
+      '--regid',
+      String(user.gid),
+      '--clear-groups',
+      'sh',
+      '-c',
+      'for f; do test -r "$f" || exit 1; done',
+      'sh',
+      ...files,
+    ],
+    { timeout: 10000 },
+  );
+  if (r.status !== 0)
+    throw new Error(
+      `uid ${user.uid} cannot read ${files.join(' or ')}: a directory above the checkout is not traversable by other users ` +
+        '(a clone under /root or in a 0700 directory); clone into a directory others can traverse (e.g. /srv or /tmp), or run the tests as a non-root user',
+    );
 }
 
 async function rejects(p: Promise<unknown>, code: number, message: RegExp) {

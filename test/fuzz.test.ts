@@ -244,7 +244,7 @@ function generator(rand: ReturnType<typeof prng>, dir: string) {
     }
     return { jsonrpc: '2.0', id: rand.chance(0.5) ? ++nextId : `f${++nextId}`, method, params };
   };
-  const mutate = (msg: Record<string, any>): Record<string, any> | unknown => {
+  const mutate = (msg: Record<string, any>): unknown => {
     const m: Record<string, any> = {
       ...msg,
       params: msg.params && typeof msg.params === 'object' ? { ...msg.params } : msg.params,

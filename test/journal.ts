@@ -36,7 +36,7 @@ export function checkJournal(text: string, finalCounter: number): Verdict {
     }
     if (kind === 'B') {
       assert.equal(inside, null, `${where}: ${pid} entered while ${inside} was inside`);
-      assert.equal(readers.size, 0, `${where}: ${pid} entered while readers ${[...readers]} were inside`);
+      assert.equal(readers.size, 0, `${where}: ${pid} entered while readers ${[...readers].join(', ')} were inside`);
       assert.equal(Number(arg), value, `${where}: read ${arg} but the last write was ${value} (lost update)`);
       inside = pid;
       sections++;
@@ -71,6 +71,6 @@ export function checkJournal(text: string, finalCounter: number): Verdict {
     seen.add(pid);
   }
   assert.equal(finalCounter, value, 'the counter file disagrees with the journal');
-  assert.equal(readers.size, 0, `readers ${[...readers]} never ended`);
+  assert.equal(readers.size, 0, `readers ${[...readers].join(', ')} never ended`);
   return { completed, readSections, sections, kills, killLatenciesMs: latencies };
 }

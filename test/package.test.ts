@@ -1,11 +1,12 @@
 // `npm pack` makes a helper package that installs on its own, with `hostlock` on PATH.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { ROOT, tempDir } from './rpc';
 
-test('npm pack → npm install -g → hostlock works', () => {
+test('npm pack → npm install -g (as README and make install do it) → hostlock works, quietly', () => {
   const t = tempDir('pack');
   try {
     const pack = spawnSync('npm', ['pack', '--silent', '--pack-destination', t.dir], { cwd: ROOT, encoding: 'utf8' });
@@ -14,14 +15,33 @@ test('npm pack → npm install -g → hostlock works', () => {
     const prefix = join(t.dir, 'prefix');
     const inst = spawnSync(
       'npm',
-      ['install', '-g', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', tgz],
+      [
+        'install',
+        '-g',
+        '--allow-scripts=fs-ext',
+        '--prefix',
+        prefix,
+        '--prefer-offline',
+        '--no-audit',
+        '--no-fund',
+        tgz,
+      ],
       { encoding: 'utf8', timeout: 300000 },
     );
     assert.equal(inst.status, 0, inst.stderr);
+    // Quiet: no npm warning (an install script not covered by allowScripts is one);
+    // correct: fs-ext's install script did build its native addon.
+    assert.doesNotMatch(inst.stderr, /npm warn/i);
+    assert.ok(
+      existsSync(
+        join(prefix, 'lib', 'node_modules', 'hostlock', 'node_modules', 'fs-ext', 'build', 'Release', 'fs_ext.node'),
+      ),
+      'fs-ext was installed without its native addon',
+    );
     const bin = join(prefix, 'bin', 'hostlock');
     const v = spawnSync(bin, ['--version'], { encoding: 'utf8' });
     assert.equal(v.status, 0, v.stderr);
-    assert.equal(v.stdout.trim(), require(join(ROOT, 'package.json')).version);
+    assert.equal(v.stdout.trim(), JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version);
     const serve = spawnSync(bin, ['serve'], {
       encoding: 'utf8',
       input: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'try', params: { name: 'p', dir: t.dir } }) + '\n',

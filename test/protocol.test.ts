@@ -132,7 +132,7 @@ describe('serve: bad input', () => {
     test(what, async () => {
       const r = await h.rpc.sendRaw(bytes);
       assert.equal(r.error?.code, code, JSON.stringify(r));
-      assert.ok(r.error!.message.length > 10);
+      assert.ok(r.error.message.length > 10);
       assert.equal((await h.rpc.call('hello')).protocol, 1, 'still serving');
     });
   }
@@ -155,18 +155,18 @@ describe('serve: bad input', () => {
     test(what, async () => {
       const r = await h.rpc.raw(method, params);
       assert.equal(r.error?.code, code, JSON.stringify(r));
-      assert.ok(r.error!.message.length > 10);
+      assert.ok(r.error.message.length > 10);
     });
   }
 
-  test('an unwritable directory is refused with its path and reason', async (t2) => {
+  test('an unwritable directory is refused with its path and reason', async () => {
     if (process.getuid?.() === 0) {
       // root writes anywhere: use a file where a directory is expected instead
       const f = join(t.dir, 'afile');
       writeFileSync(f, '');
       const r = await h.rpc.raw('acquire', { name: 'x', dir: f });
       assert.equal(r.error?.code, -32001);
-      assert.match(r.error!.message, /not a directory/);
+      assert.match(r.error.message, /not a directory/);
       return;
     }
     const d = join(t.dir, 'ro');
@@ -174,7 +174,7 @@ describe('serve: bad input', () => {
     chmodSync(d, 0o500);
     const r = await h.rpc.raw('acquire', { name: 'x', dir: d });
     assert.equal(r.error?.code, -32001);
-    assert.match(r.error!.message, /not writable/);
+    assert.match(r.error.message, /not writable/);
   });
 
   test('a handle of another connection is refused', async () => {

@@ -1,13 +1,54 @@
 // Shared test fixtures: real helper processes spoken to over real pipes and
 // sockets. Nothing here mocks flock or the helper.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { after } from 'node:test';
 
 export const ROOT = resolve(__dirname, '..', '..');
 export const CLI = join(ROOT, 'dist', 'cli.js');
+
+// Every process a test file started and did not stop (a test that failed or
+// timed out midway) is killed when the file's tests end: no helper or agent
+// outlives its test file or keeps it from exiting. Only under `node --test`.
+if (process.env.NODE_TEST_CONTEXT) after(() => killDescendants(process.pid));
+
+export function descendants(root: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, 'latin1');
+    } catch {
+      continue; // exited meanwhile
+    }
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
+  }
+  const out: number[] = [];
+  for (let queue = [root]; queue.length;) {
+    const kids = children.get(queue.shift()!) ?? [];
+    out.push(...kids);
+    queue.push(...kids);
+  }
+  return out;
+}
+
+function killDescendants(root: number): void {
+  const left = descendants(root);
+  for (const pid of left) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
+  if (left.length)
+    process.stderr.write(`# killed ${left.length} process(es) the tests left running: ${left.join(' ')}\n`);
+}
 
 export interface RpcMessage {
   jsonrpc: '2.0';
@@ -22,7 +63,11 @@ export interface RpcMessage {
 export class RpcClient {
   private nextId = 0;
   private buf = '';
-  private readonly pending = new Map<string | number, (m: RpcMessage) => void>();
+  private readonly pending = new Map<
+    string | number,
+    { resolve: (m: RpcMessage) => void; reject: (e: Error) => void }
+  >();
+  private closed = false;
   readonly notifications: RpcMessage[] = [];
   readonly orphans: RpcMessage[] = []; // replies with id null (parse errors and the like)
   private orphanWaiters: Array<(m: RpcMessage) => void> = [];
@@ -42,6 +87,17 @@ export class RpcClient {
         if (line.trim()) this.dispatch(JSON.parse(line));
       }
     });
+    // A helper that dies or never starts fails the calls waiting on it, instead of hanging them.
+    const gone = () => {
+      this.closed = true;
+      const why = new Error(
+        `the helper closed the connection before replying${this.buf ? `; it sent: ${this.buf}` : ''}`,
+      );
+      for (const p of this.pending.values()) p.reject(why);
+      this.pending.clear();
+    };
+    input.once('end', gone);
+    input.once('close', gone);
   }
 
   private dispatch(m: RpcMessage): void {
@@ -51,7 +107,7 @@ export class RpcClient {
     } else if (m.id !== null && m.id !== undefined && this.pending.has(m.id)) {
       const cb = this.pending.get(m.id)!;
       this.pending.delete(m.id);
-      cb(m);
+      cb.resolve(m);
     } else {
       const w = this.orphanWaiters.shift();
       if (w) w(m);
@@ -61,8 +117,9 @@ export class RpcClient {
 
   // Sends a request and resolves with the whole reply (result or error).
   raw(method: string, params?: unknown, id: string | number = ++this.nextId): Promise<RpcMessage> {
-    return new Promise((res) => {
-      this.pending.set(id, res);
+    return new Promise((resolve, reject) => {
+      if (this.closed) return reject(new Error('the helper closed the connection'));
+      this.pending.set(id, { resolve, reject });
       this.out.write(JSON.stringify({ jsonrpc: '2.0', id, method, params }) + '\n');
     });
   }
@@ -98,15 +155,15 @@ export function startServe(env: NodeJS.ProcessEnv = {}): Helper {
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   let err = '';
-  proc.stderr!.on('data', (c) => (err += c));
+  proc.stderr.on('data', (c) => (err += c));
   const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
   return {
     proc,
-    rpc: new RpcClient(proc.stdin!, proc.stdout!),
+    rpc: new RpcClient(proc.stdin, proc.stdout),
     stderr: () => err,
     exited,
     close: () => {
-      proc.stdin!.end();
+      proc.stdin.end();
       return exited;
     },
   };

@@ -23,8 +23,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / 'shared'))
-import journal as jl  # noqa: E402
-from launch import Run, echo, entered, prepare_out, wait_journal  # noqa: E402
+import journal as jl  # noqa: E402 -- imported after the sys.path set-up above
+from launch import Run, echo, entered, prepare_out, wait_journal  # noqa: E402 -- imported after the sys.path set-up above
 
 HOST = 'web1'
 

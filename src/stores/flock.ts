@@ -13,6 +13,7 @@ import {
   checkLockDir,
   decodeLockName,
   ensurePrivateDir,
+  lockNameOf,
   isSharedGroupDir,
   LOCK_SUFFIX,
   lockPathFor,
@@ -117,7 +118,7 @@ export class FlockStore implements LockStore {
   private tryOnce(req: StoreAcquire, place: Place, a: Attempt): FlockHold | null {
     if (req.mode === 'shared' && !a.passedGate && !turnstileOpen(place.path, place.groupShared)) return null;
     for (let tries = 0; tries < 100; tries++) {
-      a.file ??= LockFile.open(place.path, place.groupShared);
+      a.file ??= LockFile.open(place.path, place.groupShared, req.key.name);
       if (!a.file.tryLock(req.mode)) return null;
       if (a.file.stillAtPath()) return this.grant(req, place, a);
       // We locked an inode that was unlinked or replaced meanwhile: start over on the new file.
@@ -255,7 +256,7 @@ export class FlockStore implements LockStore {
       const recs = all.filter((r) => r.inode === inode);
       const holders: Holder[] = holdersOf(registry, inode, kernel);
       const stem = basename(f, LOCK_SUFFIX);
-      const name = decodeLockName(stem) ?? recs[0]?.name ?? stem;
+      const name = lockNameOf(path) ?? recs[0]?.name ?? stem;
       locks.push({
         key: { id: path, name },
         name,

@@ -43,7 +43,7 @@ export function storeFor(backend: string | undefined): LockStore {
 export async function closeStores(): Promise<void> {
   const all = [...remote.values()];
   remote.clear();
-  await Promise.allSettled(all.map((s) => s.close()));
+  await Promise.allSettled(all.map(async (s) => s.close()));
 }
 
 interface Opener {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -41,8 +42,13 @@ def test_bad_argument_fails_clearly(env, arg, message):
 
 
 def _no_helper_env(env):
-    # A PATH with python and node but no `hostlock`, and no HOSTLOCK_HELPER.
-    return {'HOSTLOCK_HELPER': '', 'PATH': os.pathsep.join([str(sys.executable.rsplit('/', 1)[0]), '/usr/bin', '/bin'])}
+    # A PATH with python and node but no `hostlock` (not even one the user installed
+    # next to node, as `npm install -g` does into /usr/bin), and no HOSTLOCK_HELPER.
+    bin_dir = env.tmp / 'bin-without-hostlock'
+    bin_dir.mkdir(exist_ok=True)
+    if not (bin_dir / 'node').exists():
+        (bin_dir / 'node').symlink_to(shutil.which('node'))
+    return {'HOSTLOCK_HELPER': '', 'PATH': os.pathsep.join([str(sys.executable.rsplit('/', 1)[0]), str(bin_dir)])}
 
 
 @pytest.mark.nohelper

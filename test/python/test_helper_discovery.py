@@ -36,11 +36,14 @@ def test_discovery_order(env, tmp_path):
     fake.write_text('#!/bin/sh\n')
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     node_cmd = 'node %s' % CLI
-    environ = {'PATH': '%s:/usr/bin:/bin' % on_path, 'HOSTLOCK_HELPER': node_cmd}
+    # PATHs of this test's own directories only: a `hostlock` the user installed is never seen.
+    nothing = tmp_path / 'empty'
+    nothing.mkdir()
+    environ = {'PATH': '%s:%s' % (on_path, nothing), 'HOSTLOCK_HELPER': node_cmd}
     assert helper.find_helper(arg=['node', str(CLI)], var='x y', environ=environ) == ['node', str(CLI)]
     assert helper.find_helper(var=node_cmd, environ=dict(environ, HOSTLOCK_HELPER='')) == ['node', str(CLI)]
     assert helper.find_helper(environ=environ) == ['node', str(CLI)]
     assert helper.find_helper(environ=dict(environ, HOSTLOCK_HELPER='  ')) == [str(fake)]
     with pytest.raises(helper.HelperError) as info:
-        helper.find_helper(environ={'PATH': '/usr/bin:/bin'})
+        helper.find_helper(environ={'PATH': str(nothing)})
     assert 'npm install -g hostlock' in str(info.value)

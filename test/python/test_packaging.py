@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import tarfile
 
@@ -9,11 +11,22 @@ from conftest import REPO, VENV_BIN
 
 
 def test_build_install_and_ansible_doc(tmp_path):
+    installed = tmp_path / 'installed'
+    # Only this test's collections and Ansible home: a hostlock.core the user installed
+    # (~/.ansible/collections) would make ansible-galaxy skip the install.
+    env = {
+        'ANSIBLE_COLLECTIONS_PATH': str(installed),
+        'PATH': str(VENV_BIN) + ':/usr/bin:/bin',
+        'HOME': str(tmp_path / 'home'),
+        'ANSIBLE_HOME': str(tmp_path / 'home' / '.ansible'),
+        'ANSIBLE_NOCOLOR': '1',
+    }
     dist = tmp_path / 'dist'
     built = subprocess.run(
         [str(VENV_BIN / 'ansible-galaxy'), 'collection', 'build', str(REPO / 'ansible'), '--output-path', str(dist)],
         capture_output=True,
         text=True,
+        env=env,
         timeout=120,
     )
     assert built.returncode == 0, built.stdout + built.stderr
@@ -32,20 +45,14 @@ def test_build_install_and_ansible_doc(tmp_path):
         assert wanted in names, (wanted, names)
     assert not [n for n in names if '__pycache__' in n or n.endswith('.pyc')], names
 
-    installed = tmp_path / 'installed'
     inst = subprocess.run(
         [str(VENV_BIN / 'ansible-galaxy'), 'collection', 'install', str(tarball), '-p', str(installed)],
         capture_output=True,
         text=True,
+        env=env,
         timeout=120,
     )
     assert inst.returncode == 0, inst.stdout + inst.stderr
-    env = {
-        'ANSIBLE_COLLECTIONS_PATH': str(installed),
-        'PATH': str(VENV_BIN) + ':/usr/bin:/bin',
-        'ANSIBLE_HOME': str(tmp_path / 'home'),
-        'ANSIBLE_NOCOLOR': '1',
-    }
     doc = subprocess.run(
         [
             str(
@@ -77,3 +84,23 @@ def test_build_install_and_ansible_doc(tmp_path):
     ):
         assert text in doc.stdout, text
     assert 'ERROR' not in doc.stderr and 'WARNING' not in doc.stderr, doc.stderr
+
+
+def test_make_install_puts_the_helper_and_the_collection_in_place(tmp_path):
+    prefix, collections = tmp_path / 'prefix', tmp_path / 'collections'
+    env = dict(os.environ, MAKEFLAGS='')
+    inst = subprocess.run(
+        ['make', '-C', str(REPO), 'install', 'PREFIX=%s' % prefix, 'COLLECTIONS_PATH=%s' % collections],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert inst.returncode == 0, inst.stdout + inst.stderr
+    assert 'npm warn' not in inst.stderr.lower(), inst.stderr
+    version = subprocess.run(
+        [str(prefix / 'bin' / 'hostlock'), '--version'], capture_output=True, text=True, timeout=60
+    )
+    assert version.returncode == 0, version.stderr
+    manifest = collections / 'ansible_collections' / 'hostlock' / 'core' / 'MANIFEST.json'
+    assert json.loads(manifest.read_text())['collection_info']['version'] == version.stdout.strip()

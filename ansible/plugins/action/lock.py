@@ -38,9 +38,6 @@ ARGUMENT_SPEC = dict(
 # Seconds between "still waiting" lines while a lock is busy.
 NOTIFY_EVERY = 5
 
-# Application error code of the helper for a lock lost under its holder.
-LOCK_LOST = -32003
-
 
 def _playbook_name(task):
     """Basename of the playbook file the task's play comes from."""
@@ -86,7 +83,7 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
 
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)[1]
         host = str(task_vars.get('inventory_hostname') or '-')
         state = args['state']
         name = args['name'] if args['name'] is not None else host
@@ -111,7 +108,7 @@ class ActionModule(ActionBase):
             owner = self._owner(owner_pid, host, task_vars)
             conn, hello = connect_agent(cmd, owner_pid, client='hostlock.core.lock', member=host)
         except HelperError as e:
-            raise AnsibleActionFail(str(e))
+            raise AnsibleActionFail(str(e)) from e
 
         with conn:
             display.vvv(
@@ -145,17 +142,15 @@ class ActionModule(ActionBase):
                 else:
                     out = self._acquire(conn, target, state, args['shared'], timeout, owner, host)
             except RpcError as e:
-                if e.code == LOCK_LOST:
-                    raise AnsibleActionFail('lock lost: %s' % e)
                 verb = {'acquired': 'acquire', 'try': 'try', 'released': 'release', 'status': 'read the status of'}[
                     state
                 ]
-                raise AnsibleActionFail("hostlock could not %s lock '%s': %s" % (verb, name, e))
+                raise AnsibleActionFail("hostlock could not %s lock '%s': %s" % (verb, name, e)) from e
             except HelperGone as e:
                 raise AnsibleActionFail(
                     'lock lost or not taken: the hostlock agent of this run went away during '
                     "state=%s of lock '%s' (%s)" % (state, name, e)
-                )
+                ) from e
 
         result.update(out)
         return result
@@ -206,9 +201,11 @@ class ActionModule(ActionBase):
         if not res.get('acquired') and state == 'acquired':
             # Say at once who is in the way; the helper's notifications repeat it while we wait.
             self._show_wait(host, name, 0, res.get('holders'), timeout)
-            on_notify = lambda method, p: (
-                method == 'waiting' and self._show_wait(host, name, p.get('waited'), p.get('holders'), timeout)
-            )
+
+            def on_notify(method, p):
+                if method == 'waiting':
+                    self._show_wait(host, name, p.get('waited'), p.get('holders'), timeout)
+
             if res.get('handle'):
                 wait = ('block', {'handle': res['handle']})
             else:
@@ -260,7 +257,7 @@ class ActionModule(ActionBase):
         res = conn.call('release', dict(target, scope='run', member=host), timeout=30)
         if res.get('released'):
             # No status read after a real release: reading /proc/locks can stall every flock on
-            # the machine for an RCU grace period (docs/NEEDS-bench.md), and who holds the lock
+            # the machine for an RCU grace period (bench/README.md), and who holds the lock
             # next is stale at once anyway.
             out = self._base(target['name'], dict(res, holders=[]), False)
         else:

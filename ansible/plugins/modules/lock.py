@@ -28,7 +28,7 @@ description:
   - The locks are plain C(flock(2)) locks on files in O(lock_dir); C(flock(1)) and Python's
     C(fcntl.flock) on the same files exclude hostlock and the reverse.
 author:
-  - hostlock contributors
+  - hostlock maintainers (@hostlock)
 options:
   name:
     description:
@@ -87,6 +87,7 @@ attributes:
   platform:
     description: Linux controllers (C(flock(2)) and C(/proc)); the managed hosts are not touched.
     platforms: posix
+    support: full
 notes:
   - The lock lives on the controller. Runs started from different controllers do not see each other
     unless O(lock_dir) is on a filesystem with working C(flock), and NFS only emulates it.

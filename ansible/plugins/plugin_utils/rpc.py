@@ -31,9 +31,7 @@ class RpcError(Exception):
         self.data = data or {}
 
     def __str__(self):
-        hint = self.data.get('hint') if isinstance(self.data, dict) else None
-        text = '%s (code %s)' % (self.message, self.code)
-        return '%s; %s' % (text, hint) if hint else text
+        return '%s (code %s)' % (self.message, self.code)
 
 
 class HelperGone(Exception):
@@ -88,7 +86,7 @@ class RpcConnection:
             try:
                 n = os.write(self._wfd, view)
             except (BrokenPipeError, ConnectionError) as e:
-                raise HelperGone('%s closed the connection (%s)' % (self.describe, e))
+                raise HelperGone('%s closed the connection (%s)' % (self.describe, e)) from e
             view = view[n:]
 
     def _read_line(self, deadline):
@@ -105,11 +103,11 @@ class RpcConnection:
             try:
                 chunk = os.read(self._rfd, 65536)
             except (ConnectionError, OSError) as e:
-                raise HelperGone('%s: read failed (%s)' % (self.describe, e))
+                raise HelperGone('%s: read failed (%s)' % (self.describe, e)) from e
             if not chunk:
                 raise HelperGone('%s closed the connection' % self.describe)
             self._buf += chunk
-        line, _, self._buf = self._buf.partition(b'\n')
+        line, _sep, self._buf = self._buf.partition(b'\n')
         return line
 
     def call(self, method, params=None, on_notify=None, timeout=None):
@@ -135,7 +133,7 @@ class RpcConnection:
             try:
                 reply = json.loads(line.decode('utf-8'))
             except ValueError:
-                raise HelperGone('%s sent something that is not JSON: %r' % (self.describe, line[:200]))
+                raise HelperGone('%s sent something that is not JSON: %r' % (self.describe, line[:200])) from None
             if not isinstance(reply, dict):
                 continue
             if 'method' in reply and 'id' not in reply:
