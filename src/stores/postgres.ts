@@ -274,6 +274,7 @@ class Session {
   private poller?: NodeJS.Timeout;
   private beat?: NodeJS.Timeout;
   private beating = false;
+  private tail: Promise<unknown> = Promise.resolve();
   ended = false;
   backendPid = 0;
 
@@ -302,8 +303,11 @@ class Session {
         reject(storeError(`PostgreSQL backend ${this.store.describe}: no answer within ${limit / 1000} s`));
       }, limit);
     });
+    // One statement at a time on the wire, in the order asked.
+    const run = this.tail.then(() => this.client.query(text, values));
+    this.tail = run.catch(() => undefined);
     try {
-      const r = await Promise.race([this.client.query(text, values), timeout]);
+      const r = await Promise.race([run, timeout]);
       return r.rows as T[];
     } finally {
       clearTimeout(timer);
