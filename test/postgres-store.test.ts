@@ -146,6 +146,30 @@ describe('postgresql store', { timeout: 120_000 }, () => {
     await ax!.release();
   });
 
+  test('a cycle of three runs, and a run waiting for itself, are deadlocks too', async () => {
+    const [a, b, c] = [store('tri-a'), store('tri-b'), store('tri-c')];
+    const held = [await take(a, 'tri-1'), await take(b, 'tri-2'), await take(c, 'tri-3')];
+    const pa = take(a, 'tri-2');
+    const pb = take(b, 'tri-3');
+    await until(async () => (await a.status(key('tri-3'))).waiters.length === 1);
+    await assert.rejects(take(c, 'tri-1'), (err: Error) => {
+      assert.match(err.message, /deadlock/);
+      for (const n of ['tri-a', 'tri-b', 'tri-1', 'tri-2', 'tri-3']) assert.ok(err.message.includes(n), err.message);
+      return true;
+    });
+    await assert.rejects(take(a, 'tri-1'), /deadlock: this run already holds or waits for "tri-1"/);
+    // Shared beside its own shared hold is no wait at all.
+    const s1 = await take(a, 'tri-s', 'shared');
+    const s2 = await take(a, 'tri-s', 'shared');
+    assert.ok(s1 && s2);
+    await Promise.all([s1.release(), s2.release()]);
+    await held[2]!.release();
+    await (await pb)!.release();
+    await held[1]!.release();
+    await (await pa)!.release();
+    await held[0]!.release();
+  });
+
   test('200 names held and 200 waited for by one run use one connection', async () => {
     const a = store('many-a');
     const b = store('many-b');
@@ -212,6 +236,38 @@ describe('postgresql store', { timeout: 120_000 }, () => {
     const again = await take(a, 'lost', 'exclusive', false);
     assert.ok(again);
     await again.release();
+  });
+
+  test('a server that stops answering: the hold is given up within half the keepalive bound', async () => {
+    // hostlock_keepalive=4: heartbeat every 0.67 s, each answered within 1.33 s, so given up by 2 s.
+    const a = new PostgresStore(pg.url(LOCK_ROLE, LOCK_PASSWORD, '?sslmode=disable&hostlock_keepalive=4'), {
+      controller: 'silent',
+      log: () => undefined,
+    });
+    stores.push(a);
+    let lostAt = 0;
+    let reason = '';
+    await a.acquire({
+      key: key('silent'),
+      mode: 'exclusive',
+      requester: who('silent'),
+      wait: true,
+      onLost: (r) => ((lostAt = Date.now()), (reason = r)),
+    });
+    const backend = a.backendPid!;
+    const t0 = Date.now();
+    process.kill(backend, 'SIGSTOP'); // the server side goes silent, as behind a cut link
+    try {
+      await until(() => lostAt > 0, 5000);
+    } finally {
+      process.kill(backend, 'SIGCONT');
+    }
+    assert.ok(lostAt - t0 <= 2000 + 300, `given up after ${lostAt - t0} ms`);
+    assert.match(reason, /did not answer/);
+    const b = store('silent-b');
+    const hb = await take(b, 'silent');
+    assert.ok(hb, 'the server frees it once the session ends');
+    await hb.release();
   });
 
   test('a deleted row is a lost hold', async () => {

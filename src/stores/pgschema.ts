@@ -159,6 +159,11 @@ BEGIN
     RETURN;
   END IF;
   IF NOT wait THEN RETURN; END IF;
+  -- The run's own earlier row would block it for ever.
+  IF EXISTS (SELECT 1 FROM ${Q} q WHERE q.key = k AND q.run_id = id AND (enqueue.mode = 'exclusive' OR q.mode = 'exclusive')) THEN
+    cycle := jsonb_build_array(jsonb_build_object('run', id, 'waits_for', k));
+    RETURN;
+  END IF;
   -- Only a run that already holds or waits elsewhere can close a cycle.
   IF EXISTS (SELECT 1 FROM ${Q} q WHERE q.run_id = id) THEN
     WITH RECURSIVE live AS (

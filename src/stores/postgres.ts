@@ -500,6 +500,13 @@ interface CycleStep {
 }
 
 function deadlockError(key: LockKey, cycle: CycleStep[], describe: string): HostlockError {
+  if (cycle.length === 1) {
+    return new HostlockError(
+      ErrorCode.Deadlock,
+      `deadlock: this run already holds or waits for "${key.name ?? key.id}" and would wait for itself; nothing was queued`,
+      { backend: describe, cycle },
+    );
+  }
   const who = (s: CycleStep) => `run ${s.run} (${s.controller ?? '?'} pid ${s.pid ?? '?'}, user ${s.user ?? '?'})`;
   const steps = cycle.slice(1).map((s) => `${who(s)} waits for "${s.waits_for}"`);
   return new HostlockError(
