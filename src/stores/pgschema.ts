@@ -52,10 +52,12 @@ CREATE TABLE ${Q} (
 CREATE INDEX queue_key ON ${Q} (key, seq);
 CREATE INDEX queue_run ON ${Q} (run_id);
 
--- The caller's run, from its backend PID; NULL when it has none.
+-- The caller's run, from its backend PID; NULL when it has none. A row left
+-- by a dead run whose PID the caller now has is harmless: that run's rows
+-- are ignored and swept as dead, and begin_run replaces it.
 CREATE FUNCTION ${SCHEMA}.me() RETURNS integer LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
-  SELECT run_id FROM ${SCHEMA}.runs WHERE backend_pid = pg_backend_pid() AND run_id IN ${LIVE}
+  SELECT run_id FROM ${SCHEMA}.runs WHERE backend_pid = pg_backend_pid()
 $$;
 
 -- Grants every waiting row of key k that the rows before it allow, in queue
@@ -199,9 +201,10 @@ CREATE FUNCTION ${SCHEMA}.release(s bigint) RETURNS boolean LANGUAGE plpgsql SEC
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   k text;
+  id integer := ${SCHEMA}.me();
 BEGIN
   PERFORM pg_advisory_xact_lock(${LOCK_CLASS}, 0);
-  DELETE FROM ${Q} WHERE seq = s AND run_id = ${SCHEMA}.me() RETURNING key INTO k;
+  DELETE FROM ${Q} WHERE seq = s AND run_id = id RETURNING key INTO k;
   IF k IS NULL THEN RETURN false; END IF;
   PERFORM ${SCHEMA}.advance(k);
   RETURN true;
@@ -215,14 +218,14 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   PERFORM pg_advisory_xact_lock(${LOCK_CLASS}, 0);
   PERFORM ${SCHEMA}.sweep();
-  RETURN QUERY SELECT q.seq, q.token FROM ${Q} q WHERE q.run_id = ${SCHEMA}.me() AND q.granted;
+  RETURN QUERY SELECT q.seq, q.token FROM ${Q} q WHERE q.run_id = (SELECT ${SCHEMA}.me()) AND q.granted;
 END $$;
 
 -- The caller's granted rows, read only: the heartbeat checks that none of
 -- its holds was deleted under it.
 CREATE FUNCTION ${SCHEMA}.held() RETURNS bigint[] LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
-  SELECT coalesce(array_agg(seq), '{}') FROM ${Q} WHERE run_id = ${SCHEMA}.me() AND granted
+  SELECT coalesce(array_agg(seq), '{}') FROM ${Q} WHERE run_id = (SELECT ${SCHEMA}.me()) AND granted
 $$;
 
 -- Holders and waiters of live runs, in queue order, for keys equal to k or,
