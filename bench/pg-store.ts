@@ -149,7 +149,9 @@ async function main(): Promise<void> {
     const holder = store('bench-holder');
     const held: StoreHold[] = [];
     for (let i = 0; i < keys; i++) {
-      held.push((await holder.acquire({ key: { id: `w-${i}` }, mode: 'exclusive', requester: requester('h'), wait: true }))!);
+      held.push(
+        (await holder.acquire({ key: { id: `w-${i}` }, mode: 'exclusive', requester: requester('h'), wait: true }))!,
+      );
     }
     const reps = size(200, 5);
     const sample = async () => {

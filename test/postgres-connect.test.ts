@@ -107,10 +107,7 @@ describe('postgresql URL', () => {
   });
 
   test('verify-full without a root certificate is refused before connecting, saying what to add', () => {
-    assert.throws(
-      () => resolveTarget('postgresql://h/db?sslmode=verify-full', { HOME: tmp.dir }),
-      /sslrootcert/,
-    );
+    assert.throws(() => resolveTarget('postgresql://h/db?sslmode=verify-full', { HOME: tmp.dir }), /sslrootcert/);
   });
 });
 
@@ -134,10 +131,16 @@ describe('postgresql connections and outages', { timeout: 120_000 }, () => {
   });
 
   test('sslmode: require, and verify-full with the right CA, connect over TLS', async () => {
-    for (const q of ['?sslmode=require', `?sslmode=verify-full&sslrootcert=${pg.caFile}`, `?sslmode=verify-ca&sslrootcert=${pg.caFile}`]) {
+    for (const q of [
+      '?sslmode=require',
+      `?sslmode=verify-full&sslrootcert=${pg.caFile}`,
+      `?sslmode=verify-ca&sslrootcert=${pg.caFile}`,
+    ]) {
       assert.equal(await tryStore(pg.url(LOCK_ROLE, LOCK_PASSWORD, q)), null, q);
     }
-    const viaName = pg.url(LOCK_ROLE, LOCK_PASSWORD, `?sslmode=verify-full&sslrootcert=${pg.caFile}`).replace('127.0.0.1', 'localhost');
+    const viaName = pg
+      .url(LOCK_ROLE, LOCK_PASSWORD, `?sslmode=verify-full&sslrootcert=${pg.caFile}`)
+      .replace('127.0.0.1', 'localhost');
     assert.equal(await tryStore(viaName), null);
     const s = new PostgresStore(viaName, { controller: 'tls', log: () => undefined });
     await s.status({ id: 'tls' });
@@ -188,7 +191,10 @@ describe('postgresql connections and outages', { timeout: 120_000 }, () => {
   });
 
   test('records other controllers read never hold a password', async () => {
-    const s = new PostgresStore(pg.url(LOCK_ROLE, LOCK_PASSWORD, '?sslmode=disable'), { controller: 'rec', log: () => undefined });
+    const s = new PostgresStore(pg.url(LOCK_ROLE, LOCK_PASSWORD, '?sslmode=disable'), {
+      controller: 'rec',
+      log: () => undefined,
+    });
     assert.ok(!s.describe.includes(LOCK_PASSWORD));
     const h = await s.acquire({
       key: { id: 'rec', name: 'rec' },
@@ -196,7 +202,9 @@ describe('postgresql connections and outages', { timeout: 120_000 }, () => {
       requester: { pid: process.pid, user: 'u', controller: 'rec', task: 't' },
       wait: true,
     });
-    const dump = JSON.stringify(await pg.query(`SELECT q.*, r.* FROM ${SCHEMA}.queue q JOIN ${SCHEMA}.runs r USING (run_id)`));
+    const dump = JSON.stringify(
+      await pg.query(`SELECT q.*, r.* FROM ${SCHEMA}.queue q JOIN ${SCHEMA}.runs r USING (run_id)`),
+    );
     const apps = JSON.stringify(await pg.query(`SELECT application_name FROM pg_stat_activity`));
     assert.ok(!dump.includes(LOCK_PASSWORD) && !apps.includes(LOCK_PASSWORD));
     assert.ok(!JSON.stringify(await s.status({ id: 'rec' })).includes(LOCK_PASSWORD));

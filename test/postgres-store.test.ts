@@ -27,7 +27,13 @@ function take(s: PostgresStore, name: string, mode: Mode = 'exclusive', wait = t
 }
 
 async function settled<T>(p: Promise<T>, ms = 300): Promise<boolean> {
-  return Promise.race([p.then(() => true, () => true), sleep(ms).then(() => false)]);
+  return Promise.race([
+    p.then(
+      () => true,
+      () => true,
+    ),
+    sleep(ms).then(() => false),
+  ]);
 }
 
 before(async () => {
@@ -183,7 +189,7 @@ describe('postgresql store', { timeout: 120_000 }, () => {
       `SELECT application_name, count(*)::int AS n FROM pg_stat_activity WHERE pid IN ($1, $2) OR application_name LIKE 'hostlock many-%' GROUP BY 1`,
       [a.backendPid, b.backendPid],
     );
-    for (const r of rows) assert.ok((r.n as number) <= 4, `${r.application_name}: ${r.n} connections`);
+    for (const r of rows) assert.ok((r.n as number) <= 4, `${String(r.application_name)}: ${String(r.n)} connections`);
     assert.equal(rows.length, 2, JSON.stringify(rows));
     assert.equal(a.connections, 1);
     assert.equal(b.connections, 1);
@@ -197,7 +203,9 @@ describe('postgresql store', { timeout: 120_000 }, () => {
     const runs = Array.from({ length: 20 }, (_, i) => store(`crowd-${i}`));
     const holds = await Promise.all(runs.map((r, i) => take(r, `crowd-${i % 5}`, 'shared')));
     assert.ok(holds.every(Boolean));
-    const [{ n }] = await pg.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'hostlock crowd-%'`);
+    const [{ n }] = await pg.query(
+      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'hostlock crowd-%'`,
+    );
     assert.equal(n, 20);
     await Promise.all(runs.map((r) => r.close()));
   });
@@ -277,7 +285,13 @@ describe('postgresql store', { timeout: 120_000 }, () => {
     });
     stores.push(a);
     let lost = '';
-    await a.acquire({ key: key('del'), mode: 'exclusive', requester: who('del'), wait: true, onLost: (r) => (lost = r) });
+    await a.acquire({
+      key: key('del'),
+      mode: 'exclusive',
+      requester: who('del'),
+      wait: true,
+      onLost: (r) => (lost = r),
+    });
     await pg.query(`DELETE FROM ${SCHEMA}.queue WHERE key = 'del'`);
     await until(() => lost !== '', 3000);
     assert.match(lost, /deleted/);
@@ -299,7 +313,9 @@ describe('postgresql store', { timeout: 120_000 }, () => {
 describe('postgresql schema', { timeout: 120_000 }, () => {
   test('created once when 20 runs start at once on a fresh database', async () => {
     await pg.query(`DROP SCHEMA ${SCHEMA} CASCADE`);
-    const runs = Array.from({ length: 20 }, (_, i) => store(`fresh-${i}`, pg.url(undefined, undefined, '?sslmode=disable')));
+    const runs = Array.from({ length: 20 }, (_, i) =>
+      store(`fresh-${i}`, pg.url(undefined, undefined, '?sslmode=disable')),
+    );
     const holds = await Promise.all(runs.map((r, i) => take(r, `fresh-${i}`)));
     assert.ok(holds.every(Boolean));
     const v = await pg.query(`SELECT version FROM ${SCHEMA}.meta`);

@@ -30,47 +30,60 @@ after(async () => {
   tmp?.cleanup();
 });
 
-test('two controllers, random SIGKILLs: no overlap, no lost update, tokens only increase', { timeout: 300_000 }, async () => {
-  const counter = join(tmp.dir, 'counter');
-  const journal = join(tmp.dir, 'journal');
-  const tokens = join(tmp.dir, 'tokens');
-  writeFileSync(counter, '0');
-  writeFileSync(journal, '');
-  writeFileSync(tokens, '');
-  const url = pg.url(LOCK_ROLE, LOCK_PASSWORD, '?sslmode=disable');
-  const perController = LONG ? 600 : 150; // sections each controller completes or dies in
-  const concurrent = 3; // processes per controller at once
-  let killed = 0;
-  const runController = async (name: string) => {
-    let left = perController;
-    const lane = async () => {
-      while (left > 0) {
-        const n = Math.min(left, 10);
-        left -= n;
-        const child = spawn(process.execPath, [WORKER, url, name, counter, journal, tokens, String(n), '0.08', '0.3'], {
-          stdio: ['ignore', 'ignore', 'pipe'],
-        });
-        let err = '';
-        child.stderr!.on('data', (d) => (err += d));
-        const [code, signal] = await new Promise<[number | null, string | null]>((r) =>
-          child.once('exit', (c, s) => r([c, s])),
-        );
-        if (signal === 'SIGKILL') killed++;
-        else assert.equal(code, 0, `worker of ${name} failed: ${err}`);
-      }
+test(
+  'two controllers, random SIGKILLs: no overlap, no lost update, tokens only increase',
+  { timeout: 300_000 },
+  async () => {
+    const counter = join(tmp.dir, 'counter');
+    const journal = join(tmp.dir, 'journal');
+    const tokens = join(tmp.dir, 'tokens');
+    writeFileSync(counter, '0');
+    writeFileSync(journal, '');
+    writeFileSync(tokens, '');
+    const url = pg.url(LOCK_ROLE, LOCK_PASSWORD, '?sslmode=disable');
+    const perController = LONG ? 600 : 150; // sections each controller completes or dies in
+    const concurrent = 3; // processes per controller at once
+    let killed = 0;
+    const runController = async (name: string) => {
+      let left = perController;
+      const lane = async () => {
+        while (left > 0) {
+          const n = Math.min(left, 10);
+          left -= n;
+          const child = spawn(
+            process.execPath,
+            [WORKER, url, name, counter, journal, tokens, String(n), '0.08', '0.3'],
+            {
+              stdio: ['ignore', 'ignore', 'pipe'],
+            },
+          );
+          let err = '';
+          child.stderr.on('data', (d) => (err += d));
+          const [code, signal] = await new Promise<[number | null, string | null]>((r) =>
+            child.once('exit', (c, s) => r([c, s])),
+          );
+          if (signal === 'SIGKILL') killed++;
+          else assert.equal(code, 0, `worker of ${name} failed: ${err}`);
+        }
+      };
+      await Promise.all(Array.from({ length: concurrent }, lane));
     };
-    await Promise.all(Array.from({ length: concurrent }, lane));
-  };
-  await Promise.all([runController('ctl-a'), runController('ctl-b')]);
-  const verdict = checkJournal(readFileSync(journal, 'utf8'), Number(readFileSync(counter, 'utf8')));
-  const toks = readFileSync(tokens, 'utf8').trim().split('\n').map((l) => Number(l.split(' ')[1]));
-  for (let i = 1; i < toks.length; i++) assert.ok(toks[i] > toks[i - 1], `token ${toks[i]} after ${toks[i - 1]}`);
-  process.stderr.write(
-    `[pg-stress] ${verdict.sections} exclusive + ${verdict.readSections} shared sections, ${killed} processes killed ` +
-      `(${verdict.kills} while holding); release after a killed holder: max ${Math.max(0, ...verdict.killLatenciesMs).toFixed(0)} ms\n`,
-  );
-  assert.ok(verdict.kills > 0, 'some holders were killed');
-  for (const ms of verdict.killLatenciesMs) assert.ok(ms < 2000, `a killed holder's lock passed on after ${ms} ms`);
-  const [{ n }] = await pg.query(`SELECT count(*)::int AS n FROM hostlock.queue q WHERE q.key = 'stress' AND q.run_id IN (SELECT objid::bigint::integer FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted)`);
-  assert.equal(n, 0, 'no live row is left behind');
-});
+    await Promise.all([runController('ctl-a'), runController('ctl-b')]);
+    const verdict = checkJournal(readFileSync(journal, 'utf8'), Number(readFileSync(counter, 'utf8')));
+    const toks = readFileSync(tokens, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => Number(l.split(' ')[1]));
+    for (let i = 1; i < toks.length; i++) assert.ok(toks[i] > toks[i - 1], `token ${toks[i]} after ${toks[i - 1]}`);
+    process.stderr.write(
+      `[pg-stress] ${verdict.sections} exclusive + ${verdict.readSections} shared sections, ${killed} processes killed ` +
+        `(${verdict.kills} while holding); release after a killed holder: max ${Math.max(0, ...verdict.killLatenciesMs).toFixed(0)} ms\n`,
+    );
+    assert.ok(verdict.kills > 0, 'some holders were killed');
+    for (const ms of verdict.killLatenciesMs) assert.ok(ms < 2000, `a killed holder's lock passed on after ${ms} ms`);
+    const [{ n }] = await pg.query(
+      `SELECT count(*)::int AS n FROM hostlock.queue q WHERE q.key = 'stress' AND q.run_id IN (SELECT objid::bigint::integer FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted)`,
+    );
+    assert.equal(n, 0, 'no live row is left behind');
+  },
+);

@@ -121,9 +121,7 @@ function parseUrl(url: string, masked: string): Raw {
       if (eq < 0) throw new PgUrlError(`${masked}: parameter "${pair}" has no value`);
       const key = decode(pair.slice(0, eq), 'parameter name', masked);
       if (!KNOWN.has(key)) {
-        throw new PgUrlError(
-          `${masked}: unsupported parameter "${key}"; supported: ${[...KNOWN].sort().join(', ')}`,
-        );
+        throw new PgUrlError(`${masked}: unsupported parameter "${key}"; supported: ${[...KNOWN].sort().join(', ')}`);
       }
       raw[key] = decode(pair.slice(eq + 1).replace(/\+/g, ' '), `parameter ${key}`, masked);
     }

@@ -66,11 +66,13 @@ export function explainConnectError(err: unknown, target: PgTarget, host: string
     ];
     return `${head}: password authentication failed for user "${target.user}" (password from ${from}); fix the password in the URL, PGPASSWORD or ~/.pgpass`;
   }
-  if (code === '28000') return `${head}: the server refused user "${target.user}": ${msg}; ask the DBA for a pg_hba.conf entry`;
+  if (code === '28000')
+    return `${head}: the server refused user "${target.user}": ${msg}; ask the DBA for a pg_hba.conf entry`;
   if (code === '3D000') {
     return `${head}: database "${target.database}" does not exist on ${where}; create it (createdb ${target.database}) or name another in the URL`;
   }
-  if (code === '53300') return `${head}: the server has no free connection slot (${msg}); raise max_connections or end idle sessions`;
+  if (code === '53300')
+    return `${head}: the server has no free connection slot (${msg}); raise max_connections or end idle sessions`;
   if (code === '57P03') return `${head}: the server at ${where} is starting up or shutting down; try again shortly`;
   if (/^(ECONNREFUSED|ENOENT|EHOSTUNREACH|ENETUNREACH|ETIMEDOUT|ECONNRESET|EAI_AGAIN|ENOTFOUND)$/.test(code)) {
     return `${head}: cannot reach the server at ${where} (${code}); check the host and port and that PostgreSQL is running there`;
@@ -205,7 +207,10 @@ export interface SetupResult {
 
 // `hostlock setup --backend URL`: creates the schema ahead of time (as a role
 // allowed to), and with `grantTo` gives a lock-only role what it needs.
-export async function setup(url: string, opts: { grantTo?: string; env?: NodeJS.ProcessEnv } = {}): Promise<SetupResult> {
+export async function setup(
+  url: string,
+  opts: { grantTo?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<SetupResult> {
   const target = resolveOrThrow(url, opts.env);
   const client = await openClient(target, 'hostlock setup');
   try {
@@ -334,10 +339,18 @@ class Session {
 
   async acquire(req: StoreAcquire): Promise<StoreHold | null> {
     const owner = { ...req.requester, controller: req.requester.controller || this.store.controller };
-    const rows = await this.query<{ seq: string | null; token: string | null; granted: boolean; cycle: CycleStep[] | null }>(
-      `SELECT * FROM ${SCHEMA}.enqueue($1, $2, $3, $4, $5)`,
-      [req.key.id, req.key.name ?? null, req.mode, req.wait, JSON.stringify(owner)],
-    );
+    const rows = await this.query<{
+      seq: string | null;
+      token: string | null;
+      granted: boolean;
+      cycle: CycleStep[] | null;
+    }>(`SELECT * FROM ${SCHEMA}.enqueue($1, $2, $3, $4, $5)`, [
+      req.key.id,
+      req.key.name ?? null,
+      req.mode,
+      req.wait,
+      JSON.stringify(owner),
+    ]);
     const r = rows[0];
     if (r.granted) {
       const hold = new PgHold(this, Number(r.seq), req.key, req.mode, Number(r.token), req.onLost);

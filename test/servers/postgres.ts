@@ -72,15 +72,49 @@ function asServerUser(cmd: string, args: string[]): void {
 
 function makeCerts(dir: string): { ca: string; otherCa: string; cert: string; key: string } {
   const ssl = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
-  ssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=hostlock test CA']
-    .concat(['-keyout', 'ca.key', '-out', 'ca.crt']));
-  ssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=some other CA']
-    .concat(['-keyout', 'other.key', '-out', 'other.crt']));
-  ssl(['req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-keyout', 'server.key', '-out', 'server.csr']);
+  ssl(
+    ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=hostlock test CA'].concat([
+      '-keyout',
+      'ca.key',
+      '-out',
+      'ca.crt',
+    ]),
+  );
+  ssl(
+    ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=some other CA'].concat([
+      '-keyout',
+      'other.key',
+      '-out',
+      'other.crt',
+    ]),
+  );
+  ssl([
+    'req',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-subj',
+    '/CN=localhost',
+    '-keyout',
+    'server.key',
+    '-out',
+    'server.csr',
+  ]);
   writeFileSync(join(dir, 'san.ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\n');
-  ssl(['x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2']
-    .concat(['-extfile', 'san.ext', '-out', 'server.crt']));
-  return { ca: join(dir, 'ca.crt'), otherCa: join(dir, 'other.crt'), cert: join(dir, 'server.crt'), key: join(dir, 'server.key') };
+  ssl(
+    ['x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2'].concat([
+      '-extfile',
+      'san.ext',
+      '-out',
+      'server.crt',
+    ]),
+  );
+  return {
+    ca: join(dir, 'ca.crt'),
+    otherCa: join(dir, 'other.crt'),
+    cert: join(dir, 'server.crt'),
+    key: join(dir, 'server.key'),
+  };
 }
 
 async function adminQuery(url: string, sql: string, values?: unknown[]): Promise<Record<string, unknown>[]> {
@@ -127,8 +161,12 @@ export async function startPostgres(): Promise<PgServer> {
       port: Number(u.port || 5432),
       database,
       adminUrl: external,
-      url: (user, password, query) => (user ? make(user, password, query) : make(decodeURIComponent(u.username), decodeURIComponent(u.password), query)),
-      query: (sql, values) => adminQuery(make(decodeURIComponent(u.username), decodeURIComponent(u.password)), sql, values),
+      url: (user, password, query) =>
+        user
+          ? make(user, password, query)
+          : make(decodeURIComponent(u.username), decodeURIComponent(u.password), query),
+      query: (sql, values) =>
+        adminQuery(make(decodeURIComponent(u.username), decodeURIComponent(u.password)), sql, values),
       stop: async () => {
         await adminQuery(external, `DROP DATABASE IF EXISTS ${database} WITH (FORCE)`).catch(() => undefined);
       },
@@ -151,12 +189,27 @@ export async function startPostgres(): Promise<PgServer> {
   chmodSync(dir, 0o755);
   const port = await freePort();
   asServerUser(join(PG_BIN, 'initdb'), [
-    '-D', data, '-U', 'postgres', '--pwfile', pwfile, '-E', 'UTF8', '--no-sync',
-    '--auth-local=trust', '--auth-host=scram-sha-256',
+    '-D',
+    data,
+    '-U',
+    'postgres',
+    '--pwfile',
+    pwfile,
+    '-E',
+    'UTF8',
+    '--no-sync',
+    '--auth-local=trust',
+    '--auth-host=scram-sha-256',
   ]);
   const opts = [
-    `-p ${port}`, `-k ${dir}`, '-c listen_addresses=127.0.0.1', '-c max_connections=100', '-c fsync=off',
-    '-c ssl=on', `-c ssl_cert_file=${certs.cert}`, `-c ssl_key_file=${certs.key}`,
+    `-p ${port}`,
+    `-k ${dir}`,
+    '-c listen_addresses=127.0.0.1',
+    '-c max_connections=100',
+    '-c fsync=off',
+    '-c ssl=on',
+    `-c ssl_cert_file=${certs.cert}`,
+    `-c ssl_key_file=${certs.key}`,
   ].join(' ');
   let stopped = false;
   const stopSync = () => {
@@ -184,9 +237,10 @@ export async function startPostgres(): Promise<PgServer> {
     caFile: certs.ca,
     otherCaFile: certs.otherCa,
     query: (sql, values) => adminQuery(url('postgres', ADMIN_PASSWORD, '?sslmode=disable'), sql, values),
-    stop: async () => {
+    stop: () => {
       process.removeListener('exit', stopSync);
       stopSync();
+      return Promise.resolve();
     },
   };
 }
