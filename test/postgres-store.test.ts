@@ -36,6 +36,10 @@ async function settled<T>(p: Promise<T>, ms = 300): Promise<boolean> {
   ]);
 }
 
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return Promise.race([p, sleep(ms).then(() => Promise.reject(new Error(`${what}: not within ${ms} ms`)))]);
+}
+
 before(async () => {
   pg = await startPostgres();
   await setup(pg.url(), { grantTo: LOCK_ROLE });
@@ -276,6 +280,22 @@ describe('postgresql store', { timeout: 120_000 }, () => {
     const hb = await take(b, 'silent');
     assert.ok(hb, 'the server frees it once the session ends');
     await hb.release();
+  });
+
+  test('a dead holder swept by a newcomer still hands over to the first waiter', async () => {
+    const [a, b, c] = [store('sweep-a'), store('sweep-b'), store('sweep-c')];
+    const h = await take(a, 'sweep');
+    const pb = take(b, 'sweep');
+    await until(async () => (await c.status(key('sweep'))).waiters.length === 1);
+    await c.status(key('sweep')); // c's session is open: its enqueue below is one statement
+    await pg.query('SELECT pg_terminate_backend($1)', [a.backendPid]);
+    await until(() => h!.lost);
+    const pc = take(c, 'sweep'); // its enqueue removes a's dead row
+    const hb = await within(pb, 3000, 'b, first in line, is granted');
+    assert.ok(hb && hb.token > h!.token);
+    assert.equal(await settled(pc), false, 'c waits behind b');
+    await hb.release();
+    await (await pc)!.release();
   });
 
   test('a deleted row is a lost hold', async () => {

@@ -59,9 +59,16 @@ test(
           );
           let err = '';
           child.stderr.on('data', (d) => (err += d));
+          // A wait that never ends would hang the test: fail it instead.
+          const stuck = setTimeout(() => {
+            err += `worker ${child.pid} of ${name} still running after 60 s: a wait never ended`;
+            child.kill('SIGKILL');
+          }, 60_000);
+          child.once('exit', () => clearTimeout(stuck));
           const [code, signal] = await new Promise<[number | null, string | null]>((r) =>
             child.once('exit', (c, s) => r([c, s])),
           );
+          assert.ok(!err.includes('still running'), err);
           if (signal === 'SIGKILL') killed++;
           else assert.equal(code, 0, `worker of ${name} failed: ${err}`);
         }

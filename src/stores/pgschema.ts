@@ -103,13 +103,17 @@ CREATE FUNCTION ${SCHEMA}.begin_run(controller text, pid integer, os_user text) 
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   id integer;
+  k text;
 BEGIN
   PERFORM pg_advisory_xact_lock(${LOCK_CLASS}, 0);
   LOOP
     id := nextval('${SCHEMA}.run_ids');
     EXIT WHEN pg_try_advisory_lock(${LOCK_CLASS}, id);
   END LOOP;
-  DELETE FROM ${Q} WHERE run_id = id;
+  -- Rows a dead run left under this id (the ids wrap around) go first.
+  FOR k IN WITH gone AS (DELETE FROM ${Q} WHERE run_id = id RETURNING key) SELECT DISTINCT key FROM gone LOOP
+    PERFORM ${SCHEMA}.advance(k);
+  END LOOP;
   DELETE FROM ${SCHEMA}.runs WHERE run_id = id OR backend_pid = pg_backend_pid();
   INSERT INTO ${SCHEMA}.runs (run_id, backend_pid, controller, pid, os_user)
     VALUES (id, pg_backend_pid(), controller, pid, os_user);
@@ -150,6 +154,7 @@ BEGIN
   PERFORM pg_advisory_xact_lock(${LOCK_CLASS}, 0);
   INSERT INTO ${SCHEMA}.names (key, name) VALUES (k, name) ON CONFLICT ON CONSTRAINT names_pkey DO NOTHING;
   DELETE FROM ${Q} q WHERE q.key = k AND q.run_id NOT IN ${LIVE};
+  IF FOUND THEN PERFORM ${SCHEMA}.advance(k); END IF;
   SELECT NOT EXISTS (SELECT 1 FROM ${Q} q WHERE q.key = k AND (enqueue.mode = 'exclusive' OR q.mode = 'exclusive'))
     INTO free;
   granted := free;
@@ -218,6 +223,8 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   PERFORM pg_advisory_xact_lock(${LOCK_CLASS}, 0);
   PERFORM ${SCHEMA}.sweep();
+  -- Whatever changed the queue, the caller's keys end up granted as far as they can be.
+  PERFORM ${SCHEMA}.advance(w.key) FROM (SELECT DISTINCT q.key FROM ${Q} q WHERE q.run_id = (SELECT ${SCHEMA}.me()) AND NOT q.granted) w;
   RETURN QUERY SELECT q.seq, q.token FROM ${Q} q WHERE q.run_id = (SELECT ${SCHEMA}.me()) AND q.granted;
 END $$;
 

@@ -222,7 +222,13 @@ export async function startPostgres(): Promise<PgServer> {
     }
     rmSync(dir, { recursive: true, force: true });
   };
-  process.once('exit', stopSync); // never leave a server behind, even on a crash
+  // Never leave a server behind, even on a crash or a signal.
+  process.once('exit', stopSync);
+  const onSignal = (sig: NodeJS.Signals) => {
+    stopSync();
+    process.exit(128 + (sig === 'SIGINT' ? 2 : sig === 'SIGHUP' ? 1 : 15));
+  };
+  for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(sig, onSignal);
   asServerUser(join(PG_BIN, 'pg_ctl'), ['-D', data, '-o', opts, '-l', join(dir, 'server.log'), '-w', 'start']);
   const adminUrl = `postgresql://postgres:${ADMIN_PASSWORD}@127.0.0.1:${port}/postgres?sslmode=disable`;
   await prepare(adminUrl, database);
@@ -239,6 +245,7 @@ export async function startPostgres(): Promise<PgServer> {
     query: (sql, values) => adminQuery(url('postgres', ADMIN_PASSWORD, '?sslmode=disable'), sql, values),
     stop: () => {
       process.removeListener('exit', stopSync);
+      for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.removeListener(sig, onSignal);
       stopSync();
       return Promise.resolve();
     },
