@@ -15,7 +15,8 @@ export const SCHEMA_VERSION = 1;
 export const LOCK_CLASS = 0x686c6b31;
 
 const Q = `${SCHEMA}.queue`;
-const LIVE = `(SELECT objid::bigint::integer FROM pg_locks WHERE locktype = 'advisory' AND classid = ${LOCK_CLASS}::oid AND objsubid = 2 AND objid <> 0 AND granted)`;
+const LIVE_SELECT = `objid::bigint::integer FROM pg_locks WHERE locktype = 'advisory' AND classid = ${LOCK_CLASS}::oid AND objsubid = 2 AND objid <> 0 AND granted`;
+const LIVE = `(SELECT ${LIVE_SELECT})`;
 
 // DDL for a fresh schema; run under the serialising lock, so that 20 runs
 // starting at once create it once.
@@ -83,18 +84,23 @@ BEGIN
 END $$;
 
 -- Drops the rows of runs whose session has ended and moves their keys on.
+-- Driven by the runs table (small) rather than a scan of the queue; the dead
+-- set is taken once, so a run that dies meanwhile keeps its runs row for the
+-- next sweep.
 CREATE FUNCTION ${SCHEMA}.sweep() RETURNS void LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   k text;
+  dead_ids integer[] := ARRAY(SELECT run_id FROM ${SCHEMA}.runs WHERE run_id NOT IN ${LIVE});
 BEGIN
+  IF cardinality(dead_ids) = 0 THEN RETURN; END IF;
   FOR k IN
-    WITH dead AS (DELETE FROM ${Q} WHERE run_id NOT IN ${LIVE} RETURNING key)
+    WITH dead AS (DELETE FROM ${Q} WHERE run_id = ANY (dead_ids) RETURNING key)
     SELECT DISTINCT key FROM dead
   LOOP
     PERFORM ${SCHEMA}.advance(k);
   END LOOP;
-  DELETE FROM ${SCHEMA}.runs WHERE run_id NOT IN ${LIVE};
+  DELETE FROM ${SCHEMA}.runs WHERE run_id = ANY (dead_ids);
 END $$;
 
 -- Starts a run for this session: a fresh id, held by a session-level
@@ -148,6 +154,16 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   id integer := ${SCHEMA}.me();
   free boolean;
+  live_ids integer[];
+  blockers integer[];
+  visited integer[];
+  parents integer[];
+  vias text[];
+  frontier integer[];
+  nxt integer[];
+  hit integer;
+  i integer;
+  r record;
 BEGIN
   IF id IS NULL THEN RAISE EXCEPTION 'this session has no hostlock run' USING ERRCODE = '55000'; END IF;
   IF mode NOT IN ('exclusive', 'shared') THEN RAISE EXCEPTION 'bad mode %', mode USING ERRCODE = '22023'; END IF;
@@ -171,30 +187,45 @@ BEGIN
     cycle := jsonb_build_array(jsonb_build_object('run', id, 'waits_for', k));
     RETURN;
   END IF;
-  -- Only a run that already holds or waits elsewhere can close a cycle.
+  -- Only a run that already holds or waits elsewhere can close a cycle: one
+  -- of the new row's blockers must (transitively) wait for this run. Search
+  -- backwards from this run, set at a time, each run visited once: the runs
+  -- queued behind a newcomer's rows are few, so the usual search is one step.
   IF EXISTS (SELECT 1 FROM ${Q} q WHERE q.run_id = id) THEN
-    WITH RECURSIVE live AS (
-      SELECT q.seq, q.key, q.run_id, q.mode, q.granted FROM ${Q} q WHERE q.run_id IN ${LIVE}
-    ), edges AS (
-      SELECT DISTINCT ON (w.run_id, e.run_id) w.run_id AS src, e.run_id AS dst, w.key AS via
-      FROM live w JOIN live e ON e.key = w.key AND e.seq < w.seq AND e.run_id <> w.run_id
-        AND (w.mode = 'exclusive' OR e.mode = 'exclusive')
-      WHERE NOT w.granted
-    ), walk (run, path, keys) AS (
-      SELECT DISTINCT l.run_id, ARRAY[l.run_id], ARRAY[k] FROM live l
-        WHERE l.key = k AND l.run_id <> id AND (enqueue.mode = 'exclusive' OR l.mode = 'exclusive')
-      UNION ALL
-      SELECT e.dst, w.path || e.dst, w.keys || e.via FROM walk w JOIN edges e ON e.src = w.run
-        WHERE e.dst <> ALL (w.path) AND e.dst <> id AND cardinality(w.path) < 64
-    ), found AS (
-      SELECT w.path, w.keys || e.via AS keys FROM walk w JOIN edges e ON e.src = w.run AND e.dst = id LIMIT 1
-    )
-    SELECT jsonb_build_array(jsonb_build_object('run', id, 'waits_for', k))
-      || jsonb_agg(jsonb_build_object('run', p.run, 'waits_for', f.keys[p.i + 1], 'controller', r.controller,
-        'pid', r.pid, 'user', r.os_user) ORDER BY p.i)
-      INTO cycle
-    FROM found f, unnest(f.path) WITH ORDINALITY AS p(run, i) LEFT JOIN ${SCHEMA}.runs r ON r.run_id = p.run;
-    IF cycle IS NOT NULL THEN RETURN; END IF;
+    live_ids := ARRAY(SELECT ${LIVE_SELECT});
+    blockers := ARRAY(SELECT DISTINCT q.run_id FROM ${Q} q WHERE q.key = k AND q.run_id <> id
+      AND q.run_id = ANY (live_ids) AND (enqueue.mode = 'exclusive' OR q.mode = 'exclusive'));
+    visited := ARRAY[id];
+    parents := ARRAY[NULL::integer];
+    vias := ARRAY[NULL::text];
+    frontier := ARRAY[id];
+    WHILE hit IS NULL AND cardinality(frontier) > 0 LOOP
+      nxt := '{}';
+      FOR r IN
+        SELECT DISTINCT ON (w.run_id) w.run_id AS waiter, m.run_id AS waited, w.key AS via
+        FROM ${Q} m JOIN ${Q} w ON w.key = m.key AND w.seq > m.seq AND NOT w.granted AND w.run_id <> m.run_id
+          AND (w.mode = 'exclusive' OR m.mode = 'exclusive')
+        WHERE m.run_id = ANY (frontier) AND w.run_id = ANY (live_ids) AND w.run_id <> ALL (visited)
+      LOOP
+        visited := visited || r.waiter;
+        parents := parents || r.waited;
+        vias := vias || r.via;
+        nxt := nxt || r.waiter;
+        IF r.waiter = ANY (blockers) THEN hit := r.waiter; EXIT; END IF;
+      END LOOP;
+      frontier := nxt;
+    END LOOP;
+    IF hit IS NOT NULL THEN
+      -- This run waits for k on hit; each run then waits for its parent, back to this run.
+      cycle := jsonb_build_array(jsonb_build_object('run', id, 'waits_for', k));
+      WHILE hit <> id LOOP
+        i := array_position(visited, hit);
+        cycle := cycle || (SELECT jsonb_build_object('run', hit, 'waits_for', vias[i], 'controller', ru.controller,
+          'pid', ru.pid, 'user', ru.os_user) FROM (SELECT 1) one LEFT JOIN ${SCHEMA}.runs ru ON ru.run_id = hit);
+        hit := parents[i];
+      END LOOP;
+      RETURN;
+    END IF;
   END IF;
   INSERT INTO ${Q} (key, run_id, mode, owner) VALUES (k, id, enqueue.mode, enqueue.owner)
     RETURNING ${Q}.seq INTO seq;
@@ -221,10 +252,11 @@ CREATE FUNCTION ${SCHEMA}.poll(OUT seq bigint, OUT token bigint) RETURNS SETOF r
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
-  PERFORM pg_advisory_xact_lock(${LOCK_CLASS}, 0);
-  PERFORM ${SCHEMA}.sweep();
-  -- Whatever changed the queue, the caller's keys end up granted as far as they can be.
-  PERFORM ${SCHEMA}.advance(w.key) FROM (SELECT DISTINCT q.key FROM ${Q} q WHERE q.run_id = (SELECT ${SCHEMA}.me()) AND NOT q.granted) w;
+  -- The lock only when there is a dead run to sweep: polls are frequent.
+  IF EXISTS (SELECT 1 FROM ${SCHEMA}.runs WHERE run_id NOT IN ${LIVE}) THEN
+    PERFORM pg_advisory_xact_lock(${LOCK_CLASS}, 0);
+    PERFORM ${SCHEMA}.sweep();
+  END IF;
   RETURN QUERY SELECT q.seq, q.token FROM ${Q} q WHERE q.run_id = (SELECT ${SCHEMA}.me()) AND q.granted;
 END $$;
 
