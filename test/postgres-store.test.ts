@@ -214,6 +214,43 @@ describe('postgresql store', { timeout: 120_000 }, () => {
     await Promise.all(runs.map((r) => r.close()));
   });
 
+  test(
+    '20 runs queued behind one holder for the same 50 names all get them, in order',
+    { timeout: 120_000 },
+    async () => {
+      const names = Array.from({ length: 50 }, (_, i) => `queue-${i}`);
+      const holder = store('queue-holder');
+      const held = await Promise.all(names.map((n) => take(holder, n)));
+      const runs = Array.from({ length: 20 }, (_, i) => store(`queue-${i}`));
+      const got: string[][] = names.map(() => []);
+      const waits: Promise<void>[] = [];
+      for (const r of runs) {
+        // One run after the other: queued in different orders, two runs would be a deadlock.
+        for (const [i, n] of names.entries()) {
+          waits.push(
+            take(r, n).then(async (h) => {
+              got[i].push(r.controller);
+              await h!.release();
+            }),
+          );
+        }
+        const want = (runs.indexOf(r) + 1) * names.length;
+        await until(
+          async () => (await holder.list('queue-')).reduce((a, s) => a + s.waiters.length, 0) === want,
+          30_000,
+        );
+      }
+      await Promise.all(held.map((h) => h!.release()));
+      await Promise.all(waits);
+      for (const g of got)
+        assert.deepEqual(
+          g,
+          runs.map((r) => r.controller),
+        );
+      assert.ok(runs.every((r) => r.connections === 1));
+    },
+  );
+
   test('pg_terminate_backend under a holder: onLost at once, and the name is free for others', async () => {
     const a = store('lost-a');
     const b = store('lost-b');
