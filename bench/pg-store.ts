@@ -7,6 +7,8 @@
 //    200 pg_try_advisory_lock calls on one plain session.
 //  - pg-3: status (list) p99 while 5 runs wait for 100 names each (500
 //    waiters); anchor: the same list with no waiters.
+//  - pg-4 (info): 19 runs queued one after the other for the same 200 names
+//    behind one holder, then drained: drain time; anchor: the queueing time.
 import { Client } from 'pg';
 import type { StoreHold } from '../src/store';
 import { PostgresStore, setup } from '../src/stores/postgres';
@@ -189,6 +191,44 @@ async function main(): Promise<void> {
     });
     await holder.close();
     for (const w of waits) await w.then((h) => h?.release());
+
+    // pg-4 (info): many runs queued one after the other behind one holder of
+    // many names, then drained: the deadlock check and polls at scale.
+    const qNames = size(200, 5);
+    const qRuns = size(19, 3);
+    const qHolder = store('bench-q-holder');
+    const qHeld = await Promise.all(
+      Array.from({ length: qNames }, (_, i) =>
+        qHolder.acquire({ key: { id: `q-${i}` }, mode: 'exclusive', requester: requester('q'), wait: true }),
+      ),
+    );
+    const t0 = performance.now();
+    const qWaits: Promise<StoreHold | null>[] = [];
+    for (let r = 0; r < qRuns; r++) {
+      const run = store(`bench-q-${r}`);
+      for (let i = 0; i < qNames; i++) {
+        qWaits.push(run.acquire({ key: { id: `q-${i}` }, mode: 'exclusive', requester: requester('q'), wait: true }));
+      }
+      const want = (r + 1) * qNames;
+      await until(async () => (await qHolder.list('q-')).reduce((n, s) => n + s.waiters.length, 0) === want, 120_000);
+    }
+    const queued = performance.now() - t0;
+    const t1 = performance.now();
+    await Promise.all(qHeld.map((h) => h!.release()));
+    for (const w of qWaits) await (await w)!.release();
+    const drained = performance.now() - t1;
+    note(`${qRuns} runs x ${qNames} names: queued in ${queued.toFixed(0)} ms, drained in ${drained.toFixed(0)} ms`);
+    report({
+      goal: 'pg-4',
+      what: `${qRuns} runs queued for ${qNames} names each behind one holder, then drained: drain time`,
+      figure: drained,
+      unit: 'ms',
+      anchor: queued,
+      anchorWhat: 'time to queue them, one run after the other',
+      target: 'info',
+      met: true,
+      info: true,
+    });
   } finally {
     await Promise.all(stores.map((s) => s.close().catch(() => undefined)));
     await pg.stop();
