@@ -595,8 +595,10 @@ export class PostgresStore implements LockStore {
       const k = t.keepaliveSec;
       await client.query(
         `SET tcp_keepalives_idle = ${Math.ceil(k * 0.6)}; SET tcp_keepalives_interval = ${Math.ceil(k * 0.1)}; ` +
-          `SET tcp_keepalives_count = 4; SET tcp_user_timeout = ${Math.round(k * 1000)}`,
+          `SET tcp_keepalives_count = 4`,
       );
+      // Only PostgreSQL 12+ on Linux knows it; the keepalives alone keep the order.
+      await client.query(`SET tcp_user_timeout = ${Math.round(k * 1000)}`).catch(() => undefined);
       let runId: number;
       try {
         const r = await client.query<{ id: number }>(`SELECT ${SCHEMA}.begin_run($1, $2, $3) AS id`, [
