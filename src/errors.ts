@@ -12,6 +12,8 @@ export const ErrorCode = {
   PathRefused: -32002,
   RunHoldConflict: -32004,
   IoError: -32005,
+  Deadlock: -32006,
+  StoreUnavailable: -32007,
 } as const;
 
 export interface ErrorData {

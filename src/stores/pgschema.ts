@@ -1,0 +1,285 @@
+// The PostgreSQL store's schema: a queue table whose rows belong to runs, each
+// run kept alive by one session-level advisory lock, and the few functions
+// that change the queue. Every change to the queue happens inside one of these
+// functions under one transaction-level advisory lock, so that queue order,
+// grants, tokens and the deadlock check see one consistent queue.
+//
+// The functions are SECURITY DEFINER and find the caller's run from its
+// backend PID: a lock-only role needs EXECUTE on them and USAGE on the schema,
+// never rights on the tables, and cannot act for another run.
+
+export const SCHEMA = 'hostlock';
+export const SCHEMA_VERSION = 1;
+// First key of every advisory lock the store takes (`hlk1`); the second is a
+// run id, or 0 for the lock that serialises queue changes and DDL.
+export const LOCK_CLASS = 0x686c6b31;
+
+const Q = `${SCHEMA}.queue`;
+const LIVE_SELECT = `objid::bigint::integer FROM pg_locks WHERE locktype = 'advisory' AND classid = ${LOCK_CLASS}::oid AND objsubid = 2 AND objid <> 0 AND granted`;
+const LIVE = `(SELECT ${LIVE_SELECT})`;
+
+// DDL for a fresh schema; run under the serialising lock, so that 20 runs
+// starting at once create it once.
+export const CREATE_SQL = `
+CREATE SCHEMA IF NOT EXISTS ${SCHEMA};
+CREATE TABLE ${SCHEMA}.meta (version integer NOT NULL);
+CREATE SEQUENCE ${SCHEMA}.run_ids AS integer MINVALUE 1 CYCLE;
+CREATE SEQUENCE ${SCHEMA}.queue_order;
+CREATE TABLE ${SCHEMA}.runs (
+  run_id integer PRIMARY KEY,
+  backend_pid integer NOT NULL,
+  controller text NOT NULL,
+  pid integer NOT NULL,
+  os_user text NOT NULL,
+  started timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX runs_backend ON ${SCHEMA}.runs (backend_pid);
+CREATE TABLE ${SCHEMA}.names (
+  key text PRIMARY KEY,
+  name text,
+  token bigint NOT NULL DEFAULT 0
+);
+CREATE TABLE ${Q} (
+  seq bigint PRIMARY KEY DEFAULT nextval('${SCHEMA}.queue_order'),
+  key text NOT NULL,
+  run_id integer NOT NULL,
+  mode text NOT NULL CHECK (mode IN ('exclusive', 'shared')),
+  granted boolean NOT NULL DEFAULT false,
+  token bigint,
+  owner jsonb NOT NULL,
+  since timestamptz NOT NULL DEFAULT clock_timestamp(),
+  granted_at timestamptz
+);
+CREATE INDEX queue_key ON ${Q} (key, seq);
+CREATE INDEX queue_run ON ${Q} (run_id);
+
+-- The caller's run, from its backend PID; NULL when it has none. A row left
+-- by a dead run whose PID the caller now has is harmless: that run's rows
+-- are ignored and swept as dead, and begin_run replaces it.
+CREATE FUNCTION ${SCHEMA}.me() RETURNS integer LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+  SELECT run_id FROM ${SCHEMA}.runs WHERE backend_pid = pg_backend_pid()
+$$;
+
+-- Grants every waiting row of key k that the rows before it allow, in queue
+-- order: an exclusive row when no row is before it, a shared row when no
+-- exclusive row is before it; each grant takes the key's next token and
+-- tells its run on channel hostlock_<run>.
+CREATE FUNCTION ${SCHEMA}.advance(k text) RETURNS void LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  r record;
+  tok bigint;
+  any_before boolean := false;
+BEGIN
+  FOR r IN SELECT seq, run_id, mode, granted FROM ${Q} WHERE key = k ORDER BY seq LOOP
+    IF NOT r.granted AND (r.mode = 'shared' OR NOT any_before) THEN
+      UPDATE ${SCHEMA}.names SET token = token + 1 WHERE key = k RETURNING token INTO tok;
+      UPDATE ${Q} SET granted = true, token = tok, granted_at = clock_timestamp() WHERE seq = r.seq;
+      PERFORM pg_notify('hostlock_' || r.run_id, r.seq || ' ' || tok);
+    END IF;
+    EXIT WHEN r.mode = 'exclusive';
+    any_before := true;
+  END LOOP;
+END $$;
+
+-- Drops the rows of runs whose session has ended and moves their keys on.
+-- Driven by the runs table (small) rather than a scan of the queue; the dead
+-- set is taken once, so a run that dies meanwhile keeps its runs row for the
+-- next sweep.
+CREATE FUNCTION ${SCHEMA}.sweep() RETURNS void LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  k text;
+  dead_ids integer[] := ARRAY(SELECT run_id FROM ${SCHEMA}.runs WHERE run_id NOT IN ${LIVE});
+BEGIN
+  IF cardinality(dead_ids) = 0 THEN RETURN; END IF;
+  FOR k IN
+    WITH dead AS (DELETE FROM ${Q} WHERE run_id = ANY (dead_ids) RETURNING key)
+    SELECT DISTINCT key FROM dead
+  LOOP
+    PERFORM ${SCHEMA}.advance(k);
+  END LOOP;
+  DELETE FROM ${SCHEMA}.runs WHERE run_id = ANY (dead_ids);
+END $$;
+
+-- Starts a run for this session: a fresh id, held by a session-level
+-- advisory lock for as long as the session lives.
+CREATE FUNCTION ${SCHEMA}.begin_run(controller text, pid integer, os_user text) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  id integer;
+  k text;
+BEGIN
+  PERFORM pg_advisory_xact_lock(${LOCK_CLASS}, 0);
+  LOOP
+    id := nextval('${SCHEMA}.run_ids');
+    EXIT WHEN pg_try_advisory_lock(${LOCK_CLASS}, id);
+  END LOOP;
+  -- Rows a dead run left under this id (the ids wrap around) go first.
+  FOR k IN WITH gone AS (DELETE FROM ${Q} WHERE run_id = id RETURNING key) SELECT DISTINCT key FROM gone LOOP
+    PERFORM ${SCHEMA}.advance(k);
+  END LOOP;
+  DELETE FROM ${SCHEMA}.runs WHERE run_id = id OR backend_pid = pg_backend_pid();
+  INSERT INTO ${SCHEMA}.runs (run_id, backend_pid, controller, pid, os_user)
+    VALUES (id, pg_backend_pid(), controller, pid, os_user);
+  PERFORM ${SCHEMA}.sweep();
+  RETURN id;
+END $$;
+
+-- Ends the caller's run: its rows go, their keys move on, its lock is freed.
+CREATE FUNCTION ${SCHEMA}.end_run() RETURNS void LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  id integer := ${SCHEMA}.me();
+  k text;
+BEGIN
+  IF id IS NULL THEN RETURN; END IF;
+  PERFORM pg_advisory_xact_lock(${LOCK_CLASS}, 0);
+  FOR k IN WITH gone AS (DELETE FROM ${Q} WHERE run_id = id RETURNING key) SELECT DISTINCT key FROM gone LOOP
+    PERFORM ${SCHEMA}.advance(k);
+  END LOOP;
+  DELETE FROM ${SCHEMA}.runs WHERE run_id = id;
+  PERFORM pg_advisory_unlock(${LOCK_CLASS}, id);
+END $$;
+
+-- Asks for key k. Granted at once when the queue allows it (a token is
+-- taken); otherwise, with wait, queued at the end unless the wait would close
+-- a cycle of runs waiting for each other (then nothing is queued and the
+-- cycle is returned); without wait, nothing is queued.
+CREATE FUNCTION ${SCHEMA}.enqueue(k text, name text, mode text, wait boolean, owner jsonb,
+  OUT seq bigint, OUT token bigint, OUT granted boolean, OUT cycle jsonb)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+  id integer := ${SCHEMA}.me();
+  free boolean;
+  live_ids integer[];
+  blockers integer[];
+  visited integer[];
+  parents integer[];
+  vias text[];
+  frontier integer[];
+  nxt integer[];
+  hit integer;
+  i integer;
+  r record;
+BEGIN
+  IF id IS NULL THEN RAISE EXCEPTION 'this session has no hostlock run' USING ERRCODE = '55000'; END IF;
+  IF mode NOT IN ('exclusive', 'shared') THEN RAISE EXCEPTION 'bad mode %', mode USING ERRCODE = '22023'; END IF;
+  PERFORM pg_advisory_xact_lock(${LOCK_CLASS}, 0);
+  INSERT INTO ${SCHEMA}.names (key, name) VALUES (k, name) ON CONFLICT ON CONSTRAINT names_pkey DO NOTHING;
+  DELETE FROM ${Q} q WHERE q.key = k AND q.run_id NOT IN ${LIVE};
+  IF FOUND THEN PERFORM ${SCHEMA}.advance(k); END IF;
+  SELECT NOT EXISTS (SELECT 1 FROM ${Q} q WHERE q.key = k AND (enqueue.mode = 'exclusive' OR q.mode = 'exclusive'))
+    INTO free;
+  granted := free;
+  IF free THEN
+    UPDATE ${SCHEMA}.names n SET token = n.token + 1 WHERE n.key = k RETURNING n.token INTO token;
+    INSERT INTO ${Q} (key, run_id, mode, granted, token, owner, granted_at)
+      VALUES (k, id, enqueue.mode, true, enqueue.token, enqueue.owner, clock_timestamp())
+      RETURNING ${Q}.seq INTO seq;
+    RETURN;
+  END IF;
+  IF NOT wait THEN RETURN; END IF;
+  -- The run's own earlier row would block it for ever.
+  IF EXISTS (SELECT 1 FROM ${Q} q WHERE q.key = k AND q.run_id = id AND (enqueue.mode = 'exclusive' OR q.mode = 'exclusive')) THEN
+    cycle := jsonb_build_array(jsonb_build_object('run', id, 'waits_for', k));
+    RETURN;
+  END IF;
+  -- Only a run that already holds or waits elsewhere can close a cycle: one
+  -- of the new row's blockers must (transitively) wait for this run. Search
+  -- backwards from this run, set at a time, each run visited once: the runs
+  -- queued behind a newcomer's rows are few, so the usual search is one step.
+  IF EXISTS (SELECT 1 FROM ${Q} q WHERE q.run_id = id) THEN
+    live_ids := ARRAY(SELECT ${LIVE_SELECT});
+    blockers := ARRAY(SELECT DISTINCT q.run_id FROM ${Q} q WHERE q.key = k AND q.run_id <> id
+      AND q.run_id = ANY (live_ids) AND (enqueue.mode = 'exclusive' OR q.mode = 'exclusive'));
+    visited := ARRAY[id];
+    parents := ARRAY[NULL::integer];
+    vias := ARRAY[NULL::text];
+    frontier := ARRAY[id];
+    WHILE hit IS NULL AND cardinality(frontier) > 0 LOOP
+      nxt := '{}';
+      FOR r IN
+        SELECT DISTINCT ON (w.run_id) w.run_id AS waiter, m.run_id AS waited, w.key AS via
+        FROM ${Q} m JOIN ${Q} w ON w.key = m.key AND w.seq > m.seq AND NOT w.granted AND w.run_id <> m.run_id
+          AND (w.mode = 'exclusive' OR m.mode = 'exclusive')
+        WHERE m.run_id = ANY (frontier) AND w.run_id = ANY (live_ids) AND w.run_id <> ALL (visited)
+      LOOP
+        visited := visited || r.waiter;
+        parents := parents || r.waited;
+        vias := vias || r.via;
+        nxt := nxt || r.waiter;
+        IF r.waiter = ANY (blockers) THEN hit := r.waiter; EXIT; END IF;
+      END LOOP;
+      frontier := nxt;
+    END LOOP;
+    IF hit IS NOT NULL THEN
+      -- This run waits for k on hit; each run then waits for its parent, back to this run.
+      cycle := jsonb_build_array(jsonb_build_object('run', id, 'waits_for', k));
+      WHILE hit <> id LOOP
+        i := array_position(visited, hit);
+        cycle := cycle || (SELECT jsonb_build_object('run', hit, 'waits_for', vias[i], 'controller', ru.controller,
+          'pid', ru.pid, 'user', ru.os_user) FROM (SELECT 1) one LEFT JOIN ${SCHEMA}.runs ru ON ru.run_id = hit);
+        hit := parents[i];
+      END LOOP;
+      RETURN;
+    END IF;
+  END IF;
+  INSERT INTO ${Q} (key, run_id, mode, owner) VALUES (k, id, enqueue.mode, enqueue.owner)
+    RETURNING ${Q}.seq INTO seq;
+END $$;
+
+-- Drops one row of the caller's run (a release, or an abandoned wait,
+-- granted or not) and moves its key on. True when the row was there.
+CREATE FUNCTION ${SCHEMA}.release(s bigint) RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  k text;
+  id integer := ${SCHEMA}.me();
+BEGIN
+  PERFORM pg_advisory_xact_lock(${LOCK_CLASS}, 0);
+  DELETE FROM ${Q} WHERE seq = s AND run_id = id RETURNING key INTO k;
+  IF k IS NULL THEN RETURN false; END IF;
+  PERFORM ${SCHEMA}.advance(k);
+  RETURN true;
+END $$;
+
+-- The caller's granted rows, after dead runs are swept: waiters call it now
+-- and then to learn of grants a dead holder made possible.
+CREATE FUNCTION ${SCHEMA}.poll(OUT seq bigint, OUT token bigint) RETURNS SETOF record
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+  -- The lock only when there is a dead run to sweep: polls are frequent.
+  IF EXISTS (SELECT 1 FROM ${SCHEMA}.runs WHERE run_id NOT IN ${LIVE}) THEN
+    PERFORM pg_advisory_xact_lock(${LOCK_CLASS}, 0);
+    PERFORM ${SCHEMA}.sweep();
+  END IF;
+  RETURN QUERY SELECT q.seq, q.token FROM ${Q} q WHERE q.run_id = (SELECT ${SCHEMA}.me()) AND q.granted;
+END $$;
+
+-- The caller's granted rows, read only: the heartbeat checks that none of
+-- its holds was deleted under it.
+CREATE FUNCTION ${SCHEMA}.held() RETURNS bigint[] LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+  SELECT coalesce(array_agg(seq), '{}') FROM ${Q} WHERE run_id = (SELECT ${SCHEMA}.me()) AND granted
+$$;
+
+-- Holders and waiters of live runs, in queue order, for keys equal to k or,
+-- with prefix, starting with k; with names, also keys nobody holds.
+CREATE FUNCTION ${SCHEMA}.status(k text, prefix boolean)
+RETURNS TABLE (key text, name text, seq bigint, mode text, granted boolean, token bigint, owner jsonb,
+  since timestamptz, granted_at timestamptz, controller text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  SELECT n.key, n.name, q.seq, q.mode, q.granted, q.token, q.owner, q.since, q.granted_at, r.controller
+  FROM ${SCHEMA}.names n
+  LEFT JOIN (${Q} q JOIN ${SCHEMA}.runs r ON r.run_id = q.run_id AND q.run_id IN ${LIVE}) ON q.key = n.key
+  WHERE CASE WHEN prefix THEN starts_with(n.key, k) ELSE n.key = k END
+  ORDER BY n.key, q.seq
+$$;
+
+INSERT INTO ${SCHEMA}.meta (version) VALUES (${SCHEMA_VERSION});
+GRANT SELECT ON ${SCHEMA}.meta TO PUBLIC;
+`;

@@ -1,0 +1,720 @@
+// The PostgreSQL lock store: locks that runs on many controllers share.
+//
+// One store object is one run, and one run is one server session: a
+// session-level advisory lock on the run's id keeps its queue rows alive
+// (src/stores/pgschema.ts), so they vanish with the session however it ends.
+// Waiting never blocks the session: a wait is a queue row, the grant comes as
+// a NOTIFY on the run's own channel, and a poll every half second catches
+// grants made possible by a holder whose session died. So a run that holds or
+// waits for any number of names uses exactly one connection.
+//
+// A hold is lost when the session ends (server restart, pg_terminate_backend,
+// network cut) or its row is deleted; a heartbeat on the session finds a
+// silent server within half the keepalive bound, before the server, told to
+// wait the whole bound, can drop the session and grant the lock to another.
+import { hostname, userInfo } from 'node:os';
+import { Client, type ClientConfig, type Notification } from 'pg';
+import { ErrorCode, HostlockError } from '../errors';
+import type { Holder } from '../holders';
+import type { KeyStatus, LockKey, LockStore, Mode, Requester, StoreAcquire, StoreHold, Waiter } from '../store';
+import { CREATE_SQL, LOCK_CLASS, SCHEMA, SCHEMA_VERSION } from './pgschema';
+import { PgUrlError, isSocket, resolveTarget, tlsOptions, type PgTarget, type SslMode } from './pgurl';
+
+// How often a waiting run polls for grants that a dead holder made possible.
+const POLL_MS = 500;
+
+export interface PostgresStoreOptions {
+  controller?: string;
+  env?: NodeJS.ProcessEnv;
+  // Where a lost hold or session is reported at once (the policy logs it).
+  log?: (msg: string) => void;
+}
+
+interface Wait {
+  seq: number;
+  req: StoreAcquire;
+  resolve: (hold: StoreHold) => void;
+  reject: (err: Error) => void;
+}
+
+function storeError(message: string, data: Record<string, unknown> = {}): HostlockError {
+  return new HostlockError(ErrorCode.StoreUnavailable, message, data);
+}
+
+function abortError(): Error {
+  const err = new Error('the wait was aborted');
+  err.name = 'AbortError';
+  return err;
+}
+
+interface PgErrorLike {
+  code?: string;
+  message?: string;
+  severity?: string;
+}
+
+// Why a connection failed, in words a user can act on; never the password.
+export function explainConnectError(err: unknown, target: PgTarget, host: string, port: number): string {
+  const e = err as PgErrorLike;
+  const where = isSocket(host) ? `socket ${host}/.s.PGSQL.${port}` : `${host}:${port}`;
+  const msg = String(e?.message ?? err).replace(target.password ? target.password : '\u0000', '***');
+  const code = e?.code ?? '';
+  const head = `PostgreSQL backend ${target.masked}`;
+  if (code === '28P01') {
+    const from = { url: 'the URL', PGPASSWORD: 'PGPASSWORD', passfile: '~/.pgpass', none: 'nowhere' }[
+      target.passwordSource
+    ];
+    return `${head}: password authentication failed for user "${target.user}" (password from ${from}); fix the password in the URL, PGPASSWORD or ~/.pgpass`;
+  }
+  if (code === '28000')
+    return `${head}: the server refused user "${target.user}": ${msg}; ask the DBA for a pg_hba.conf entry`;
+  if (code === '3D000') {
+    return `${head}: database "${target.database}" does not exist on ${where}; create it (createdb ${target.database}) or name another in the URL`;
+  }
+  if (code === '53300')
+    return `${head}: the server has no free connection slot (${msg}); raise max_connections or end idle sessions`;
+  if (code === '57P03') return `${head}: the server at ${where} is starting up or shutting down; try again shortly`;
+  if (/^(ECONNREFUSED|ENOENT|EHOSTUNREACH|ENETUNREACH|ETIMEDOUT|ECONNRESET|EAI_AGAIN|ENOTFOUND)$/.test(code)) {
+    return `${head}: cannot reach the server at ${where} (${code}); check the host and port and that PostgreSQL is running there`;
+  }
+  if (/timeout/i.test(msg)) {
+    return `${head}: no answer from ${where} within ${target.connectTimeoutMs / 1000} s (connect_timeout); check the host, port and firewall`;
+  }
+  if (/certificate|self.signed|CERT_|altname|unable to (get|verify)/i.test(msg + code)) {
+    return `${head}: the server's TLS certificate did not verify (${msg}); point sslrootcert at the CA that signed it${target.sslmode === 'verify-full' ? ' and make sure the host name in the URL is in the certificate' : ''}`;
+  }
+  if (/does not support SSL/i.test(msg)) {
+    return `${head}: the server at ${where} does not offer TLS but sslmode=${target.sslmode} requires it; enable ssl on the server or lower sslmode`;
+  }
+  if (/password must be a string|no password/i.test(msg)) {
+    return `${head}: the server asks user "${target.user}" for a password and none was given; put it in ~/.pgpass (mode 0600) or PGPASSWORD`;
+  }
+  return `${head}: cannot connect to ${where}: ${msg}`;
+}
+
+// What a failed statement means for the user.
+function explainQueryError(err: unknown, target: PgTarget, what: string): HostlockError {
+  const e = err as PgErrorLike;
+  if (e?.code === '42501') {
+    return storeError(
+      `PostgreSQL backend ${target.masked}: permission denied while ${what} (${e.message}); ` +
+        `have the database owner run \`hostlock setup --backend URL\` and grant this role USAGE on schema ${SCHEMA} ` +
+        `and EXECUTE on its functions (docs/STORES.md)`,
+    );
+  }
+  return storeError(`PostgreSQL backend ${target.masked}: ${what} failed: ${e?.message ?? String(err)}`);
+}
+
+// Opens one session to the first host that answers, TLS as sslmode asks.
+async function openClient(target: PgTarget, applicationName: string): Promise<Client> {
+  let last = '';
+  for (const { host, port } of target.hosts) {
+    // prefer/allow fall back to plain (or to TLS) as libpq does.
+    const modes: SslMode[] =
+      isSocket(host) || target.sslmode === 'disable'
+        ? ['disable']
+        : target.sslmode === 'prefer'
+          ? ['require', 'disable']
+          : target.sslmode === 'allow'
+            ? ['disable', 'require']
+            : [target.sslmode];
+    for (const mode of modes) {
+      const config: ClientConfig = {
+        host,
+        port,
+        user: target.user,
+        database: target.database,
+        // A function, so that pg never falls back to its own ~/.pgpass reading.
+        password: () => {
+          if (target.password === undefined) throw new Error('no password');
+          return target.password;
+        },
+        ssl: tlsOptions(target, host, mode),
+        connectionTimeoutMillis: target.connectTimeoutMs,
+        keepAlive: true,
+        keepAliveInitialDelayMillis: Math.max(1000, (target.keepaliveSec * 1000) / 3),
+        application_name: target.applicationName ?? applicationName,
+        options: target.options,
+      };
+      const client = new Client(config);
+      client.on('error', () => undefined); // a late socket error after a failed connect
+      try {
+        await client.connect();
+        return client;
+      } catch (err) {
+        client.end().catch(() => undefined);
+        last = explainConnectError(err, target, host, port);
+        const e = err as PgErrorLike;
+        const retry =
+          modes.length > 1 &&
+          mode === modes[0] &&
+          (/does not support SSL/i.test(e?.message ?? '') || e?.code === '28000' || /SSL/i.test(e?.message ?? ''));
+        if (!retry) break;
+      }
+    }
+  }
+  throw storeError(last);
+}
+
+// Creates or checks the schema; DDL only under the serialising lock.
+export async function ensureSchema(client: Client, target: PgTarget): Promise<number> {
+  const read = async () => {
+    // A catalog query, not to_regclass: its cache may not yet see a schema
+    // another session created while we waited for the lock.
+    const r = await client.query<{ present: boolean }>(
+      `SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace ` +
+        `WHERE n.nspname = '${SCHEMA}' AND c.relname = 'meta') AS present`,
+    );
+    if (!r.rows[0].present) return null;
+    const v = await client.query<{ version: number }>(`SELECT max(version) AS version FROM ${SCHEMA}.meta`);
+    return v.rows[0].version;
+  };
+  const check = (v: number) => {
+    if (v > SCHEMA_VERSION) {
+      throw storeError(
+        `PostgreSQL backend ${target.masked}: schema ${SCHEMA} is at version ${v}, newer than this hostlock knows (${SCHEMA_VERSION}); upgrade hostlock on this controller`,
+      );
+    }
+    return v;
+  };
+  try {
+    const v = await read();
+    if (v === SCHEMA_VERSION) return v;
+    if (v !== null) return check(v);
+    await client.query('BEGIN');
+    try {
+      await client.query(`SELECT pg_advisory_xact_lock(${LOCK_CLASS}, 0)`);
+      const again = await read();
+      if (again === null) await client.query(CREATE_SQL);
+      await client.query('COMMIT');
+      return check(again ?? SCHEMA_VERSION);
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    }
+  } catch (err) {
+    if (err instanceof HostlockError) throw err;
+    throw explainQueryError(err, target, `creating schema ${SCHEMA}`);
+  }
+}
+
+export interface SetupResult {
+  backend: string;
+  schema: string;
+  version: number;
+  granted?: string;
+}
+
+// `hostlock setup --backend URL`: creates the schema ahead of time (as a role
+// allowed to), and with `grantTo` gives a lock-only role what it needs.
+export async function setup(
+  url: string,
+  opts: { grantTo?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<SetupResult> {
+  const target = resolveOrThrow(url, opts.env);
+  const client = await openClient(target, 'hostlock setup');
+  try {
+    const version = await ensureSchema(client, target);
+    if (opts.grantTo) {
+      const role = '"' + opts.grantTo.replace(/"/g, '""') + '"';
+      try {
+        await client.query(
+          `GRANT USAGE ON SCHEMA ${SCHEMA} TO ${role}; GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA ${SCHEMA} TO ${role}`,
+        );
+      } catch (err) {
+        throw explainQueryError(err, target, `granting the lock role ${opts.grantTo}`);
+      }
+    }
+    return { backend: target.masked, schema: SCHEMA, version, granted: opts.grantTo };
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+function resolveOrThrow(url: string, env?: NodeJS.ProcessEnv): PgTarget {
+  try {
+    return resolveTarget(url, env);
+  } catch (err) {
+    if (err instanceof PgUrlError) throw new HostlockError(ErrorCode.InvalidParams, err.message);
+    throw err;
+  }
+}
+
+class PgHold implements StoreHold {
+  readonly since = new Date();
+  lost = false;
+  released = false;
+  constructor(
+    private readonly session: Session,
+    readonly seq: number,
+    readonly key: LockKey,
+    readonly mode: Mode,
+    readonly token: number,
+    private readonly onLost?: (reason: string) => void,
+  ) {}
+
+  markLost(reason: string): void {
+    if (this.lost || this.released) return;
+    this.lost = true;
+    try {
+      this.onLost?.(reason);
+    } catch {
+      /* the policy's handler must not break the store */
+    }
+  }
+
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    await this.session.drop(this.seq, this);
+  }
+}
+
+// One server session = one run: its lock, its channel, its holds and waits.
+class Session {
+  readonly holds = new Map<number, PgHold>();
+  readonly waits = new Map<number, Wait>();
+  // Grants that arrived before their enqueue call returned.
+  private readonly early = new Map<number, number>();
+  private poller?: NodeJS.Timeout;
+  private beat?: NodeJS.Timeout;
+  private beating = false;
+  private tail: Promise<unknown> = Promise.resolve();
+  ended = false;
+  backendPid = 0;
+
+  constructor(
+    readonly client: Client,
+    readonly runId: number,
+    private readonly store: PostgresStore,
+  ) {
+    client.on('notification', (n: Notification) => this.onNotify(n));
+    client.on('error', (err: Error) => this.lose(`the PostgreSQL session failed: ${store.mask(err.message)}`));
+    client.on('end', () => this.lose('the PostgreSQL session ended (server restart, pg_terminate_backend or network)'));
+    const period = (store.target.keepaliveSec * 1000) / 6;
+    this.beat = setInterval(() => void this.heartbeat(), period);
+    this.beat.unref();
+  }
+
+  // Every statement of the session, with a deadline: a server that does not
+  // answer within a third of the keepalive bound is taken for gone.
+  async query<T extends object>(text: string, values?: unknown[]): Promise<T[]> {
+    if (this.ended) throw storeError(`PostgreSQL backend ${this.store.describe}: the session has ended`);
+    const limit = (this.store.target.keepaliveSec * 1000) / 3;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        this.lose(`the PostgreSQL server did not answer within ${limit / 1000} s`);
+        reject(storeError(`PostgreSQL backend ${this.store.describe}: no answer within ${limit / 1000} s`));
+      }, limit);
+    });
+    // One statement at a time on the wire, in the order asked.
+    const run = this.tail.then(() => this.client.query(text, values));
+    this.tail = run.catch(() => undefined);
+    try {
+      const r = await Promise.race([run, timeout]);
+      return r.rows as T[];
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private onNotify(n: Notification): void {
+    if (n.channel !== `hostlock_${this.runId}` || !n.payload) return;
+    const [seq, token] = n.payload.split(' ').map(Number);
+    if (!this.grant(seq, token)) this.early.set(seq, token);
+  }
+
+  // Turns a granted row into a hold for the wait that asked for it.
+  private grant(seq: number, token: number): boolean {
+    const w = this.waits.get(seq);
+    if (!w) return false;
+    this.waits.delete(seq);
+    this.stopPollingIfIdle();
+    const hold = new PgHold(this, seq, w.req.key, w.req.mode, token, w.req.onLost);
+    this.holds.set(seq, hold);
+    w.resolve(hold);
+    return true;
+  }
+
+  async acquire(req: StoreAcquire): Promise<StoreHold | null> {
+    const owner = { ...req.requester, controller: req.requester.controller || this.store.controller };
+    const rows = await this.query<{
+      seq: string | null;
+      token: string | null;
+      granted: boolean;
+      cycle: CycleStep[] | null;
+    }>(`SELECT * FROM ${SCHEMA}.enqueue($1, $2, $3, $4, $5)`, [
+      req.key.id,
+      req.key.name ?? null,
+      req.mode,
+      req.wait,
+      JSON.stringify(owner),
+    ]);
+    const r = rows[0];
+    if (r.granted) {
+      const hold = new PgHold(this, Number(r.seq), req.key, req.mode, Number(r.token), req.onLost);
+      this.holds.set(hold.seq, hold);
+      if (req.signal?.aborted) {
+        await hold.release();
+        throw abortError();
+      }
+      return hold;
+    }
+    if (r.cycle) throw deadlockError(req.key, r.cycle, this.store.describe);
+    if (r.seq === null) return null;
+    const seq = Number(r.seq);
+    return new Promise<StoreHold>((resolve, reject) => {
+      const onAbort = () => {
+        if (!this.waits.delete(seq)) return;
+        this.stopPollingIfIdle();
+        // Nothing is left held: the row goes, granted or not, before we answer.
+        this.drop(seq).then(
+          () => reject(abortError()),
+          () => reject(abortError()),
+        );
+      };
+      this.waits.set(seq, {
+        seq,
+        req,
+        resolve: (h) => {
+          req.signal?.removeEventListener('abort', onAbort);
+          resolve(h);
+        },
+        reject: (e) => {
+          req.signal?.removeEventListener('abort', onAbort);
+          reject(e);
+        },
+      });
+      req.signal?.addEventListener('abort', onAbort, { once: true });
+      const early = this.early.get(seq);
+      if (early !== undefined) {
+        this.early.delete(seq);
+        this.grant(seq, early);
+      } else this.startPolling();
+      if (req.signal?.aborted) onAbort();
+    });
+  }
+
+  // Removes a row of this run (a release or an abandoned wait).
+  async drop(seq: number, hold?: PgHold): Promise<void> {
+    if (hold) this.holds.delete(seq);
+    this.early.delete(seq);
+    if (this.ended) return; // the session's end already freed it
+    try {
+      await this.query(`SELECT ${SCHEMA}.release($1)`, [seq]);
+    } catch (err) {
+      // A row we could not delete must not outlive us: end the session.
+      this.lose(`releasing failed: ${this.store.mask(String((err as Error).message))}`);
+    }
+  }
+
+  private startPolling(): void {
+    if (this.poller) return;
+    this.poller = setInterval(() => void this.poll(), POLL_MS);
+    this.poller.unref();
+  }
+
+  private stopPollingIfIdle(): void {
+    if (this.waits.size === 0 && this.poller) {
+      clearInterval(this.poller);
+      this.poller = undefined;
+    }
+  }
+
+  private async poll(): Promise<void> {
+    if (this.ended || this.waits.size === 0) return;
+    try {
+      const rows = await this.query<{ seq: string; token: string }>(`SELECT * FROM ${SCHEMA}.poll()`);
+      for (const r of rows) this.grant(Number(r.seq), Number(r.token));
+    } catch {
+      /* a failing session reports itself through lose() */
+    }
+  }
+
+  // Checks that the session still answers, is still the same server backend
+  // (a pooler in transaction mode would swap it), and still has every hold's row.
+  private async heartbeat(): Promise<void> {
+    if (this.ended || this.beating) return;
+    this.beating = true;
+    const before = [...this.holds.values()];
+    try {
+      const rows = await this.query<{ pid: number; held: string[] }>(
+        `SELECT pg_backend_pid() AS pid, ${SCHEMA}.held() AS held`,
+      );
+      if (rows[0].pid !== this.backendPid) {
+        this.lose(
+          `the server session changed under the run (backend ${this.backendPid} became ${rows[0].pid}): ` +
+            'a pooler in transaction mode sits between; point the URL at PostgreSQL or a session-mode pool',
+        );
+        return;
+      }
+      const held = new Set(rows[0].held.map(Number));
+      for (const h of before) {
+        if (!h.released && !held.has(h.seq)) {
+          this.holds.delete(h.seq);
+          h.markLost(`its row in ${SCHEMA}.queue was deleted on the server`);
+          this.store.report(`lock ${h.key.name ?? h.key.id} lost: its row in ${SCHEMA}.queue was deleted`);
+        }
+      }
+    } catch {
+      /* reported through lose() */
+    } finally {
+      this.beating = false;
+    }
+  }
+
+  // The session is gone: every hold is lost and every wait fails, once.
+  lose(reason: string): void {
+    if (this.ended) return;
+    this.ended = true;
+    clearInterval(this.beat);
+    if (this.poller) clearInterval(this.poller);
+    this.store.sessionEnded(this);
+    const holds = [...this.holds.values()];
+    this.holds.clear();
+    if (holds.length) this.store.report(`${holds.length} lock(s) lost on ${this.store.describe}: ${reason}`);
+    for (const h of holds) h.markLost(reason);
+    const waits = [...this.waits.values()];
+    this.waits.clear();
+    for (const w of waits) w.reject(storeError(`PostgreSQL backend ${this.store.describe}: ${reason} while waiting`));
+    // Make sure the server side ends too, so that nothing stays held there.
+    const stream = (this.client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream;
+    stream?.destroy();
+  }
+
+  async end(): Promise<void> {
+    if (this.ended) return;
+    for (const w of [...this.waits.values()]) {
+      this.waits.delete(w.seq);
+      w.reject(abortError());
+    }
+    for (const h of this.holds.values()) h.released = true;
+    this.holds.clear();
+    try {
+      await this.query(`SELECT ${SCHEMA}.end_run()`);
+    } catch {
+      /* the session's end frees everything anyway */
+    }
+    this.ended = true;
+    clearInterval(this.beat);
+    if (this.poller) clearInterval(this.poller);
+    this.store.sessionEnded(this);
+    await this.client.end().catch(() => undefined);
+  }
+}
+
+interface CycleStep {
+  run: number;
+  waits_for: string;
+  controller?: string;
+  pid?: number;
+  user?: string;
+}
+
+function deadlockError(key: LockKey, cycle: CycleStep[], describe: string): HostlockError {
+  if (cycle.length === 1) {
+    return new HostlockError(
+      ErrorCode.Deadlock,
+      `deadlock: this run already holds or waits for "${key.name ?? key.id}" and would wait for itself; nothing was queued`,
+      { backend: describe, cycle },
+    );
+  }
+  const who = (s: CycleStep) => `run ${s.run} (${s.controller ?? '?'} pid ${s.pid ?? '?'}, user ${s.user ?? '?'})`;
+  const steps = cycle.slice(1).map((s) => `${who(s)} waits for "${s.waits_for}"`);
+  return new HostlockError(
+    ErrorCode.Deadlock,
+    `deadlock: waiting for "${key.name ?? key.id}" would close a cycle: this run waits for "${cycle[0].waits_for}", held or queued by ` +
+      `${steps.join(', held or queued by ')}, held by this run; nothing was queued. ` +
+      'Lock names in the same order in every play, or lock them in one task',
+    { backend: describe, cycle },
+  );
+}
+
+export class PostgresStore implements LockStore {
+  readonly kind = 'postgresql';
+  readonly describe: string;
+  readonly target: PgTarget;
+  readonly controller: string;
+  private session: Session | null = null;
+  private opening: Promise<Session> | null = null;
+  private closed = false;
+  private readonly log: (msg: string) => void;
+
+  constructor(url: string, opts: PostgresStoreOptions = {}) {
+    this.target = resolveOrThrow(url, opts.env);
+    this.describe = this.target.masked;
+    this.controller = opts.controller ?? hostname();
+    this.log = opts.log ?? ((m) => process.stderr.write(`hostlock: ${m}\n`));
+  }
+
+  mask(text: string): string {
+    const pw = this.target.password;
+    return pw ? text.split(pw).join('***') : text;
+  }
+
+  report(msg: string): void {
+    this.log(this.mask(msg));
+  }
+
+  sessionEnded(s: Session): void {
+    if (this.session === s) this.session = null;
+  }
+
+  // Connections this store holds open right now (0 or 1).
+  get connections(): number {
+    return this.session ? 1 : 0;
+  }
+
+  // The run's server backend PID, for tests and status.
+  get backendPid(): number | null {
+    return this.session?.backendPid ?? null;
+  }
+
+  get runId(): number | null {
+    return this.session?.runId ?? null;
+  }
+
+  // The run's session, opened on first use and again after a loss.
+  private async open(): Promise<Session> {
+    if (this.closed) throw storeError(`PostgreSQL backend ${this.describe}: the store is closed`);
+    if (this.session) return this.session;
+    this.opening ??= this.connect().finally(() => {
+      this.opening = null;
+    });
+    return this.opening;
+  }
+
+  private async connect(): Promise<Session> {
+    const t = this.target;
+    const client = await openClient(t, `hostlock ${this.controller} ${process.pid}`);
+    try {
+      await ensureSchema(client, t);
+      // The server drops a silent client only after the whole bound; the
+      // heartbeat gives the holds up after half of it (see docs/STORES.md).
+      const k = t.keepaliveSec;
+      await client.query(
+        `SET tcp_keepalives_idle = ${Math.ceil(k * 0.6)}; SET tcp_keepalives_interval = ${Math.ceil(k * 0.1)}; ` +
+          `SET tcp_keepalives_count = 4`,
+      );
+      // Only PostgreSQL 12+ on Linux knows it; the keepalives alone keep the order.
+      await client.query(`SET tcp_user_timeout = ${Math.round(k * 1000)}`).catch(() => undefined);
+      let runId: number;
+      try {
+        const r = await client.query<{ id: number }>(`SELECT ${SCHEMA}.begin_run($1, $2, $3) AS id`, [
+          this.controller,
+          process.pid,
+          osUser(),
+        ]);
+        runId = r.rows[0].id;
+      } catch (err) {
+        throw explainQueryError(err, t, 'starting a run');
+      }
+      // A session lock taken in one statement must still be ours in the
+      // next: not so behind a pooler in transaction mode.
+      const check = await client.query<{ pid: number; mine: boolean }>(
+        `SELECT pg_backend_pid() AS pid, EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() ` +
+          `AND classid = ${LOCK_CLASS}::oid AND objid = $1::integer::oid AND objsubid = 2 AND granted) AS mine`,
+        [runId],
+      );
+      if (!check.rows[0].mine) {
+        throw storeError(
+          `PostgreSQL backend ${this.describe}: the run's session lock vanished between two statements: a pooler in ` +
+            'transaction mode (PgBouncer pool_mode=transaction) sits between; point the URL at PostgreSQL directly or at a session-mode pool',
+        );
+      }
+      await client.query(`LISTEN hostlock_${runId}`);
+      const session = new Session(client, runId, this);
+      session.backendPid = check.rows[0].pid;
+      this.session = session;
+      return session;
+    } catch (err) {
+      await client.end().catch(() => undefined);
+      if (err instanceof HostlockError) throw err;
+      throw explainQueryError(err, t, 'opening the run');
+    }
+  }
+
+  async acquire(req: StoreAcquire): Promise<StoreHold | null> {
+    if (req.signal?.aborted) throw abortError();
+    const session = await this.open();
+    try {
+      return await session.acquire(req);
+    } catch (err) {
+      if (err instanceof HostlockError || (err as Error).name === 'AbortError') throw err;
+      throw explainQueryError(err, this.target, `locking ${req.key.name ?? req.key.id}`);
+    }
+  }
+
+  async status(key: LockKey): Promise<KeyStatus> {
+    const all = await this.statusRows(key.id, false);
+    return all.get(key.id) ?? { key, held: false, mode: null, holders: [], waiters: [] };
+  }
+
+  async list(prefix = ''): Promise<KeyStatus[]> {
+    return [...(await this.statusRows(prefix, true)).values()];
+  }
+
+  private async statusRows(k: string, prefix: boolean): Promise<Map<string, KeyStatus>> {
+    const session = await this.open();
+    let rows: StatusRow[];
+    try {
+      rows = await session.query<StatusRow>(`SELECT * FROM ${SCHEMA}.status($1, $2)`, [k, prefix]);
+    } catch (err) {
+      if (err instanceof HostlockError) throw err;
+      throw explainQueryError(err, this.target, 'reading the status');
+    }
+    const out = new Map<string, KeyStatus>();
+    for (const r of rows) {
+      let st = out.get(r.key);
+      if (!st) {
+        st = { key: { id: r.key, name: r.name ?? undefined }, held: false, mode: null, holders: [], waiters: [] };
+        out.set(r.key, st);
+      }
+      if (r.seq === null) continue;
+      const o = r.owner as Requester;
+      const mode = r.mode as Mode;
+      if (r.granted) {
+        const h: Holder = { ...o, controller: r.controller ?? o.controller, mode, since: iso(r.granted_at ?? r.since) };
+        st.holders.push(h);
+        st.held = true;
+        st.mode = mode;
+      } else {
+        const w: Waiter = { ...o, controller: r.controller ?? o.controller, mode, since: iso(r.since) };
+        st.waiters.push(w);
+      }
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const s = this.session ?? (this.opening ? await this.opening.catch(() => null) : null);
+    if (s) await s.end();
+  }
+}
+
+interface StatusRow {
+  key: string;
+  name: string | null;
+  seq: string | null;
+  mode: string | null;
+  granted: boolean | null;
+  token: string | null;
+  owner: unknown;
+  since: Date;
+  granted_at: Date | null;
+  controller: string | null;
+}
+
+function iso(d: Date | string): string {
+  return (d instanceof Date ? d : new Date(d)).toISOString();
+}
+
+function osUser(): string {
+  try {
+    return userInfo().username;
+  } catch {
+    return process.env.USER ?? '?';
+  }
+}
