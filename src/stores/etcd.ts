@@ -1,0 +1,640 @@
+// The etcd lock store: locks as keys in a shared etcd cluster.
+//
+// One lease per store object (= per run), kept alive at TTL/3; every key it
+// writes is attached to it, so a dead run's keys go within the TTL. A request
+// for lock N writes a key under `<prefix>locks/<N>/` in a transaction; the
+// queue is those keys in create-revision order, with the reader/writer rule
+// of etcd's RWMutex recipe: a shared request waits for earlier exclusive keys
+// only, an exclusive one for every earlier key. Each waiter waits for the
+// deletion of the one key just ahead of it that blocks it, so a release wakes
+// one waiter, not all. The grant rewrites the key (marking it held), and the
+// revision of that write is the fencing token: grants of one name are writes
+// serialised by etcd, so tokens strictly increase in grant order.
+//
+// One watch per store object on `<prefix>locks/` delivers deletions: a held
+// key deleted (lease revoked by an admin, or the key itself) is a lost hold.
+import { readFileSync } from 'node:fs';
+import type { Holder } from '../holders';
+import type { KeyStatus, LockKey, LockStore, Mode, StoreAcquire, StoreHold, Waiter } from '../store';
+import { EtcdError, Gateway, b64, prefixEnd, unb64, type WatchResult, type WatchStream } from './etcd-gateway';
+import { parseEtcdUrl, type EtcdConfig } from './etcd-url';
+
+// What a key's value says about its owner.
+interface KeyRecord {
+  mode: Mode;
+  held: boolean;
+  since: string; // waiting since, then held since
+  pid: number;
+  user: string;
+  controller: string;
+  run?: string;
+  playbook?: string;
+  play?: string;
+  task?: string;
+  host?: string;
+}
+
+interface Kv {
+  key: string; // base64, as etcd sends it
+  create_revision: string;
+  mod_revision: string;
+  value?: string;
+  lease?: string;
+}
+
+interface TxnResponse {
+  header: { revision: string };
+  succeeded?: boolean;
+  responses?: { response_range?: { kvs?: Kv[] }; response_put?: unknown }[];
+}
+
+interface Lease {
+  id: string;
+  ttlMs: number;
+  // Send time of the last keepalive the cluster confirmed: the cluster keeps
+  // the lease at least TTL past it, so giving up then is never late.
+  confirmedAt: number;
+  lastError: string;
+  timer: NodeJS.Timeout;
+  lost: boolean;
+  // Requests waiting or holding on this lease, by etcd key (plain text).
+  entries: Map<string, Entry>;
+}
+
+interface Entry {
+  etcdKey: string;
+  hold: EtcdHold | null;
+  // Wakes a waiter: its blocker or its own key went, or the watch restarted.
+  wake: (() => void) | null;
+  fail: ((err: Error) => void) | null;
+}
+
+class AbortError extends Error {
+  constructor() {
+    super('the wait was aborted');
+    this.name = 'AbortError';
+  }
+}
+
+const rev = (s: string | undefined) => Number(s ?? 0);
+
+export class EtcdHold implements StoreHold {
+  lost = false;
+  released = false;
+  constructor(
+    readonly key: LockKey,
+    readonly mode: Mode,
+    readonly token: number,
+    readonly since: Date,
+    readonly etcdKey: string,
+    private readonly onLost: ((reason: string) => void) | undefined,
+    private readonly drop: (h: EtcdHold) => Promise<void>,
+  ) {}
+
+  markLost(reason: string): void {
+    if (this.lost || this.released) return;
+    this.lost = true;
+    this.onLost?.(reason);
+  }
+
+  release(): Promise<void> {
+    if (this.released) return Promise.resolve();
+    this.released = true;
+    return this.drop(this);
+  }
+}
+
+export interface EtcdStoreOptions {
+  // Overrides of the URL's options.
+  ttlSeconds?: number;
+  prefix?: string;
+}
+
+export class EtcdStore implements LockStore {
+  readonly kind = 'etcd';
+  readonly describe: string;
+  private readonly cfg: EtcdConfig;
+  private readonly gw: Gateway;
+  private lease: Lease | null = null;
+  private leasing: Promise<Lease> | null = null;
+  private seq = 0;
+  private watch: WatchStream | null = null;
+  private watchFrom = 0;
+  private watchRetry: NodeJS.Timeout | null = null;
+  // Deletion callbacks for keys other requests wait behind.
+  private readonly deletions = new Map<string, Set<() => void>>();
+  // Keys to delete and leases to revoke that no member could take yet.
+  private readonly leftovers = new Set<string>();
+  private readonly oldLeases = new Set<string>();
+  private cleanupTimer: NodeJS.Timeout | null = null;
+  private closed = false;
+
+  constructor(url: string, opts: EtcdStoreOptions = {}) {
+    this.cfg = parseEtcdUrl(url);
+    if (opts.ttlSeconds !== undefined) this.cfg.ttlSeconds = Math.max(2, Math.round(opts.ttlSeconds));
+    if (opts.prefix !== undefined) this.cfg.prefix = opts.prefix;
+    this.describe = this.cfg.masked;
+    const file = (what: string, path?: string) => {
+      if (!path) return undefined;
+      try {
+        return readFileSync(path);
+      } catch (e) {
+        throw new Error(`etcd backend ${this.describe}: cannot read the ${what} file ${path}: ${(e as Error).message}`);
+      }
+    };
+    this.gw = new Gateway({
+      endpoints: this.cfg.endpoints,
+      user: this.cfg.user,
+      password: this.cfg.password,
+      timeoutMs: this.cfg.timeoutMs,
+      tls: {
+        ca: file('CA', this.cfg.cacert),
+        cert: file('certificate', this.cfg.cert),
+        key: file('key', this.cfg.key),
+      },
+    });
+  }
+
+  get ttlSeconds(): number {
+    return this.cfg.ttlSeconds;
+  }
+
+  // The lease ID of this store object's current lease (for tests and status).
+  get leaseId(): string | null {
+    return this.lease?.id ?? null;
+  }
+
+  private namePrefix(id: string): string {
+    return `${this.cfg.prefix}locks/${encodeURIComponent(id)}/`;
+  }
+
+  private call<T>(path: string, body: unknown, timeoutMs?: number): Promise<T> {
+    return this.gw.call<T>(path, body, timeoutMs).catch((e: unknown) => {
+      // Every error names the backend (password masked) and the member.
+      if (e instanceof EtcdError) throw new EtcdError(`${e.message} (backend ${this.describe})`, e.endpoint, e.code);
+      throw e;
+    });
+  }
+
+  // ---- the lease -------------------------------------------------------
+
+  private getLease(): Promise<Lease> {
+    if (this.closed) return Promise.reject(new Error(`etcd backend ${this.describe}: store closed`));
+    if (this.lease && !this.lease.lost) return Promise.resolve(this.lease);
+    this.leasing ??= this.grantLease().finally(() => (this.leasing = null));
+    return this.leasing;
+  }
+
+  private async grantLease(): Promise<Lease> {
+    const sentAt = Date.now();
+    const r = await this.call<{ ID: string; TTL: string; header: { revision: string } }>('/v3/lease/grant', {
+      TTL: this.cfg.ttlSeconds,
+    });
+    const ttlMs = Number(r.TTL) * 1000;
+    const lease: Lease = {
+      id: r.ID,
+      ttlMs,
+      confirmedAt: sentAt,
+      lastError: '',
+      lost: false,
+      entries: new Map(),
+      timer: setInterval(() => void this.keepAlive(lease), Math.max(200, ttlMs / 3)),
+    };
+    lease.timer.unref();
+    if (this.closed) {
+      clearInterval(lease.timer);
+      void this.revoke(lease.id);
+      throw new Error(`etcd backend ${this.describe}: store closed`);
+    }
+    this.lease = lease;
+    if (!this.watch && !this.watchRetry) {
+      this.watchFrom = rev(r.header.revision) + 1;
+      this.startWatch();
+    }
+    return lease;
+  }
+
+  private async keepAlive(lease: Lease): Promise<void> {
+    if (lease.lost) return;
+    this.retryLeftovers();
+    const sentAt = Date.now();
+    try {
+      const r = await this.call<{ result?: { TTL?: string } }>(
+        '/v3/lease/keepalive',
+        { ID: lease.id },
+        Math.max(200, Math.min(this.cfg.timeoutMs, lease.ttlMs / 3)),
+      );
+      if (!(Number(r.result?.TTL ?? 0) > 0)) {
+        this.loseLease(lease, 'its etcd lease was revoked or expired');
+        return;
+      }
+      lease.confirmedAt = Math.max(lease.confirmedAt, sentAt);
+    } catch (e) {
+      lease.lastError = (e as Error).message;
+    }
+    if (Date.now() - lease.confirmedAt >= lease.ttlMs) {
+      this.loseLease(
+        lease,
+        `no etcd member renewed its lease for ${lease.ttlMs / 1000} s (the lease TTL): ${lease.lastError}`,
+      );
+    }
+  }
+
+  // Every hold on the lease is lost and every wait fails; the lease is revoked
+  // as soon as a member answers, so a cluster that kept it frees its keys.
+  private loseLease(lease: Lease, reason: string): void {
+    if (lease.lost) return;
+    lease.lost = true;
+    clearInterval(lease.timer);
+    if (this.lease === lease) this.lease = null;
+    this.oldLeases.add(lease.id);
+    this.retryLeftovers();
+    for (const entry of [...lease.entries.values()]) {
+      lease.entries.delete(entry.etcdKey);
+      if (entry.hold) entry.hold.markLost(`lock lost: ${reason}`);
+      else entry.fail?.(new EtcdError(`lock lost while waiting: ${reason} (backend ${this.describe})`, ''));
+    }
+  }
+
+  private async revoke(id: string): Promise<void> {
+    try {
+      await this.call('/v3/lease/revoke', { ID: id });
+      this.oldLeases.delete(id);
+    } catch (e) {
+      // A lease etcd no longer knows is as good as revoked.
+      if (/not found/i.test((e as Error).message)) this.oldLeases.delete(id);
+      else {
+        this.oldLeases.add(id);
+        this.scheduleCleanup();
+      }
+    }
+  }
+
+  private retryLeftovers(): void {
+    for (const id of this.oldLeases) void this.revoke(id);
+    for (const k of this.leftovers) void this.deleteKey(k).catch(() => {});
+  }
+
+  // Retries leftovers until none remain, with or without a live lease.
+  private scheduleCleanup(): void {
+    if (this.cleanupTimer || this.closed) return;
+    this.cleanupTimer = setInterval(
+      () => {
+        if (this.oldLeases.size === 0 && this.leftovers.size === 0) {
+          clearInterval(this.cleanupTimer!);
+          this.cleanupTimer = null;
+        } else this.retryLeftovers();
+      },
+      Math.max(200, (this.cfg.ttlSeconds * 1000) / 3),
+    );
+    this.cleanupTimer.unref();
+  }
+
+  private async deleteKey(k: string): Promise<void> {
+    try {
+      await this.call('/v3/kv/deleterange', { key: b64(k) });
+      this.leftovers.delete(k);
+    } catch (e) {
+      this.leftovers.add(k);
+      this.scheduleCleanup();
+      throw e;
+    }
+  }
+
+  // ---- the watch -------------------------------------------------------
+
+  private startWatch(): void {
+    this.watchRetry = null;
+    if (this.closed) return;
+    const base = `${this.cfg.prefix}locks/`;
+    this.watch = this.gw.watch(
+      {
+        create_request: {
+          key: b64(base),
+          range_end: prefixEnd(base),
+          start_revision: String(this.watchFrom),
+          filters: ['NOPUT'],
+        },
+      },
+      (r) => this.onWatch(r),
+      () => {
+        this.watch = null;
+        if (this.closed) return;
+        this.watchRetry = setTimeout(() => this.startWatch(), 100);
+        this.watchRetry.unref();
+      },
+    );
+  }
+
+  private onWatch(r: WatchResult): void {
+    if (r.canceled) {
+      // Compacted past our revision: start at the present, and have every
+      // waiter and holder look again for what the gap may have hidden.
+      this.watchFrom = Math.max(this.watchFrom, rev(r.compact_revision), rev(r.header?.revision) + 1);
+      this.watch?.close();
+      void this.recheckAll();
+      return;
+    }
+    if (r.created) void this.recheckAll();
+    for (const ev of r.events ?? []) {
+      this.watchFrom = Math.max(this.watchFrom, rev(ev.kv.mod_revision) + 1);
+      if (ev.type !== 'DELETE') continue;
+      this.deleted(unb64(ev.kv.key));
+    }
+  }
+
+  private deleted(k: string): void {
+    const cbs = this.deletions.get(k);
+    if (cbs) for (const cb of [...cbs]) cb();
+    const entry = this.lease?.entries.get(k);
+    if (!entry) return;
+    if (entry.hold) {
+      this.lease!.entries.delete(k);
+      entry.hold.markLost(`lock lost: its etcd key ${k} was deleted (by an admin, or its lease was revoked)`);
+    } else {
+      entry.wake?.();
+    }
+  }
+
+  // After a watch (re)start: wake every waiter to look again, and check that
+  // every held key still exists.
+  private async recheckAll(): Promise<void> {
+    for (const cbs of this.deletions.values()) for (const cb of [...cbs]) cb();
+    const lease = this.lease;
+    if (!lease) return;
+    for (const entry of [...lease.entries.values()]) {
+      if (!entry.hold) continue;
+      try {
+        const r = await this.call<{ kvs?: Kv[] }>('/v3/kv/range', { key: b64(entry.etcdKey), keys_only: true });
+        if (!r.kvs?.length) this.deleted(entry.etcdKey);
+      } catch {
+        // The keepalive decides when an unreachable cluster means a lost lease.
+      }
+    }
+  }
+
+  private onDelete(k: string, cb: () => void): () => void {
+    let set = this.deletions.get(k);
+    if (!set) this.deletions.set(k, (set = new Set()));
+    set.add(cb);
+    return () => {
+      set.delete(cb);
+      if (set.size === 0) this.deletions.delete(k);
+    };
+  }
+
+  // ---- acquire ---------------------------------------------------------
+
+  async acquire(req: StoreAcquire): Promise<StoreHold | null> {
+    if (req.signal?.aborted) throw new AbortError();
+    let lease = await this.getLease();
+    try {
+      return await this.acquireOn(lease, req);
+    } catch (e) {
+      // The lease went between grant and use: once more on a fresh one.
+      if (!(e instanceof EtcdError) || !/lease not found/i.test(e.message)) throw e;
+      this.loseLease(lease, 'its etcd lease was revoked or expired');
+      lease = await this.getLease();
+      return this.acquireOn(lease, req);
+    }
+  }
+
+  private async rangeName(prefix: string): Promise<{ kvs: Kv[]; revision: number }> {
+    const r = await this.call<{ kvs?: Kv[]; header: { revision: string } }>('/v3/kv/range', {
+      key: b64(prefix),
+      range_end: prefixEnd(prefix),
+      sort_target: 'CREATE',
+      sort_order: 'ASCEND',
+    });
+    return { kvs: r.kvs ?? [], revision: rev(r.header.revision) };
+  }
+
+  private async acquireOn(lease: Lease, req: StoreAcquire): Promise<StoreHold | null> {
+    const prefix = this.namePrefix(req.key.id);
+    const etcdKey = `${prefix}${BigInt(lease.id).toString(16)}-${++this.seq}`;
+    const { requester } = req;
+    const record: KeyRecord = {
+      mode: req.mode,
+      held: false,
+      since: new Date().toISOString(),
+      pid: requester.pid,
+      user: requester.user,
+      controller: requester.controller,
+      run: requester.run,
+      playbook: requester.playbook,
+      play: requester.play,
+      task: requester.task,
+      host: requester.host,
+    };
+    const entry: Entry = { etcdKey, hold: null, wake: null, fail: null };
+    lease.entries.set(etcdKey, entry);
+    const k64 = b64(etcdKey);
+    let written = false;
+    try {
+      // Created only if absent, so a retry after a lost answer cannot queue twice.
+      const t = await this.call<TxnResponse>('/v3/kv/txn', {
+        compare: [{ key: k64, target: 'CREATE', create_revision: '0', result: 'EQUAL' }],
+        success: [
+          { request_put: { key: k64, value: b64(JSON.stringify(record)), lease: lease.id } },
+          {
+            request_range: {
+              key: b64(prefix),
+              range_end: prefixEnd(prefix),
+              sort_target: 'CREATE',
+              sort_order: 'ASCEND',
+            },
+          },
+        ],
+        failure: [],
+      });
+      written = true;
+      let kvs = t.succeeded ? (t.responses?.[1]?.response_range?.kvs ?? []) : (await this.rangeName(prefix)).kvs;
+      for (;;) {
+        const mine = kvs.find((kv) => unb64(kv.key) === etcdKey);
+        if (!mine || lease.lost) throw this.lostWaiting(lease, etcdKey);
+        const blocker = blockerOf(kvs, mine, req.mode);
+        if (!blocker) break;
+        if (!req.wait) {
+          lease.entries.delete(etcdKey);
+          await this.deleteKey(etcdKey).catch(() => {});
+          return null;
+        }
+        kvs = await this.waitFor(lease, entry, unb64(blocker.key), prefix, req.signal);
+      }
+      // The grant: rewrite the key as held, only if it is still ours.
+      const since = new Date();
+      record.held = true;
+      record.since = since.toISOString();
+      const g = await this.call<TxnResponse>('/v3/kv/txn', {
+        compare: [{ key: k64, target: 'LEASE', lease: lease.id, result: 'EQUAL' }],
+        success: [{ request_put: { key: k64, value: b64(JSON.stringify(record)), lease: lease.id } }],
+        failure: [],
+      });
+      if (!g.succeeded || lease.lost) throw this.lostWaiting(lease, etcdKey);
+      if (req.signal?.aborted) throw new AbortError();
+      const hold = new EtcdHold(req.key, req.mode, rev(g.header.revision), since, etcdKey, req.onLost, (h) =>
+        this.dropHold(lease, h),
+      );
+      entry.hold = hold;
+      return hold;
+    } catch (e) {
+      lease.entries.delete(etcdKey);
+      // Nothing stays behind for a request that did not end in a hold.
+      if (written || !(e instanceof EtcdError && e.transport)) await this.deleteKey(etcdKey).catch(() => {});
+      else {
+        this.leftovers.add(etcdKey);
+        this.scheduleCleanup();
+      }
+      throw e;
+    } finally {
+      entry.wake = entry.fail = null;
+    }
+  }
+
+  private lostWaiting(lease: Lease, etcdKey: string): Error {
+    return new EtcdError(
+      `lock lost while waiting: the etcd key ${etcdKey} or its lease ${lease.id} is gone (backend ${this.describe})`,
+      '',
+    );
+  }
+
+  // Waits until the blocker's key is deleted (or the wait is aborted, or the
+  // lease is lost), then returns the name's keys as they are now.
+  private async waitFor(
+    lease: Lease,
+    entry: Entry,
+    blocker: string,
+    prefix: string,
+    signal: AbortSignal | undefined,
+  ): Promise<Kv[]> {
+    let off = () => {};
+    let onAbort = () => {};
+    try {
+      const woken = new Promise<void>((resolve, reject) => {
+        off = this.onDelete(blocker, resolve);
+        entry.wake = resolve;
+        entry.fail = reject;
+        onAbort = () => reject(new AbortError());
+        signal?.addEventListener('abort', onAbort, { once: true });
+        if (signal?.aborted) onAbort();
+      });
+      woken.catch(() => {}); // rejected before awaited: handled below
+      // Registered first, then looked: a deletion is either seen here or delivered.
+      const now = await this.rangeName(prefix);
+      if (now.kvs.some((kv) => unb64(kv.key) === blocker)) await woken;
+      else if (signal?.aborted) throw new AbortError();
+      else if (lease.lost) throw this.lostWaiting(lease, entry.etcdKey);
+      else return now.kvs;
+      return (await this.rangeName(prefix)).kvs;
+    } finally {
+      off();
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  private async dropHold(lease: Lease, h: EtcdHold): Promise<void> {
+    lease.entries.delete(h.etcdKey);
+    if (h.lost || lease.lost) return;
+    await this.deleteKey(h.etcdKey);
+  }
+
+  // ---- status ----------------------------------------------------------
+
+  async status(key: LockKey): Promise<KeyStatus> {
+    const { kvs } = await this.rangeName(this.namePrefix(key.id));
+    return statusOf(key, kvs);
+  }
+
+  async list(prefix = ''): Promise<KeyStatus[]> {
+    const base = `${this.cfg.prefix}locks/`;
+    const { kvs } = await this.rangeName(base + encodeURIComponent(prefix));
+    const byName = new Map<string, Kv[]>();
+    for (const kv of kvs) {
+      const rest = unb64(kv.key).slice(base.length);
+      const slash = rest.indexOf('/');
+      if (slash < 0) continue;
+      const name = decodeURIComponent(rest.slice(0, slash));
+      if (!byName.has(name)) byName.set(name, []);
+      byName.get(name)!.push(kv);
+    }
+    return [...byName.entries()]
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([name, list]) => statusOf({ id: name, name }, list));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.cleanupTimer) clearInterval(this.cleanupTimer);
+    if (this.watchRetry) clearTimeout(this.watchRetry);
+    this.watch?.close();
+    const lease = this.lease ?? (await this.leasing?.catch(() => null)) ?? null;
+    this.lease = null;
+    if (lease) {
+      clearInterval(lease.timer);
+      lease.lost = true;
+      for (const entry of lease.entries.values()) {
+        if (entry.hold) entry.hold.released = true;
+        else entry.fail?.(new Error(`etcd backend ${this.describe}: store closed while waiting`));
+      }
+      lease.entries.clear();
+      this.oldLeases.add(lease.id);
+    }
+    // Revoking deletes every key at once; if no member answers, the keys go
+    // with the lease TTL since nothing keeps it alive any more.
+    await Promise.all([...this.oldLeases].map((id) => this.revoke(id)));
+    this.gw.close();
+  }
+}
+
+function parseRecord(kv: Kv): KeyRecord | null {
+  try {
+    return JSON.parse(unb64(kv.value)) as KeyRecord;
+  } catch {
+    return null;
+  }
+}
+
+// The key that `mine` waits behind: for an exclusive request the last earlier
+// key, for a shared one the last earlier exclusive key; none: it may hold.
+function blockerOf(kvs: Kv[], mine: Kv, mode: Mode): Kv | null {
+  let blocker: Kv | null = null;
+  const r = rev(mine.create_revision);
+  for (const kv of kvs) {
+    if (rev(kv.create_revision) >= r) continue;
+    // An unreadable record blocks like an exclusive one.
+    if (mode === 'exclusive' || parseRecord(kv)?.mode !== 'shared') blocker = kv;
+  }
+  return blocker;
+}
+
+function statusOf(key: LockKey, kvs: Kv[]): KeyStatus {
+  const holders: (Holder & { rev: number })[] = [];
+  const waiters: Waiter[] = [];
+  for (const kv of kvs) {
+    const r = parseRecord(kv);
+    if (!r) continue;
+    const who = {
+      pid: r.pid,
+      user: r.user,
+      controller: r.controller,
+      mode: r.mode,
+      since: r.since,
+      ...(r.run !== undefined && { run: r.run }),
+      ...(r.playbook !== undefined && { playbook: r.playbook }),
+      ...(r.play !== undefined && { play: r.play }),
+      ...(r.task !== undefined && { task: r.task }),
+      ...(r.host !== undefined && { host: r.host }),
+    };
+    if (r.held) holders.push({ ...who, rev: rev(kv.mod_revision) });
+    else waiters.push(who);
+  }
+  holders.sort((a, b) => a.rev - b.rev);
+  return {
+    key,
+    held: holders.length > 0,
+    mode: holders[0]?.mode ?? null,
+    holders: holders.map(({ rev: _rev, ...h }) => h),
+    waiters,
+  };
+}
