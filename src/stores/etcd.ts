@@ -139,7 +139,12 @@ export class EtcdStore implements LockStore {
       try {
         return readFileSync(path);
       } catch (e) {
-        throw new Error(`etcd backend ${this.describe}: cannot read the ${what} file ${path}: ${(e as Error).message}`);
+        throw new Error(
+          `etcd backend ${this.describe}: cannot read the ${what} file ${path}: ${(e as Error).message}`,
+          {
+            cause: e,
+          },
+        );
       }
     };
     this.gw = new Gateway({

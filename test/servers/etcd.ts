@@ -134,7 +134,7 @@ export async function startEtcdCluster(members = 3): Promise<EtcdCluster> {
       ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
-    proc.stderr!.on('data', (c) => {
+    proc.stderr.on('data', (c) => {
       logs[i] = (logs[i] + c).slice(-4000);
     });
     procs[i] = proc;
@@ -142,7 +142,7 @@ export async function startEtcdCluster(members = 3): Promise<EtcdCluster> {
   const endpoints = ports.map((p) => `http://127.0.0.1:${p.client}`);
   const stop = async () => {
     for (const p of procs) p?.kill('SIGKILL');
-    await Promise.all(procs.map((p) => (p ? exited(p) : undefined)));
+    await Promise.all(procs.map((p) => (p ? exited(p) : Promise.resolve())));
     rmSync(root, { recursive: true, force: true });
   };
   for (let i = 0; i < members; i++) start(i, 'new');
