@@ -78,17 +78,26 @@ export class Gateway {
   }
 
   // POST a unary call; on a transport failure or an unavailable member, the
-  // next member is tried, each once. The error names every member tried.
-  async call<T>(path: string, body: unknown, timeoutMs = this.opts.timeoutMs): Promise<T> {
-    const failures: string[] = [];
+  // next member is tried, round after round until `budgetMs` has passed (an
+  // election after a member dies takes a moment). The error names every
+  // member tried and why each failed.
+  async call<T>(path: string, body: unknown, timeoutMs = this.opts.timeoutMs, budgetMs = 2 * timeoutMs): Promise<T> {
     const n = this.opts.endpoints.length;
+    const deadline = Date.now() + budgetMs;
     let reauthed = false;
-    for (let tried = 0; tried < n; tried++) {
+    let failures = new Map<string, string>();
+    for (let tried = 0; ; tried++) {
+      if (tried > 0 && tried % n === 0) {
+        if (Date.now() + 50 >= deadline) break;
+        await new Promise((r) => setTimeout(r, 50));
+        failures = new Map();
+      }
       const i = (this.current + tried) % n;
       const endpoint = this.opts.endpoints[i];
       try {
         const headers = await this.authHeaders(endpoint);
-        const out = await this.post<T>(endpoint, path, body, timeoutMs, headers);
+        const left = Math.round(Math.max(100, Math.min(timeoutMs, deadline - Date.now())));
+        const out = await this.post<T>(endpoint, path, body, left, headers);
         this.current = i;
         return out;
       } catch (e) {
@@ -101,10 +110,10 @@ export class Gateway {
           continue;
         }
         if (!err.transport && !UNAVAILABLE.test(err.message)) throw err;
-        failures.push(err.message);
+        failures.set(endpoint, err.message);
       }
     }
-    throw new EtcdError(`no etcd member answered: ${failures.join('; ')}`, this.opts.endpoints.join(','));
+    throw new EtcdError(`no etcd member answered: ${[...failures.values()].join('; ')}`, this.opts.endpoints.join(','));
   }
 
   private async authHeaders(endpoint: string): Promise<Record<string, string>> {

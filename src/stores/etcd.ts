@@ -173,8 +173,8 @@ export class EtcdStore implements LockStore {
     return `${this.cfg.prefix}locks/${encodeURIComponent(id)}/`;
   }
 
-  private call<T>(path: string, body: unknown, timeoutMs?: number): Promise<T> {
-    return this.gw.call<T>(path, body, timeoutMs).catch((e: unknown) => {
+  private call<T>(path: string, body: unknown, timeoutMs?: number, budgetMs?: number): Promise<T> {
+    return this.gw.call<T>(path, body, timeoutMs, budgetMs).catch((e: unknown) => {
       // Every error names the backend (password masked) and the member.
       if (e instanceof EtcdError) throw new EtcdError(`${e.message} (backend ${this.describe})`, e.endpoint, e.code);
       throw e;
@@ -224,10 +224,12 @@ export class EtcdStore implements LockStore {
     this.retryLeftovers();
     const sentAt = Date.now();
     try {
+      const third = Math.max(200, lease.ttlMs / 3);
       const r = await this.call<{ result?: { TTL?: string } }>(
         '/v3/lease/keepalive',
         { ID: lease.id },
-        Math.max(200, Math.min(this.cfg.timeoutMs, lease.ttlMs / 3)),
+        Math.min(this.cfg.timeoutMs, third),
+        third,
       );
       if (!(Number(r.result?.TTL ?? 0) > 0)) {
         this.loseLease(lease, 'its etcd lease was revoked or expired');
@@ -453,7 +455,9 @@ export class EtcdStore implements LockStore {
         failure: [],
       });
       written = true;
-      let kvs = t.succeeded ? (t.responses?.[1]?.response_range?.kvs ?? []) : (await this.rangeName(prefix)).kvs;
+      let kvs = t.succeeded
+        ? (t.responses?.[1]?.response_range?.kvs ?? [])
+        : await this.whileLeased(lease, etcdKey, req.signal, () => this.rangeName(prefix).then((r) => r.kvs));
       for (;;) {
         const mine = kvs.find((kv) => unb64(kv.key) === etcdKey);
         if (!mine || lease.lost) throw this.lostWaiting(lease, etcdKey);
@@ -470,11 +474,13 @@ export class EtcdStore implements LockStore {
       const since = new Date();
       record.held = true;
       record.since = since.toISOString();
-      const g = await this.call<TxnResponse>('/v3/kv/txn', {
-        compare: [{ key: k64, target: 'LEASE', lease: lease.id, result: 'EQUAL' }],
-        success: [{ request_put: { key: k64, value: b64(JSON.stringify(record)), lease: lease.id } }],
-        failure: [],
-      });
+      const g = await this.whileLeased(lease, etcdKey, req.signal, () =>
+        this.call<TxnResponse>('/v3/kv/txn', {
+          compare: [{ key: k64, target: 'LEASE', lease: lease.id, result: 'EQUAL' }],
+          success: [{ request_put: { key: k64, value: b64(JSON.stringify(record)), lease: lease.id } }],
+          failure: [],
+        }),
+      );
       if (!g.succeeded || lease.lost) throw this.lostWaiting(lease, etcdKey);
       if (req.signal?.aborted) throw new AbortError();
       const hold = new EtcdHold(req.key, req.mode, rev(g.header.revision), since, etcdKey, req.onLost, (h) =>
@@ -493,6 +499,26 @@ export class EtcdStore implements LockStore {
       throw e;
     } finally {
       entry.wake = entry.fail = null;
+    }
+  }
+
+  // Once queued, a request rides out members that cannot answer: it fails
+  // only when its lease is lost (the keepalive decides) or it is aborted.
+  private async whileLeased<T>(
+    lease: Lease,
+    etcdKey: string,
+    signal: AbortSignal | undefined,
+    op: () => Promise<T>,
+  ): Promise<T> {
+    for (;;) {
+      try {
+        return await op();
+      } catch (e) {
+        if (!(e instanceof EtcdError && e.transport)) throw e;
+        if (lease.lost) throw this.lostWaiting(lease, etcdKey);
+        if (signal?.aborted) throw new AbortError();
+        await new Promise((r) => setTimeout(r, 200));
+      }
     }
   }
 
@@ -525,12 +551,14 @@ export class EtcdStore implements LockStore {
       });
       woken.catch(() => {}); // rejected before awaited: handled below
       // Registered first, then looked: a deletion is either seen here or delivered.
-      const now = await this.rangeName(prefix);
-      if (now.kvs.some((kv) => unb64(kv.key) === blocker)) await woken;
+      const look = () =>
+        this.whileLeased(lease, entry.etcdKey, signal, () => this.rangeName(prefix).then((r) => r.kvs));
+      const now = await look();
+      if (now.some((kv) => unb64(kv.key) === blocker)) await woken;
       else if (signal?.aborted) throw new AbortError();
       else if (lease.lost) throw this.lostWaiting(lease, entry.etcdKey);
-      else return now.kvs;
-      return (await this.rangeName(prefix)).kvs;
+      else return now;
+      return await look();
     } finally {
       off();
       signal?.removeEventListener('abort', onAbort);
