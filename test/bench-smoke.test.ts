@@ -35,6 +35,7 @@ const EXPECTED: Record<string, string[]> = {
   hosts200: ['4a', '4b'],
   waiters500: ['5'],
   contention: ['6a', '6b', '6c'],
+  'etcd-handoff': ['etcd-a', 'etcd-b'],
 };
 
 describe('benchmarks in smoke mode', () => {

@@ -3,7 +3,10 @@
 // one JSON object per line. Loading it costs nothing beyond Node's core (the
 // gRPC client weighs ~16 MB and 130-195 ms of `require`; see docs/ETCD.md).
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type ClientRequest } from 'node:http';
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+
+// TLS costs its load time only to clusters that use it.
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const https = () => require('node:https') as typeof import('node:https');
 
 export interface GatewayOptions {
   // http://host:port or https://host:port, one per member.
@@ -69,7 +72,7 @@ export class Gateway {
   constructor(private readonly opts: GatewayOptions) {
     const secure = opts.endpoints.some((e) => e.startsWith('https:'));
     this.agent = secure
-      ? new HttpsAgent({ keepAlive: true, ca: opts.tls?.ca, cert: opts.tls?.cert, key: opts.tls?.key })
+      ? new (https().Agent)({ keepAlive: true, ca: opts.tls?.ca, cert: opts.tls?.cert, key: opts.tls?.key })
       : new HttpAgent({ keepAlive: true });
   }
 
@@ -135,7 +138,7 @@ export class Gateway {
 
   private send(endpoint: string, path: string, headers: Record<string, string>): ClientRequest {
     const url = endpoint + path;
-    const req = (url.startsWith('https:') ? httpsRequest : httpRequest)(url, {
+    const req = (url.startsWith('https:') ? https().request : httpRequest)(url, {
       method: 'POST',
       agent: this.agent,
       headers: { 'Content-Type': 'application/json', ...headers },

@@ -2,17 +2,19 @@
 //
 // One lease per store object (= per run), kept alive at TTL/3; every key it
 // writes is attached to it, so a dead run's keys go within the TTL. A request
-// for lock N writes a key under `<prefix>locks/<N>/` in a transaction; the
-// queue is those keys in create-revision order, with the reader/writer rule
-// of etcd's RWMutex recipe: a shared request waits for earlier exclusive keys
-// only, an exclusive one for every earlier key. Each waiter waits for the
-// deletion of the one key just ahead of it that blocks it, so a release wakes
-// one waiter, not all. The grant rewrites the key (marking it held), and the
-// revision of that write is the fencing token: grants of one name are writes
-// serialised by etcd, so tokens strictly increase in grant order.
+// for lock N writes a key under `<prefix>locks/<N>/` in a transaction that
+// also reads the queue: those keys in create-revision order, with the
+// reader/writer rule of etcd's RWMutex recipe (a shared request waits for
+// earlier exclusive keys only, an exclusive one for every earlier key). Keys
+// ahead of a request can only go, so it waits for their deletions, which one
+// watch per store object on `<prefix>locks/` delivers; the deletion that
+// clears its way is the grant, with no further request. The fencing token is
+// the key's create revision: exclusive grants follow create order, and every
+// grant after an exclusive one comes from a later key.
 //
-// One watch per store object on `<prefix>locks/` delivers deletions: a held
-// key deleted (lease revoked by an admin, or the key itself) is a lost hold.
+// The same watch reports a held key deleted (lease revoked by an admin, or
+// the key itself) as a lost hold; the keepalive reports a lease the cluster
+// has not renewed for a TTL.
 import { readFileSync } from 'node:fs';
 import type { Holder } from '../holders';
 import type { KeyStatus, LockKey, LockStore, Mode, StoreAcquire, StoreHold, Waiter } from '../store';
@@ -64,7 +66,7 @@ interface Lease {
 interface Entry {
   etcdKey: string;
   hold: EtcdHold | null;
-  // Wakes a waiter: its blocker or its own key went, or the watch restarted.
+  // Wakes a waiter to read the queue again: its own key went, or the watch restarted.
   wake: (() => void) | null;
   fail: ((err: Error) => void) | null;
 }
@@ -123,6 +125,9 @@ export class EtcdStore implements LockStore {
   private watchRetry: NodeJS.Timeout | null = null;
   // Deletion callbacks for keys other requests wait behind.
   private readonly deletions = new Map<string, Set<() => void>>();
+  // Keys the watch saw deleted lately (key -> when), for a request whose
+  // snapshot of the queue is older than the watch's news.
+  private readonly recentlyDeleted = new Map<string, number>();
   // Keys to delete and leases to revoke that no member could take yet.
   private readonly leftovers = new Set<string>();
   private readonly oldLeases = new Set<string>();
@@ -351,6 +356,14 @@ export class EtcdStore implements LockStore {
   }
 
   private deleted(k: string): void {
+    const now = Date.now();
+    this.recentlyDeleted.set(k, now);
+    if (this.recentlyDeleted.size > 1000) {
+      for (const [key, at] of this.recentlyDeleted) {
+        if (now - at < 60_000) break;
+        this.recentlyDeleted.delete(key);
+      }
+    }
     const cbs = this.deletions.get(k);
     if (cbs) for (const cb of [...cbs]) cb();
     const entry = this.lease?.entries.get(k);
@@ -366,11 +379,13 @@ export class EtcdStore implements LockStore {
   // After a watch (re)start: wake every waiter to look again, and check that
   // every held key still exists.
   private async recheckAll(): Promise<void> {
-    for (const cbs of this.deletions.values()) for (const cb of [...cbs]) cb();
     const lease = this.lease;
     if (!lease) return;
     for (const entry of [...lease.entries.values()]) {
-      if (!entry.hold) continue;
+      if (!entry.hold) {
+        entry.wake?.();
+        continue;
+      }
       try {
         const r = await this.call<{ kvs?: Kv[] }>('/v3/kv/range', { key: b64(entry.etcdKey), keys_only: true });
         if (!r.kvs?.length) this.deleted(entry.etcdKey);
@@ -455,38 +470,37 @@ export class EtcdStore implements LockStore {
         failure: [],
       });
       written = true;
-      let kvs = t.succeeded
+      const kvs = t.succeeded
         ? (t.responses?.[1]?.response_range?.kvs ?? [])
         : await this.whileLeased(lease, etcdKey, req.signal, () => this.rangeName(prefix).then((r) => r.kvs));
-      for (;;) {
-        const mine = kvs.find((kv) => unb64(kv.key) === etcdKey);
-        if (!mine || lease.lost) throw this.lostWaiting(lease, etcdKey);
-        const blocker = blockerOf(kvs, mine, req.mode);
-        if (!blocker) break;
+      let mine = kvs.find((kv) => unb64(kv.key) === etcdKey);
+      if (!mine || lease.lost) throw this.lostWaiting(lease, etcdKey);
+      const ahead = blockersOf(kvs, mine, req.mode);
+      for (const k of ahead) if (this.recentlyDeleted.has(k)) ahead.delete(k);
+      if (ahead.size > 0) {
         if (!req.wait) {
           lease.entries.delete(etcdKey);
           await this.deleteKey(etcdKey).catch(() => {});
           return null;
         }
-        kvs = await this.waitFor(lease, entry, unb64(blocker.key), prefix, req.signal);
+        mine = await this.waitClear(lease, entry, ahead, prefix, mine, req.mode, req.signal);
       }
-      // The grant: rewrite the key as held, only if it is still ours.
-      const since = new Date();
-      record.held = true;
-      record.since = since.toISOString();
-      const g = await this.whileLeased(lease, etcdKey, req.signal, () =>
-        this.call<TxnResponse>('/v3/kv/txn', {
-          compare: [{ key: k64, target: 'LEASE', lease: lease.id, result: 'EQUAL' }],
-          success: [{ request_put: { key: k64, value: b64(JSON.stringify(record)), lease: lease.id } }],
-          failure: [],
-        }),
-      );
-      if (!g.succeeded || lease.lost) throw this.lostWaiting(lease, etcdKey);
+      if (lease.lost) throw this.lostWaiting(lease, etcdKey);
       if (req.signal?.aborted) throw new AbortError();
-      const hold = new EtcdHold(req.key, req.mode, rev(g.header.revision), since, etcdKey, req.onLost, (h) =>
+      const since = new Date();
+      const hold = new EtcdHold(req.key, req.mode, rev(mine.create_revision), since, etcdKey, req.onLost, (h) =>
         this.dropHold(lease, h),
       );
       entry.hold = hold;
+      // Mark the key held, for status; off the handoff's path. Only while the
+      // key is still ours, so a release or loss racing it resurrects nothing.
+      record.held = true;
+      record.since = since.toISOString();
+      void this.call<TxnResponse>('/v3/kv/txn', {
+        compare: [{ key: k64, target: 'LEASE', lease: lease.id, result: 'EQUAL' }],
+        success: [{ request_put: { key: k64, value: b64(JSON.stringify(record)), lease: lease.id } }],
+        failure: [],
+      }).catch(() => {});
       return hold;
     } catch (e) {
       lease.entries.delete(etcdKey);
@@ -529,38 +543,52 @@ export class EtcdStore implements LockStore {
     );
   }
 
-  // Waits until the blocker's key is deleted (or the wait is aborted, or the
-  // lease is lost), then returns the name's keys as they are now.
-  private async waitFor(
+  // Waits until every key in `ahead` is deleted (or the wait is aborted, or
+  // the lease is lost) and returns our key as last seen. Keys ahead can only
+  // go, never come, so the watch's deletions suffice: a release costs no
+  // request to anyone but the waiter it lets in. After a watch restart
+  // (`wake`), the queue is read again in case the gap hid a deletion.
+  private async waitClear(
     lease: Lease,
     entry: Entry,
-    blocker: string,
+    ahead: Set<string>,
     prefix: string,
+    mine: Kv,
+    mode: Mode,
     signal: AbortSignal | undefined,
-  ): Promise<Kv[]> {
-    let off = () => {};
+  ): Promise<Kv> {
+    const offs = new Map<string, () => void>();
     let onAbort = () => {};
     try {
-      const woken = new Promise<void>((resolve, reject) => {
-        off = this.onDelete(blocker, resolve);
-        entry.wake = resolve;
+      await new Promise<void>((resolve, reject) => {
+        const gone = (k: string) => {
+          offs.get(k)?.();
+          offs.delete(k);
+          ahead.delete(k);
+          if (ahead.size === 0) resolve();
+        };
+        for (const k of ahead)
+          offs.set(
+            k,
+            this.onDelete(k, () => gone(k)),
+          );
+        entry.wake = () => {
+          this.whileLeased(lease, entry.etcdKey, signal, () => this.rangeName(prefix)).then((now) => {
+            const found = now.kvs.find((kv) => unb64(kv.key) === entry.etcdKey);
+            if (!found) return reject(this.lostWaiting(lease, entry.etcdKey));
+            mine = found;
+            const still = blockersOf(now.kvs, found, mode);
+            for (const k of [...ahead]) if (!still.has(k)) gone(k);
+          }, reject);
+        };
         entry.fail = reject;
         onAbort = () => reject(new AbortError());
         signal?.addEventListener('abort', onAbort, { once: true });
         if (signal?.aborted) onAbort();
       });
-      woken.catch(() => {}); // rejected before awaited: handled below
-      // Registered first, then looked: a deletion is either seen here or delivered.
-      const look = () =>
-        this.whileLeased(lease, entry.etcdKey, signal, () => this.rangeName(prefix).then((r) => r.kvs));
-      const now = await look();
-      if (now.some((kv) => unb64(kv.key) === blocker)) await woken;
-      else if (signal?.aborted) throw new AbortError();
-      else if (lease.lost) throw this.lostWaiting(lease, entry.etcdKey);
-      else return now;
-      return await look();
+      return mine;
     } finally {
-      off();
+      for (const off of offs.values()) off();
       signal?.removeEventListener('abort', onAbort);
     }
   }
@@ -628,21 +656,23 @@ function parseRecord(kv: Kv): KeyRecord | null {
   }
 }
 
-// The key that `mine` waits behind: for an exclusive request the last earlier
-// key, for a shared one the last earlier exclusive key; none: it may hold.
-function blockerOf(kvs: Kv[], mine: Kv, mode: Mode): Kv | null {
-  let blocker: Kv | null = null;
+// The keys that `mine` waits behind: for an exclusive request every earlier
+// key, for a shared one every earlier exclusive key; none: it may hold.
+function blockersOf(kvs: Kv[], mine: Kv, mode: Mode): Set<string> {
+  const out = new Set<string>();
   const r = rev(mine.create_revision);
   for (const kv of kvs) {
     if (rev(kv.create_revision) >= r) continue;
     // An unreadable record blocks like an exclusive one.
-    if (mode === 'exclusive' || parseRecord(kv)?.mode !== 'shared') blocker = kv;
+    if (mode === 'exclusive' || parseRecord(kv)?.mode !== 'shared') out.add(unb64(kv.key));
   }
-  return blocker;
+  return out;
 }
 
 function statusOf(key: LockKey, kvs: Kv[]): KeyStatus {
-  const holders: (Holder & { rev: number })[] = [];
+  // Who holds follows from the queue by the same rule the requests apply; the
+  // record's `held` mark (written after the grant) only dates the grant.
+  const holders: Holder[] = [];
   const waiters: Waiter[] = [];
   for (const kv of kvs) {
     const r = parseRecord(kv);
@@ -659,15 +689,8 @@ function statusOf(key: LockKey, kvs: Kv[]): KeyStatus {
       ...(r.task !== undefined && { task: r.task }),
       ...(r.host !== undefined && { host: r.host }),
     };
-    if (r.held) holders.push({ ...who, rev: rev(kv.mod_revision) });
+    if (blockersOf(kvs, kv, r.mode).size === 0) holders.push(who);
     else waiters.push(who);
   }
-  holders.sort((a, b) => a.rev - b.rev);
-  return {
-    key,
-    held: holders.length > 0,
-    mode: holders[0]?.mode ?? null,
-    holders: holders.map(({ rev: _rev, ...h }) => h),
-    waiters,
-  };
+  return { key, held: holders.length > 0, mode: holders[0]?.mode ?? null, holders, waiters };
 }
