@@ -7,6 +7,7 @@
 //    fail naming each member and its cause; nobody is granted meanwhile.
 //    With the members back, work resumes and the stale keys are gone.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import type { Requester } from '../src/store';
 import { EtcdStore } from '../src/stores/etcd';
@@ -103,5 +104,59 @@ describe('etcd store under member failures', { timeout: 120_000 }, () => {
     assert.ok(again!.token > h!.token);
     assert.equal(lost.length, 1);
     await again!.release();
+  });
+});
+
+describe('etcd store with authentication', { timeout: 60_000 }, () => {
+  let solo: EtcdCluster;
+  before(async () => {
+    solo = await startEtcdCluster(1);
+  });
+  after(async () => {
+    await solo?.stop();
+  });
+
+  function etcdctl(...args: string[]) {
+    const r = spawnSync('etcdctl', ['--endpoints', solo.endpoints[0], ...args], {
+      encoding: 'utf8',
+      env: { ...process.env, ETCDCTL_API: '3' },
+      timeout: 10_000,
+    });
+    assert.equal(r.status, 0, `etcdctl ${args.join(' ')}: ${r.stderr}`);
+  }
+
+  test('user and password: locks work, watch and keepalive included; a wrong password fails masked', async (t) => {
+    etcdctl('user', 'add', 'root:rootpw');
+    etcdctl('user', 'add', 'alice:s3cr3t');
+    etcdctl('role', 'add', 'locks');
+    etcdctl('role', 'grant-permission', 'locks', 'readwrite', '--prefix=true', 'team/');
+    etcdctl('user', 'grant-role', 'alice', 'locks');
+    etcdctl('auth', 'enable');
+    const host = solo.endpoints[0].slice('http://'.length);
+    const url = `etcd://alice:s3cr3t@${host}?ttl=${TTL}&prefix=team/`;
+    const a = new EtcdStore(url);
+    const b = new EtcdStore(url);
+    const bad = new EtcdStore(`etcd://alice:wrong@${host}?prefix=team/`);
+    t.after(() => Promise.all([a.close(), b.close(), bad.close()]));
+    assert.equal(a.describe, `etcd://alice:***@${host}?ttl=${TTL}&prefix=team/`);
+    const who: Requester = { pid: process.pid, user: 'alice', controller: 'a' };
+    const h = await a.acquire({ key: { id: 'db' }, mode: 'exclusive', requester: who, wait: true });
+    const w = b.acquire({ key: { id: 'db' }, mode: 'exclusive', requester: who, wait: true });
+    await until(async () => (await a.status({ id: 'db' })).waiters.length === 1, 5000, 20);
+    await sleep(TTL * 1000 * 1.5); // keepalives with the token
+    assert.equal(h!.lost, false);
+    await h!.release();
+    const bh = await w;
+    assert.ok(bh!.token > h!.token);
+    await bh!.release();
+    await assert.rejects(
+      bad.acquire({ key: { id: 'db' }, mode: 'exclusive', requester: who, wait: false }),
+      (e: Error) => {
+        assert.match(e.message, /authentication failed/);
+        assert.match(e.message, new RegExp(host));
+        assert.doesNotMatch(e.message, /wrong|s3cr3t/);
+        return true;
+      },
+    );
   });
 });
