@@ -160,3 +160,42 @@ describe('etcd store with authentication', { timeout: 60_000 }, () => {
     );
   });
 });
+
+describe('etcd store over TLS with a client certificate', { timeout: 60_000 }, () => {
+  let secure: EtcdCluster;
+  before(async () => {
+    secure = await startEtcdCluster(1, { tls: true });
+  });
+  after(async () => {
+    await secure?.stop();
+  });
+
+  test('etcd+https:// with cacert, cert and key: locks, watch and keepalive work; without the client certificate, a clear error', async (t) => {
+    const { cacert, cert, key } = secure.tls!;
+    const url = `${secure.url}?ttl=${TTL}&cacert=${cacert}&cert=${cert}&key=${key}`;
+    const a = new EtcdStore(url);
+    const b = new EtcdStore(url);
+    const anonymous = new EtcdStore(`${secure.url}?cacert=${cacert}&timeout_ms=500`);
+    t.after(() => Promise.all([a.close(), b.close(), anonymous.close()]));
+    const who: Requester = { pid: process.pid, user: 'tester', controller: 'a' };
+    const h = await a.acquire({ key: { id: 'db' }, mode: 'exclusive', requester: who, wait: true });
+    const w = b.acquire({ key: { id: 'db' }, mode: 'exclusive', requester: who, wait: true });
+    await until(async () => (await a.status({ id: 'db' })).waiters.length === 1, 5000, 20);
+    await sleep(TTL * 1000 * 1.5);
+    assert.equal(h!.lost, false);
+    await h!.release();
+    const bh = await w;
+    assert.ok(bh!.token > h!.token);
+    await bh!.release();
+    await assert.rejects(
+      anonymous.acquire({ key: { id: 'db' }, mode: 'exclusive', requester: who, wait: false }),
+      (e: Error) => {
+        assert.match(
+          e.message,
+          new RegExp(`etcd ${secure.endpoints[0].slice('https://'.length)}: the server refused our client certificate`),
+        );
+        return true;
+      },
+    );
+  });
+});

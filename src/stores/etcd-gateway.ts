@@ -275,7 +275,18 @@ function describeTransport(e: NodeJS.ErrnoException): string {
     case 'EHOSTUNREACH':
     case 'ENETUNREACH':
       return 'unreachable';
+    case 'ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE':
+    case 'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED':
+      return `the server refused our client certificate or wants one (${e.code}): give cert= and key=`;
+    case 'UNABLE_TO_VERIFY_LEAF_SIGNATURE':
+    case 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY':
+    case 'SELF_SIGNED_CERT_IN_CHAIN':
+    case 'DEPTH_ZERO_SELF_SIGNED_CERT':
+      return `the server's certificate is not trusted (${e.code}): give cacert= the CA that signed it`;
+    case 'ERR_TLS_CERT_ALTNAME_INVALID':
+      return `the server's certificate does not name this host (${e.code})`;
     default:
+      if (/wrong version number/i.test(e.message)) return 'TLS to a server without TLS (use etcd:// for plain HTTP)';
       return e.code && !e.message.includes(e.code) ? `${e.message} (${e.code})` : e.message;
   }
 }

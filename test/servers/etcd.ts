@@ -3,8 +3,9 @@
 // kills them all and removes the directories. HOSTLOCK_TEST_ETCD=URLs points
 // the tests that do not kill members at an existing cluster instead.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { request } from 'node:http';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request as httpRequest, type ClientRequest, type IncomingMessage, type RequestOptions } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,12 +13,74 @@ import { join } from 'node:path';
 export interface EtcdCluster {
   // http://127.0.0.1:PORT, one per member.
   endpoints: string[];
-  // etcd://127.0.0.1:P1,127.0.0.1:P2,... for the store.
+  // etcd://127.0.0.1:P1,127.0.0.1:P2,... (etcd+https:// with TLS) for the store.
   url: string;
+  // With TLS: PEM files of the CA and of a client certificate it signed.
+  tls?: TlsFiles;
   // Fault injection (a private cluster only).
   kill(i: number): Promise<void>;
   restart(i: number): Promise<void>;
   stop(): Promise<void>;
+}
+
+export interface TlsFiles {
+  cacert: string;
+  cert: string;
+  key: string;
+}
+
+// GET on a member, over TLS with the client certificate when given.
+function get(
+  url: string,
+  tls: TlsFiles | undefined,
+  timeoutMs: number,
+  cb: (r: IncomingMessage) => void,
+): ClientRequest {
+  const opts: RequestOptions & { ca?: Buffer; cert?: Buffer; key?: Buffer } = { timeout: timeoutMs };
+  if (tls)
+    Object.assign(opts, { ca: readFileSync(tls.cacert), cert: readFileSync(tls.cert), key: readFileSync(tls.key) });
+  return (url.startsWith('https:') ? httpsRequest : httpRequest)(url, opts, cb);
+}
+
+// A CA, a server certificate for 127.0.0.1 and a client certificate, by openssl.
+function makeCerts(dir: string): { server: TlsFiles; client: TlsFiles } {
+  mkdirSync(dir, { recursive: true });
+  const ssl = (...args: string[]) => {
+    const r = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.stderr}`);
+  };
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  ssl('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=hostlock-test-ca');
+  for (const [who, ext] of [
+    ['server', 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth'],
+    ['client', 'extendedKeyUsage=clientAuth'],
+  ]) {
+    ssl('req', ...ec, '-keyout', `${who}.key`, '-out', `${who}.csr`, '-subj', `/CN=${who}`);
+    writeFileSync(join(dir, `${who}.ext`), ext + '\n');
+    ssl(
+      'x509',
+      '-req',
+      '-in',
+      `${who}.csr`,
+      '-CA',
+      'ca.pem',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      `${who}.pem`,
+      '-days',
+      '2',
+      '-extfile',
+      `${who}.ext`,
+    );
+  }
+  const files = (who: string) => ({
+    cacert: join(dir, 'ca.pem'),
+    cert: join(dir, `${who}.pem`),
+    key: join(dir, `${who}.key`),
+  });
+  return { server: files('server'), client: files('client') };
 }
 
 function freePort(): Promise<number> {
@@ -49,9 +112,9 @@ function etcdBinary(): string {
   );
 }
 
-export function healthy(endpoint: string, timeoutMs = 1000): Promise<boolean> {
+export function healthy(endpoint: string, timeoutMs = 1000, tls?: TlsFiles): Promise<boolean> {
   return new Promise((res) => {
-    const req = request(`${endpoint}/health`, { timeout: timeoutMs }, (r) => {
+    const req = get(`${endpoint}/health`, tls, timeoutMs, (r) => {
       let body = '';
       r.on('data', (c) => (body += c));
       r.on('end', () => res(r.statusCode === 200 && /"health":\s*"true"/.test(body)));
@@ -62,10 +125,10 @@ export function healthy(endpoint: string, timeoutMs = 1000): Promise<boolean> {
   });
 }
 
-async function waitHealthy(endpoints: string[], timeoutMs: number, log: () => string): Promise<void> {
+async function waitHealthy(endpoints: string[], timeoutMs: number, log: () => string, tls?: TlsFiles): Promise<void> {
   const end = Date.now() + timeoutMs;
   for (const e of endpoints) {
-    while (!(await healthy(e))) {
+    while (!(await healthy(e, 1000, tls))) {
       if (Date.now() > end) throw new Error(`etcd member ${e} not healthy within ${timeoutMs} ms:\n${log()}`);
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -93,9 +156,22 @@ export async function etcdForTests(): Promise<EtcdCluster> {
   };
 }
 
-export async function startEtcdCluster(members = 3): Promise<EtcdCluster> {
+export async function startEtcdCluster(members = 3, opts: { tls?: boolean } = {}): Promise<EtcdCluster> {
   const bin = etcdBinary();
   const root = mkdtempSync(join(tmpdir(), 'etcd-'));
+  const certs = opts.tls ? makeCerts(join(root, 'tls')) : null;
+  const scheme = certs ? 'https' : 'http';
+  const tlsFlags = certs
+    ? [
+        '--cert-file',
+        certs.server.cert,
+        '--key-file',
+        certs.server.key,
+        '--trusted-ca-file',
+        certs.server.cacert,
+        '--client-cert-auth',
+      ]
+    : [];
   const ports: { client: number; peer: number }[] = [];
   for (let i = 0; i < members; i++) ports.push({ client: await freePort(), peer: await freePort() });
   const initial = ports.map((p, i) => `n${i}=http://127.0.0.1:${p.peer}`).join(',');
@@ -111,9 +187,10 @@ export async function startEtcdCluster(members = 3): Promise<EtcdCluster> {
         '--data-dir',
         join(root, `n${i}`),
         '--listen-client-urls',
-        `http://127.0.0.1:${p.client}`,
+        `${scheme}://127.0.0.1:${p.client}`,
         '--advertise-client-urls',
-        `http://127.0.0.1:${p.client}`,
+        `${scheme}://127.0.0.1:${p.client}`,
+        ...tlsFlags,
         '--listen-peer-urls',
         `http://127.0.0.1:${p.peer}`,
         '--initial-advertise-peer-urls',
@@ -139,7 +216,8 @@ export async function startEtcdCluster(members = 3): Promise<EtcdCluster> {
     });
     procs[i] = proc;
   };
-  const endpoints = ports.map((p) => `http://127.0.0.1:${p.client}`);
+  const endpoints = ports.map((p) => `${scheme}://127.0.0.1:${p.client}`);
+  const tls = certs?.client;
   const stop = async () => {
     for (const p of procs) p?.kill('SIGKILL');
     await Promise.all(procs.map((p) => (p ? exited(p) : Promise.resolve())));
@@ -147,14 +225,15 @@ export async function startEtcdCluster(members = 3): Promise<EtcdCluster> {
   };
   for (let i = 0; i < members; i++) start(i, 'new');
   try {
-    await waitHealthy(endpoints, 20000, () => logs.join('\n'));
+    await waitHealthy(endpoints, 20000, () => logs.join('\n'), tls);
   } catch (e) {
     await stop();
     throw e;
   }
   return {
     endpoints,
-    url: 'etcd://' + ports.map((p) => `127.0.0.1:${p.client}`).join(','),
+    url: (certs ? 'etcd+https://' : 'etcd://') + ports.map((p) => `127.0.0.1:${p.client}`).join(','),
+    tls,
     async kill(i) {
       const p = procs[i];
       if (!p) return;
@@ -167,7 +246,7 @@ export async function startEtcdCluster(members = 3): Promise<EtcdCluster> {
       start(i, 'existing');
       const end = Date.now() + 20000;
       // Alone it cannot be healthy (no quorum), so wait for its port only.
-      while (!(await reachable(endpoints[i]))) {
+      while (!(await reachable(endpoints[i], tls))) {
         if (Date.now() > end) throw new Error(`etcd member ${i} did not restart:\n${logs[i]}`);
         await new Promise((r) => setTimeout(r, 100));
       }
@@ -176,9 +255,9 @@ export async function startEtcdCluster(members = 3): Promise<EtcdCluster> {
   };
 }
 
-function reachable(endpoint: string): Promise<boolean> {
+function reachable(endpoint: string, tls?: TlsFiles): Promise<boolean> {
   return new Promise((res) => {
-    const req = request(`${endpoint}/version`, { timeout: 1000 }, (r) => {
+    const req = get(`${endpoint}/version`, tls, 1000, (r) => {
       r.resume();
       res(r.statusCode === 200);
     });
