@@ -222,7 +222,14 @@ export async function startEtcdCluster(members = 3, opts: { tls?: boolean } = {}
     for (const p of procs) p?.kill('SIGKILL');
     await Promise.all(procs.map((p) => (p ? exited(p) : Promise.resolve())));
     rmSync(root, { recursive: true, force: true });
+    process.removeListener('exit', reap);
   };
+  // Members never outlive the test process, however it ends.
+  const reap = () => {
+    for (const p of procs) p?.kill('SIGKILL');
+    rmSync(root, { recursive: true, force: true });
+  };
+  process.once('exit', reap);
   for (let i = 0; i < members; i++) start(i, 'new');
   try {
     await waitHealthy(endpoints, 20000, () => logs.join('\n'), tls);
