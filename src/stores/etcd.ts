@@ -58,6 +58,8 @@ interface Lease {
   confirmedAt: number;
   lastError: string;
   timer: NodeJS.Timeout;
+  // Fires a margin before the cluster could expire the lease unrenewed.
+  deadline: NodeJS.Timeout | null;
   lost: boolean;
   // Requests waiting or holding on this lease, by etcd key (plain text).
   entries: Map<string, Entry>;
@@ -209,8 +211,10 @@ export class EtcdStore implements LockStore {
       lost: false,
       entries: new Map(),
       timer: setInterval(() => void this.keepAlive(lease), Math.max(200, ttlMs / 3)),
+      deadline: null,
     };
     lease.timer.unref();
+    this.armDeadline(lease);
     if (this.closed) {
       clearInterval(lease.timer);
       void this.revoke(lease.id);
@@ -240,16 +244,30 @@ export class EtcdStore implements LockStore {
         this.loseLease(lease, 'its etcd lease was revoked or expired');
         return;
       }
-      lease.confirmedAt = Math.max(lease.confirmedAt, sentAt);
+      if (sentAt > lease.confirmedAt) {
+        lease.confirmedAt = sentAt;
+        this.armDeadline(lease);
+      }
     } catch (e) {
       lease.lastError = (e as Error).message;
     }
-    if (Date.now() - lease.confirmedAt >= lease.ttlMs) {
-      this.loseLease(
-        lease,
-        `no etcd member renewed its lease for ${lease.ttlMs / 1000} s (the lease TTL): ${lease.lastError}`,
-      );
-    }
+  }
+
+  // The cluster keeps a lease at least a TTL past the send time of its last
+  // confirmed renewal; the holder gives up a sixth of the TTL before that, so
+  // a cut-off controller has let go before anyone else can be granted.
+  private armDeadline(lease: Lease): void {
+    if (lease.deadline) clearTimeout(lease.deadline);
+    const at = lease.confirmedAt + lease.ttlMs - Math.max(100, lease.ttlMs / 6);
+    lease.deadline = setTimeout(
+      () =>
+        this.loseLease(
+          lease,
+          `no etcd member renewed its lease within its ${lease.ttlMs / 1000} s TTL: ${lease.lastError || 'no answer'}`,
+        ),
+      Math.max(0, at - Date.now()),
+    );
+    lease.deadline.unref();
   }
 
   // Every hold on the lease is lost and every wait fails; the lease is revoked
@@ -258,6 +276,7 @@ export class EtcdStore implements LockStore {
     if (lease.lost) return;
     lease.lost = true;
     clearInterval(lease.timer);
+    if (lease.deadline) clearTimeout(lease.deadline);
     if (this.lease === lease) this.lease = null;
     this.oldLeases.add(lease.id);
     this.retryLeftovers();
@@ -633,6 +652,7 @@ export class EtcdStore implements LockStore {
     this.lease = null;
     if (lease) {
       clearInterval(lease.timer);
+      if (lease.deadline) clearTimeout(lease.deadline);
       lease.lost = true;
       for (const entry of lease.entries.values()) {
         if (entry.hold) entry.hold.released = true;
