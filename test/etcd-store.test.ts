@@ -5,6 +5,7 @@
 // deletes a key, close releasing everything, passwords masked.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import type { Requester, StoreHold } from '../src/store';
 import { EtcdStore } from '../src/stores/etcd';
@@ -38,6 +39,25 @@ function etcdctl(...args: string[]) {
   });
   assert.equal(r.status, 0, `etcdctl ${args.join(' ')}: ${r.stderr}`);
   return r.stdout;
+}
+
+// Established TCP connections from this process to a local port.
+function connectionsTo(port: number): number {
+  const mine = new Set<string>();
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/self/fd/${fd}`));
+      if (m) mine.add(m[1]);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  const hex = port.toString(16).toUpperCase().padStart(4, '0');
+  return readFileSync('/proc/net/tcp', 'utf8')
+    .split('\n')
+    .slice(1)
+    .map((l) => l.trim().split(/\s+/))
+    .filter((f) => f.length > 9 && f[2].endsWith(`:${hex}`) && f[3] === '01' && mine.has(f[9])).length;
 }
 
 before(async () => {
@@ -235,6 +255,23 @@ describe('etcd store', { timeout: 120_000 }, () => {
     assert.match(lost[0], /deleted/);
     const bh = await bWait;
     assert.ok(bh!.token > h!.token);
+  });
+
+  test('100 holds of one run share one lease, one watch and at most 4 connections per member', async () => {
+    fresh();
+    const a = store('a');
+    const holds = await Promise.all(Array.from({ length: 100 }, (_, i) => take(a, `host${i}`)));
+    assert.equal(new Set(holds.map((h) => h!.token)).size, 100);
+    const leases = etcdctl('get', '--prefix', '--print-value-only=false', '-w', 'json', `${prefix}locks/`);
+    const kvs = (JSON.parse(leases) as { kvs: { lease: number }[] }).kvs;
+    assert.equal(kvs.length, 100);
+    assert.equal(new Set(kvs.map((kv) => kv.lease)).size, 1, 'more than one lease');
+    const perMember = cluster.endpoints.map((e) => connectionsTo(Number(e.split(':').pop())));
+    assert.ok(
+      perMember.every((n) => n <= 5),
+      `connections per member: ${perMember.join(', ')}`,
+    );
+    await Promise.all(holds.map((h) => h!.release()));
   });
 
   test('close releases every hold and abandons every wait at once', async () => {

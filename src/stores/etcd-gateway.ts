@@ -58,22 +58,36 @@ function hostOf(endpoint: string): string {
   return endpoint.replace(/^https?:\/\//, '');
 }
 
+// Per member, for unary calls: a run's many holds share them.
+const MAX_CONNECTIONS = 4;
+
 export interface WatchStream {
   close(): void;
 }
 
 export class Gateway {
   private current = 0;
+  // Unary calls share a few kept-alive connections; the watch has its own.
   private readonly agent: HttpAgent;
+  private readonly watchAgent: HttpAgent;
   private token: string | null = null;
   private authing: Promise<string | null> | null = null;
   private closed = false;
 
   constructor(private readonly opts: GatewayOptions) {
     const secure = opts.endpoints.some((e) => e.startsWith('https:'));
-    this.agent = secure
-      ? new (https().Agent)({ keepAlive: true, ca: opts.tls?.ca, cert: opts.tls?.cert, key: opts.tls?.key })
-      : new HttpAgent({ keepAlive: true });
+    const agent = (maxSockets: number) =>
+      secure
+        ? new (https().Agent)({
+            keepAlive: true,
+            maxSockets,
+            ca: opts.tls?.ca,
+            cert: opts.tls?.cert,
+            key: opts.tls?.key,
+          })
+        : new HttpAgent({ keepAlive: true, maxSockets });
+    this.agent = agent(MAX_CONNECTIONS);
+    this.watchAgent = agent(1);
   }
 
   get endpoints(): readonly string[] {
@@ -140,7 +154,7 @@ export class Gateway {
     const url = endpoint + path;
     const req = (url.startsWith('https:') ? https().request : httpRequest)(url, {
       method: 'POST',
-      agent: this.agent,
+      agent: path === '/v3/watch' ? this.watchAgent : this.agent,
       headers: { 'Content-Type': 'application/json', ...headers },
     });
     return req;
@@ -252,6 +266,7 @@ export class Gateway {
   close(): void {
     this.closed = true;
     this.agent.destroy();
+    this.watchAgent.destroy();
   }
 }
 

@@ -36,7 +36,7 @@ function get(
   timeoutMs: number,
   cb: (r: IncomingMessage) => void,
 ): ClientRequest {
-  const opts: RequestOptions & { ca?: Buffer; cert?: Buffer; key?: Buffer } = { timeout: timeoutMs };
+  const opts: RequestOptions & { ca?: Buffer; cert?: Buffer; key?: Buffer } = { timeout: timeoutMs, agent: false };
   if (tls)
     Object.assign(opts, { ca: readFileSync(tls.cacert), cert: readFileSync(tls.cert), key: readFileSync(tls.key) });
   return (url.startsWith('https:') ? httpsRequest : httpRequest)(url, opts, cb);
