@@ -124,7 +124,11 @@ describe('etcd store with authentication', { timeout: 60_000 }, () => {
       env: { ...process.env, ETCDCTL_API: '3' },
       timeout: 10_000,
     });
-    assert.equal(r.status, 0, `etcdctl ${args.join(' ')}: ${r.stderr}`);
+    assert.equal(
+      r.status,
+      0,
+      `etcdctl ${args.join(' ')}: ${r.error?.message ?? r.stderr} (etcdctl comes with etcd-client)`,
+    );
   }
 
   test('user and password: locks work, watch and keepalive included; a wrong password fails masked', async (t) => {

@@ -37,7 +37,11 @@ function etcdctl(...args: string[]) {
     env: { ...process.env, ETCDCTL_API: '3' },
     timeout: 10_000,
   });
-  assert.equal(r.status, 0, `etcdctl ${args.join(' ')}: ${r.stderr}`);
+  assert.equal(
+    r.status,
+    0,
+    `etcdctl ${args.join(' ')}: ${r.error?.message ?? r.stderr} (etcdctl comes with etcd-client)`,
+  );
   return r.stdout;
 }
 

@@ -98,10 +98,14 @@ function etcdBinary(): string {
   const found = spawnSync('sh', ['-c', 'command -v etcd'], { encoding: 'utf8' }).stdout.trim();
   if (found) return found;
   if (process.getuid?.() === 0) {
-    const r = spawnSync('apt-get', ['install', '-y', 'etcd-server', 'etcd-client'], {
-      encoding: 'utf8',
-      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
-    });
+    const apt = (...args: string[]) =>
+      spawnSync('apt-get', args, { encoding: 'utf8', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+    let r = apt('install', '-y', 'etcd-server', 'etcd-client');
+    if (r.status !== 0) {
+      // A fresh CI image may have no package lists yet.
+      apt('update');
+      r = apt('install', '-y', 'etcd-server', 'etcd-client');
+    }
     const again = spawnSync('sh', ['-c', 'command -v etcd'], { encoding: 'utf8' }).stdout.trim();
     if (again) return again;
     throw new Error(`etcd is missing and apt-get install etcd-server failed:\n${r.stderr}`);
