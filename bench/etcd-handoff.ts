@@ -85,7 +85,7 @@ async function main(): Promise<void> {
       anchor: a50,
       anchorWhat: 'etcdctl lock handoff p50',
       unit: 'ms',
-      target: '<= 1.5x',
+      target: '≤ 1.5×',
       met: p50 <= 1.5 * a50,
     });
     const n = size(15, 3);
@@ -103,7 +103,7 @@ async function main(): Promise<void> {
       anchor: median(bare),
       anchorWhat: 'node -e 0',
       unit: 'ms',
-      target: '<= 1.5x',
+      target: '≤ 1.5×',
       met: median(loaded) <= 1.5 * median(bare),
     });
   } finally {
