@@ -17,6 +17,7 @@
 // has not renewed for a TTL.
 import { readFileSync } from 'node:fs';
 import type { Holder } from '../holders';
+import { log } from '../log';
 import type { KeyStatus, LockKey, LockStore, Mode, StoreAcquire, StoreHold, Waiter } from '../store';
 import { EtcdError, Gateway, b64, prefixEnd, unb64, type WatchResult, type WatchStream } from './etcd-gateway';
 import { parseEtcdUrl, type EtcdConfig } from './etcd-url';
@@ -125,6 +126,7 @@ export class EtcdStore implements LockStore {
   private watch: WatchStream | null = null;
   private watchFrom = 0;
   private watchRetry: NodeJS.Timeout | null = null;
+  private watchFailures = 0;
   // Deletion callbacks for keys other requests wait behind.
   private readonly deletions = new Map<string, Set<() => void>>();
   // Keys the watch saw deleted lately (key -> when), for a request whose
@@ -348,10 +350,20 @@ export class EtcdStore implements LockStore {
         },
       },
       (r) => this.onWatch(r),
-      () => {
+      (err) => {
         this.watch = null;
         if (this.closed) return;
-        this.watchRetry = setTimeout(() => this.startWatch(), 100);
+        // Waiters learn of releases only through the watch: say when it is
+        // down (once per outage), and retry ever more slowly up to 2 s.
+        if (err.message === 'closed') {
+          // Closed by us to restart after a compaction.
+          this.watchRetry = setTimeout(() => this.startWatch(), 0);
+          return;
+        }
+        if (this.watchFailures++ === 0) {
+          log.warn(`etcd watch on ${this.describe} ended (${err.message}); waiters wait until it is back`);
+        }
+        this.watchRetry = setTimeout(() => this.startWatch(), Math.min(2000, 100 * 2 ** (this.watchFailures - 1)));
         this.watchRetry.unref();
       },
     );
@@ -366,7 +378,11 @@ export class EtcdStore implements LockStore {
       void this.recheckAll();
       return;
     }
-    if (r.created) void this.recheckAll();
+    if (r.created) {
+      if (this.watchFailures > 0) log.info(`etcd watch on ${this.describe} is back`);
+      this.watchFailures = 0;
+      void this.recheckAll();
+    }
     for (const ev of r.events ?? []) {
       this.watchFrom = Math.max(this.watchFrom, rev(ev.kv.mod_revision) + 1);
       if (ev.type !== 'DELETE') continue;
