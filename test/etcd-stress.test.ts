@@ -101,19 +101,22 @@ describe('etcd store: two controllers, one counter', { timeout: 240_000 }, () =>
         }
       }
     };
-    const started = performance.now();
-    await Promise.all(
-      ['A', 'B'].flatMap((ctl) => Array.from({ length: PER_CONTROLLER }, () => slot(`controller-${ctl}`))),
-    );
-    const seconds = (performance.now() - started) / 1000;
-    const text = readFileSync(journal, 'utf8');
-    const verdict = checkJournal(text, Number(readFileSync(counter, 'utf8')));
-    const tokens = text
-      .split('\n')
-      .filter((l) => l.startsWith('B '))
-      .map((l) => Number(l.split(' ')[4]));
-    t.cleanup();
-    return { ...verdict, tokens, attempted: attempted.n, seconds };
+    try {
+      const started = performance.now();
+      await Promise.all(
+        ['A', 'B'].flatMap((ctl) => Array.from({ length: PER_CONTROLLER }, () => slot(`controller-${ctl}`))),
+      );
+      const seconds = (performance.now() - started) / 1000;
+      const text = readFileSync(journal, 'utf8');
+      const verdict = checkJournal(text, Number(readFileSync(counter, 'utf8')));
+      const tokens = text
+        .split('\n')
+        .filter((l) => l.startsWith('B '))
+        .map((l) => Number(l.split(' ')[4]));
+      return { ...verdict, tokens, attempted: attempted.n, seconds };
+    } finally {
+      t.cleanup();
+    }
   }
 
   test('no overlap, no lost update, tokens strictly increase in grant order', async () => {
