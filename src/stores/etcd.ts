@@ -1,0 +1,732 @@
+// The etcd lock store: locks as keys in a shared etcd cluster.
+//
+// One lease per store object (= per run), kept alive at TTL/3; every key it
+// writes is attached to it, so a dead run's keys go within the TTL. A request
+// for lock N writes a key under `<prefix>locks/<N>/` in a transaction that
+// also reads the queue: those keys in create-revision order, with the
+// reader/writer rule of etcd's RWMutex recipe (a shared request waits for
+// earlier exclusive keys only, an exclusive one for every earlier key). Keys
+// ahead of a request can only go, so it waits for their deletions, which one
+// watch per store object on `<prefix>locks/` delivers; the deletion that
+// clears its way is the grant, with no further request. The fencing token is
+// the key's create revision: exclusive grants follow create order, and every
+// grant after an exclusive one comes from a later key.
+//
+// The same watch reports a held key deleted (lease revoked by an admin, or
+// the key itself) as a lost hold; the keepalive reports a lease the cluster
+// has not renewed for a TTL.
+import { readFileSync } from 'node:fs';
+import type { Holder } from '../holders';
+import { log } from '../log';
+import type { KeyStatus, LockKey, LockStore, Mode, StoreAcquire, StoreHold, Waiter } from '../store';
+import { EtcdError, Gateway, b64, prefixEnd, unb64, type WatchResult, type WatchStream } from './etcd-gateway';
+import { parseEtcdUrl, type EtcdConfig } from './etcd-url';
+
+// What a key's value says about its owner.
+interface KeyRecord {
+  mode: Mode;
+  held: boolean;
+  since: string; // waiting since, then held since
+  pid: number;
+  user: string;
+  controller: string;
+  run?: string;
+  playbook?: string;
+  play?: string;
+  task?: string;
+  host?: string;
+}
+
+interface Kv {
+  key: string; // base64, as etcd sends it
+  create_revision: string;
+  mod_revision: string;
+  value?: string;
+  lease?: string;
+}
+
+interface TxnResponse {
+  header: { revision: string };
+  succeeded?: boolean;
+  responses?: { response_range?: { kvs?: Kv[] }; response_put?: unknown }[];
+}
+
+interface Lease {
+  id: string;
+  ttlMs: number;
+  // Send time of the last keepalive the cluster confirmed: the cluster keeps
+  // the lease at least TTL past it, so giving up then is never late.
+  confirmedAt: number;
+  lastError: string;
+  timer: NodeJS.Timeout;
+  // Fires a margin before the cluster could expire the lease unrenewed.
+  deadline: NodeJS.Timeout | null;
+  lost: boolean;
+  // Requests waiting or holding on this lease, by etcd key (plain text).
+  entries: Map<string, Entry>;
+}
+
+interface Entry {
+  etcdKey: string;
+  hold: EtcdHold | null;
+  // Wakes a waiter to read the queue again: its own key went, or the watch restarted.
+  wake: (() => void) | null;
+  fail: ((err: Error) => void) | null;
+}
+
+class AbortError extends Error {
+  constructor() {
+    super('the wait was aborted');
+    this.name = 'AbortError';
+  }
+}
+
+const rev = (s: string | undefined) => Number(s ?? 0);
+
+export class EtcdHold implements StoreHold {
+  lost = false;
+  released = false;
+  constructor(
+    readonly key: LockKey,
+    readonly mode: Mode,
+    readonly token: number,
+    readonly since: Date,
+    readonly etcdKey: string,
+    private readonly onLost: ((reason: string) => void) | undefined,
+    private readonly drop: (h: EtcdHold) => Promise<void>,
+  ) {}
+
+  markLost(reason: string): void {
+    if (this.lost || this.released) return;
+    this.lost = true;
+    this.onLost?.(reason);
+  }
+
+  release(): Promise<void> {
+    if (this.released) return Promise.resolve();
+    this.released = true;
+    return this.drop(this);
+  }
+}
+
+export interface EtcdStoreOptions {
+  // Overrides of the URL's options.
+  ttlSeconds?: number;
+  prefix?: string;
+}
+
+export class EtcdStore implements LockStore {
+  readonly kind = 'etcd';
+  readonly describe: string;
+  private readonly cfg: EtcdConfig;
+  private readonly gw: Gateway;
+  private lease: Lease | null = null;
+  private leasing: Promise<Lease> | null = null;
+  private seq = 0;
+  private watch: WatchStream | null = null;
+  private watchFrom = 0;
+  private watchRetry: NodeJS.Timeout | null = null;
+  private watchFailures = 0;
+  // Deletion callbacks for keys other requests wait behind.
+  private readonly deletions = new Map<string, Set<() => void>>();
+  // Keys the watch saw deleted lately (key -> when), for a request whose
+  // snapshot of the queue is older than the watch's news.
+  private readonly recentlyDeleted = new Map<string, number>();
+  // Keys to delete and leases to revoke that no member could take yet.
+  private readonly leftovers = new Set<string>();
+  private readonly oldLeases = new Set<string>();
+  private cleanupTimer: NodeJS.Timeout | null = null;
+  private closed = false;
+
+  constructor(url: string, opts: EtcdStoreOptions = {}) {
+    this.cfg = parseEtcdUrl(url);
+    if (opts.ttlSeconds !== undefined) this.cfg.ttlSeconds = Math.max(2, Math.round(opts.ttlSeconds));
+    if (opts.prefix !== undefined) this.cfg.prefix = opts.prefix;
+    this.describe = this.cfg.masked;
+    const file = (what: string, path?: string) => {
+      if (!path) return undefined;
+      try {
+        return readFileSync(path);
+      } catch (e) {
+        throw new Error(
+          `etcd backend ${this.describe}: cannot read the ${what} file ${path}: ${(e as Error).message}`,
+          {
+            cause: e,
+          },
+        );
+      }
+    };
+    this.gw = new Gateway({
+      endpoints: this.cfg.endpoints,
+      user: this.cfg.user,
+      password: this.cfg.password,
+      timeoutMs: this.cfg.timeoutMs,
+      tls: {
+        ca: file('CA', this.cfg.cacert),
+        cert: file('certificate', this.cfg.cert),
+        key: file('key', this.cfg.key),
+      },
+    });
+  }
+
+  get ttlSeconds(): number {
+    return this.cfg.ttlSeconds;
+  }
+
+  // The lease ID of this store object's current lease (for tests and status).
+  get leaseId(): string | null {
+    return this.lease?.id ?? null;
+  }
+
+  private namePrefix(id: string): string {
+    return `${this.cfg.prefix}locks/${encodeURIComponent(id)}/`;
+  }
+
+  private call<T>(path: string, body: unknown, timeoutMs?: number, budgetMs?: number): Promise<T> {
+    return this.gw.call<T>(path, body, timeoutMs, budgetMs).catch((e: unknown) => {
+      // Every error names the backend (password masked) and the member.
+      if (e instanceof EtcdError) throw new EtcdError(`${e.message} (backend ${this.describe})`, e.endpoint, e.code);
+      throw e;
+    });
+  }
+
+  // ---- the lease -------------------------------------------------------
+
+  private getLease(): Promise<Lease> {
+    if (this.closed) return Promise.reject(new Error(`etcd backend ${this.describe}: store closed`));
+    if (this.lease && !this.lease.lost) return Promise.resolve(this.lease);
+    this.leasing ??= this.grantLease().finally(() => (this.leasing = null));
+    return this.leasing;
+  }
+
+  private async grantLease(): Promise<Lease> {
+    const sentAt = Date.now();
+    const r = await this.call<{ ID: string; TTL: string; header: { revision: string } }>('/v3/lease/grant', {
+      TTL: this.cfg.ttlSeconds,
+    });
+    const ttlMs = Number(r.TTL) * 1000;
+    const lease: Lease = {
+      id: r.ID,
+      ttlMs,
+      confirmedAt: sentAt,
+      lastError: '',
+      lost: false,
+      entries: new Map(),
+      timer: setInterval(() => void this.keepAlive(lease), Math.max(200, ttlMs / 3)),
+      deadline: null,
+    };
+    lease.timer.unref();
+    this.armDeadline(lease);
+    if (this.closed) {
+      clearInterval(lease.timer);
+      void this.revoke(lease.id);
+      throw new Error(`etcd backend ${this.describe}: store closed`);
+    }
+    this.lease = lease;
+    if (!this.watch && !this.watchRetry) {
+      this.watchFrom = rev(r.header.revision) + 1;
+      this.startWatch();
+    }
+    return lease;
+  }
+
+  private async keepAlive(lease: Lease): Promise<void> {
+    if (lease.lost) return;
+    this.retryLeftovers();
+    const sentAt = Date.now();
+    try {
+      const third = Math.max(200, lease.ttlMs / 3);
+      const r = await this.call<{ result?: { TTL?: string } }>(
+        '/v3/lease/keepalive',
+        { ID: lease.id },
+        Math.min(this.cfg.timeoutMs, third),
+        third,
+      );
+      if (!(Number(r.result?.TTL ?? 0) > 0)) {
+        this.loseLease(lease, 'its etcd lease was revoked or expired');
+        return;
+      }
+      if (sentAt > lease.confirmedAt) {
+        lease.confirmedAt = sentAt;
+        this.armDeadline(lease);
+      }
+    } catch (e) {
+      lease.lastError = (e as Error).message;
+    }
+  }
+
+  // The cluster keeps a lease at least a TTL past the send time of its last
+  // confirmed renewal; the holder gives up a sixth of the TTL before that, so
+  // a cut-off controller has let go before anyone else can be granted.
+  private armDeadline(lease: Lease): void {
+    if (lease.deadline) clearTimeout(lease.deadline);
+    const at = lease.confirmedAt + lease.ttlMs - Math.max(100, lease.ttlMs / 6);
+    lease.deadline = setTimeout(
+      () =>
+        this.loseLease(
+          lease,
+          `no etcd member renewed its lease within its ${lease.ttlMs / 1000} s TTL: ${lease.lastError || 'no answer'}`,
+        ),
+      Math.max(0, at - Date.now()),
+    );
+    lease.deadline.unref();
+  }
+
+  // Every hold on the lease is lost and every wait fails; the lease is revoked
+  // as soon as a member answers, so a cluster that kept it frees its keys.
+  private loseLease(lease: Lease, reason: string): void {
+    if (lease.lost) return;
+    lease.lost = true;
+    clearInterval(lease.timer);
+    if (lease.deadline) clearTimeout(lease.deadline);
+    if (this.lease === lease) this.lease = null;
+    this.oldLeases.add(lease.id);
+    this.retryLeftovers();
+    for (const entry of [...lease.entries.values()]) {
+      lease.entries.delete(entry.etcdKey);
+      if (entry.hold) entry.hold.markLost(`lock lost: ${reason}`);
+      else entry.fail?.(new EtcdError(`lock lost while waiting: ${reason} (backend ${this.describe})`, ''));
+    }
+  }
+
+  private async revoke(id: string): Promise<void> {
+    try {
+      await this.call('/v3/lease/revoke', { ID: id });
+      this.oldLeases.delete(id);
+    } catch (e) {
+      // A lease etcd no longer knows is as good as revoked.
+      if (/not found/i.test((e as Error).message)) this.oldLeases.delete(id);
+      else {
+        this.oldLeases.add(id);
+        this.scheduleCleanup();
+      }
+    }
+  }
+
+  private retryLeftovers(): void {
+    for (const id of this.oldLeases) void this.revoke(id);
+    for (const k of this.leftovers) void this.deleteKey(k).catch(() => {});
+  }
+
+  // Retries leftovers until none remain, with or without a live lease.
+  private scheduleCleanup(): void {
+    if (this.cleanupTimer || this.closed) return;
+    this.cleanupTimer = setInterval(
+      () => {
+        if (this.oldLeases.size === 0 && this.leftovers.size === 0) {
+          clearInterval(this.cleanupTimer!);
+          this.cleanupTimer = null;
+        } else this.retryLeftovers();
+      },
+      Math.max(200, (this.cfg.ttlSeconds * 1000) / 3),
+    );
+    this.cleanupTimer.unref();
+  }
+
+  private async deleteKey(k: string): Promise<void> {
+    try {
+      await this.call('/v3/kv/deleterange', { key: b64(k) });
+      this.leftovers.delete(k);
+    } catch (e) {
+      this.leftovers.add(k);
+      this.scheduleCleanup();
+      throw e;
+    }
+  }
+
+  // ---- the watch -------------------------------------------------------
+
+  private startWatch(): void {
+    this.watchRetry = null;
+    if (this.closed) return;
+    const base = `${this.cfg.prefix}locks/`;
+    this.watch = this.gw.watch(
+      {
+        create_request: {
+          key: b64(base),
+          range_end: prefixEnd(base),
+          start_revision: String(this.watchFrom),
+          filters: ['NOPUT'],
+        },
+      },
+      (r) => this.onWatch(r),
+      (err) => {
+        this.watch = null;
+        if (this.closed) return;
+        // Waiters learn of releases only through the watch: say when it is
+        // down (once per outage), and retry ever more slowly up to 2 s.
+        if (err.message === 'closed') {
+          // Closed by us to restart after a compaction.
+          this.watchRetry = setTimeout(() => this.startWatch(), 0);
+          return;
+        }
+        if (this.watchFailures++ === 0) {
+          log.warn(`etcd watch on ${this.describe} ended (${err.message}); waiters wait until it is back`);
+        }
+        this.watchRetry = setTimeout(() => this.startWatch(), Math.min(2000, 100 * 2 ** (this.watchFailures - 1)));
+        this.watchRetry.unref();
+      },
+    );
+  }
+
+  private onWatch(r: WatchResult): void {
+    if (r.canceled) {
+      // Compacted past our revision: start at the present, and have every
+      // waiter and holder look again for what the gap may have hidden.
+      this.watchFrom = Math.max(this.watchFrom, rev(r.compact_revision), rev(r.header?.revision) + 1);
+      this.watch?.close();
+      void this.recheckAll();
+      return;
+    }
+    if (r.created) {
+      if (this.watchFailures > 0) log.info(`etcd watch on ${this.describe} is back`);
+      this.watchFailures = 0;
+      void this.recheckAll();
+    }
+    for (const ev of r.events ?? []) {
+      this.watchFrom = Math.max(this.watchFrom, rev(ev.kv.mod_revision) + 1);
+      if (ev.type !== 'DELETE') continue;
+      this.deleted(unb64(ev.kv.key));
+    }
+  }
+
+  private deleted(k: string): void {
+    const now = Date.now();
+    this.recentlyDeleted.set(k, now);
+    if (this.recentlyDeleted.size > 1000) {
+      for (const [key, at] of this.recentlyDeleted) {
+        if (now - at < 60_000) break;
+        this.recentlyDeleted.delete(key);
+      }
+    }
+    const cbs = this.deletions.get(k);
+    if (cbs) for (const cb of [...cbs]) cb();
+    const entry = this.lease?.entries.get(k);
+    if (!entry) return;
+    if (entry.hold) {
+      this.lease!.entries.delete(k);
+      entry.hold.markLost(`lock lost: its etcd key ${k} was deleted (by an admin, or its lease was revoked)`);
+    } else {
+      entry.wake?.();
+    }
+  }
+
+  // After a watch (re)start: wake every waiter to look again, and check that
+  // every held key still exists.
+  private async recheckAll(): Promise<void> {
+    const lease = this.lease;
+    if (!lease) return;
+    for (const entry of [...lease.entries.values()]) {
+      if (!entry.hold) {
+        entry.wake?.();
+        continue;
+      }
+      try {
+        const r = await this.call<{ kvs?: Kv[] }>('/v3/kv/range', { key: b64(entry.etcdKey), keys_only: true });
+        if (!r.kvs?.length) this.deleted(entry.etcdKey);
+      } catch {
+        // The keepalive decides when an unreachable cluster means a lost lease.
+      }
+    }
+  }
+
+  private onDelete(k: string, cb: () => void): () => void {
+    let set = this.deletions.get(k);
+    if (!set) this.deletions.set(k, (set = new Set()));
+    set.add(cb);
+    return () => {
+      set.delete(cb);
+      if (set.size === 0) this.deletions.delete(k);
+    };
+  }
+
+  // ---- acquire ---------------------------------------------------------
+
+  async acquire(req: StoreAcquire): Promise<StoreHold | null> {
+    if (req.signal?.aborted) throw new AbortError();
+    let lease = await this.getLease();
+    try {
+      return await this.acquireOn(lease, req);
+    } catch (e) {
+      // The lease went between grant and use: once more on a fresh one.
+      if (!(e instanceof EtcdError) || !/lease not found/i.test(e.message)) throw e;
+      this.loseLease(lease, 'its etcd lease was revoked or expired');
+      lease = await this.getLease();
+      return this.acquireOn(lease, req);
+    }
+  }
+
+  private async rangeName(prefix: string): Promise<{ kvs: Kv[]; revision: number }> {
+    const r = await this.call<{ kvs?: Kv[]; header: { revision: string } }>('/v3/kv/range', {
+      key: b64(prefix),
+      range_end: prefixEnd(prefix),
+      sort_target: 'CREATE',
+      sort_order: 'ASCEND',
+    });
+    return { kvs: r.kvs ?? [], revision: rev(r.header.revision) };
+  }
+
+  private async acquireOn(lease: Lease, req: StoreAcquire): Promise<StoreHold | null> {
+    const prefix = this.namePrefix(req.key.id);
+    const etcdKey = `${prefix}${BigInt(lease.id).toString(16)}-${++this.seq}`;
+    const { requester } = req;
+    const record: KeyRecord = {
+      mode: req.mode,
+      held: false,
+      since: new Date().toISOString(),
+      pid: requester.pid,
+      user: requester.user,
+      controller: requester.controller,
+      run: requester.run,
+      playbook: requester.playbook,
+      play: requester.play,
+      task: requester.task,
+      host: requester.host,
+    };
+    const entry: Entry = { etcdKey, hold: null, wake: null, fail: null };
+    lease.entries.set(etcdKey, entry);
+    const k64 = b64(etcdKey);
+    let written = false;
+    try {
+      // Created only if absent, so a retry after a lost answer cannot queue twice.
+      const t = await this.call<TxnResponse>('/v3/kv/txn', {
+        compare: [{ key: k64, target: 'CREATE', create_revision: '0', result: 'EQUAL' }],
+        success: [
+          { request_put: { key: k64, value: b64(JSON.stringify(record)), lease: lease.id } },
+          {
+            request_range: {
+              key: b64(prefix),
+              range_end: prefixEnd(prefix),
+              sort_target: 'CREATE',
+              sort_order: 'ASCEND',
+            },
+          },
+        ],
+        failure: [],
+      });
+      written = true;
+      const kvs = t.succeeded
+        ? (t.responses?.[1]?.response_range?.kvs ?? [])
+        : await this.whileLeased(lease, etcdKey, req.signal, () => this.rangeName(prefix).then((r) => r.kvs));
+      let mine = kvs.find((kv) => unb64(kv.key) === etcdKey);
+      if (!mine || lease.lost) throw this.lostWaiting(lease, etcdKey);
+      const ahead = blockersOf(kvs, mine, req.mode);
+      for (const k of ahead) if (this.recentlyDeleted.has(k)) ahead.delete(k);
+      if (ahead.size > 0) {
+        if (!req.wait) {
+          lease.entries.delete(etcdKey);
+          await this.deleteKey(etcdKey).catch(() => {});
+          return null;
+        }
+        mine = await this.waitClear(lease, entry, ahead, prefix, mine, req.mode, req.signal);
+      }
+      if (lease.lost) throw this.lostWaiting(lease, etcdKey);
+      if (req.signal?.aborted) throw new AbortError();
+      const since = new Date();
+      const hold = new EtcdHold(req.key, req.mode, rev(mine.create_revision), since, etcdKey, req.onLost, (h) =>
+        this.dropHold(lease, h),
+      );
+      entry.hold = hold;
+      // Mark the key held, for status; off the handoff's path. Only while the
+      // key is still ours, so a release or loss racing it resurrects nothing.
+      record.held = true;
+      record.since = since.toISOString();
+      void this.call<TxnResponse>('/v3/kv/txn', {
+        compare: [{ key: k64, target: 'LEASE', lease: lease.id, result: 'EQUAL' }],
+        success: [{ request_put: { key: k64, value: b64(JSON.stringify(record)), lease: lease.id } }],
+        failure: [],
+      }).catch(() => {});
+      return hold;
+    } catch (e) {
+      lease.entries.delete(etcdKey);
+      // Nothing stays behind for a request that did not end in a hold.
+      if (written || !(e instanceof EtcdError && e.transport)) await this.deleteKey(etcdKey).catch(() => {});
+      else {
+        this.leftovers.add(etcdKey);
+        this.scheduleCleanup();
+      }
+      throw e;
+    } finally {
+      entry.wake = entry.fail = null;
+    }
+  }
+
+  // Once queued, a request rides out members that cannot answer: it fails
+  // only when its lease is lost (the keepalive decides) or it is aborted.
+  private async whileLeased<T>(
+    lease: Lease,
+    etcdKey: string,
+    signal: AbortSignal | undefined,
+    op: () => Promise<T>,
+  ): Promise<T> {
+    for (;;) {
+      try {
+        return await op();
+      } catch (e) {
+        if (!(e instanceof EtcdError && e.transport)) throw e;
+        if (lease.lost) throw this.lostWaiting(lease, etcdKey);
+        if (signal?.aborted) throw new AbortError();
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+  }
+
+  private lostWaiting(lease: Lease, etcdKey: string): Error {
+    return new EtcdError(
+      `lock lost while waiting: the etcd key ${etcdKey} or its lease ${lease.id} is gone (backend ${this.describe})`,
+      '',
+    );
+  }
+
+  // Waits until every key in `ahead` is deleted (or the wait is aborted, or
+  // the lease is lost) and returns our key as last seen. Keys ahead can only
+  // go, never come, so the watch's deletions suffice: a release costs no
+  // request to anyone but the waiter it lets in. After a watch restart
+  // (`wake`), the queue is read again in case the gap hid a deletion.
+  private async waitClear(
+    lease: Lease,
+    entry: Entry,
+    ahead: Set<string>,
+    prefix: string,
+    mine: Kv,
+    mode: Mode,
+    signal: AbortSignal | undefined,
+  ): Promise<Kv> {
+    const offs = new Map<string, () => void>();
+    let onAbort = () => {};
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const gone = (k: string) => {
+          offs.get(k)?.();
+          offs.delete(k);
+          ahead.delete(k);
+          if (ahead.size === 0) resolve();
+        };
+        for (const k of ahead)
+          offs.set(
+            k,
+            this.onDelete(k, () => gone(k)),
+          );
+        entry.wake = () => {
+          this.whileLeased(lease, entry.etcdKey, signal, () => this.rangeName(prefix)).then((now) => {
+            const found = now.kvs.find((kv) => unb64(kv.key) === entry.etcdKey);
+            if (!found) return reject(this.lostWaiting(lease, entry.etcdKey));
+            mine = found;
+            const still = blockersOf(now.kvs, found, mode);
+            for (const k of [...ahead]) if (!still.has(k)) gone(k);
+          }, reject);
+        };
+        entry.fail = reject;
+        onAbort = () => reject(new AbortError());
+        signal?.addEventListener('abort', onAbort, { once: true });
+        if (signal?.aborted) onAbort();
+      });
+      return mine;
+    } finally {
+      for (const off of offs.values()) off();
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  private async dropHold(lease: Lease, h: EtcdHold): Promise<void> {
+    lease.entries.delete(h.etcdKey);
+    if (h.lost || lease.lost) return;
+    await this.deleteKey(h.etcdKey);
+  }
+
+  // ---- status ----------------------------------------------------------
+
+  async status(key: LockKey): Promise<KeyStatus> {
+    const { kvs } = await this.rangeName(this.namePrefix(key.id));
+    return statusOf(key, kvs);
+  }
+
+  async list(prefix = ''): Promise<KeyStatus[]> {
+    const base = `${this.cfg.prefix}locks/`;
+    const { kvs } = await this.rangeName(base + encodeURIComponent(prefix));
+    const byName = new Map<string, Kv[]>();
+    for (const kv of kvs) {
+      const rest = unb64(kv.key).slice(base.length);
+      const slash = rest.indexOf('/');
+      if (slash < 0) continue;
+      const name = decodeURIComponent(rest.slice(0, slash));
+      if (!byName.has(name)) byName.set(name, []);
+      byName.get(name)!.push(kv);
+    }
+    return [...byName.entries()]
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([name, list]) => statusOf({ id: name, name }, list));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.cleanupTimer) clearInterval(this.cleanupTimer);
+    if (this.watchRetry) clearTimeout(this.watchRetry);
+    this.watch?.close();
+    const lease = this.lease ?? (await this.leasing?.catch(() => null)) ?? null;
+    this.lease = null;
+    if (lease) {
+      clearInterval(lease.timer);
+      if (lease.deadline) clearTimeout(lease.deadline);
+      lease.lost = true;
+      for (const entry of lease.entries.values()) {
+        if (entry.hold) entry.hold.released = true;
+        else entry.fail?.(new Error(`etcd backend ${this.describe}: store closed while waiting`));
+      }
+      lease.entries.clear();
+      this.oldLeases.add(lease.id);
+    }
+    // Revoking deletes every key at once; if no member answers, the keys go
+    // with the lease TTL since nothing keeps it alive any more.
+    await Promise.all([...this.oldLeases].map((id) => this.revoke(id)));
+    this.gw.close();
+  }
+}
+
+function parseRecord(kv: Kv): KeyRecord | null {
+  try {
+    return JSON.parse(unb64(kv.value)) as KeyRecord;
+  } catch {
+    return null;
+  }
+}
+
+// The keys that `mine` waits behind: for an exclusive request every earlier
+// key, for a shared one every earlier exclusive key; none: it may hold.
+function blockersOf(kvs: Kv[], mine: Kv, mode: Mode): Set<string> {
+  const out = new Set<string>();
+  const r = rev(mine.create_revision);
+  for (const kv of kvs) {
+    if (rev(kv.create_revision) >= r) continue;
+    // An unreadable record blocks like an exclusive one.
+    if (mode === 'exclusive' || parseRecord(kv)?.mode !== 'shared') out.add(unb64(kv.key));
+  }
+  return out;
+}
+
+function statusOf(key: LockKey, kvs: Kv[]): KeyStatus {
+  // Who holds follows from the queue by the same rule the requests apply; the
+  // record's `held` mark (written after the grant) only dates the grant.
+  const holders: Holder[] = [];
+  const waiters: Waiter[] = [];
+  for (const kv of kvs) {
+    const r = parseRecord(kv);
+    if (!r) continue;
+    const who = {
+      pid: r.pid,
+      user: r.user,
+      controller: r.controller,
+      mode: r.mode,
+      since: r.since,
+      ...(r.run !== undefined && { run: r.run }),
+      ...(r.playbook !== undefined && { playbook: r.playbook }),
+      ...(r.play !== undefined && { play: r.play }),
+      ...(r.task !== undefined && { task: r.task }),
+      ...(r.host !== undefined && { host: r.host }),
+    };
+    if (blockersOf(kvs, kv, r.mode).size === 0) holders.push(who);
+    else waiters.push(who);
+  }
+  return { key, held: holders.length > 0, mode: holders[0]?.mode ?? null, holders, waiters };
+}
