@@ -131,7 +131,7 @@ async function main(): Promise<void> {
         ),
       );
       times.push(performance.now() - t0);
-      await Promise.all(held.map((h) => h!.release()));
+      await Promise.all(held.map(async (h) => h!.release()));
       await s.close();
     }
     const t = quantile(times, 0.5);
@@ -214,7 +214,7 @@ async function main(): Promise<void> {
     }
     const queued = performance.now() - t0;
     const t1 = performance.now();
-    await Promise.all(qHeld.map((h) => h!.release()));
+    await Promise.all(qHeld.map(async (h) => h!.release()));
     for (const w of qWaits) await (await w)!.release();
     const drained = performance.now() - t1;
     note(`${qRuns} runs x ${qNames} names: queued in ${queued.toFixed(0)} ms, drained in ${drained.toFixed(0)} ms`);

@@ -277,7 +277,7 @@ describe('etcd store', { timeout: 120_000 }, () => {
       perMember.every((n) => n <= 5),
       `connections per member: ${perMember.join(', ')}`,
     );
-    await Promise.all(holds.map((h) => h!.release()));
+    await Promise.all(holds.map(async (h) => h!.release()));
   });
 
   test('close releases every hold and abandons every wait at once', async () => {

@@ -197,9 +197,9 @@ describe('postgresql store', { timeout: 120_000 }, () => {
     assert.equal(rows.length, 2, JSON.stringify(rows));
     assert.equal(a.connections, 1);
     assert.equal(b.connections, 1);
-    await Promise.all(held.map((h) => h!.release()));
+    await Promise.all(held.map(async (h) => h!.release()));
     const got = await Promise.all(waits);
-    await Promise.all(got.map((h) => h!.release()));
+    await Promise.all(got.map(async (h) => h!.release()));
     process.stderr.write(`[pg] 200 names granted in ${grantMs} ms\n`);
   });
 
@@ -240,7 +240,7 @@ describe('postgresql store', { timeout: 120_000 }, () => {
           30_000,
         );
       }
-      await Promise.all(held.map((h) => h!.release()));
+      await Promise.all(held.map(async (h) => h!.release()));
       await Promise.all(waits);
       for (const g of got)
         assert.deepEqual(
