@@ -52,7 +52,7 @@ await build({
   ...common,
   entryPoints: ['src/main.ts'],
   outfile: 'dist/cli.js',
-  external: ['fs-ext', 'winston', 'ajv', './main.js'],
+  external: ['fs-ext', 'winston', 'ajv', 'pg', './main.js'],
   plugins: [
     ...common.plugins,
     {
@@ -71,7 +71,7 @@ await build({
   ...common,
   entryPoints: ['src/cli.ts'],
   outfile: 'dist/main.js',
-  external: ['fs-ext'],
+  external: ['fs-ext', 'pg'],
   // yargs is ESM and finds its files through import.meta.url, which a CJS bundle lacks.
   define: { 'import.meta.url': '__hostlockMetaUrl' },
   banner: { js: "const __hostlockMetaUrl = require('node:url').pathToFileURL(__filename).href;" },

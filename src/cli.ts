@@ -1,6 +1,8 @@
 // The full `hostlock` command line (yargs): every command and spelling that
 // main.ts does not hand to the fast path. Errors go up to runMain (exit.ts).
 import { EXIT, EXIT_HELP, UsageError } from './exit';
+import type { Holder } from './holders';
+import type { Waiter } from './store';
 import { VERSION } from './version';
 
 export async function main(argv: string[]): Promise<number> {
@@ -19,9 +21,14 @@ export async function main(argv: string[]): Promise<number> {
             type: 'string',
             describe: 'lock directory (default $HOSTLOCK_DIR or /tmp/hostlock-<uid>/locks)',
           })
-          .option('json', { type: 'boolean', default: false, describe: 'print JSON' }),
+          .option('json', { type: 'boolean', default: false, describe: 'print JSON' })
+          .option('backend', {
+            type: 'string',
+            describe:
+              'where the locks live: local (default: $HOSTLOCK_BACKEND, else lock files) or a postgresql:// or etcd:// URL',
+          }),
       async (a) => {
-        code = await status(a.dir, a.json);
+        code = await status(a.dir, a.json, a.backend ?? process.env.HOSTLOCK_BACKEND);
       },
     )
     .command(
@@ -32,6 +39,11 @@ export async function main(argv: string[]): Promise<number> {
           .positional('name', { type: 'string', describe: 'lock name (any string)' })
           .positional('command', { type: 'string', array: true, describe: 'command and its arguments, after --' })
           .option('dir', { type: 'string', describe: 'lock directory' })
+          .option('backend', {
+            type: 'string',
+            describe:
+              'where the locks live: local (default: $HOSTLOCK_BACKEND, else lock files) or a postgresql:// or etcd:// URL',
+          })
           .option('shared', { alias: 's', type: 'boolean', default: false, describe: 'take a shared (read) lock' })
           .option('timeout', { alias: 'w', type: 'number', describe: 'give up after S seconds' })
           .option('nonblock', { alias: 'n', type: 'boolean', describe: 'fail at once if the lock is held' })
@@ -65,6 +77,7 @@ export async function main(argv: string[]): Promise<number> {
         code = await runLocked({
           name: a.name!,
           dir: a.dir,
+          backend: a.backend ?? process.env.HOSTLOCK_BACKEND,
           shared: a.shared,
           timeout: a.timeout,
           nonblock: !!a.nonblock,
@@ -72,6 +85,20 @@ export async function main(argv: string[]): Promise<number> {
           command: (a.command ?? []).map(String),
           quiet: a.quiet,
         });
+      },
+    )
+    .command(
+      'setup',
+      'prepare a server store ahead of time: PostgreSQL schema, and grants for a lock-only role',
+      (y) =>
+        y
+          .option('backend', {
+            type: 'string',
+            describe: 'the postgresql:// URL of a role allowed to create the schema (default $HOSTLOCK_BACKEND)',
+          })
+          .option('grant', { type: 'string', describe: 'role to give what locking needs (USAGE and EXECUTE only)' }),
+      async (a) => {
+        code = await setup(a.backend ?? process.env.HOSTLOCK_BACKEND, a.grant);
       },
     )
     .command(
@@ -124,11 +151,35 @@ export async function main(argv: string[]): Promise<number> {
   return code;
 }
 
-async function status(dir: string | undefined, json: boolean): Promise<number> {
+async function setup(backend: string | undefined, grant: string | undefined): Promise<number> {
+  if (!backend || !/^postgres(ql)?:\/\//i.test(backend)) {
+    throw new UsageError(
+      'hostlock setup prepares a PostgreSQL store: give --backend postgresql://… (the local store and etcd need no setup)',
+    );
+  }
+  const { setup: pgSetup } = await import('./stores/postgres');
+  const r = await pgSetup(backend, { grantTo: grant });
+  process.stdout.write(
+    `schema ${r.schema} (version ${r.version}) ready on ${r.backend}${r.granted ? `; role ${r.granted} may lock` : ''}\n`,
+  );
+  return EXIT.ok;
+}
+
+async function status(dir: string | undefined, json: boolean, backend?: string): Promise<number> {
   const { LockManager } = await import('./manager');
   const m = new LockManager();
+  if (backend && backend !== 'local') {
+    if (dir !== undefined) throw new UsageError('--dir applies to the local store only; omit it with --backend');
+    const { closeStores } = await import('./stores');
+    try {
+      const res = await m.listStore(backend);
+      printStore(res, json);
+    } finally {
+      await closeStores();
+    }
+    return EXIT.ok;
+  }
   const res = m.list(dir);
-  m.shutdown();
   if (json) {
     process.stdout.write(JSON.stringify(res, null, 2) + '\n');
     return EXIT.ok;
@@ -158,4 +209,33 @@ async function status(dir: string | undefined, json: boolean): Promise<number> {
       );
   }
   return EXIT.ok;
+}
+
+// A server store's locks: holders, then waiters in queue order, each with its controller.
+function printStore(
+  res: {
+    backend: string;
+    locks: Array<{
+      key: { name?: string; id: string };
+      held: boolean;
+      mode: string | null;
+      holders: Holder[];
+      waiters: Waiter[];
+    }>;
+  },
+  json: boolean,
+): void {
+  if (json) {
+    process.stdout.write(JSON.stringify(res, null, 2) + '\n');
+    return;
+  }
+  process.stdout.write(`backend ${res.backend}: ${res.locks.length} lock(s)\n`);
+  const who = (h: Holder | Waiter) =>
+    `${h.user}@${h.controller} pid ${h.pid}${h.playbook ? ` ${h.playbook}` : ''}${h.task ? ` [${h.task}]` : ''}${h.host ? ` host ${h.host}` : ''}`;
+  for (const l of res.locks) {
+    process.stdout.write(`${l.key.name ?? l.key.id}  ${l.held ? (l.mode ?? 'held') : 'free'}\n`);
+    for (const h of l.holders)
+      process.stdout.write(`  held by ${who(h)} (${h.mode}) since ${h.since}${h.lost ? ' LOST' : ''}\n`);
+    l.waiters.forEach((w, i) => process.stdout.write(`  ${i + 1}. waiting: ${who(w)} (${w.mode}) since ${w.since}\n`));
+  }
 }

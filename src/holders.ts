@@ -50,7 +50,8 @@ export interface StoredRecord extends Holder {
   helper_start: string;
 }
 
-const controller = hostname();
+// HOSTLOCK_CONTROLLER names this controller in records (several simulated on one machine, or a container's name).
+const controller = process.env.HOSTLOCK_CONTROLLER || hostname();
 
 // A short tag of a lock path for record file names (FNV-1a, 32 bits): a
 // collision only makes `readPath` parse a record it then filters out.

@@ -112,6 +112,7 @@ export function methods(c: Connection): Handlers {
   async function acquireRun(p: AcquireParams, req: AcquireRequest, handle: string) {
     const member = p.member ?? p.owner?.host ?? '-';
     waitingNotice(handle, req);
+    req.onLost = (hold, reason) => server.runHoldLost(hold, reason);
     const attempt = server.runHolds.acquire(req, member);
     handles.waiting(handle, () => attempt.cancel());
     let out;

@@ -4,10 +4,12 @@ import { constants } from 'node:os';
 import { errorLine, EXIT, exitCodeFor } from './exit';
 import { log } from './log';
 import { LockManager } from './manager';
+import { closeStores } from './stores';
 
 export interface RunOptions {
   name: string;
   dir?: string;
+  backend?: string;
   shared: boolean;
   timeout?: number;
   nonblock: boolean;
@@ -20,7 +22,7 @@ export async function runLocked(o: RunOptions): Promise<number> {
   const manager = new LockManager();
   let target;
   try {
-    target = manager.targetForName(o.name, o.dir);
+    target = manager.targetForName(o.name, o.dir, o.backend);
   } catch (err) {
     process.stderr.write(errorLine(err));
     return exitCodeFor(err);
@@ -50,6 +52,7 @@ export async function runLocked(o: RunOptions): Promise<number> {
     out = await attempt.outcome;
   } catch (err) {
     process.stderr.write(errorLine(err));
+    await closeStores();
     return exitCodeFor(err);
   } finally {
     process.off('SIGINT', cancel);
@@ -63,6 +66,7 @@ export async function runLocked(o: RunOptions): Promise<number> {
       );
     }
     manager.shutdown();
+    await closeStores();
     return out.reason === 'cancelled' ? EXIT.interrupted : o.conflictExitCode;
   }
   const hold = out.hold;
@@ -88,6 +92,7 @@ export async function runLocked(o: RunOptions): Promise<number> {
   });
   manager.release(hold);
   manager.shutdown();
+  await closeStores();
   log.debug('command finished', { code });
   return code;
 }

@@ -8,7 +8,8 @@ import { LineFramer } from './framing';
 import { HandleOwners, HandleTable } from './handles';
 import { errorLine, notificationLine, overlongError, parseLine, resultLine, type Id } from './jsonrpc';
 import type { LostHolds } from './lostholds';
-import { LockManager } from './manager';
+import { log } from './log';
+import { LockManager, type Hold } from './manager';
 import { methods, REPLIED_LATER, type Connection, type Handlers } from './methods';
 import { RunHolds } from './runholds';
 import { closeStores } from './stores';
@@ -36,6 +37,28 @@ export class Server {
     const s = new Session(this, write);
     this.sessions.add(s);
     return s;
+  }
+
+  // A run hold lost under the run (lock file deleted, server session or lease
+  // ended): said at once, dropped, and each member that held it fails "lock
+  // lost" on its next task.
+  runHoldLost(hold: Hold, reason: string): void {
+    const run = this.runHolds.held.get(hold.target.path);
+    if (!run || run.hold !== hold) return;
+    const members = [...run.members];
+    log.error(
+      `lock '${hold.target.name ?? hold.target.path}' lost under this run (${reason}); ` +
+        `the next hostlock task of ${members.join(', ')} fails "lock lost"`,
+      { path: hold.target.path },
+    );
+    this.runHolds.release(hold.target.path);
+    this.lostHolds?.add({
+      name: hold.target.name,
+      path: hold.target.path,
+      mode: hold.mode,
+      since: hold.since.toISOString(),
+      members,
+    });
   }
 
   busy(): boolean {

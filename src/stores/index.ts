@@ -3,6 +3,8 @@
 // a run's agent keeps one session (PostgreSQL) or one lease (etcd) for all of
 // its holds and waits.
 import { invalidParams } from '../errors';
+import { controllerName } from '../holders';
+import { log } from '../log';
 import type { LockStore } from '../store';
 import { FlockStore } from './flock';
 
@@ -51,4 +53,23 @@ interface Opener {
   open(url: string): LockStore;
 }
 
-const openers: Opener[] = [];
+// Server stores are loaded only when a backend names them: a local run's
+// agent never pays for their clients.
+const openers: Opener[] = [
+  {
+    matches: (url) => /^postgres(ql)?:\/\//i.test(url),
+    open: (url) => {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use (see above)
+      const { PostgresStore } = require('./postgres') as typeof import('./postgres');
+      return new PostgresStore(url, { controller: controllerName(), log: (m) => log.error(m) });
+    },
+  },
+  {
+    matches: (url) => /^etcd(\+https?)?:\/\//i.test(url),
+    open: (url) => {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use (see above)
+      const { EtcdStore } = require('./etcd') as typeof import('./etcd');
+      return new EtcdStore(url);
+    },
+  },
+];

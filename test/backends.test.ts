@@ -1,0 +1,169 @@
+// The server stores behind the helper, end to end: two simulated controllers
+// (separate helpers and runtime directories, HOSTLOCK_CONTROLLER) take turns
+// on one name through the protocol and `hostlock run`, fencing tokens only
+// increase, `hostlock status --backend` shows the holder from the other
+// controller, and a run hold the server loses fails the run's next task.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { startAgent, type TestAgent } from './agents';
+import { CLI, cli, startServe, tempDir, until, type Helper } from './rpc';
+import { etcdForTests, type EtcdCluster } from './servers/etcd';
+import { LOCK_PASSWORD, LOCK_ROLE, startPostgres, type PgServer } from './servers/postgres';
+
+interface Backend {
+  label: string;
+  url: () => string;
+  // Ends every session or lease the lock role holds, as an admin or an outage would.
+  cutSessions: () => Promise<void>;
+}
+
+let pg: PgServer;
+let etcd: EtcdCluster;
+
+function etcdPost(path: string, body: object): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const req = request(`${etcd.endpoints[0]}${path}`, { method: 'POST' }, (res) => {
+      let data = '';
+      res.on('data', (c) => (data += c));
+      res.on('end', () => resolve(JSON.parse(data || '{}') as Record<string, unknown>));
+    });
+    req.on('error', reject);
+    req.end(JSON.stringify(body));
+  });
+}
+
+const backends: Backend[] = [
+  {
+    label: 'postgresql',
+    url: () => pg.url(LOCK_ROLE, LOCK_PASSWORD, '?sslmode=disable'),
+    cutSessions: async () => {
+      await pg.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1', [LOCK_ROLE]);
+    },
+  },
+  {
+    label: 'etcd',
+    url: () => `${etcd.url}?ttl=3`,
+    cutSessions: async () => {
+      const r = (await etcdPost('/v3/lease/leases', {})) as { leases?: Array<{ ID: string }> };
+      for (const l of r.leases ?? []) await etcdPost('/v3/lease/revoke', { ID: l.ID });
+    },
+  },
+];
+
+before(async () => {
+  [pg, etcd] = await Promise.all([startPostgres(), etcdForTests()]);
+  // A DBA prepares the schema once and lets the lock-only role lock.
+  const setup = cli(['setup', '--backend', pg.url(), '--grant', LOCK_ROLE]);
+  assert.equal(setup.status, 0, setup.stderr);
+  assert.match(setup.stdout, /schema hostlock \(version \d+\) ready .*role hl_lock may lock/);
+});
+after(async () => {
+  await Promise.allSettled([pg?.stop(), etcd?.stop()]);
+});
+
+for (const b of backends) {
+  describe(`${b.label} store through the helper`, () => {
+    const t = tempDir(`hl-${b.label}`);
+    const envA = { HOSTLOCK_RUNTIME_DIR: join(t.dir, 'a'), HOSTLOCK_CONTROLLER: 'ctl-a' };
+    const envB = { HOSTLOCK_RUNTIME_DIR: join(t.dir, 'b'), HOSTLOCK_CONTROLLER: 'ctl-b' };
+    let a: Helper;
+    let c: Helper;
+    before(() => {
+      a = startServe(envA);
+      c = startServe(envB);
+    });
+    after(async () => {
+      await a?.close();
+      await c?.close();
+      t.cleanup();
+    });
+
+    test('two controllers take turns; the waiter sees the holder; tokens increase', { timeout: 60_000 }, async () => {
+      const backend = b.url();
+      const first = await a.rpc.call('acquire', { name: 'web1', backend, owner: { host: 'web1', task: 'deploy' } });
+      assert.equal(first.acquired, true);
+      assert.equal(typeof first.token, 'number');
+      assert.doesNotMatch(JSON.stringify(first), /pw-s3cret/);
+      const busy = await c.rpc.call('try', { name: 'web1', backend });
+      assert.equal(busy.acquired, false);
+      assert.equal(busy.reason, 'busy');
+      const st = await c.rpc.call('status', { name: 'web1', backend });
+      assert.equal(st.held, true);
+      assert.equal(st.holders[0].controller, 'ctl-a');
+      assert.equal(st.holders[0].task, 'deploy');
+      const waiting = c.rpc.call('block', { handle: busy.handle, timeout: 30 });
+      await a.rpc.call('release', { handle: first.handle });
+      const second = await waiting;
+      assert.equal(second.acquired, true);
+      assert.ok(second.token > first.token, `token ${second.token} after ${first.token}`);
+      await c.rpc.call('release', { handle: second.handle });
+    });
+
+    test('`hostlock run --backend` from two controllers never overlaps', { timeout: 90_000 }, async () => {
+      const backend = b.url();
+      const journal = join(t.dir, 'journal');
+      const script = `echo "in $HOSTLOCK_TOKEN" >> ${journal}; sleep 0.2; echo "out $HOSTLOCK_TOKEN" >> ${journal}`;
+      const runs = [envA, envB, envA, envB].map(
+        (env) =>
+          new Promise<number | null>((resolve) => {
+            const p = spawn(process.execPath, [CLI, 'run', 'deploy', '--backend', backend, '--', 'sh', '-c', script], {
+              env: { ...process.env, ...env },
+              stdio: 'ignore',
+            });
+            p.on('exit', (code) => resolve(code));
+          }),
+      );
+      assert.deepEqual(await Promise.all(runs), [0, 0, 0, 0]);
+      const lines = readFileSync(journal, 'utf8').trim().split('\n');
+      assert.equal(lines.length, 8);
+      let last = 0;
+      for (let i = 0; i < lines.length; i += 2) {
+        const [, tokIn] = lines[i].split(' ');
+        assert.equal(lines[i], `in ${tokIn}`);
+        assert.equal(lines[i + 1], `out ${tokIn}`, 'each section ends before the next begins');
+        assert.ok(Number(tokIn) > last, 'tokens increase in section order');
+        last = Number(tokIn);
+      }
+      // Any controller lists the holders of the store.
+      const held = await a.rpc.call('acquire', { name: 'deploy', backend, owner: { task: 'hold' } });
+      const st = cli(['status', '--backend', backend, '--json'], envB);
+      await a.rpc.call('release', { handle: held.handle });
+      assert.equal(st.status, 0, st.stderr);
+      type Listed = { locks: Array<{ key: { name: string }; holders: Array<{ controller: string; task: string }> }> };
+      const lock = (JSON.parse(st.stdout) as Listed).locks.find((l) => l.key.name === 'deploy');
+      assert.equal(lock?.holders[0]?.controller, 'ctl-a');
+      assert.equal(lock?.holders[0]?.task, 'hold');
+      assert.doesNotMatch(st.stdout + st.stderr, /pw-s3cret/);
+    });
+
+    test('a run hold the server loses fails the run’s next task "lock lost"', { timeout: 60_000 }, async () => {
+      const backend = b.url();
+      let agent: TestAgent | undefined;
+      try {
+        agent = await startAgent(envA);
+        const { sock, rpc } = await agent.connect();
+        const got = await rpc.call('acquire', { name: 'db1', backend, scope: 'run', member: 'db1' });
+        assert.equal(got.acquired, true);
+        await b.cutSessions();
+        await until(
+          async () => {
+            const h = await rpc.call('hello', { member: 'db1' });
+            return h.lost.some((l: { name: string }) => l.name === 'db1');
+          },
+          15_000,
+          100,
+        );
+        const other = await c.rpc.call('acquire', { name: 'db1', backend, timeout: 20 });
+        assert.equal(other.acquired, true, 'the other controller gets the lost lock');
+        await c.rpc.call('release', { handle: other.handle });
+        sock.destroy();
+      } finally {
+        agent?.stop();
+      }
+    });
+  });
+}
