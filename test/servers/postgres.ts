@@ -5,7 +5,16 @@
 // HOSTLOCK_TEST_POSTGRES=URL (a superuser) the tests use that server instead,
 // in a database of their own that is dropped afterwards.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -142,9 +151,12 @@ async function prepare(adminUrl: string, database: string): Promise<void> {
   await adminQuery(adminUrl.replace(/\/[^/?]*(\?|$)/, `/${database}$1`), `REVOKE CREATE ON SCHEMA public FROM PUBLIC`);
 }
 
-export async function startPostgres(): Promise<PgServer> {
+// `listen`: further addresses to serve besides 127.0.0.1 (a simulated
+// controller's link, test/netns.ts), each with password logins from its /30.
+export async function startPostgres(opts: { listen?: string[] } = {}): Promise<PgServer> {
   const database = `hostlock_test_${process.pid}_${Date.now() % 100000}`;
-  const external = process.env.HOSTLOCK_TEST_POSTGRES;
+  // A server that must listen on a simulated controller's link is always a private one.
+  const external = opts.listen?.length ? undefined : process.env.HOSTLOCK_TEST_POSTGRES;
   if (external) {
     const u = new URL(external);
     await prepare(external, database);
@@ -201,10 +213,13 @@ export async function startPostgres(): Promise<PgServer> {
     '--auth-local=trust',
     '--auth-host=scram-sha-256',
   ]);
-  const opts = [
+  for (const addr of opts.listen ?? []) {
+    appendFileSync(join(data, 'pg_hba.conf'), `host all all ${addr}/30 scram-sha-256\n`);
+  }
+  const serverOpts = [
     `-p ${port}`,
     `-k ${dir}`,
-    '-c listen_addresses=127.0.0.1',
+    `-c listen_addresses=${['127.0.0.1', ...(opts.listen ?? [])].join(',')}`,
     '-c max_connections=100',
     '-c fsync=off',
     '-c ssl=on',
@@ -229,7 +244,7 @@ export async function startPostgres(): Promise<PgServer> {
     process.exit(128 + (sig === 'SIGINT' ? 2 : sig === 'SIGHUP' ? 1 : 15));
   };
   for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(sig, onSignal);
-  asServerUser(join(PG_BIN, 'pg_ctl'), ['-D', data, '-o', opts, '-l', join(dir, 'server.log'), '-w', 'start']);
+  asServerUser(join(PG_BIN, 'pg_ctl'), ['-D', data, '-o', serverOpts, '-l', join(dir, 'server.log'), '-w', 'start']);
   const adminUrl = `postgresql://postgres:${ADMIN_PASSWORD}@127.0.0.1:${port}/postgres?sslmode=disable`;
   await prepare(adminUrl, database);
   const url = (user = 'postgres', password = ADMIN_PASSWORD, query = '') =>
