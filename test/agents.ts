@@ -10,10 +10,16 @@ export interface TestAgent {
   stop(): void;
 }
 
-export async function startAgent(env: NodeJS.ProcessEnv, stderr: 'ignore' | 'pipe' = 'ignore'): Promise<TestAgent> {
+// `wrap`: a command prefix the agent runs under (e.g. `ip netns exec NS`).
+export async function startAgent(
+  env: NodeJS.ProcessEnv,
+  stderr: 'ignore' | 'pipe' = 'ignore',
+  wrap: string[] = [],
+): Promise<TestAgent> {
   const fullEnv = { ...process.env, ...env };
   const owner = spawn('sleep', ['3600'], { stdio: 'ignore' });
-  const agent = spawn(process.execPath, [CLI, 'agent', '--owner-pid', String(owner.pid)], {
+  const argv = [...wrap, process.execPath, CLI, 'agent', '--owner-pid', String(owner.pid)];
+  const agent = spawn(argv[0], argv.slice(1), {
     env: fullEnv,
     stdio: ['ignore', 'ignore', stderr],
   });

@@ -3,43 +3,24 @@
 // other controller is granted the lock, and fencing tokens only increase.
 // Controller A runs in a network namespace whose link is cut; B on this side.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createNetns, type Netns } from './netns';
-import { CLI, cli, connectSocket, startServe, tempDir, until, type Helper } from './rpc';
+import { startAgent } from './agents';
+import { cli, startServe, tempDir, until, type Helper } from './rpc';
 import { etcdForTests, type EtcdCluster } from './servers/etcd';
 import { LOCK_PASSWORD, LOCK_ROLE, startPostgres, type PgServer } from './servers/postgres';
 
-// The run agent of controller A, inside the namespace, for a stand-in ansible-playbook.
+// The run agent of controller A, inside the namespace, connected.
 async function agentIn(ns: Netns, env: NodeJS.ProcessEnv) {
-  const owner = spawn('sleep', ['600'], { stdio: 'ignore' });
-  const agent: ChildProcess = spawn(
-    ns.exec[0],
-    [...ns.exec.slice(1), process.execPath, CLI, 'agent', '--owner-pid', String(owner.pid)],
-    { env: { ...process.env, ...env }, stdio: 'ignore' },
-  );
-  const socket = cli(['agent', '--owner-pid', String(owner.pid), '--print-socket'], env).stdout.trim();
-  await until(
-    async () => {
-      try {
-        (await connectSocket(socket)).sock.destroy();
-        return true;
-      } catch {
-        return false;
-      }
-    },
-    10_000,
-    50,
-  );
-  const conn = await connectSocket(socket);
+  const agent = await startAgent(env, 'ignore', ns.exec);
+  const conn = await agent.connect();
   return {
     rpc: conn.rpc,
     stop: () => {
       conn.sock.destroy();
-      agent.kill('SIGTERM');
-      owner.kill('SIGKILL');
+      agent.stop();
     },
   };
 }
