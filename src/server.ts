@@ -9,7 +9,7 @@ import type { Mode } from './lockfile';
 import { log } from './log';
 import { LockManager, type AcquireOutcome, type AcquireRequest, type Hold, type Target } from './manager';
 import { currentUser } from './proc';
-import { RunHolds } from './runholds';
+import { RunHolds, type RunOutcome } from './runholds';
 import { checkParams, checkRequest, METHODS, type Method } from './validate';
 import { VERSION, PROTOCOL } from './version';
 
@@ -32,6 +32,12 @@ interface AcquireParams {
   member?: string;
   notify?: number;
   prefix?: string;
+  batch?: BatchParams;
+}
+
+interface BatchParams {
+  id: string;
+  members?: Array<{ member: string; name: string }>;
 }
 
 export interface LostHold {
@@ -317,7 +323,14 @@ export class Session {
   private async acquireRun(p: AcquireParams, req: AcquireRequest, handle = this.server.newHandle(this, 'r')) {
     const member = p.member ?? p.owner?.host ?? '-';
     req.onWaiting = (info) => this.notify('waiting', { handle, name: req.target.name, path: req.target.path, ...info });
-    const attempt = this.server.runHolds.acquire(req, member);
+    const batch = p.batch && {
+      id: p.batch.id,
+      entries: (p.batch.members ?? []).map((m) => ({
+        member: m.member,
+        target: this.target({ name: m.name, dir: p.dir }),
+      })),
+    };
+    const attempt = this.server.runHolds.acquire(req, member, batch);
     this.handles.set(handle, { kind: 'waiting', cancel: attempt.cancel });
     let out;
     try {
@@ -341,7 +354,13 @@ export class Session {
     );
   }
 
-  private result(handle: string | null, target: Target, mode: Mode, out: AcquireOutcome, changed: boolean) {
+  private result(
+    handle: string | null,
+    target: Target,
+    mode: Mode,
+    out: RunOutcome | AcquireOutcome,
+    changed: boolean,
+  ) {
     const r: Record<string, unknown> = {
       acquired: out.acquired,
       handle,
@@ -356,6 +375,7 @@ export class Session {
     } else {
       r.reason = out.reason;
       r.holders = out.holders;
+      if ('behind' in out && out.behind !== undefined) r.behind = out.behind;
     }
     return r;
   }
@@ -389,7 +409,16 @@ export class Session {
     return this.run(p.handle, req, st.params);
   }
 
-  private release(p: { handle?: string; path?: string; name?: string; dir?: string; scope?: 'run'; member?: string }) {
+  private release(p: {
+    handle?: string;
+    path?: string;
+    name?: string;
+    dir?: string;
+    scope?: 'run';
+    member?: string;
+    batch?: BatchParams;
+  }) {
+    if (p.batch) this.server.runHolds.batchSeen(p.batch.id);
     if (p.handle !== undefined) {
       const st = this.own(p.handle);
       this.dropHandle(p.handle);

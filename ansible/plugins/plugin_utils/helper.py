@@ -144,7 +144,7 @@ class ServeProcess:
             )
         except OSError as e:
             self._log.close()
-            raise HelperError('cannot start hostlock helper %s: %s. %s' % (shlex.join(cmd), e, INSTALL_HINT))
+            raise HelperError('cannot start hostlock helper %s: %s. %s' % (shlex.join(cmd), e, INSTALL_HINT)) from e
         self.conn = RpcConnection(
             self.proc.stdout.fileno(),
             self.proc.stdin.fileno(),
@@ -158,7 +158,7 @@ class ServeProcess:
             raise HelperError(
                 'hostlock helper %s failed to start: %s%s. %s'
                 % (shlex.join(cmd), e, self.stderr_tail(' Its output: '), INSTALL_HINT)
-            )
+            ) from e
         except BaseException:
             self.conn.close()
             raise
@@ -237,7 +237,7 @@ def _ask_socket(cmd, owner_pid):
             close_fds=True,
         )
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise HelperError('cannot run hostlock helper %s: %s. %s' % (shlex.join(cmd), e, INSTALL_HINT))
+        raise HelperError('cannot run hostlock helper %s: %s. %s' % (shlex.join(cmd), e, INSTALL_HINT)) from e
     path = out.stdout.decode('utf-8', 'replace').strip()
     if out.returncode != 0 or not path:
         err = out.stderr.decode('utf-8', 'replace').strip()[-1500:]
@@ -280,7 +280,7 @@ def _spawn_agent(cmd, owner_pid, sock_path):
             close_fds=True,
         )
     except OSError as e:
-        raise HelperError('cannot start hostlock agent %s: %s. %s' % (shlex.join(cmd), e, INSTALL_HINT))
+        raise HelperError('cannot start hostlock agent %s: %s. %s' % (shlex.join(cmd), e, INSTALL_HINT)) from e
     finally:
         if log_fd is not None:
             os.close(log_fd)
@@ -377,7 +377,7 @@ def connect_agent(cmd, owner_pid, client='ansible', member=None):
         hello = check_hello(conn.call('hello', params, timeout=START_TIMEOUT), cmd)
     except HelperGone as e:
         conn.close()
-        raise HelperError('hostlock agent does not answer: %s' % e)
+        raise HelperError('hostlock agent does not answer: %s' % e) from e
     except BaseException:
         conn.close()
         raise

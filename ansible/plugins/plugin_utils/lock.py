@@ -259,11 +259,11 @@ class Lock:
             return self._connect().call(method, params, on_notify=self._on_notify)
         except RpcError as e:
             self._disconnect()
-            raise LockError('hostlock: %s %s: %s' % (method, self.lock_path, e))
+            raise LockError('hostlock: %s %s: %s' % (method, self.lock_path, e)) from e
         except HelperGone as e:
             self._disconnect()
             self.acquired = False
-            raise LockError('hostlock: lost the helper while locking %s: %s' % (self.lock_path, e))
+            raise LockError('hostlock: lost the helper while locking %s: %s' % (self.lock_path, e)) from e
         except BaseException:
             # Ctrl-C mid-wait: the request is still pending in the helper; only closing the
             # connection cancels it, else the lock could be taken later with nobody to release it.

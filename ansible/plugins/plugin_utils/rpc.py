@@ -88,7 +88,7 @@ class RpcConnection:
             try:
                 n = os.write(self._wfd, view)
             except (BrokenPipeError, ConnectionError) as e:
-                raise HelperGone('%s closed the connection (%s)' % (self.describe, e))
+                raise HelperGone('%s closed the connection (%s)' % (self.describe, e)) from e
             view = view[n:]
 
     def _read_line(self, deadline):
@@ -105,7 +105,7 @@ class RpcConnection:
             try:
                 chunk = os.read(self._rfd, 65536)
             except (ConnectionError, OSError) as e:
-                raise HelperGone('%s: read failed (%s)' % (self.describe, e))
+                raise HelperGone('%s: read failed (%s)' % (self.describe, e)) from e
             if not chunk:
                 raise HelperGone('%s closed the connection' % self.describe)
             self._buf += chunk
@@ -135,7 +135,7 @@ class RpcConnection:
             try:
                 reply = json.loads(line.decode('utf-8'))
             except ValueError:
-                raise HelperGone('%s sent something that is not JSON: %r' % (self.describe, line[:200]))
+                raise HelperGone('%s sent something that is not JSON: %r' % (self.describe, line[:200])) from None
             if not isinstance(reply, dict):
                 continue
             if 'method' in reply and 'id' not in reply:
