@@ -11,7 +11,7 @@ import pytest
 
 BAD_ARGS = [
     ('state: grabbed', 'value of state must be one of: acquired, try, released, status'),
-    ('timeout: -5', 'timeout must be a number of seconds >= 0'),
+    ('timeout: -5', 'timeout must be a number of seconds from 0 to 31536000'),
     ('timeout: soon', 'timeout'),
     ('name: ""', 'name must be a non-empty string'),
     ('colour: red', 'Unsupported parameters'),
@@ -61,7 +61,7 @@ def test_no_helper_found(env):
     assert code == 2, out
     msg = env.record('run', 'lock')['result']['msg']
     assert 'hostlock helper not found' in msg
-    assert 'npm install -g hostlock' in msg and 'HOSTLOCK_HELPER=' in msg
+    assert 'npm install -g ./hostlock-<version>.tgz' in msg and 'HOSTLOCK_HELPER=' in msg
 
 
 @pytest.mark.nohelper
@@ -80,7 +80,7 @@ def test_helper_script_missing(env):
     code, out = env.run(pb)
     assert code == 2, out
     msg = env.record('run', 'lock')['result']['msg']
-    assert '/nonexistent/dist/cli.js does not exist' in msg and 'npm install -g hostlock' in msg
+    assert '/nonexistent/dist/cli.js does not exist' in msg and 'npm install -g ./hostlock-<version>.tgz' in msg
 
 
 @pytest.mark.nohelper
@@ -100,7 +100,7 @@ def test_node_missing(env):
     assert code == 2, out
     msg = env.record('run', 'lock')['result']['msg']
     assert 'nodejs-not-installed' in msg and 'not installed or not on PATH' in msg
-    assert 'npm install -g hostlock' in msg
+    assert 'npm install -g ./hostlock-<version>.tgz' in msg
 
 
 OLD_HELPER = r"""
@@ -165,7 +165,7 @@ def test_incompatible_protocol_action(env):
     code, out = env.run(pb, env={'HOSTLOCK_HELPER': str(old)})
     assert code == 2, out
     msg = env.record('run', 'lock')['result']['msg']
-    assert 'speaks protocol 0, this collection needs 1' in msg and 'npm install -g hostlock' in msg
+    assert 'speaks protocol 0, this collection needs 1' in msg and 'npm install -g ./hostlock-<version>.tgz' in msg
 
 
 @pytest.mark.nohelper

@@ -43,4 +43,4 @@ def test_discovery_order(env, tmp_path):
     assert helper.find_helper(environ=dict(environ, HOSTLOCK_HELPER='  ')) == [str(fake)]
     with pytest.raises(helper.HelperError) as info:
         helper.find_helper(environ={'PATH': '/usr/bin:/bin'})
-    assert 'npm install -g hostlock' in str(info.value)
+    assert 'npm install -g ./hostlock-<version>.tgz' in str(info.value)

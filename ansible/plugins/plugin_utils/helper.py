@@ -40,9 +40,10 @@ __all__ = [
 PROTOCOL = 1
 
 INSTALL_HINT = (
-    'Install the helper with `npm install -g hostlock` (needs Node.js >= 20), '
-    'or point to it: task argument `helper`, variable `hostlock_helper`, or '
-    "HOSTLOCK_HELPER='node /path/to/hostlock/dist/cli.js'."
+    'Install the helper (needs Node.js >= 20) from its packed tarball with '
+    '`npm install -g ./hostlock-<version>.tgz` (`npm pack` in a hostlock checkout makes it), '
+    'or run `make install` in a hostlock checkout, or point to a checkout: task argument `helper`, '
+    "variable `hostlock_helper`, or HOSTLOCK_HELPER='node /path/to/hostlock/dist/cli.js'."
 )
 
 # Seconds to wait for a helper to start and say hello.

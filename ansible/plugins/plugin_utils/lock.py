@@ -273,14 +273,6 @@ class Lock:
 
     def _took(self, result):
         self.holders = result.get('holders') or []
-        if not result.get('acquired') and self._conn is not None:
-            # helper 0.1.0 caches a busy reply's holders for 250 ms: ask status for the current ones.
-            try:
-                self.holders = (
-                    self._conn.call('status', {'path': str(self.lock_path)}, timeout=30).get('holders') or self.holders
-                )
-            except (RpcError, HelperGone):
-                pass
         self.waited += float(result.get('waited') or 0)
         if result.get('acquired'):
             self._handle = result.get('handle')
