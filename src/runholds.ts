@@ -45,6 +45,8 @@ interface PlanEntry {
   // Members that still expect this lock: it is taken only while someone does.
   reserved: Set<string>;
   state: 'queued' | 'taking' | 'held' | 'dropped' | 'failed';
+  // The plan took a new kernel lock for it: the first member to claim it reports changed.
+  fresh?: boolean;
   error?: unknown;
 }
 
@@ -183,6 +185,7 @@ export class RunHolds {
         } else {
           for (const m of entry.reserved) have.reserved.add(m);
           entry.reserved = have.reserved;
+          entry.fresh = res.changed;
           entry.state = 'held';
         }
       } else if (res) {
@@ -205,22 +208,23 @@ export class RunHolds {
       plan.waiting++;
       try {
         for (;;) {
-          if (entry.state === 'held') {
-            const have = this.held.get(entry.target.path)!;
+          const have = entry.state === 'held' ? this.held.get(entry.target.path) : undefined;
+          if (have && (have.reserved.has(member) || have.members.has(member))) {
             if (have.mode !== req.mode) throw conflict(have.target.path, have.mode);
             have.reserved.delete(member);
-            const isNew = !have.members.has(member);
+            const changed = !have.members.has(member) && entry.fresh === true;
+            entry.fresh = false;
             have.members.add(member);
             this.onChange();
             this.finishPlan(plan);
-            return { acquired: true, hold: have.hold, waited: since(started), holders: [], changed: isNew };
+            return { acquired: true, hold: have.hold, waited: since(started), holders: [], changed };
           }
           if (entry.state === 'failed') {
             this.giveUp(plan, entry, member);
             throw entry.error;
           }
           const blocked = plan.blocked && plan.entries.indexOf(plan.blocked.entry) <= plan.entries.indexOf(entry);
-          const gone = entry.state === 'dropped' || plan.ended;
+          const gone = entry.state === 'dropped' || entry.state === 'held' || plan.ended;
           const now = performance.now();
           if (gone || cancelled || now >= deadline || (!req.wait && blocked)) {
             const holders = blocked ? plan.blocked!.holders : this.manager.holders(entry.target);

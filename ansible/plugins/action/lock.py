@@ -4,26 +4,20 @@
 
 from __future__ import annotations
 
-import getpass
 import os
-import sys
 import time
 
 from ansible.errors import AnsibleActionFail
 from ansible.utils.display import Display
 
 from ansible.plugins.action import ActionBase
+from ansible_collections.hostlock.core.plugins.plugin_utils.agent import connect_agent
 from ansible_collections.hostlock.core.plugins.plugin_utils.batch import batch_id, batch_members
-from ansible_collections.hostlock.core.plugins.plugin_utils.helper import (
-    HelperError,
-    HelperGone,
-    RpcError,
-    connect_agent,
-    find_helper,
-    holders_text,
-    run_id,
-    run_owner_pid,
-)
+from ansible_collections.hostlock.core.plugins.plugin_utils.discovery import HelperError, find_helper
+from ansible_collections.hostlock.core.plugins.plugin_utils.holders import holders_text
+from ansible_collections.hostlock.core.plugins.plugin_utils.owner import owner_metadata
+from ansible_collections.hostlock.core.plugins.plugin_utils.procinfo import run_owner_pid
+from ansible_collections.hostlock.core.plugins.plugin_utils.rpc import NOTIFY_EVERY, HelperGone, RpcError
 
 display = Display()
 
@@ -36,9 +30,6 @@ ARGUMENT_SPEC = dict(
     helper=dict(type='raw'),
 )
 
-# Seconds between "still waiting" lines while a lock is busy.
-NOTIFY_EVERY = 5
-
 # Application error code of the helper for a lock lost under its holder.
 LOCK_LOST = -32003
 
@@ -47,23 +38,6 @@ MAX_TIMEOUT = 31536000
 
 # The member a run_once lock belongs to: the run itself, not the host that happened to run it.
 RUN_MEMBER = '(run)'
-
-
-def _playbook_name(task):
-    """Basename of the playbook file the task's play comes from, or "ad-hoc" for `ansible -m`."""
-    if os.path.basename(sys.argv[0]) == 'ansible' if sys.argv else False:
-        return 'ad-hoc'
-    try:
-        path = task.get_play().get_path()
-        if path:
-            return os.path.basename(path.rsplit(':', 1)[0])
-    except Exception:
-        pass
-    # The worker is a fork of ansible-playbook, so argv is the command line that named the playbook.
-    for arg in reversed(sys.argv[1:]):
-        if arg.endswith(('.yml', '.yaml')):
-            return os.path.basename(arg)
-    return os.path.basename(sys.argv[0]) if sys.argv else 'ansible'
 
 
 def _lost_text(lost):
@@ -123,7 +97,7 @@ class ActionModule(ActionBase):
         try:
             cmd = find_helper(arg=args['helper'], var=self._var(task_vars, 'hostlock_helper'))
             owner_pid = run_owner_pid()
-            owner = self._owner(owner_pid, host, task_vars)
+            owner = owner_metadata(self._task, host, owner_pid, task_vars.get('ansible_play_name'))
             conn, hello = connect_agent(cmd, owner_pid, client='hostlock.core.lock', member=host)
         except HelperError as e:
             raise AnsibleActionFail(str(e)) from e
@@ -198,27 +172,6 @@ class ActionModule(ActionBase):
         if value is None:
             return None
         return self._templar.template(value)
-
-    def _owner(self, owner_pid, host, task_vars):
-        owner = {'pid': owner_pid, 'host': host, 'playbook': _playbook_name(self._task)}
-        try:
-            owner['user'] = getpass.getuser()
-        except Exception:
-            pass
-        try:
-            owner['run'] = run_id(owner_pid)
-        except (OSError, ValueError, IndexError):
-            pass
-        play = task_vars.get('ansible_play_name')
-        if play is None:
-            try:
-                play = self._task.get_play().get_name()
-            except Exception:
-                play = None
-        if play:
-            owner['play'] = str(play)
-        owner['task'] = str(self._task.get_name())
-        return owner
 
     def _base(self, name, res, shared):
         return {

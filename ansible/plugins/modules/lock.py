@@ -22,7 +22,7 @@ description:
     holds reports RV(changed=false). To serialise the forks of one run, set the task keyword C(throttle) to 1.
   - While it waits it prints a line every few seconds naming the holder (playbook, task, host,
     user, pid) and since when.
-  - Under the C(linear) strategy (the default) one task's hosts are locked as a batch: the run takes
+  - Under the C(linear) strategy (the default) one task's hosts are locked as a batch; the run takes
     the lock names of all hosts of the batch (per-host templated names included, hosts the task skips
     with C(when) left out) in one global order, the lock file path, on behalf of all of them, also
     for hosts whose worker has not started because C(forks) is smaller than the batch. Every run takes
@@ -31,10 +31,10 @@ description:
     earlier in that order that another run holds (the waiting line says which). Names taken for hosts
     that never ask are released when the batch ends. C(free), C(host_pinned) and loops lock per host
     as the host asks, as before; C(serial) and C(throttle) keep their batches and parallelism.
-  - With C(run_once), the lock belongs to the run rather than to the host the task lands on: a
+  - With C(run_once), the lock belongs to the run rather than to the host the task lands on; a
     C(run_once) V(released) releases the run's whole hold (every host's share and a C(run_once)
     acquire), whichever host it runs on. A per-host V(released) does not release a C(run_once) acquire.
-  - Requires the hostlock helper (Node.js >= 20) on the controller. It is not on the npm registry:
+  - Requires the hostlock helper (Node.js >= 20) on the controller. It is not on the npm registry;
     install the packed tarball of a release or of a checkout (C(npm pack)) with
     C(npm install -g ./hostlock-<version>.tgz), or run C(make install) in a hostlock checkout, or
     point to a checkout with E(HOSTLOCK_HELPER) (C(node /path/to/hostlock/dist/cli.js)). It is
