@@ -104,7 +104,8 @@ export class RunHolds {
       if (!batch.entries.some((e) => e.member === member)) return undefined;
       plan = this.startPlan(batch, req);
     }
-    return plan.byMember.has(member) ? plan : undefined;
+    // A member whose own request names another lock than the plan has for it is not covered.
+    return plan.byMember.get(member)?.target.path === req.target.path ? plan : undefined;
   }
 
   private startPlan(batch: Batch, req: AcquireRequest): Plan {

@@ -61,10 +61,14 @@ def batch_members(task, task_vars, templar, host, name):
     batch = [str(h) for h in task_vars.get('ansible_play_batch') or []]
     if host not in batch:
         return None
-    try:
-        raw = _raw_name(task)
-    except Exception:
-        return None
+    if 'name' not in task.args:
+        # The quick start: every host's lock is named after the host.
+        raw = None
+    else:
+        try:
+            raw = _raw_name(task)
+        except Exception:
+            return None
     per_host_name = raw is not None and templar.is_possibly_template(raw)
     if raw is not None and not per_host_name:
         raw = str(raw)
