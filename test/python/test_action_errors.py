@@ -191,3 +191,31 @@ except HelperError as e:
     )
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert 'speaks protocol 0, this collection needs 1' in proc.stdout
+
+
+def test_runtime_dir_open_to_others_is_refused(env):
+    """The shim trusts the agent's directory only as the helper does: ours and mode 0700."""
+    env.runtime_dir.chmod(0o755)
+    pb = env.playbook(
+        'opendir.yml',
+        """
+        - hosts: h1
+          gather_facts: false
+          tasks:
+            - name: lock
+              hostlock.core.lock:
+    """,
+    )
+    code, out = env.run(pb)
+    assert code == 2, out
+    msg = env.record('run', 'lock')['result']['msg']
+    assert (
+        '%s must be owned by uid %d with mode 0700 (it is uid %d, mode 755)'
+        % (
+            env.runtime_dir,
+            os.getuid(),
+            os.getuid(),
+        )
+        in msg
+    ), msg
+    assert not list(env.runtime_dir.glob('agent-*.sock')), 'an agent started in an open directory'
