@@ -95,10 +95,14 @@ class ActionModule(ActionBase):
             lock_dir = os.path.abspath(os.path.expanduser(str(lock_dir)))
 
         try:
-            cmd = find_helper(arg=args['helper'], var=self._var(task_vars, 'hostlock_helper'))
             owner_pid = run_owner_pid()
             owner = owner_metadata(self._task, host, owner_pid, task_vars.get('ansible_play_name'))
-            conn, hello = connect_agent(cmd, owner_pid, client='hostlock.core.lock', member=host)
+            conn, hello = connect_agent(
+                lambda: find_helper(arg=args['helper'], var=self._var(task_vars, 'hostlock_helper')),
+                owner_pid,
+                client='hostlock.core.lock',
+                member=host,
+            )
         except HelperError as e:
             raise AnsibleActionFail(str(e)) from e
 

@@ -14,6 +14,7 @@ import time
 
 from ansible_collections.hostlock.core.plugins.plugin_utils.discovery import (
     INSTALL_HINT,
+    PROTOCOL,
     START_TIMEOUT,
     HelperError,
     check_hello,
@@ -176,26 +177,36 @@ def _start_lock(run_dir):
     return fd
 
 
-def connect_agent(cmd, owner_pid, client='ansible', member=None):
+def connect_agent(find_cmd, owner_pid, client='ansible', member=None):
     """Connect to the agent of the run owned by ``owner_pid``, starting it if needed.
 
+    ``find_cmd()`` returns the helper's command line; it is called only when the agent must be
+    started or refuses us, so a task that finds the run's agent up never searches for the helper.
     Returns ``(connection, hello_result)``. Many workers may race here: one starts
     the agent under a flock of the runtime directory, the others then connect.
     """
+    found = []
+
+    def cmd():
+        if not found:
+            found.append(find_cmd())
+        return found[0]
+
     # The socket path follows the documented rule; asking the helper costs a Node start.
     sock_path = _guess_socket(owner_pid)
     conn = _try_connect(sock_path)
     if conn is None and sock_path is None:
-        sock_path = _ask_socket(cmd, owner_pid)
+        sock_path = _ask_socket(cmd(), owner_pid)
         conn = _try_connect(sock_path)
     start_lock = None
     try:
         if conn is None:
+            helper = cmd()
             start_lock = _start_lock(os.path.dirname(sock_path))
             # Whoever held the start lock before us may have started the agent already.
             conn = _try_connect(sock_path)
-        if conn is None:
-            conn = _start_agent(cmd, owner_pid, sock_path)
+            if conn is None:
+                conn = _start_agent(helper, owner_pid, sock_path)
     finally:
         if start_lock is not None:
             os.close(start_lock)
@@ -204,7 +215,9 @@ def connect_agent(cmd, owner_pid, client='ansible', member=None):
         if member is not None:
             # With a member, hello also reports (and clears) that member's lost holds.
             params['member'] = member
-        hello = check_hello(conn.call('hello', params, timeout=START_TIMEOUT), cmd)
+        hello = conn.call('hello', params, timeout=START_TIMEOUT)
+        if (hello or {}).get('protocol') != PROTOCOL:
+            check_hello(hello, cmd())
     except HelperGone as e:
         conn.close()
         raise HelperError('hostlock agent does not answer: %s' % e) from e

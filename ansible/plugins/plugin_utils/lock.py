@@ -196,10 +196,12 @@ class Lock:
     def _connect(self):
         if self._conn is not None:
             return self._conn
-        cmd = find_helper(arg=self.helper)
         if _ansible_worker() is not None:
-            self._conn, _hello = connect_agent(cmd, run_owner_pid(), client='hostlock.core Lock')
+            self._conn, _hello = connect_agent(
+                lambda: find_helper(arg=self.helper), run_owner_pid(), client='hostlock.core Lock'
+            )
         else:
+            cmd = find_helper(arg=self.helper)
             self._serve = _take_idle_serve(cmd) or start_serve(cmd, client='hostlock.core Lock')
             self._conn = self._serve.conn
         return self._conn
