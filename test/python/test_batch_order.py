@@ -212,3 +212,31 @@ def test_free_strategies_keep_their_parallelism(env, strategy):
     h2 = journal_intervals(env.out / 'journal-h2')
     second = max(h1, key=lambda who: h1[who][0])
     assert h2[second][1] < h1[second][0], (second, h1, h2)
+
+
+# serial and throttle under linear: batches stay ordered, the runs still complete and take turns.
+SERIAL = """
+- hosts: all
+  gather_facts: false
+  serial: "{{ serial_size | default(0) | int or omit }}"
+  tasks:
+    - name: lock
+      hostlock.core.lock:
+        timeout: 60
+      throttle: "{{ throttle_size | default(0) | int }}"
+    - name: work
+      ansible.builtin.shell: |
+        echo "enter {{ who }} $(date +%s.%N)" >> {{ out }}/journal-{{ inventory_hostname }}
+        sleep 0.05
+        echo "exit {{ who }} $(date +%s.%N)" >> {{ out }}/journal-{{ inventory_hostname }}
+    - name: unlock
+      hostlock.core.lock:
+        state: released
+"""
+
+
+@pytest.mark.parametrize('extra', [('-e', 'serial_size=5'), ('-e', 'throttle_size=3')], ids=['serial', 'throttle'])
+def test_serial_and_throttle(env, extra):
+    pb = env.playbook('serial.yml', SERIAL)
+    _concurrent(env, pb, 3, *extra, limit='h1:h2:h3:h4:h5:h6:h7:h8:h9:h10')
+    _check_turns(env, ['h%d' % i for i in range(1, 11)], 3)
