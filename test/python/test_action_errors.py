@@ -165,7 +165,7 @@ def test_incompatible_protocol_action(env):
     code, out = env.run(pb, env={'HOSTLOCK_HELPER': str(old)})
     assert code == 2, out
     msg = env.record('run', 'lock')['result']['msg']
-    assert 'speaks protocol 0, this collection needs 1' in msg and 'npm install -g ./hostlock-<version>.tgz' in msg
+    assert 'speaks protocol 0, this collection needs 2' in msg and 'npm install -g ./hostlock-<version>.tgz' in msg
 
 
 @pytest.mark.nohelper
@@ -190,7 +190,7 @@ except HelperError as e:
         timeout=30,
     )
     assert proc.returncode == 3, proc.stdout + proc.stderr
-    assert 'speaks protocol 0, this collection needs 1' in proc.stdout
+    assert 'speaks protocol 0, this collection needs 2' in proc.stdout
 
 
 def test_runtime_dir_open_to_others_is_refused(env):

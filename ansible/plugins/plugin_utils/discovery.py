@@ -11,7 +11,7 @@ import shutil
 __all__ = ['HelperError', 'PROTOCOL', 'INSTALL_HINT', 'START_TIMEOUT', 'find_helper', 'check_hello']
 
 # Protocol version of docs/PROTOCOL.md this client speaks.
-PROTOCOL = 1
+PROTOCOL = 2
 
 INSTALL_HINT = (
     'Install the helper (needs Node.js >= 20) from its packed tarball with '
