@@ -7,6 +7,7 @@ import type { Id } from './jsonrpc';
 import type { Mode } from './lockfile';
 import type { AcquireOutcome, AcquireRequest, Hold, Target } from './manager';
 import { currentUser } from './proc';
+import type { RunOutcome } from './runholds';
 import type { Server } from './server';
 import type { KeyStatus } from './store';
 import type { Method } from './validate';
@@ -27,6 +28,13 @@ export interface AcquireParams extends TargetParams {
   member?: string;
   notify?: number;
   prefix?: string;
+  batch?: BatchParams;
+}
+
+// The names of one task's batch (a linear play's hosts), taken in one order (runholds.ts).
+interface BatchParams {
+  id: string;
+  members?: Array<{ member: string; name: string }>;
 }
 
 export interface Params {
@@ -34,7 +42,7 @@ export interface Params {
   acquire: AcquireParams;
   try: AcquireParams;
   block: { handle: string; timeout?: number | null; notify?: number };
-  release: TargetParams & { handle?: string; scope?: 'run'; member?: string };
+  release: TargetParams & { handle?: string; scope?: 'run'; member?: string; batch?: BatchParams };
   status: TargetParams;
   list: { dir?: string; backend?: string };
 }
@@ -113,7 +121,14 @@ export function methods(c: Connection): Handlers {
     const member = p.member ?? p.owner?.host ?? '-';
     waitingNotice(handle, req);
     req.onLost = (hold, reason) => server.runHoldLost(hold, reason);
-    const attempt = server.runHolds.acquire(req, member);
+    const batch = p.batch && {
+      id: p.batch.id,
+      entries: (p.batch.members ?? []).map((m) => ({
+        member: m.member,
+        target: target({ name: m.name, dir: p.dir, backend: p.backend }),
+      })),
+    };
+    const attempt = server.runHolds.acquire(req, member, batch);
     handles.waiting(handle, () => attempt.cancel());
     let out;
     try {
@@ -126,7 +141,7 @@ export function methods(c: Connection): Handlers {
     return result(out.acquired || out.reason !== 'cancelled' ? handle : null, req.target, req.mode, out, out.changed);
   }
 
-  function result(handle: string | null, t: Target, mode: Mode, out: AcquireOutcome, changed: boolean) {
+  function result(handle: string | null, t: Target, mode: Mode, out: RunOutcome | AcquireOutcome, changed: boolean) {
     const r: Record<string, unknown> = {
       acquired: out.acquired,
       handle,
@@ -142,6 +157,7 @@ export function methods(c: Connection): Handlers {
     } else {
       r.reason = out.reason;
       r.holders = out.holders;
+      if ('behind' in out && out.behind !== undefined) r.behind = out.behind;
     }
     return r;
   }
@@ -196,6 +212,7 @@ export function methods(c: Connection): Handlers {
     },
 
     release(p) {
+      if (p.batch) server.runHolds.batchSeen(p.batch.id);
       if (p.handle !== undefined) {
         const st = handles.own(p.handle);
         handles.drop(p.handle);

@@ -19,7 +19,7 @@ describe('serve: methods', () => {
 
   test('hello', async () => {
     const r = await h.rpc.call('hello', { client: 'test' });
-    assert.equal(r.protocol, 1);
+    assert.equal(r.protocol, 2);
     assert.equal(typeof r.version, 'string');
     assert.equal(r.pid, h.proc.pid);
     assert.deepEqual(r.lost, []);
@@ -133,7 +133,7 @@ describe('serve: bad input', () => {
       const r = await h.rpc.sendRaw(bytes);
       assert.equal(r.error?.code, code, JSON.stringify(r));
       assert.ok(r.error.message.length > 10);
-      assert.equal((await h.rpc.call('hello')).protocol, 1, 'still serving');
+      assert.equal((await h.rpc.call('hello')).protocol, 2, 'still serving');
     });
   }
 

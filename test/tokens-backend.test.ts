@@ -46,7 +46,7 @@ describe('fencing tokens and backends', () => {
     assert.equal(err.code, -32602);
     assert.match(err.message, /unknown backend redis:/);
     assert.doesNotMatch(err.message, /s3cret/);
-    assert.equal((await h.rpc.call('hello', {})).protocol, 1, 'still serving');
+    assert.equal((await h.rpc.call('hello', {})).protocol, 2, 'still serving');
   });
 
   test('local-only parameters with a backend are refused', async () => {

@@ -34,7 +34,7 @@ test('256 waiters on one lock held elsewhere, and 64 on distinct locks: hello an
     // While 320 requests wait, the helper still answers at once.
     for (let i = 0; i < 5; i++) {
       const t0 = performance.now();
-      assert.equal((await h.rpc.call('hello')).protocol, 1);
+      assert.equal((await h.rpc.call('hello')).protocol, 2);
       const s = await h.rpc.call('status', { name: 'one' });
       assert.equal(s.held, true);
       assert.ok(performance.now() - t0 < 2000, 'hello/status stalled behind the waiters');

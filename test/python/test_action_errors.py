@@ -12,7 +12,7 @@ import pytest
 
 BAD_ARGS = [
     ('state: grabbed', 'value of state must be one of: acquired, try, released, status'),
-    ('timeout: -5', 'timeout must be a number of seconds >= 0'),
+    ('timeout: -5', 'timeout must be a number of seconds from 0 to 31536000'),
     ('timeout: soon', 'timeout'),
     ('name: ""', 'name must be a non-empty string'),
     ('colour: red', 'Unsupported parameters'),
@@ -67,7 +67,7 @@ def test_no_helper_found(env):
     assert code == 2, out
     msg = env.record('run', 'lock')['result']['msg']
     assert 'hostlock helper not found' in msg
-    assert 'npm install -g hostlock' in msg and 'HOSTLOCK_HELPER=' in msg
+    assert 'npm install -g ./hostlock-<version>.tgz' in msg and 'HOSTLOCK_HELPER=' in msg
 
 
 @pytest.mark.nohelper
@@ -86,7 +86,7 @@ def test_helper_script_missing(env):
     code, out = env.run(pb)
     assert code == 2, out
     msg = env.record('run', 'lock')['result']['msg']
-    assert '/nonexistent/dist/cli.js does not exist' in msg and 'npm install -g hostlock' in msg
+    assert '/nonexistent/dist/cli.js does not exist' in msg and 'npm install -g ./hostlock-<version>.tgz' in msg
 
 
 @pytest.mark.nohelper
@@ -106,7 +106,7 @@ def test_node_missing(env):
     assert code == 2, out
     msg = env.record('run', 'lock')['result']['msg']
     assert 'nodejs-not-installed' in msg and 'not installed or not on PATH' in msg
-    assert 'npm install -g hostlock' in msg
+    assert 'npm install -g ./hostlock-<version>.tgz' in msg
 
 
 OLD_HELPER = r"""
@@ -171,7 +171,7 @@ def test_incompatible_protocol_action(env):
     code, out = env.run(pb, env={'HOSTLOCK_HELPER': str(old)})
     assert code == 2, out
     msg = env.record('run', 'lock')['result']['msg']
-    assert 'speaks protocol 0, this collection needs 1' in msg and 'npm install -g hostlock' in msg
+    assert 'speaks protocol 0, this collection needs 2' in msg and 'npm install -g ./hostlock-<version>.tgz' in msg
 
 
 @pytest.mark.nohelper
@@ -196,4 +196,32 @@ except HelperError as e:
         timeout=30,
     )
     assert proc.returncode == 3, proc.stdout + proc.stderr
-    assert 'speaks protocol 0, this collection needs 1' in proc.stdout
+    assert 'speaks protocol 0, this collection needs 2' in proc.stdout
+
+
+def test_runtime_dir_open_to_others_is_refused(env):
+    """The shim trusts the agent's directory only as the helper does: ours and mode 0700."""
+    env.runtime_dir.chmod(0o755)
+    pb = env.playbook(
+        'opendir.yml',
+        """
+        - hosts: h1
+          gather_facts: false
+          tasks:
+            - name: lock
+              hostlock.core.lock:
+    """,
+    )
+    code, out = env.run(pb)
+    assert code == 2, out
+    msg = env.record('run', 'lock')['result']['msg']
+    assert (
+        '%s must be owned by uid %d with mode 0700 (it is uid %d, mode 755)'
+        % (
+            env.runtime_dir,
+            os.getuid(),
+            os.getuid(),
+        )
+        in msg
+    ), msg
+    assert not list(env.runtime_dir.glob('agent-*.sock')), 'an agent started in an open directory'

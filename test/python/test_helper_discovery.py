@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
+from types import SimpleNamespace
 
 import pytest
 from conftest import CLI
@@ -14,9 +15,11 @@ def _helper_module(env):
     root = env.vars['ANSIBLE_COLLECTIONS_PATH']
     if root not in sys.path:
         sys.path.insert(0, root)
-    from ansible_collections.hostlock.core.plugins.plugin_utils import helper
+    from ansible_collections.hostlock.core.plugins.plugin_utils import agent, discovery
 
-    return helper
+    return SimpleNamespace(
+        find_helper=discovery.find_helper, HelperError=discovery.HelperError, _guess_socket=agent._guess_socket
+    )
 
 
 def test_socket_rule_matches_the_helper(env, monkeypatch):
@@ -46,4 +49,4 @@ def test_discovery_order(env, tmp_path):
     assert helper.find_helper(environ=dict(environ, HOSTLOCK_HELPER='  ')) == [str(fake)]
     with pytest.raises(helper.HelperError) as info:
         helper.find_helper(environ={'PATH': str(nothing)})
-    assert 'npm install -g hostlock' in str(info.value)
+    assert 'npm install -g ./hostlock-<version>.tgz' in str(info.value)

@@ -40,7 +40,13 @@ def test_build_install_and_ansible_doc(tmp_path):
         'plugins/modules/lock.py',
         'plugins/plugin_utils/lock.py',
         'plugins/plugin_utils/rpc.py',
-        'plugins/plugin_utils/helper.py',
+        'plugins/plugin_utils/agent.py',
+        'plugins/plugin_utils/batch.py',
+        'plugins/plugin_utils/discovery.py',
+        'plugins/plugin_utils/holders.py',
+        'plugins/plugin_utils/owner.py',
+        'plugins/plugin_utils/procinfo.py',
+        'plugins/plugin_utils/serve.py',
     ):
         assert wanted in names, (wanted, names)
     assert not [n for n in names if '__pycache__' in n or n.endswith('.pyc')], names

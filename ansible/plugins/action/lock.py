@@ -4,25 +4,20 @@
 
 from __future__ import annotations
 
-import getpass
 import os
-import sys
 import time
 
 from ansible.errors import AnsibleActionFail
 from ansible.utils.display import Display
 
 from ansible.plugins.action import ActionBase
-from ansible_collections.hostlock.core.plugins.plugin_utils.helper import (
-    HelperError,
-    HelperGone,
-    RpcError,
-    connect_agent,
-    find_helper,
-    holders_text,
-    run_id,
-    run_owner_pid,
-)
+from ansible_collections.hostlock.core.plugins.plugin_utils.agent import connect_agent
+from ansible_collections.hostlock.core.plugins.plugin_utils.batch import batch_id, batch_members
+from ansible_collections.hostlock.core.plugins.plugin_utils.discovery import HelperError, find_helper
+from ansible_collections.hostlock.core.plugins.plugin_utils.holders import holders_text
+from ansible_collections.hostlock.core.plugins.plugin_utils.owner import owner_metadata
+from ansible_collections.hostlock.core.plugins.plugin_utils.procinfo import run_owner_pid
+from ansible_collections.hostlock.core.plugins.plugin_utils.rpc import NOTIFY_EVERY, HelperGone, RpcError
 
 display = Display()
 
@@ -35,23 +30,11 @@ ARGUMENT_SPEC = dict(
     helper=dict(type='raw'),
 )
 
-# Seconds between "still waiting" lines while a lock is busy.
-NOTIFY_EVERY = 5
+# The helper's longest wait, in seconds (365 days).
+MAX_TIMEOUT = 31536000
 
-
-def _playbook_name(task):
-    """Basename of the playbook file the task's play comes from."""
-    try:
-        path = task.get_play().get_path()
-        if path:
-            return os.path.basename(path.rsplit(':', 1)[0])
-    except Exception:
-        pass
-    # The worker is a fork of ansible-playbook, so argv is the command line that named the playbook.
-    for arg in reversed(sys.argv[1:]):
-        if arg.endswith(('.yml', '.yaml')):
-            return os.path.basename(arg)
-    return os.path.basename(sys.argv[0]) if sys.argv else 'ansible'
+# The member a run_once lock belongs to: the run itself, not the host that happened to run it.
+RUN_MEMBER = '(run)'
 
 
 def _lost_text(lost):
@@ -70,6 +53,12 @@ def _lost_text(lost):
         else:
             parts.append(str(item))
     return ', '.join(parts)
+
+
+def _behind_text(behind):
+    if not behind:
+        return ''
+    return " (queued behind lock '%s', which this run takes first so that runs never deadlock)" % behind
 
 
 class ActionModule(ActionBase):
@@ -92,10 +81,10 @@ class ActionModule(ActionBase):
         if '\0' in name:
             raise AnsibleActionFail('name must not contain NUL characters')
         timeout = args['timeout']
-        if timeout is not None and not (0 <= timeout < float('inf')):
+        if timeout is not None and not (0 <= timeout <= MAX_TIMEOUT):
             raise AnsibleActionFail(
-                'timeout must be a number of seconds >= 0 (got %r); omit it to wait forever'
-                % self._task.args.get('timeout')
+                'timeout must be a number of seconds from 0 to %d (365 days) (got %r); omit it to wait forever'
+                % (MAX_TIMEOUT, self._task.args.get('timeout'))
             )
 
         lock_dir = args['lock_dir'] or self._var(task_vars, 'hostlock_lock_dir') or os.environ.get('HOSTLOCK_DIR')
@@ -103,10 +92,14 @@ class ActionModule(ActionBase):
             lock_dir = os.path.abspath(os.path.expanduser(str(lock_dir)))
 
         try:
-            cmd = find_helper(arg=args['helper'], var=self._var(task_vars, 'hostlock_helper'))
             owner_pid = run_owner_pid()
-            owner = self._owner(owner_pid, host, task_vars)
-            conn, hello = connect_agent(cmd, owner_pid, client='hostlock.core.lock', member=host)
+            owner = owner_metadata(self._task, host, owner_pid, task_vars.get('ansible_play_name'))
+            conn, hello = connect_agent(
+                lambda: find_helper(arg=args['helper'], var=self._var(task_vars, 'hostlock_helper')),
+                owner_pid,
+                client='hostlock.core.lock',
+                member=host,
+            )
         except HelperError as e:
             raise AnsibleActionFail(str(e)) from e
 
@@ -134,13 +127,16 @@ class ActionModule(ActionBase):
             target = {'name': name}
             if lock_dir:
                 target['dir'] = lock_dir
+            # run_once: the lock is the run's, whichever host the task lands on.
+            member = RUN_MEMBER if self._task.run_once else host
             try:
                 if state == 'status' or self._task.check_mode:
                     out = self._status(conn, target, state, args['shared'], owner, host)
                 elif state == 'released':
-                    out = self._release(conn, target, host)
+                    out = self._release(conn, target, member, self._batch(task_vars, host, name, with_members=False))
                 else:
-                    out = self._acquire(conn, target, state, args['shared'], timeout, owner, host)
+                    batch = self._batch(task_vars, host, name, with_members=state == 'acquired')
+                    out = self._acquire(conn, target, state, args['shared'], timeout, owner, member, batch)
             except RpcError as e:
                 verb = {'acquired': 'acquire', 'try': 'try', 'released': 'release', 'status': 'read the status of'}[
                     state
@@ -155,32 +151,26 @@ class ActionModule(ActionBase):
         result.update(out)
         return result
 
+    def _batch(self, task_vars, host, name, with_members):
+        """The batch parameter: its id tells the agent when a batch is over; its members let the
+        agent take the batch's names in one order (see plugin_utils/batch.py)."""
+        if self._task.run_once:
+            return None
+        bid = batch_id(self._task, task_vars)
+        if bid is None:
+            return None
+        batch = {'id': bid}
+        if with_members:
+            members = batch_members(self._task, task_vars, self._templar, host, name)
+            if members:
+                batch['members'] = members
+        return batch
+
     def _var(self, task_vars, key):
         value = task_vars.get(key)
         if value is None:
             return None
         return self._templar.template(value)
-
-    def _owner(self, owner_pid, host, task_vars):
-        owner = {'pid': owner_pid, 'host': host, 'playbook': _playbook_name(self._task)}
-        try:
-            owner['user'] = getpass.getuser()
-        except Exception:
-            pass
-        try:
-            owner['run'] = run_id(owner_pid)
-        except (OSError, ValueError, IndexError):
-            pass
-        play = task_vars.get('ansible_play_name')
-        if play is None:
-            try:
-                play = self._task.get_play().get_name()
-            except Exception:
-                play = None
-        if play:
-            owner['play'] = str(play)
-        owner['task'] = str(self._task.get_name())
-        return owner
 
     def _base(self, name, res, shared):
         return {
@@ -191,29 +181,27 @@ class ActionModule(ActionBase):
             'holders': res.get('holders') or [],
         }
 
-    def _acquire(self, conn, target, state, shared, timeout, owner, host):
+    def _acquire(self, conn, target, state, shared, timeout, owner, member, batch):
         name = target['name']
-        params = dict(target, shared=shared, owner=owner, scope='run', member=host, notify=NOTIFY_EVERY)
+        host = owner['host']
+        params = dict(target, shared=shared, owner=owner, scope='run', member=member, notify=NOTIFY_EVERY)
+        if batch:
+            params['batch'] = batch
         started = time.monotonic()
         res = first = conn.call('try', params)
-        if not res.get('acquired'):
-            res['holders'] = self._fresh_holders(conn, target, res)
         if not res.get('acquired') and state == 'acquired':
+            behind = res.get('behind')
             # Say at once who is in the way; the helper's notifications repeat it while we wait.
-            self._show_wait(host, name, 0, res.get('holders'), timeout)
+            self._show_wait(host, name, 0, res.get('holders'), timeout, behind)
 
             def on_notify(method, p):
                 if method == 'waiting':
-                    self._show_wait(host, name, p.get('waited'), p.get('holders'), timeout)
+                    self._show_wait(host, name, p.get('waited'), p.get('holders'), timeout, behind)
 
-            if res.get('handle'):
-                wait = ('block', {'handle': res['handle']})
-            else:
-                # Helpers before a5a21a2 give a failed run-scope try no handle: wait with a fresh acquire.
-                wait = ('acquire', dict(params))
+            wait = {'handle': res['handle']}
             if timeout is not None:
-                wait[1]['timeout'] = timeout
-            res = conn.call(wait[0], wait[1], on_notify=on_notify)
+                wait['timeout'] = timeout
+            res = conn.call('block', wait, on_notify=on_notify)
         out = self._base(name, res, shared)
         if state == 'acquired' and res is not first:
             # Count the failed try too: the user wants the time from task start to the lock.
@@ -228,37 +216,34 @@ class ActionModule(ActionBase):
                 conn.call('release', {'handle': res['handle']}, timeout=30)
             out['msg'] = "lock '%s' is busy, held by %s" % (name, holders_text(out['holders']))
             return out
-        out['holders'] = self._fresh_holders(conn, target, res)
         out['failed'] = True
-        out['msg'] = "timed out after %.1fs waiting for lock '%s' (%s): held by %s" % (
+        out['msg'] = "timed out after %.1fs waiting for lock '%s' (%s)%s: held by %s" % (
             out['waited'],
             name,
             out['path'],
+            _behind_text(res.get('behind')),
             holders_text(out['holders']),
         )
         return out
 
-    def _fresh_holders(self, conn, target, res):
-        # helper 0.1.0 caches the holders of a busy reply for 250 ms, so right after a
-        # handover they can name the previous holder; status reads them afresh.
-        try:
-            return conn.call('status', target, timeout=30).get('holders') or res.get('holders') or []
-        except RpcError:
-            return res.get('holders') or []
-
-    def _show_wait(self, host, name, waited, holders, timeout):
+    def _show_wait(self, host, name, waited, holders, timeout, behind=None):
         limit = '' if timeout is None else ' of %ss' % (int(timeout) if float(timeout).is_integer() else timeout)
         display.display(
-            "hostlock: [%s] waiting (%ds%s) for lock '%s' held by %s"
-            % (host, round(float(waited or 0)), limit, name, holders_text(holders))
+            "hostlock: [%s] waiting (%ds%s) for lock '%s'%s held by %s"
+            % (host, round(float(waited or 0)), limit, name, _behind_text(behind), holders_text(holders))
         )
 
-    def _release(self, conn, target, host):
-        res = conn.call('release', dict(target, scope='run', member=host), timeout=30)
+    def _release(self, conn, target, member, batch):
+        params = dict(target, scope='run')
+        if member != RUN_MEMBER:
+            # run_once releases the run's whole hold: whichever host took it, and every host's share.
+            params['member'] = member
+        if batch:
+            params['batch'] = batch
+        res = conn.call('release', params, timeout=30)
         if res.get('released'):
             # No status read after a real release: reading /proc/locks can stall every flock on
-            # the machine for an RCU grace period (bench/README.md), and who holds the lock
-            # next is stale at once anyway.
+            # the machine for an RCU grace period, and who holds the lock next is stale at once anyway.
             out = self._base(target['name'], dict(res, holders=[]), False)
         else:
             # Nothing was ours to release: say who does hold it.

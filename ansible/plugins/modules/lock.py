@@ -22,9 +22,24 @@ description:
     holds reports RV(changed=false). To serialise the forks of one run, set the task keyword C(throttle) to 1.
   - While it waits it prints a line every few seconds naming the holder (playbook, task, host,
     user, pid) and since when.
-  - Requires the hostlock helper (Node.js >= 20) on the controller, installed with
-    C(npm install -g hostlock). It is found through O(helper), the variable C(hostlock_helper),
-    the environment variable E(HOSTLOCK_HELPER), then C(hostlock) on E(PATH).
+  - Under the C(linear) strategy (the default) one task's hosts are locked as a batch; the run takes
+    the lock names of all hosts of the batch (per-host templated names included, hosts the task skips
+    with C(when) left out) in one global order, the lock file path, on behalf of all of them, also
+    for hosts whose worker has not started because C(forks) is smaller than the batch. Every run takes
+    any two names in the same order, so two runs can never each hold part of what the other waits
+    for, and the per-host lock of the quick start cannot deadlock. A host may wait behind a name
+    earlier in that order that another run holds (the waiting line says which). Names taken for hosts
+    that never ask are released when the batch ends. C(free), C(host_pinned) and loops lock per host
+    as the host asks, as before; C(serial) and C(throttle) keep their batches and parallelism.
+  - With C(run_once), the lock belongs to the run rather than to the host the task lands on; a
+    C(run_once) V(released) releases the run's whole hold (every host's share and a C(run_once)
+    acquire), whichever host it runs on. A per-host V(released) does not release a C(run_once) acquire.
+  - Requires the hostlock helper (Node.js >= 20) on the controller. It is not on the npm registry;
+    install the packed tarball of a release or of a checkout (C(npm pack)) with
+    C(npm install -g ./hostlock-<version>.tgz), or run C(make install) in a hostlock checkout, or
+    point to a checkout with E(HOSTLOCK_HELPER) (C(node /path/to/hostlock/dist/cli.js)). It is
+    found through O(helper), the variable C(hostlock_helper), the environment variable
+    E(HOSTLOCK_HELPER), then C(hostlock) on E(PATH).
   - The locks are plain C(flock(2)) locks on files in O(lock_dir); C(flock(1)) and Python's
     C(fcntl.flock) on the same files exclude hostlock and the reverse.
 author:
@@ -49,6 +64,7 @@ options:
   timeout:
     description:
       - Seconds to wait with O(state=acquired). Omit it to wait for ever; V(0) fails at once when busy.
+      - At most V(31536000) (365 days); a larger value fails before anything is taken.
     type: float
   shared:
     description:
@@ -93,9 +109,10 @@ notes:
     unless O(lock_dir) is on a filesystem with working C(flock), and NFS only emulates it.
   - If the helper holding the run's locks dies while the run goes on, the next hostlock task of
     that host fails with C(lock lost) instead of continuing unprotected.
-  - Per-host locks taken by one task for several hosts can deadlock two runs under the default
-    C(linear) strategy (run A holds web1 and waits for web3, run B holds web3 and waits for web1).
-    Use C(strategy) C(free), C(serial), a O(timeout), or one shared name such as C(cluster).
+  - Ordering covers the names of one task. Locks a playbook takes across several tasks in opposite
+    orders in two runs (run A locks C(db) then C(web), run B C(web) then C(db)), or per host under
+    C(free), can still deadlock; hostlock then waits until O(timeout) and fails naming the holder.
+    Take such names in one task, in the same order in every playbook, or set a O(timeout).
 seealso:
   - name: flock(1)
     description: The shell tool for the same kind of lock.

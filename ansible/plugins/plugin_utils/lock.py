@@ -16,31 +16,23 @@ run's agent; elsewhere it starts a private ``hostlock serve`` while it holds.
 from __future__ import annotations
 
 import atexit
-import getpass
 import logging
 import multiprocessing
 import os
 import sys
 from pathlib import Path
 
-from ansible_collections.hostlock.core.plugins.plugin_utils.helper import (
-    HelperError,
-    HelperGone,
-    RpcError,
-    connect_agent,
-    find_helper,
-    holders_text,
-    run_id,
-    run_owner_pid,
-    start_serve,
-)
+from ansible_collections.hostlock.core.plugins.plugin_utils.agent import connect_agent
+from ansible_collections.hostlock.core.plugins.plugin_utils.discovery import HelperError, find_helper
+from ansible_collections.hostlock.core.plugins.plugin_utils.holders import holders_text
+from ansible_collections.hostlock.core.plugins.plugin_utils.owner import owner_metadata
+from ansible_collections.hostlock.core.plugins.plugin_utils.procinfo import run_owner_pid
+from ansible_collections.hostlock.core.plugins.plugin_utils.rpc import NOTIFY_EVERY, HelperGone, RpcError
+from ansible_collections.hostlock.core.plugins.plugin_utils.serve import start_serve
 
 __all__ = ['Lock', 'LockTimeout', 'LockError', 'HelperError', 'logger']
 
 logger = logging.getLogger('hostlock')
-
-# Seconds between the helper's "still waiting" notifications.
-NOTIFY_EVERY = 5
 
 
 class LockError(Exception):
@@ -160,37 +152,14 @@ def configure_logging():
 
 def _owner():
     """Metadata other waiters see about this holder."""
-    owner = {'pid': os.getpid()}
-    try:
-        owner['user'] = getpass.getuser()
-    except Exception:
-        pass
     worker = _ansible_worker()
-    if worker is not None:
-        # Name the run and task so `hostlock status` shows who holds a plugin's lock.
-        ppid = os.getppid()
-        owner['pid'] = ppid
-        try:
-            owner['run'] = run_id(ppid)
-        except (OSError, ValueError, IndexError):
-            pass
-        task = getattr(worker, '_task', None)
-        host = getattr(worker, '_host', None)
-        if task is not None:
-            try:
-                owner['task'] = str(task.get_name())
-                play = task.get_play()
-                owner['play'] = str(play.get_name())
-                path = play.get_path()
-                if path:
-                    owner['playbook'] = os.path.basename(path.rsplit(':', 1)[0])
-            except Exception:
-                pass
-        if host is not None:
-            owner['host'] = str(getattr(host, 'name', host))
-    else:
-        owner['playbook'] = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else 'python'
-    return owner
+    if worker is None:
+        return owner_metadata()
+    # Inside a worker: name the run, task and host so `hostlock status` shows who holds a plugin's lock.
+    host = getattr(worker, '_host', None)
+    return owner_metadata(
+        getattr(worker, '_task', None), None if host is None else getattr(host, 'name', host), os.getppid()
+    )
 
 
 class Lock:
@@ -227,10 +196,12 @@ class Lock:
     def _connect(self):
         if self._conn is not None:
             return self._conn
-        cmd = find_helper(arg=self.helper)
         if _ansible_worker() is not None:
-            self._conn, _hello = connect_agent(cmd, run_owner_pid(), client='hostlock.core Lock')
+            self._conn, _hello = connect_agent(
+                lambda: find_helper(arg=self.helper), run_owner_pid(), client='hostlock.core Lock'
+            )
         else:
+            cmd = find_helper(arg=self.helper)
             self._serve = _take_idle_serve(cmd) or start_serve(cmd, client='hostlock.core Lock')
             self._conn = self._serve.conn
         return self._conn
@@ -273,14 +244,6 @@ class Lock:
 
     def _took(self, result):
         self.holders = result.get('holders') or []
-        if not result.get('acquired') and self._conn is not None:
-            # helper 0.1.0 caches a busy reply's holders for 250 ms: ask status for the current ones.
-            try:
-                self.holders = (
-                    self._conn.call('status', {'path': str(self.lock_path)}, timeout=30).get('holders') or self.holders
-                )
-            except (RpcError, HelperGone):
-                pass
         self.waited += float(result.get('waited') or 0)
         if result.get('acquired'):
             self._handle = result.get('handle')

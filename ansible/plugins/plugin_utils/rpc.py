@@ -15,7 +15,10 @@ import selectors
 import socket
 import time
 
-__all__ = ['RpcConnection', 'RpcError', 'HelperGone']
+__all__ = ['RpcConnection', 'RpcError', 'HelperGone', 'NOTIFY_EVERY']
+
+# Seconds between the helper's "still waiting" notifications that clients ask for.
+NOTIFY_EVERY = 5
 
 # The helper refuses lines over 1 MiB; a reply that large means something is wrong.
 MAX_LINE = 4 * 1024 * 1024
