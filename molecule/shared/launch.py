@@ -51,6 +51,7 @@ class Run:
         args: list[str] | None = None,
         show: str | None = '',
         prefix: str | None = None,
+        env: dict | None = None,
     ):
         self.id = run_id
         self.playbook = str(Path(playbook).resolve())
@@ -59,6 +60,7 @@ class Run:
         self.log_path = Path(out_dir) / f'{run_id}.log'
         self.extra_vars = {'run_id': run_id, 'journal': journal, **(extra_vars or {})}
         self.args = args or []
+        self.env = env or {}
         self.show = re.compile(show) if show else None  # None: show nothing; "" shows everything
         self.show_all = show == ''
         self.prefix = prefix if prefix is not None else f'[{run_id}] '
@@ -76,7 +78,7 @@ class Run:
         vars_file = self.log_path.with_suffix('.vars.json')
         vars_file.write_text(json.dumps(self.extra_vars))
         cmd = ['ansible-playbook', '-i', self.inventory, '-e', f'@{vars_file}', *self.args, self.playbook]
-        env = dict(os.environ, PYTHONUNBUFFERED='1', ANSIBLE_NOCOLOR='1')
+        env = dict(os.environ, PYTHONUNBUFFERED='1', ANSIBLE_NOCOLOR='1', **self.env)
         env.pop('ANSIBLE_FORCE_COLOR', None)
         # `exec` keeps the shell's PID, so HL_RUN_PID is ansible-playbook's own PID.
         self.proc = subprocess.Popen(
@@ -182,6 +184,13 @@ def parse_vars(pairs: list[str]) -> dict:
     return out
 
 
+def controller_env(out_dir: str, n: int) -> dict:
+    """A simulated controller: its own name in holder records and its own agents."""
+    runtime = Path(out_dir) / f'ctl-{n}'
+    runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return {'HOSTLOCK_CONTROLLER': f'ctl-{n}', 'HOSTLOCK_RUNTIME_DIR': str(runtime)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog='launch.py', description=__doc__.splitlines()[0])
     p.add_argument('playbook')
@@ -193,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--show', default='(?i)waiting|fatal|failed!|error', help="regex of output lines to echo ('' = all)")
     p.add_argument('--expect-rc', type=int, default=0)
     p.add_argument('--timeout', type=float, default=300)
+    p.add_argument(
+        '--controllers',
+        type=int,
+        default=1,
+        help='simulate N controllers: run i is on controller ctl-(i mod N + 1), with its own runtime directory',
+    )
     a = p.parse_args(argv)
 
     prepare_out(a.out, a.journal)
@@ -206,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             out_dir=a.out,
             extra_vars={**extra, 'run_index': i, 'runs': a.runs},
             show=a.show,
+            env=controller_env(a.out, i % a.controllers + 1) if a.controllers > 1 else None,
         )
         for i in range(a.runs)
     ]

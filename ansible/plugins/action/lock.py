@@ -27,6 +27,7 @@ ARGUMENT_SPEC = dict(
     timeout=dict(type='float'),
     shared=dict(type='bool', default=False),
     lock_dir=dict(type='path'),
+    backend=dict(type='str', no_log=True),
     helper=dict(type='raw'),
 )
 
@@ -87,7 +88,15 @@ class ActionModule(ActionBase):
                 % (MAX_TIMEOUT, self._task.args.get('timeout'))
             )
 
-        lock_dir = args['lock_dir'] or self._var(task_vars, 'hostlock_lock_dir') or os.environ.get('HOSTLOCK_DIR')
+        backend = args['backend'] or self._var(task_vars, 'hostlock_backend') or os.environ.get('HOSTLOCK_BACKEND')
+        backend = str(backend) if backend and str(backend) != 'local' else None
+        if backend and args['lock_dir']:
+            raise AnsibleActionFail(
+                'lock_dir applies to the local store only; with backend the locks live in the server: drop one of them'
+            )
+        lock_dir = None
+        if not backend:
+            lock_dir = args['lock_dir'] or self._var(task_vars, 'hostlock_lock_dir') or os.environ.get('HOSTLOCK_DIR')
         if lock_dir:
             lock_dir = os.path.abspath(os.path.expanduser(str(lock_dir)))
 
@@ -127,6 +136,8 @@ class ActionModule(ActionBase):
             target = {'name': name}
             if lock_dir:
                 target['dir'] = lock_dir
+            if backend:
+                target['backend'] = backend
             # run_once: the lock is the run's, whichever host the task lands on.
             member = RUN_MEMBER if self._task.run_once else host
             try:
@@ -173,13 +184,16 @@ class ActionModule(ActionBase):
         return self._templar.template(value)
 
     def _base(self, name, res, shared):
-        return {
+        out = {
             'name': res.get('name', name),
             'path': res.get('path'),
             'mode': res.get('mode') or ('shared' if shared else 'exclusive'),
             'waited': round(float(res.get('waited') or 0), 3),
             'holders': res.get('holders') or [],
         }
+        if res.get('token') is not None:
+            out['token'] = res['token']
+        return out
 
     def _acquire(self, conn, target, state, shared, timeout, owner, member, batch):
         name = target['name']

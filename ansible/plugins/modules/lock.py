@@ -79,6 +79,20 @@ options:
       - Runs that must exclude each other need the same directory; for several users, use a
         directory writable by a common group.
     type: path
+  backend:
+    description:
+      - Where the locks live. Unset or C(local) (the default) means lock files in O(lock_dir) on this
+        controller. A server store lets runs on several controllers (CI runners, AWX/AAP execution nodes,
+        bastions) take turns on the same names.
+      - C(postgresql://user@db.example/hostlock?sslmode=verify-full) uses PostgreSQL (libpq URL syntax;
+        C(PG*) variables and C(~/.pgpass) are honoured; C(hostlock_keepalive=S) bounds how long a cut-off
+        controller keeps its holds, 30 by default). Run C(hostlock setup --backend URL) once as a role that may
+        create the schema.
+      - C(etcd://host1:2379,host2:2379,host3:2379?ttl=10&prefix=hostlock/) uses etcd (C(etcd+https://) with
+        C(cacert), C(cert) and C(key) options); C(ttl) bounds how long a dead or cut-off controller keeps its holds.
+      - Defaults to the variable C(hostlock_backend), then the environment variable E(HOSTLOCK_BACKEND).
+        Not with O(lock_dir). A password in the URL is never shown.
+    type: str
   helper:
     description:
       - Command line of the hostlock helper, for example C(node /opt/hostlock/dist/cli.js).
@@ -206,10 +220,19 @@ name:
   type: str
   sample: web1
 path:
-  description: Lock file on the controller.
+  description: Lock file on the controller; with O(backend), the store (password masked) and the name.
   returned: always
   type: str
   sample: /tmp/hostlock-1000/locks/web1.lock
+token:
+  description:
+    - Fencing token of the grant, an integer that strictly increases per lock name across every holder
+      (every controller, with a server store), restarts included.
+    - Pass it to a system that can refuse a stale holder (e.g. store it beside what the task writes and
+      reject writes carrying a lower token).
+  returned: when the task took the lock
+  type: int
+  sample: 42
 mode:
   description: V(exclusive) or V(shared).
   returned: always

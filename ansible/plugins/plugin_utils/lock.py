@@ -168,9 +168,12 @@ class Lock:
     ``blocking=False`` tries once on enter; ``acquired`` tells the outcome and
     ``block()`` waits for it. ``timeout`` (seconds) bounds every wait and raises
     ``LockTimeout``; ``shared=True`` takes a shared (read) lock.
+    ``backend`` (a ``postgresql://`` or ``etcd://`` URL, default ``$HOSTLOCK_BACKEND``) keeps the
+    lock in a server store shared by several controllers, named by ``lock_path``.
+    ``token`` is the fencing token of the current grant.
     """
 
-    def __init__(self, lock_path, blocking=True, prefix=None, *, timeout=None, shared=False, helper=None):
+    def __init__(self, lock_path, blocking=True, prefix=None, *, timeout=None, shared=False, helper=None, backend=None):
         # A Path and an empty prefix, as cli2 has them: callers use lock.lock_path.parent and the like.
         self.lock_path = Path(os.path.abspath(os.fspath(lock_path)))
         self.blocking = blocking
@@ -178,6 +181,12 @@ class Lock:
         self.timeout = timeout
         self.shared = shared
         self.helper = helper
+        # A server store (postgresql://…, etcd://…): the path string names the lock there.
+        backend = os.environ.get('HOSTLOCK_BACKEND') if backend is None else backend
+        self.backend = backend if backend is None else str(backend)
+        if self.backend in ('', 'local'):
+            self.backend = None
+        self.token = None
         self.acquired = False
         self.holders = []
         self.waited = 0.0
@@ -212,7 +221,10 @@ class Lock:
             conn.close()
 
     def _params(self):
-        params = {'path': str(self.lock_path), 'shared': bool(self.shared), 'owner': _owner(), 'notify': NOTIFY_EVERY}
+        where = (
+            {'name': str(self.lock_path), 'backend': self.backend} if self.backend else {'path': str(self.lock_path)}
+        )
+        params = dict(where, shared=bool(self.shared), owner=_owner(), notify=NOTIFY_EVERY)
         if self.prefix:
             params['prefix'] = str(self.prefix)
         return params
@@ -247,6 +259,7 @@ class Lock:
         self.waited += float(result.get('waited') or 0)
         if result.get('acquired'):
             self._handle = result.get('handle')
+            self.token = result.get('token')
             self.acquired = True
             self._log(logging.INFO, 'Acquired')
             return True
@@ -258,7 +271,8 @@ class Lock:
             return True
         self.waited = 0.0
         # cli2 creates missing parent directories of the lock file.
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.backend:
+            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         if self.blocking:
             return self.block()
         result = self._call('try', self._params())
@@ -276,7 +290,8 @@ class Lock:
         self.blocking = True
         pending = self._handle
         if pending is None:
-            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.backend:
+                self.lock_path.parent.mkdir(parents=True, exist_ok=True)
             # Say who is in the way before waiting, as cli2 logs "Waiting" first.
             result = self._call('try', self._params())
             if self._took(result):
