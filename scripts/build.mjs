@@ -2,7 +2,7 @@
 // precompile the JSON Schema validators to plain code (so no helper compiles
 // a schema at start), then bundle the CLI into dist/cli.js.
 import { execFileSync } from 'node:child_process';
-import { chmodSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
 import { build } from 'esbuild';
@@ -70,6 +70,9 @@ else require(require('node:path').join(__dirname, 'main.js'));`,
   external: ['fs-ext', 'winston', 'ajv'],
 });
 rmSync('dist/serve.js', { force: true }); // the helper bundle's former name
+
+// The agent's exit watcher (src/runlife.ts), beside the bundle that starts it.
+copyFileSync('src/pidwatch.py', 'dist/pidwatch.py');
 
 // The executable: picks a bundle before parsing either, so a helper start
 // never pays for compiling the CLI's megabyte of yargs, ajv and winston.

@@ -1,6 +1,7 @@
 // `hostlock agent`: one helper per playbook run, serving every worker of the
 // run over a Unix socket. It owns the run's holds and ends, releasing all,
-// when the ansible-playbook process is gone or when idle with nothing held.
+// when the run has ended (ansible-playbook and every process of the run are
+// gone, see runlife.ts) or when idle with nothing held.
 import {
   closeSync,
   constants,
@@ -19,6 +20,7 @@ import { LockFile } from './lockfile';
 import { log } from './log';
 import { ensurePrivateDir, runtimeDir } from './names';
 import { processStartTime } from './proc';
+import { RunLife } from './runlife';
 import { Server, type LostHold } from './server';
 import { guardProcess } from './serve';
 
@@ -149,6 +151,7 @@ export function runAgent(opts: AgentOptions): Promise<number> {
       stopping = true;
       log.info(`agent stopping: ${why}`);
       clearInterval(watch);
+      life.end();
       server.shutdown();
       for (const s of sockets) s.destroy();
       net.close();
@@ -166,12 +169,14 @@ export function runAgent(opts: AgentOptions): Promise<number> {
         /* gone */
       }
       if (holdsFd !== undefined) closeSync(holdsFd);
-      pidLock!.close();
+      pidLock.close();
       resolve(0);
     };
 
+    const life = new RunLife(opts.ownerPid, ownerStart, stop);
     const watch = setInterval(() => {
-      if (processStartTime(opts.ownerPid) !== ownerStart) return stop(`owner ${opts.ownerPid} is gone`);
+      life.tick();
+      if (stopping) return;
       if (sockets.size > 0 || server.busy()) idleSince = performance.now();
       else if (performance.now() - idleSince > idleMs) stop('idle');
     }, 200);
@@ -187,6 +192,7 @@ export function runAgent(opts: AgentOptions): Promise<number> {
         /* dir is 0700 anyway */
       }
       log.info('agent ready', { path: paths.socket });
+      life.watch();
     });
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
