@@ -109,6 +109,7 @@ export class RunLife {
   }
 
   private exited(pid: number): void {
+    log.debug(`process ${pid} ended`);
     this.watched.delete(pid);
     if (this.ended) return;
     if (pid === this.ownerPid && !this.ownerGone) this.ownerDied();
@@ -154,6 +155,11 @@ export class RunLife {
       }
     }
     this.check(procs);
+    if (!this.ended) {
+      log.info(
+        `owner ${this.ownerPid} is gone; the run's holds stay until its processes end: ${this.remaining.join(' ')}`,
+      );
+    }
   }
 
   // With the owner gone: ends the run when none of its processes is left, else watches them.
@@ -161,6 +167,7 @@ export class RunLife {
     if (this.ended) return;
     const members = this.members(procs);
     this.remaining = members.map((p) => p.pid);
+    log.debug(`the run's processes left: ${this.remaining.join(' ') || 'none'}`);
     if (members.length === 0) {
       this.end();
       this.onEnd(`the run ended: owner ${this.ownerPid} and all its processes are gone`);
