@@ -5,7 +5,7 @@
 // flock(2) waiter records the instant it gets the lock; the work records the
 // instant it ends: the lock must come after, and soon after.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -45,6 +45,9 @@ fcntl.flock(f, fcntl.LOCK_EX)
 print(time.monotonic_ns(), flush=True)
 `;
 
+// The interpreter itself, not a wrapper (pyenv's shim) that execs it after the agent looked.
+const PYTHON = execFileSync('python3', ['-c', 'import sys; print(sys.executable)'], { encoding: 'utf8' }).trim();
+
 describe('run lifetime: the holds outlive ansible-playbook while its workers run', () => {
   const t = tempDir('life');
   const env = { HOSTLOCK_DIR: t.dir, HOSTLOCK_RUNTIME_DIR: join(t.dir, 'rt') };
@@ -67,7 +70,7 @@ describe('run lifetime: the holds outlive ansible-playbook while its workers run
     const end = join(t.dir, `${name}.end`);
     const daemon = join(t.dir, `${name}.daemon`);
     pidFiles.push(daemon);
-    const owner = spawn('python3', ['-c', OWNER, mode, end, String(secs), daemon], {
+    const owner = spawn(PYTHON, ['-c', OWNER, mode, end, String(secs), daemon], {
       stdio: ['pipe', 'ignore', 'inherit'],
     });
     procs.push(owner);
@@ -94,7 +97,7 @@ describe('run lifetime: the holds outlive ansible-playbook while its workers run
     const run = `${owner.pid}-${processStartTime(owner.pid!)}`;
     await c!.rpc.call('acquire', { name, scope: 'run', member: 'h1', owner: { pid: owner.pid, run, host: 'h1' } });
     c!.sock.destroy(); // run holds outlive the connection
-    const waiter = spawn('python3', ['-c', WAITER, join(t.dir, `${name}.lock`)], {
+    const waiter = spawn(PYTHON, ['-c', WAITER, join(t.dir, `${name}.lock`)], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     procs.push(waiter);
