@@ -149,15 +149,39 @@ export function childrenOf(pid: number): number[] {
   return out;
 }
 
-// The command line (NUL-separated, as the kernel keeps it) and real uid of a process; null if gone.
-export function processIdentity(pid: number): { cmdline: string; uid: number } | null {
+// The command line (NUL-separated, as the kernel keeps it), real uid and thread group of a process; null if gone.
+export function processIdentity(pid: number): { cmdline: string; uid: number; tgid: number } | null {
   try {
     const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'latin1');
-    const m = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'latin1'));
-    return m ? { cmdline, uid: Number(m[1]) } : null;
+    const status = readFileSync(`/proc/${pid}/status`, 'latin1');
+    const uid = /^Uid:\s+(\d+)/m.exec(status);
+    const tgid = /^Tgid:\s+(\d+)/m.exec(status);
+    return uid && tgid ? { cmdline, uid: Number(uid[1]), tgid: Number(tgid[1]) } : null;
   } catch {
     return null;
   }
+}
+
+// The PID the kernel handed out last (to a process or a thread), from /proc/loadavg.
+export function lastPid(): number | null {
+  try {
+    const n = Number(readFileSync('/proc/loadavg', 'latin1').trim().split(' ')[4]);
+    return Number.isInteger(n) && n > 0 ? n : null;
+  } catch {
+    return null;
+  }
+}
+
+let maxPid: number | undefined;
+export function pidMax(): number {
+  if (maxPid === undefined) {
+    try {
+      maxPid = Number(readFileSync('/proc/sys/kernel/pid_max', 'latin1').trim()) || 4194304;
+    } catch {
+      maxPid = 4194304;
+    }
+  }
+  return maxPid;
 }
 
 // Clock ticks since boot now, on the scale of start times (USER_HZ is 100 on Linux).
