@@ -1,6 +1,7 @@
 // `npm pack` makes a helper package that installs on its own, with `hostlock` on PATH.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { ROOT, tempDir } from './rpc';
@@ -27,6 +28,11 @@ test('npm pack → npm install -g → hostlock works', () => {
       input: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'try', params: { name: 'p', dir: t.dir } }) + '\n',
     });
     assert.equal(JSON.parse(serve.stdout.split('\n')[0]).result.acquired, true, serve.stderr);
+    // The agent's exit watcher ships beside the bundle that starts it.
+    assert.ok(
+      existsSync(join(prefix, 'lib', 'node_modules', 'hostlock', 'dist', 'pidwatch.py')),
+      'pidwatch.py not installed',
+    );
   } finally {
     t.cleanup();
   }
