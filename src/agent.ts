@@ -81,7 +81,11 @@ export function runAgent(opts: AgentOptions): Promise<number> {
   }
   if (!pidLock) return Promise.resolve(1);
 
-  const server = new Server(true, () => saveHolds());
+  let life: RunLife | undefined;
+  const server = new Server(true, () => {
+    // The exit watcher matters only once the run holds something: started then, not on the agent's start path.
+    if (saveHolds() > 0) life?.watchSoon();
+  });
   // Holds recorded by a predecessor that died without releasing them were
   // lost when it died: the run's next tasks must hear of it.
   try {
@@ -99,7 +103,7 @@ export function runAgent(opts: AgentOptions): Promise<number> {
   // each time (~1 ms on the 2-core build machine).
   let holdsFd: number | undefined;
   let holdsLen = 0;
-  function saveHolds(): void {
+  function saveHolds(): number {
     const holds = server.runHolds.snapshot();
     try {
       if (holdsFd !== undefined && fstatSync(holdsFd).nlink === 0) {
@@ -118,6 +122,7 @@ export function runAgent(opts: AgentOptions): Promise<number> {
     } catch (err) {
       log.warn(`cannot record the run's holds in ${paths.holdsFile}: ${(err as Error).message}`);
     }
+    return holds.length;
   }
   if (server.lost.length === 0) saveHolds();
 
@@ -151,7 +156,7 @@ export function runAgent(opts: AgentOptions): Promise<number> {
       stopping = true;
       log.info(`agent stopping: ${why}`);
       clearInterval(watch);
-      life.end();
+      runLife.end();
       server.shutdown();
       for (const s of sockets) s.destroy();
       net.close();
@@ -173,9 +178,10 @@ export function runAgent(opts: AgentOptions): Promise<number> {
       resolve(0);
     };
 
-    const life = new RunLife(opts.ownerPid, ownerStart, stop);
+    const runLife = new RunLife(opts.ownerPid, ownerStart, stop);
+    life = runLife;
     const watch = setInterval(() => {
-      life.tick();
+      runLife.tick();
       if (stopping) return;
       if (sockets.size > 0 || server.busy()) idleSince = performance.now();
       else if (performance.now() - idleSince > idleMs) stop('idle');
@@ -192,7 +198,6 @@ export function runAgent(opts: AgentOptions): Promise<number> {
         /* dir is 0700 anyway */
       }
       log.info('agent ready', { path: paths.socket });
-      life.watch();
     });
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));

@@ -41,6 +41,7 @@ export class RunLife {
   // Where an orphan of the owner can be reparented: init or a subreaper above the owner.
   private readonly adopters = new Set<number>([1]);
   private watcher?: ChildProcess;
+  private watchStarted = false;
   private readonly watched = new Set<number>();
   private ended = false;
   ownerGone = false;
@@ -57,8 +58,16 @@ export class RunLife {
     this.learn();
   }
 
-  // Starts the exit watcher (off the agent's start path: call it once listening).
-  watch(): void {
+  // Starts the exit watcher once, after the reply in progress.
+  watchSoon(): void {
+    if (this.watchStarted || this.ended) return;
+    this.watchStarted = true;
+    setImmediate(() => {
+      if (!this.ended) this.watch();
+    });
+  }
+
+  private watch(): void {
     const script = join(__dirname, 'pidwatch.py');
     if (!existsSync(script)) {
       log.warn(`${script} is missing: the run's end is seen by polling only`);
@@ -150,7 +159,7 @@ export class RunLife {
     // Only PIDs handed out since the last look can be a worker it missed: probe them rather
     // than all of /proc, which costs ~5 ms on the path of every release.
     const fresh = this.pidsSinceLastLook();
-    const procs = fresh ? (fresh.map(readProcStat).filter((p) => p !== null) as ProcStat[]) : allProcesses();
+    const procs = fresh ? fresh.map(readProcStat).filter((p): p is ProcStat => p !== null) : allProcesses();
     // A worker forked after the last look: the owner's command line and uid, started since.
     if (this.identity) {
       for (const p of procs) {
