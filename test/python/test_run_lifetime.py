@@ -84,7 +84,7 @@ class Try:
     def __init__(self, env, tag, sig, group, host='h1', waiter_host='h2', secs=3):
         self.env, self.tag, self.sig, self.group, self.secs = env, tag, sig, group, secs
         self.marker = 'hostlock-life-%s-%d' % (tag, os.getpid())
-        name = 'life-%s' % tag
+        self.name = name = 'life-%s' % tag
         fmt = dict(name=name, out=env.out, tag=tag, secs=secs, marker=self.marker)
         self.holder_book = env.playbook('%s-holder.yml' % tag, HOLDER.format(host=host, **fmt))
         self.waiter_book = env.playbook('%s-waiter.yml' % tag, WAITER.format(host=waiter_host, **fmt))
@@ -165,6 +165,11 @@ def _run_tries(env, specs, **kw):
             t.waiter_is_waiting()
         for t in tries:
             t.kill()
+        # While their tasks run, status shows each hold, saying that its run has ended.
+        status = env.cli('status').stdout
+        for t in tries:
+            line = next((x for x in status.splitlines() if x.startswith(t.name + ' ')), '')
+            assert 'run ended' in line, 'status of %s after the kill:\n%s' % (t.name, status)
         # The killed runs' tasks go on; let them end a second apart, so that their wrap-ups
         # and the waiters they let in do not all compete for the CPU at once.
         for t in tries:
