@@ -6,16 +6,17 @@
 // so it survives a SIGKILL or SIGHUP of the owner (or of the owner's process
 // group) and goes on running its task. While the owner lives we learn its
 // children (the workers) on every tick. When it dies, the run's remaining
-// processes are: the workers learned, any process forked by the owner in the
-// last instant (same command line and uid, started since the last look), every
-// process in a session one of them leads, and the descendants of these that
-// stay in their parent's session. A process that leaves for a session of its
-// own (an ssh ControlPersist master, a daemon, the agent itself) is no longer
-// the run's.
+// processes are: the workers still alive, any process forked by the owner in
+// the last instant (same command line and uid, a PID handed out and a start
+// time since the last look, now an orphan), every process in a session one of
+// them leads, and the descendants of these that stay in their parent's
+// session. A process that leaves for a session of its own (an ssh
+// ControlPersist master, a daemon, the agent itself) is no longer the run's.
+// A false positive of the last-instant rule only makes a hold last longer.
 //
 // Exits are seen at once through pidfds, held by a tiny Python watcher
-// (pidwatch.py: Node has no pidfd); the tick remains as a backstop and to see
-// processes change sessions.
+// (pidwatch.py: Node has no pidfd), started once the run holds something; the
+// tick remains as a backstop and to see processes change sessions.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readlinkSync } from 'node:fs';
 import { basename, join } from 'node:path';
@@ -44,9 +45,9 @@ export class RunLife {
   private watchStarted = false;
   private readonly watched = new Set<number>();
   private ended = false;
-  ownerGone = false;
+  private ownerGone = false;
   // PIDs still running after the owner died; empty while the owner lives.
-  remaining: number[] = [];
+  private remaining: number[] = [];
 
   constructor(
     private readonly ownerPid: number,
