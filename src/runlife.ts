@@ -125,8 +125,12 @@ export class RunLife {
     log.debug(`process ${pid} ended`);
     this.watched.delete(pid);
     if (this.ended) return;
-    if (pid === this.ownerPid && !this.ownerGone) this.ownerDied();
-    else if (this.ownerGone) this.check();
+    if (pid === this.ownerPid && !this.ownerGone) return this.ownerDied();
+    if (!this.ownerGone) return;
+    // A scan of /proc costs milliseconds: only once none of the processes last seen is left
+    // (the tick's scans find newcomers and the ones that left for a session of their own).
+    this.remaining = this.remaining.filter((p) => p !== pid);
+    if (this.remaining.length === 0) this.check();
   }
 
   // Called every tick.
