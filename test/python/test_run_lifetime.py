@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import datetime
 import os
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -125,6 +127,32 @@ class Try:
         else:
             self.holder.send_signal(self.sig)
         self.holder.wait(timeout=30)
+        # What is left of the run: its workers (ansible-playbook's command line) and every
+        # process of their sessions. A thread notes when the last of them exits.
+        workers = {pid for pid, _ in _pids_matching(str(self.holder_book))}
+        assert workers, '%s: no worker outlived ansible-playbook: nothing tested' % self.tag
+        fds = []
+        for pid in os.listdir('/proc'):
+            try:
+                with open('/proc/%s/stat' % pid) as f:
+                    sid = int(f.read().rsplit(')', 1)[1].split()[3])
+                if int(pid) in workers or sid in workers:
+                    fds.append(os.pidfd_open(int(pid)))
+            except (OSError, ValueError):
+                continue
+        self.last_exit = None
+
+        def wait_all():
+            pending = list(fds)
+            while pending:
+                ready, _, _ = select.select(pending, [], [])
+                for fd in ready:
+                    pending.remove(fd)
+                    os.close(fd)
+            self.last_exit = time.time()
+
+        self.exits = threading.Thread(target=wait_all, daemon=True)
+        self.exits.start()
 
     def check(self):
         out, _ = self.waiter.communicate(timeout=180)
@@ -136,7 +164,13 @@ class Try:
             self.tag,
             end - since,
         )
-        assert since - end < 1.0, '%s: the hold went %.3fs after the task ended' % (self.tag, since - end)
+        self.exits.join(timeout=60)
+        assert self.last_exit is not None, "%s: the killed run's processes never ended" % self.tag
+        assert since >= self.last_exit - 0.002, '%s: the waiter entered before the killed run ended' % self.tag
+        assert since - self.last_exit < 1.0, "%s: the hold went %.3fs after the run's last process" % (
+            self.tag,
+            since - self.last_exit,
+        )
         deadline = time.monotonic() + 10
         while True:
             left = _pids_matching(self.marker) + _pids_matching(str(self.holder_book))
@@ -145,7 +179,7 @@ class Try:
                 break
             assert time.monotonic() < deadline, '%s: still running after the run: %s' % (self.tag, left + agents)
             time.sleep(0.1)
-        return since - end
+        return since - end, since - self.last_exit
 
     def cleanup(self):
         for p in (self.holder, self.waiter):
@@ -176,7 +210,10 @@ def _run_tries(env, specs, **kw):
             t.file('go').touch()
             time.sleep(1)
         lags = [t.check() for t in tries]
-        sys.stderr.write('released %s s after the killed task ended\n' % ', '.join('%.3f' % x for x in lags))
+        sys.stderr.write(
+            "released %s s after the killed task ended, %s s after the run's last process\n"
+            % (', '.join('%.3f' % a for a, _ in lags), ', '.join('%.3f' % b for _, b in lags))
+        )
     finally:
         for t in tries:
             t.cleanup()
