@@ -121,31 +121,43 @@ describe('run lifetime: the holds outlive ansible-playbook while its workers run
     assert.ok(existsSync(`/proc/${readFileSync(s.daemon, 'utf8')}`), 'the daemon should still run');
   }
 
-  test('SIGKILL of the owner while its worker runs: the hold stays until the work ends, not for the daemon', async () => {
-    const s = await setUp('learned', 'learned', 4);
-    s.owner.stdin.write('go\n');
-    await until(() => existsSync(s.daemon), 5000, 10);
-    await sleep(700); // the agent has looked at the owner's children by now
-    s.owner.kill('SIGKILL');
-    await sleep(200);
-    const st = JSON.parse(cli(['status', '--json'], env).stdout);
-    assert.equal(existsSync(s.end), false, 'the machine is too slow for this test: the work ended before status ran');
-    const held = st.locks.find((l: { name: string }) => l.name === 'learned');
-    assert.equal(held.held, true, 'released while the work runs');
-    assert.equal(held.holders[0].run_ended, true, `status must say the run ended: ${JSON.stringify(held)}`);
-    assert.match(cli(['status'], env).stdout, /run ended/);
-    await expectHeldUntilEnd(s, 'learned worker');
-  });
+  test(
+    'SIGKILL of the owner while its worker runs: the hold stays until the work ends, not for the daemon',
+    { timeout: 60000 },
+    async () => {
+      const s = await setUp('learned', 'learned', 6);
+      s.owner.stdin.write('go\n');
+      await until(() => existsSync(s.daemon), 20000, 10);
+      await sleep(700); // the agent has looked at the owner's children by now
+      s.owner.kill('SIGKILL');
+      await sleep(200);
+      const st = JSON.parse(cli(['status', '--json'], env).stdout);
+      assert.equal(existsSync(s.end), false, 'the machine is too slow for this test: the work ended before status ran');
+      const held = st.locks.find((l: { name: string }) => l.name === 'learned');
+      assert.equal(held.held, true, 'released while the work runs');
+      assert.equal(held.holders[0].run_ended, true, `status must say the run ended: ${JSON.stringify(held)}`);
+      assert.match(cli(['status'], env).stdout, /run ended/);
+      await expectHeldUntilEnd(s, 'learned worker');
+    },
+  );
 
-  test('a worker forked in the last instant before the owner is SIGKILLed keeps the hold too', async () => {
-    const s = await setUp('instant', 'last-instant', 1.5);
-    s.owner.stdin.write('go\n'); // forks, and the owner kills itself at once
-    await expectHeldUntilEnd(s, 'last-instant worker');
-  });
+  test(
+    'a worker forked in the last instant before the owner is SIGKILLed keeps the hold too',
+    { timeout: 60000 },
+    async () => {
+      const s = await setUp('instant', 'last-instant', 1.5);
+      s.owner.stdin.write('go\n'); // forks, and the owner kills itself at once
+      await expectHeldUntilEnd(s, 'last-instant worker');
+    },
+  );
 
-  test('an owner that exits normally while its worker runs: released as soon as the work ends', async () => {
-    const s = await setUp('normal', 'exit', 0.6);
-    s.owner.stdin.write('go\n'); // the work (0.6 s) outlives the owner (0.2 s)
-    await expectHeldUntilEnd(s, 'normal end');
-  });
+  test(
+    'an owner that exits normally while its worker runs: released as soon as the work ends',
+    { timeout: 60000 },
+    async () => {
+      const s = await setUp('normal', 'exit', 0.6);
+      s.owner.stdin.write('go\n'); // the work (0.6 s) outlives the owner (0.2 s)
+      await expectHeldUntilEnd(s, 'normal end');
+    },
+  );
 });
