@@ -2,7 +2,7 @@
 // precompile the JSON Schema validators to plain code (so no helper compiles
 // a schema at start), then bundle the executable into dist/ (cli.js, main.js).
 import { execFileSync } from 'node:child_process';
-import { chmodSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
 import process from 'node:process';
@@ -76,3 +76,6 @@ await build({
   define: { 'import.meta.url': '__hostlockMetaUrl' },
   banner: { js: "const __hostlockMetaUrl = require('node:url').pathToFileURL(__filename).href;" },
 });
+
+// The agent's exit watcher (src/runlife.ts), beside the bundle that starts it.
+copyFileSync('src/pidwatch.py', 'dist/pidwatch.py');

@@ -1,6 +1,7 @@
 // `hostlock agent`: one helper per playbook run, serving every worker of the
 // run over a Unix socket. It owns the run's holds and ends, releasing all,
-// when the ansible-playbook process is gone or when idle with nothing held.
+// when the run has ended (ansible-playbook and every process of the run are
+// gone, see runlife.ts) or when idle with nothing held.
 import {
   closeSync,
   constants,
@@ -21,6 +22,7 @@ import { ensurePrivateDir, runtimeDir } from './names';
 import { processStartTime } from './proc';
 import { LostHolds, type LostHold } from './lostholds';
 import { Server } from './server';
+import { RunLife } from './runlife';
 import { guardProcess } from './serve';
 
 export interface AgentOptions {
@@ -81,7 +83,16 @@ export function runAgent(opts: AgentOptions): Promise<number> {
   if (!pidLock) return Promise.resolve(1);
 
   const lostHolds = new LostHolds();
-  const server = new Server({ agent: { lostHolds, onRunHoldsChange: () => saveHolds() } });
+  let life: RunLife | undefined;
+  const server = new Server({
+    agent: {
+      lostHolds,
+      // The exit watcher matters only once the run holds something: started then, not on the agent's start path.
+      onRunHoldsChange: () => {
+        if (saveHolds() > 0) life?.watchSoon();
+      },
+    },
+  });
   // Holds recorded by a predecessor that died without releasing them were
   // lost when it died: the run's next tasks must hear of it.
   try {
@@ -99,7 +110,7 @@ export function runAgent(opts: AgentOptions): Promise<number> {
   // each time (~1 ms on the 2-core build machine).
   let holdsFd: number | undefined;
   let holdsLen = 0;
-  function saveHolds(): void {
+  function saveHolds(): number {
     const holds = server.runHolds.snapshot();
     try {
       if (holdsFd !== undefined && fstatSync(holdsFd).nlink === 0) {
@@ -118,6 +129,7 @@ export function runAgent(opts: AgentOptions): Promise<number> {
     } catch (err) {
       log.warn(`cannot record the run's holds in ${paths.holdsFile}: ${(err as Error).message}`);
     }
+    return holds.length;
   }
   if (lostHolds.size === 0) saveHolds();
 
@@ -151,6 +163,7 @@ export function runAgent(opts: AgentOptions): Promise<number> {
       stopping = true;
       log.info(`agent stopping: ${why}`);
       clearInterval(watch);
+      runLife.end();
       const released = server.shutdown();
       for (const s of sockets) s.destroy();
       net.close();
@@ -175,8 +188,11 @@ export function runAgent(opts: AgentOptions): Promise<number> {
       });
     };
 
+    const runLife = new RunLife(opts.ownerPid, ownerStart, stop);
+    life = runLife;
     const watch = setInterval(() => {
-      if (processStartTime(opts.ownerPid) !== ownerStart) return stop(`owner ${opts.ownerPid} is gone`);
+      runLife.tick();
+      if (stopping) return;
       if (sockets.size > 0 || server.busy()) idleSince = performance.now();
       else if (performance.now() - idleSince > idleMs) stop('idle');
     }, 200);

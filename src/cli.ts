@@ -191,7 +191,7 @@ async function status(dir: string | undefined, json: boolean, backend?: string):
       .map((h) =>
         h.foreign
           ? `pid ${h.pid} (${h.user}, not hostlock)`
-          : `${h.user}@${h.controller} pid ${h.pid}${h.playbook ? ` ${h.playbook}` : ''}${h.task ? ` [${h.task}]` : ''}${h.host ? ` host ${h.host}` : ''}${h.lost ? ' LOST' : ''}`,
+          : `${h.user}@${h.controller} pid ${h.pid}${h.playbook ? ` ${h.playbook}` : ''}${h.task ? ` [${h.task}]` : ''}${h.host ? ` host ${h.host}` : ''}${h.lost ? ' LOST' : ''}${h.run_ended ? ' (run ended: releasing when its last process exits)' : ''}`,
       )
       .join('; '),
     l.holders.find((h) => h.since)?.since ?? '',

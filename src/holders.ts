@@ -41,6 +41,8 @@ export interface Holder extends Owner {
   members?: string[];
   lost?: boolean;
   foreign?: boolean;
+  // The run's ansible-playbook is gone: the hold lasts only until the run's last process exits.
+  run_ended?: boolean;
 }
 
 export interface StoredRecord extends Holder {
@@ -228,6 +230,8 @@ export function lostHoldersOf(
 
 function publicHolder(r: StoredRecord): Holder {
   const { name: _n, path: _p, inode: _i, helper_start: _s, ...h } = r; // the store's own fields stay private
+  const run = typeof r.run === 'string' ? /^(\d+)-(\d+)$/.exec(r.run) : null;
+  if (run && processStartTime(Number(run[1])) !== run[2]) h.run_ended = true;
   return h;
 }
 

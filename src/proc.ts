@@ -1,6 +1,6 @@
 // Facts about processes read from /proc: start times (to tell a live process
 // from a reused PID), owners, and the kernel's table of flock locks.
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { userInfo } from 'node:os';
 
 // Field 22 of /proc/<pid>/stat, in clock ticks since boot; null if the process is gone.
@@ -91,4 +91,106 @@ export function kernelInodeKey(dev: bigint, ino: bigint): string {
   const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
   const hex = (n: bigint) => n.toString(16).padStart(2, '0');
   return `${hex(major)}:${hex(minor)}:${ino}`;
+}
+
+export interface ProcStat {
+  pid: number;
+  ppid: number;
+  sid: number;
+  start: string; // field 22, as processStartTime gives it
+}
+
+// Parent, session and start time of a live process; null if it is gone or a zombie.
+export function readProcStat(pid: number): ProcStat | null {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  } catch {
+    return null;
+  }
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  if (rest[0] === 'Z' || rest[0] === 'X' || rest.length < 20) return null;
+  // rest[1] is field 4 (ppid), rest[3] field 6 (session).
+  return { pid, ppid: Number(rest[1]), sid: Number(rest[3]), start: rest[19] };
+}
+
+// Every live process on the machine (as far as this process may see /proc).
+export function allProcesses(): ProcStat[] {
+  let names: string[];
+  try {
+    names = readdirSync('/proc');
+  } catch {
+    return [];
+  }
+  const out: ProcStat[] = [];
+  for (const n of names) {
+    const c = n.charCodeAt(0);
+    if (c < 48 || c > 57) continue;
+    const s = readProcStat(Number(n));
+    if (s) out.push(s);
+  }
+  return out;
+}
+
+// Direct children of a process, from every one of its threads (a child belongs to the thread that forked it).
+export function childrenOf(pid: number): number[] {
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return [];
+  }
+  const out: number[] = [];
+  for (const t of tasks) {
+    try {
+      for (const c of readFileSync(`/proc/${pid}/task/${t}/children`, 'latin1').split(' ')) if (c) out.push(Number(c));
+    } catch {
+      /* thread gone */
+    }
+  }
+  return out;
+}
+
+// The command line (NUL-separated, as the kernel keeps it), real uid and thread group of a process; null if gone.
+export function processIdentity(pid: number): { cmdline: string; uid: number; tgid: number } | null {
+  try {
+    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'latin1');
+    const status = readFileSync(`/proc/${pid}/status`, 'latin1');
+    const uid = /^Uid:\s+(\d+)/m.exec(status);
+    const tgid = /^Tgid:\s+(\d+)/m.exec(status);
+    return uid && tgid ? { cmdline, uid: Number(uid[1]), tgid: Number(tgid[1]) } : null;
+  } catch {
+    return null;
+  }
+}
+
+// The PID the kernel handed out last (to a process or a thread), from /proc/loadavg.
+export function lastPid(): number | null {
+  try {
+    const n = Number(readFileSync('/proc/loadavg', 'latin1').trim().split(' ')[4]);
+    return Number.isInteger(n) && n > 0 ? n : null;
+  } catch {
+    return null;
+  }
+}
+
+let maxPid: number | undefined;
+export function pidMax(): number {
+  if (maxPid === undefined) {
+    try {
+      maxPid = Number(readFileSync('/proc/sys/kernel/pid_max', 'latin1').trim()) || 4194304;
+    } catch {
+      maxPid = 4194304;
+    }
+  }
+  return maxPid;
+}
+
+// Clock ticks since boot now, on the scale of start times (USER_HZ is 100 on Linux).
+export function bootTicksNow(): number {
+  try {
+    return Math.floor(Number(readFileSync('/proc/uptime', 'latin1').split(' ')[0]) * 100);
+  } catch {
+    return 0;
+  }
 }

@@ -42,6 +42,8 @@ def _kill_holder_while_other_waits(env, sig):
         seen += line
     killed_at = time.time()
     holder.send_signal(sig)
+    # The run's task (wait for go) may outlive ansible-playbook: the hold lasts until it ends.
+    (env.out / 'go').touch()
     out, _ = waiter.communicate(timeout=60)
     assert waiter.returncode == 0, seen + out
     holders = env.record('B', 'status x', 'h2')['result']['holders']
@@ -49,9 +51,10 @@ def _kill_holder_while_other_waits(env, sig):
     return _since(holders[0]) - killed_at
 
 
-def test_sigkill_of_ansible_playbook_releases_within_2s(env):
+def test_sigkill_of_ansible_playbook_releases_once_its_task_ends(env):
+    # wait_for looks for the go file once a second; then its worker ends and the hold goes.
     delay = _kill_holder_while_other_waits(env, signal.SIGKILL)
-    assert delay < 2.0, delay
+    assert delay < 4.0, delay
 
 
 def test_ctrl_c_of_ansible_playbook_releases(env):
