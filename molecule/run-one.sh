@@ -5,4 +5,9 @@ name="${1:?usage: molecule/run-one.sh SCENARIO [molecule test args...]}"
 shift
 source "$(dirname "$0")/shared/env.sh"
 cd "$HOSTLOCK_REPO"
-exec molecule test -s "$name" "$@"
+if [ "$name" = multi_controller ]; then
+    source molecule/shared/servers.sh
+    molecule test -s "$name" "$@"
+else
+    exec molecule test -s "$name" "$@"
+fi
