@@ -46,6 +46,7 @@ def _ask_socket(cmd, owner_pid):
             capture_output=True,
             timeout=START_TIMEOUT,
             close_fds=True,
+            check=False,  # the exit code is reported below, with the helper's own words
         )
     except (OSError, subprocess.TimeoutExpired) as e:
         raise HelperError('cannot run hostlock helper %s: %s. %s' % (shlex.join(cmd), e, INSTALL_HINT)) from e
