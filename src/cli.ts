@@ -147,39 +147,7 @@ async function main(argv: string[]): Promise<number> {
 }
 
 async function status(dir: string | undefined, json: boolean): Promise<number> {
-  const { LockManager } = await import('./manager');
-  const m = new LockManager();
-  const res = m.list(dir);
-  m.shutdown();
-  if (json) {
-    process.stdout.write(JSON.stringify(res, null, 2) + '\n');
-    return 0;
-  }
-  const rows = res.locks.map((l) => [
-    l.name,
-    l.held ? (l.mode ?? 'held') : 'free',
-    l.holders
-      .map((h) =>
-        h.foreign
-          ? `pid ${h.pid} (${h.user}, not hostlock)`
-          : `${h.user}@${h.controller} pid ${h.pid}${h.playbook ? ` ${h.playbook}` : ''}${h.task ? ` [${h.task}]` : ''}${h.host ? ` host ${h.host}` : ''}${h.lost ? ' LOST' : ''}`,
-      )
-      .join('; '),
-    l.holders.find((h) => h.since)?.since ?? '',
-  ]);
-  process.stdout.write(`lock directory ${res.dir}: ${res.locks.length} lock(s)\n`);
-  if (rows.length) {
-    const head = ['NAME', 'STATE', 'HOLDERS', 'SINCE'];
-    const width = head.map((h, i) => Math.min(48, Math.max(h.length, ...rows.map((r) => r[i].length))));
-    for (const r of [head, ...rows])
-      process.stdout.write(
-        r
-          .map((c, i) => (i === 3 ? c : c.padEnd(width[i])))
-          .join('  ')
-          .trimEnd() + '\n',
-      );
-  }
-  return 0;
+  return (await import('./commands/status')).statusCommand(dir, json);
 }
 
 runMain(() => main(process.argv.slice(2)));

@@ -41,6 +41,8 @@ export interface Holder extends Owner {
   members?: string[];
   lost?: boolean;
   foreign?: boolean;
+  stopped?: boolean; // its process is stopped (state T): it will not release by itself
+  id?: string; // waiter records only: the wait's id
 }
 
 export interface StoredRecord extends Holder {

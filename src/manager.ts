@@ -2,13 +2,24 @@
 // waiting with timeouts and cancellation, waiting notices, and the holds this
 // helper owns. Where a lock lives (flock files, a server) is the store's job
 // (store.ts); the transports (stdio, socket) sit above.
+import { describeCycle, findCycle } from './deadlock';
 import { ErrorCode, HostlockError } from './errors';
 import { controllerName, type Holder, type Owner } from './holders';
 import type { Mode } from './lockfile';
 import { log } from './log';
 import { checkLockDir } from './names';
 import { currentUser } from './proc';
-import type { LockKey, LockStore, StoreHold } from './store';
+import type {
+  DeadlockLink,
+  HistoryEvent,
+  KeyStatus,
+  LockKey,
+  LockStore,
+  Requester,
+  StoreHold,
+  WaitTicket,
+  Waiter as QueuedWaiter,
+} from './store';
 import { FlockStore } from './stores/flock';
 import { secondsSince } from './time';
 
@@ -31,6 +42,9 @@ export interface Hold {
 export interface WaitingInfo {
   waited: number;
   holders: Holder[];
+  // 1 = next in line; absent when the store shows no queue.
+  position?: number;
+  queued?: number; // waiters in the queue, this one included
 }
 
 export interface AcquireRequest {
@@ -53,8 +67,11 @@ export interface AcquireOutcome {
   acquired: boolean;
   hold?: Hold;
   waited: number;
-  reason?: 'timeout' | 'busy' | 'cancelled';
+  reason?: 'timeout' | 'busy' | 'cancelled' | 'deadlock';
   holders: Holder[];
+  // reason 'deadlock': the cycle this wait would have closed, and its description.
+  cycle?: DeadlockLink[];
+  message?: string;
 }
 
 interface Waiter {
@@ -70,6 +87,9 @@ interface Waiter {
   fail: (err: unknown) => void;
   settled: boolean;
   givingUp?: boolean; // cancelled; settles once the store's wait has ended
+  // The wait as others see it in the store's queue; removed once settled.
+  ticket?: WaitTicket | Promise<WaitTicket>;
+  ticketId?: string;
 }
 
 interface LockEntry {
@@ -90,7 +110,7 @@ export function localStore(): FlockStore {
 
 export class LockManager {
   private readonly entries = new Map<string, LockEntry>();
-  private readonly holderCache = new Map<string, { at: number; holders: Holder[] }>();
+  private readonly holderCache = new Map<string, { at: number; holders: Holder[]; waiters: QueuedWaiter[] }>();
 
   targetForName(name: string, dir?: string): Target {
     const store = localStore();
@@ -113,6 +133,7 @@ export class LockManager {
         waiter.settled = true;
         clearTimeout(waiter.timer);
         clearInterval(waiter.ticker);
+        this.dequeue(waiter);
       };
       waiter = {
         req,
@@ -163,6 +184,8 @@ export class LockManager {
       }
       log.info('Waiting', { prefix: req.prefix, path: req.target.path });
       entry.queue.push(waiter);
+      this.enqueue(waiter);
+      if (this.checkDeadlock(waiter)) return;
       this.startTimers(waiter);
       this.pump(entry);
     });
@@ -173,6 +196,12 @@ export class LockManager {
     const entry = this.entries.get(hold.target.path);
     if (!entry || !entry.holds.delete(hold)) return false;
     const done = hold.held.release();
+    this.record(hold.target, {
+      event: 'release',
+      mode: hold.mode,
+      who: this.requesterOf(hold.owner),
+      token: hold.held.token,
+    });
     if (done instanceof Promise) {
       done.catch((err) => log.warn(`releasing ${hold.target.path}: ${(err as Error).message}`));
     }
@@ -193,7 +222,7 @@ export class LockManager {
       dir: d,
       locks: localStore()
         .list(d)
-        .map(({ key: _k, waiters: _w, ...lock }) => lock),
+        .map(({ key: _k, ...lock }) => lock),
     };
   }
 
@@ -208,14 +237,33 @@ export class LockManager {
 
   // For waiting notices only: hundreds of waiters on one lock must not each
   // re-read the holders, so their notices share a reading for a moment.
-  private noticeHolders(target: Target): Holder[] {
+  private noticeState(target: Target): { holders: Holder[]; waiters: QueuedWaiter[] } {
     const now = performance.now();
     const hit = this.holderCache.get(target.path);
-    if (hit && now - hit.at < 250) return hit.holders;
-    const holders = this.holders(target);
+    if (hit && now - hit.at < 250) return hit;
+    let holders: Holder[] = [];
+    let waiters: QueuedWaiter[] = [];
+    try {
+      const s = target.store.status(target.key);
+      if (!(s instanceof Promise)) ({ holders, waiters } = s);
+    } catch {
+      /* the notice goes out without them */
+    }
     if (this.holderCache.size > 4096) this.holderCache.clear();
-    this.holderCache.set(target.path, { at: now, holders });
-    return holders;
+    const state = { at: now, holders, waiters };
+    this.holderCache.set(target.path, state);
+    return state;
+  }
+
+  private waitingInfo(w: Waiter): WaitingInfo {
+    const { holders, waiters } = this.noticeState(w.req.target);
+    const info: WaitingInfo = { waited: secondsSince(w.started), holders };
+    const i = w.ticketId === undefined ? -1 : waiters.findIndex((q) => q.id === w.ticketId);
+    if (i >= 0) {
+      info.position = i + 1;
+      info.queued = waiters.length;
+    }
+    return info;
   }
 
   heldCount(): number {
@@ -226,20 +274,122 @@ export class LockManager {
 
   // ---- internals -------------------------------------------------------
 
+  private requesterOf(owner: Owner = {}): Requester {
+    return { ...owner, pid: owner.pid ?? process.pid, user: owner.user ?? currentUser(), controller: controllerName() };
+  }
+
+  private record(target: Target, e: Omit<HistoryEvent, 'key'>): void {
+    try {
+      target.store.record?.({ ...e, key: target.key });
+    } catch {
+      /* history is best effort */
+    }
+  }
+
+  // Makes the wait visible in the store's queue and the history.
+  private enqueue(w: Waiter): void {
+    const { store, key } = w.req.target;
+    if (!store.enqueue) return;
+    try {
+      const t = store.enqueue(key, this.requesterOf(w.req.owner), w.req.mode);
+      w.ticket = t;
+      const known = (t: WaitTicket) => {
+        w.ticketId = t.id;
+        this.holderCache.delete(w.req.target.path);
+        this.record(w.req.target, { event: 'wait', mode: w.req.mode, who: this.requesterOf(w.req.owner), wait: t.id });
+      };
+      if (t instanceof Promise) t.then(known, () => (w.ticket = undefined));
+      else known(t);
+    } catch (err) {
+      log.debug(`no waiter record: ${(err as Error).message}`);
+    }
+  }
+
+  private dequeue(w: Waiter): void {
+    const t = w.ticket;
+    if (!t) return;
+    w.ticket = undefined;
+    const drop = (t: WaitTicket) => {
+      try {
+        const r = t.remove();
+        if (r instanceof Promise) r.catch(() => {});
+      } catch {
+        /* the record goes with its process anyway */
+      }
+    };
+    if (t instanceof Promise) t.then(drop, () => {});
+    else drop(t);
+  }
+
+  // A wait that closes a cycle of runs fails at once instead of hanging.
+  // Our waiter record is written before we look, so of two runs closing a
+  // cycle at the same moment at least one sees the other's wait.
+  private checkDeadlock(w: Waiter): boolean {
+    const run = w.req.owner?.run;
+    const { store, key } = w.req.target;
+    if (!run || !store.waitGraph) return false;
+    const me = { run, keyId: key.id, mode: w.req.mode, task: w.req.owner?.task, host: w.req.owner?.host };
+    const judge = (statuses: KeyStatus[] | undefined): boolean => {
+      if (!statuses || w.settled) return false;
+      const cycle = findCycle(statuses, me);
+      if (!cycle) return false;
+      const message = describeCycle(cycle);
+      log.warn(message, { prefix: w.req.prefix, path: key.id });
+      const i = w.entry.queue.indexOf(w);
+      if (i >= 0) w.entry.queue.splice(i, 1);
+      const wait = w.storeWait;
+      w.storeWait = undefined;
+      wait?.abort.abort();
+      this.record(w.req.target, {
+        event: 'deadlock',
+        mode: w.req.mode,
+        who: this.requesterOf(w.req.owner),
+        wait: w.ticketId,
+        reason: message,
+        cycle,
+      });
+      const finish = () => {
+        w.settle({
+          acquired: false,
+          waited: secondsSince(w.started),
+          reason: 'deadlock',
+          holders: this.holders(w.req.target),
+          cycle,
+          message,
+        });
+        this.pump(w.entry);
+      };
+      if (!wait) finish();
+      else {
+        w.givingUp = true;
+        wait.done.then((held) => {
+          if (held) void held.release();
+          finish();
+        }, finish);
+      }
+      return true;
+    };
+    try {
+      const g = store.waitGraph(key);
+      if (g instanceof Promise) {
+        g.then(judge, () => {});
+        return false;
+      }
+      return judge(g);
+    } catch (err) {
+      log.debug(`no deadlock check: ${(err as Error).message}`);
+      return false;
+    }
+  }
+
   private storeRequest(w: Waiter, wait: boolean, signal?: AbortSignal) {
     const { req } = w;
-    const owner = req.owner ?? {};
     return {
       key: req.target.key,
       mode: req.mode,
       wait,
       signal,
-      requester: {
-        ...owner,
-        pid: owner.pid ?? process.pid,
-        user: owner.user ?? currentUser(),
-        controller: controllerName(),
-      },
+      requester: this.requesterOf(req.owner),
       onLost: (reason: string) => {
         if (w.hold) req.onLost?.(w.hold, reason);
       },
@@ -253,9 +403,7 @@ export class LockManager {
     }
     if (req.wait && req.onWaiting) {
       const every = Math.max(0.05, req.notifyEvery ?? 2) * 1000;
-      w.ticker = setInterval(() => {
-        req.onWaiting!({ waited: secondsSince(w.started), holders: this.noticeHolders(req.target) });
-      }, every);
+      w.ticker = setInterval(() => req.onWaiting!(this.waitingInfo(w)), every);
     }
   }
 
@@ -289,6 +437,14 @@ export class LockManager {
     w.hold = hold;
     w.entry.holds.add(hold);
     this.holderCache.delete(req.target.path);
+    this.record(req.target, {
+      event: 'grant',
+      mode: req.mode,
+      who: this.requesterOf(req.owner),
+      token: held.token,
+      wait: w.ticketId,
+      waited: secondsSince(w.started),
+    });
     log.info('Acquired', { prefix: hold.prefix, path: req.target.path, mode: req.mode });
     w.settle({ acquired: true, hold, waited: secondsSince(w.started), holders: [] });
   }
@@ -363,6 +519,15 @@ export class LockManager {
     const wait = w.storeWait;
     w.storeWait = undefined;
     const finish = () => {
+      if (w.ticket) {
+        this.record(w.req.target, {
+          event: reason === 'timeout' ? 'timeout' : 'cancel',
+          mode: w.req.mode,
+          who: this.requesterOf(w.req.owner),
+          wait: w.ticketId,
+          waited: secondsSince(w.started),
+        });
+      }
       w.settle({ acquired: false, waited: secondsSince(w.started), reason, holders: this.holders(w.req.target) });
       this.pump(w.entry);
     };

@@ -358,6 +358,7 @@ export class Session {
     } else {
       r.reason = out.reason;
       r.holders = out.holders;
+      if (out.reason === 'deadlock') Object.assign(r, { message: out.message, cycle: out.cycle });
     }
     return r;
   }

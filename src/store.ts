@@ -77,6 +77,42 @@ export interface StoreHold {
 export interface Waiter extends Requester {
   mode: Mode;
   since: string; // waiting since, ISO 8601
+  // The store's id of this wait (WaitTicket.id), unique within the store.
+  id?: string;
+  helper_pid?: number;
+}
+
+// A wait made visible to others: from `enqueue` until `remove`, the store
+// reports it among the key's waiters (never once its owner has died).
+export interface WaitTicket {
+  readonly id: string;
+  remove(): MaybePromise<void>;
+}
+
+// One line of a lock's history (see history.ts for the journal that keeps it).
+export type HistoryEventKind = 'wait' | 'grant' | 'release' | 'timeout' | 'cancel' | 'lost' | 'deadlock' | 'break';
+
+export interface HistoryEvent {
+  event: HistoryEventKind;
+  key: LockKey;
+  mode?: Mode;
+  // Who holds, waits, or (break) who broke: the requester's metadata.
+  who: Requester;
+  token?: number; // grant, release, lost, break: the hold's fencing token
+  wait?: string; // wait, grant, timeout, cancel, deadlock: the WaitTicket id
+  waited?: number; // seconds
+  reason?: string; // lost, deadlock, break: what the user reads
+  cycle?: DeadlockLink[]; // deadlock
+  victim?: Holder; // break: the holder that was ended
+}
+
+// One edge of a wait-for cycle: `run` waits for `name`, held by `heldBy`.
+export interface DeadlockLink {
+  run: string;
+  task?: string;
+  host?: string;
+  name: string;
+  heldBy: string;
 }
 
 export interface KeyStatus {
@@ -100,4 +136,22 @@ export interface LockStore {
   // Releases every hold and abandons every wait of this store object, then
   // frees its connections, sessions or leases.
   close(): MaybePromise<void>;
+
+  // ---- optional: coordination features (a store without them still locks) ----
+
+  // Makes a wait visible in `status(key).waiters` (queue order: waiting since,
+  // then id). The policy calls it for every waiter it queues, also those that
+  // wait behind another waiter of the same helper, and removes it once the
+  // wait has ended, whatever the outcome.
+  enqueue?(key: LockKey, requester: Requester, mode: Mode): MaybePromise<WaitTicket>;
+
+  // Every key whose holders and waiters may form a wait-for cycle with `key`
+  // (the local store: the locks of the key's directory), for deadlock
+  // detection; undefined when the store cannot tell (the key is then left out).
+  // Holders and waiters must carry `run` to take part.
+  waitGraph?(key: LockKey): MaybePromise<KeyStatus[] | undefined>;
+
+  // Appends one event to the key's bounded history. Best effort: it never
+  // throws, and a lock is never refused for want of a history line.
+  record?(event: HistoryEvent): void;
 }

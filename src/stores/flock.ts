@@ -6,7 +6,8 @@
 import { readdirSync, readSync, statSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { ErrorCode, HostlockError } from '../errors';
-import { HolderRegistry, holdersOf, lostHoldersOf, type Holder } from '../holders';
+import { appendHistory, type HistoryRecord } from '../history';
+import { HolderRegistry, holdersOf, lostHoldersOf, type Holder, type StoredRecord } from '../holders';
 import { kernelWait, LockFile, type KernelWait, type Mode } from '../lockfile';
 import { log } from '../log';
 import {
@@ -18,16 +19,30 @@ import {
   lockPathFor,
   runtimeDir,
 } from '../names';
-import { kernelInodeKey, readKernelLocks } from '../proc';
-import type { KeyStatus, LockKey, LockStore, MaybePromise, StoreAcquire, StoreHold } from '../store';
+import { isStopped, kernelInodeKey, readKernelLocks } from '../proc';
+import type {
+  HistoryEvent,
+  KeyStatus,
+  LockKey,
+  LockStore,
+  MaybePromise,
+  Requester,
+  StoreAcquire,
+  StoreHold,
+  WaitTicket,
+  Waiter,
+} from '../store';
 import { closeTurnstile, passTurnstile, turnstileOpen, turnstilePathFor } from '../turnstile';
 
 // Where a key's file lives and how its records are kept.
 interface Place {
   path: string;
   registry: HolderRegistry;
+  waiters: HolderRegistry;
   groupShared: boolean;
 }
+
+let waitSeq = 0;
 
 export interface FlockStatus extends KeyStatus {
   exists: boolean;
@@ -44,6 +59,7 @@ class FlockHold implements StoreHold {
     readonly file: LockFile,
     readonly place: Place,
     readonly record: string | undefined,
+    readonly requester: Requester,
     readonly onLost: ((reason: string) => void) | undefined,
     private readonly forget: (h: FlockHold) => void,
   ) {}
@@ -82,11 +98,13 @@ export class FlockStore implements LockStore {
   private place(key: LockKey): Place {
     const dir = dirname(key.id);
     const groupShared = isSharedGroupDir(dir);
-    const recordDir = key.name !== undefined ? join(dir, '.holders') : join(ensurePrivateDir(runtimeDir()), 'holders');
+    const named = key.name !== undefined;
+    const base = named ? dir : ensurePrivateDir(runtimeDir());
     return {
       path: key.id,
       groupShared,
-      registry: this.registry(recordDir, key.name !== undefined && groupShared),
+      registry: this.registry(join(base, named ? '.holders' : 'holders'), named && groupShared),
+      waiters: this.registry(join(base, named ? '.waiters' : 'waiters'), named && groupShared),
     };
   }
 
@@ -185,7 +203,9 @@ export class FlockStore implements LockStore {
       mode: req.mode,
       since: since.toISOString(),
     });
-    const hold = new FlockHold(req.key, req.mode, token, file, place, record, req.onLost, (h) => this.forget(h));
+    const hold = new FlockHold(req.key, req.mode, token, file, place, record, req.requester, req.onLost, (h) =>
+      this.forget(h),
+    );
     this.holds.add(hold);
     this.watchLost();
     return hold;
@@ -210,6 +230,7 @@ export class FlockStore implements LockStore {
         h.place.registry.update(h.record, { lost: true });
         const why = `lock file ${h.place.path} was deleted or replaced while held: others may now hold it too`;
         log.warn(why, { path: h.place.path });
+        this.record({ event: 'lost', key: h.key, mode: h.mode, who: h.requester, token: h.token, reason: why });
         h.onLost?.(why);
       }
     }, 2000);
@@ -231,8 +252,8 @@ export class FlockStore implements LockStore {
       exists: !!st,
       held: current.length > 0,
       mode: current.length ? current[0].mode : null,
-      holders: [...current, ...lostHolders],
-      waiters: [],
+      holders: markStopped([...current, ...lostHolders]),
+      waiters: queueOf(place.waiters.readPath(place.path)),
       lost,
     };
   }
@@ -243,6 +264,8 @@ export class FlockStore implements LockStore {
     const registry = this.registry(join(d, '.holders'), isSharedGroupDir(d));
     const kernel = readKernelLocks();
     const all = registry.readAll();
+    const waiting = this.registry(join(d, '.waiters'), isSharedGroupDir(d)).readAll();
+    const waitersOf = (path: string) => queueOf(waiting.filter((w) => w.path === path));
     const locks = [];
     const listed = new Set<string>();
     for (const f of readdirSync(d).sort()) {
@@ -262,8 +285,8 @@ export class FlockStore implements LockStore {
         path,
         held: holders.length > 0,
         mode: holders.length ? holders[0].mode : null,
-        holders: [...holders, ...lostHoldersOf(all, path, inode, kernel)],
-        waiters: [],
+        holders: markStopped([...holders, ...lostHoldersOf(all, path, inode, kernel)]),
+        waiters: waitersOf(path),
       });
     }
     // Deleted under their holders: gone from the directory, still worth a line.
@@ -273,7 +296,15 @@ export class FlockStore implements LockStore {
       if (!holders.length) continue;
       const name =
         all.find((r) => r.path === path)?.name ?? decodeLockName(basename(path, LOCK_SUFFIX)) ?? basename(path);
-      locks.push({ key: { id: path, name }, name, path, held: false, mode: null, holders, waiters: [] });
+      locks.push({
+        key: { id: path, name },
+        name,
+        path,
+        held: false,
+        mode: null,
+        holders: markStopped(holders),
+        waiters: waitersOf(path),
+      });
     }
     return locks;
   }
@@ -281,6 +312,70 @@ export class FlockStore implements LockStore {
   close(): void {
     for (const h of [...this.holds]) h.release();
   }
+
+  // A waiter record, written and removed like a holder record, in `.waiters`.
+  enqueue(key: LockKey, requester: Requester, mode: Mode): WaitTicket {
+    const place = this.place(key);
+    const id = `${process.pid}-${String(++waitSeq).padStart(10, '0')}`;
+    const rec = place.waiters.add('w', place.path, key.name, {
+      ...requester,
+      mode,
+      since: new Date().toISOString(),
+      id,
+    });
+    return { id, remove: () => place.waiters.remove(rec) };
+  }
+
+  // The locks of a named key's directory; locks taken by path have no graph.
+  waitGraph(key: LockKey): KeyStatus[] | undefined {
+    return key.name === undefined ? undefined : this.list(dirname(key.id));
+  }
+
+  // The history of named locks lives in their directory (history.ts).
+  record(e: HistoryEvent): void {
+    if (e.key.name === undefined) return;
+    const { pid, user, controller, run, playbook, play, task, host } = e.who;
+    const rec: HistoryRecord = {
+      t: new Date().toISOString(),
+      event: e.event,
+      name: e.key.name,
+      path: e.key.id,
+      mode: e.mode,
+      token: e.token,
+      wait: e.wait,
+      waited: e.waited,
+      reason: e.reason,
+      cycle: e.cycle,
+      victim: e.victim,
+      pid,
+      helper_pid: process.pid,
+      user,
+      controller,
+      run,
+      playbook,
+      play,
+      task,
+      host,
+    };
+    const dir = dirname(e.key.id);
+    appendHistory(dir, rec, isSharedGroupDir(dir));
+  }
+}
+
+// Waiter records in queue order: longest waiting first.
+function queueOf(records: StoredRecord[]): Waiter[] {
+  return records
+    .map(({ name: _n, path: _p, inode: _i, helper_start: _s, ...w }) => w as Waiter)
+    .sort((a, b) => (a.since < b.since ? -1 : a.since > b.since ? 1 : (a.id ?? '') < (b.id ?? '') ? -1 : 1));
+}
+
+// A holder whose process (or helper) is stopped (SIGSTOP, ^Z) will not let go by itself.
+function markStopped(holders: Holder[]): Holder[] {
+  for (const h of holders) {
+    if (!h.foreign && (isStopped(h.pid) || (h.helper_pid !== undefined && isStopped(h.helper_pid)))) h.stopped = true;
+    else if (h.foreign && isStopped(h.pid)) h.stopped = true;
+  }
+  return holders;
 }
 
 interface Attempt {

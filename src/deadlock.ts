@@ -1,0 +1,85 @@
+// Deadlock detection among runs, from the holder and waiter records a store
+// reports: run A waits for a lock that run B holds, B (transitively) waits for
+// one that A holds. Only records that name their run take part; a holder
+// without a record (flock(1), Python fcntl) or without a run is invisible.
+import type { Holder } from './holders';
+import type { DeadlockLink, KeyStatus, Mode } from './store';
+
+export interface WaitingRun {
+  run: string;
+  keyId: string;
+  mode: Mode;
+  task?: string;
+  host?: string;
+}
+
+interface Edge {
+  to: string;
+  link: DeadlockLink;
+}
+
+function conflicts(wants: Mode, held: Mode): boolean {
+  return wants === 'exclusive' || held === 'exclusive';
+}
+
+function label(s: KeyStatus): string {
+  return s.key.name ?? s.key.id;
+}
+
+// The wait-for edges between runs: a waiter points at each other run that
+// holds its lock in a mode it cannot share.
+function edges(statuses: KeyStatus[], me: WaitingRun): Map<string, Edge[]> {
+  const out = new Map<string, Edge[]>();
+  const add = (w: { run?: string; mode: Mode; task?: string; host?: string }, s: KeyStatus, holders: Holder[]) => {
+    if (!w.run) return;
+    for (const h of holders) {
+      if (!h.run || h.run === w.run || h.lost || !conflicts(w.mode, h.mode)) continue;
+      let list = out.get(w.run);
+      if (!list) out.set(w.run, (list = []));
+      if (list.some((e) => e.to === h.run && e.link.name === label(s))) continue;
+      list.push({ to: h.run, link: { run: w.run, task: w.task, host: w.host, name: label(s), heldBy: h.run } });
+    }
+  };
+  let mine = false;
+  for (const s of statuses) {
+    for (const w of s.waiters) add(w, s, s.holders);
+    if (s.key.id === me.keyId) {
+      // Our own wait, whether or not its record made it to the store.
+      add(me, s, s.holders);
+      mine = true;
+    }
+  }
+  if (!mine) return new Map();
+  return out;
+}
+
+// The cycle that `me`'s wait closes, as links from `me` round to `me`; null if none.
+export function findCycle(statuses: KeyStatus[], me: WaitingRun): DeadlockLink[] | null {
+  const graph = edges(statuses, me);
+  const start = graph
+    .get(me.run)
+    ?.filter((e) => statuses.some((s) => s.key.id === me.keyId && label(s) === e.link.name));
+  if (!start?.length) return null;
+  // Breadth first, so that the shortest cycle is the one named.
+  const seen = new Set<string>([me.run]);
+  let frontier: Array<{ at: string; path: DeadlockLink[] }> = start.map((e) => ({ at: e.to, path: [e.link] }));
+  while (frontier.length) {
+    const next: typeof frontier = [];
+    for (const { at, path } of frontier) {
+      if (at === me.run) return path;
+      if (seen.has(at)) continue;
+      seen.add(at);
+      for (const e of graph.get(at) ?? []) next.push({ at: e.to, path: [...path, e.link] });
+    }
+    frontier = next;
+  }
+  return null;
+}
+
+export function describeCycle(cycle: DeadlockLink[]): string {
+  const parts = cycle.map((l) => {
+    const what = [l.task ? `task '${l.task}'` : '', l.host ? `host ${l.host}` : ''].filter(Boolean).join(', ');
+    return `run ${l.run}${what ? ` (${what})` : ''} waits for '${l.name}' held by run ${l.heldBy}`;
+  });
+  return `deadlock: ${parts.join('; ')}`;
+}
