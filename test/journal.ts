@@ -74,3 +74,29 @@ export function checkJournal(text: string, finalCounter: number): Verdict {
   assert.equal(readers.size, 0, `readers ${[...readers]} never ended`);
   return { completed, readSections, sections, kills, killLatenciesMs: latencies };
 }
+
+// Fencing tokens in the journal (the fifth field of hostlock's B and R lines):
+// every grant's token is new, and a writer's is above every token granted
+// before it entered; a reader's is above every writer's before it. Returns the
+// largest token seen.
+export function checkTokens(text: string): { max: number; count: number } {
+  let max = 0;
+  let lastWriter = 0;
+  let count = 0;
+  const seen = new Set<number>();
+  for (const [i, line] of text.split('\n').filter(Boolean).entries()) {
+    const [kind, , , , tok] = line.split(' ');
+    if ((kind !== 'B' && kind !== 'R') || tok === undefined) continue;
+    const token = Number(tok);
+    const where = `journal line ${i + 1} "${line}"`;
+    assert.ok(Number.isInteger(token) && token > 0, `${where}: no token`);
+    assert.ok(!seen.has(token), `${where}: token ${token} granted twice`);
+    if (kind === 'B') assert.ok(token > max, `${where}: writer's token ${token} not above ${max}, granted before`);
+    else assert.ok(token > lastWriter, `${where}: reader's token ${token} not above the last writer's ${lastWriter}`);
+    if (kind === 'B') lastWriter = token;
+    seen.add(token);
+    max = Math.max(max, token);
+    count++;
+  }
+  return { max, count };
+}
