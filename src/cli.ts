@@ -1,6 +1,9 @@
 // The `hostlock` command. Bare `serve` and plain `agent` take a fast path
 // (fastpath.ts) that loads neither yargs nor anything else they do not need:
 // they are started once per Python Lock or per run and must start like bare Node.
+import { breakCommand } from './commands/break';
+import { historyCommand } from './commands/history';
+import { timelineCommand } from './commands/timeline';
 import { fastCommand, runMain } from './fastpath';
 import { VERSION } from './version';
 
@@ -122,6 +125,9 @@ async function main(argv: string[]): Promise<number> {
         }
       },
     )
+    .command(historyCommand)
+    .command(timelineCommand)
+    .command(breakCommand)
     .demandCommand(1, 'name a command: status, run, serve or agent')
     .strict()
     .epilogue(EXIT_HELP)

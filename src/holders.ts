@@ -42,6 +42,7 @@ export interface Holder extends Owner {
   lost?: boolean;
   foreign?: boolean;
   stopped?: boolean; // its process is stopped (state T): it will not release by itself
+  token?: number; // the hold's fencing token
   id?: string; // waiter records only: the wait's id
 }
 

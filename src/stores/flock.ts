@@ -202,6 +202,7 @@ export class FlockStore implements LockStore {
       ...req.requester,
       mode: req.mode,
       since: since.toISOString(),
+      token,
     });
     const hold = new FlockHold(req.key, req.mode, token, file, place, record, req.requester, req.onLost, (h) =>
       this.forget(h),
