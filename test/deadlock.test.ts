@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { startAgent, type TestAgent } from './agents';
-import { sleep, startServe, tempDir, until, type Helper } from './rpc';
+import { cli, sleep, startServe, tempDir, until, type Helper } from './rpc';
 
 describe('deadlock detection', { timeout: 120000 }, () => {
   test('two runs, opposite order: the closing run fails within 1 s naming the cycle, the other completes', async () => {
@@ -35,6 +35,12 @@ describe('deadlock detection', { timeout: 120000 }, () => {
           ['A', 'web3', 'B'],
         ],
       );
+      // On the record, with the cycle.
+      const hist = JSON.parse(cli(['history', 'web1', '--json'], env).stdout).events;
+      const dl = hist.find((e: any) => e.event === 'deadlock');
+      assert.equal(dl?.run, 'B', JSON.stringify(hist));
+      assert.equal(dl.cycle.length, 2);
+      assert.match(dl.reason, /^deadlock: run B/);
       // B's failed wait left no record; once B gives up web3, A completes.
       assert.deepEqual((await a.rpc.call('status', { name: 'web1' })).waiters, []);
       await b.rpc.call('release', { handle: by.handle });

@@ -6,8 +6,8 @@
 // holds behind, so the run's next hostlock task fails "lock lost".
 import { createInterface } from 'node:readline/promises';
 import type { Argv, CommandModule } from 'yargs';
-import { controllerName, type Holder } from '../holders';
-import { currentUser } from '../proc';
+import { controllerName } from '../holders';
+import { currentUser, processStartTime } from '../proc';
 import { LockManager, localStore } from '../manager';
 import { describeHolder } from './status';
 
@@ -87,16 +87,13 @@ export async function breakLock(a: Args): Promise<number> {
       return 1;
     }
   }
-  // The kernel releases once the helper has died; say so only when it has.
-  const gone = (h: Holder) =>
-    !localStore()
-      .status(target.key)
-      .holders.some((x) => x.helper_pid === h.helper_pid);
-  for (let i = 0; i < 100 && !ours.every(gone); i++) await sleep(20);
-  const after = localStore()
+  // The kernel releases once the helper has died. A lock still shown under a
+  // broken helper's PID was inherited by a command it started (hostlock run).
+  const pids = new Set(ours.map((h) => h.helper_pid!));
+  for (let i = 0; i < 100 && [...pids].some((p) => processStartTime(p) !== null); i++) await sleep(20);
+  const left = localStore()
     .status(target.key)
-    .holders.filter((h) => !h.lost);
-  const left = after.filter((h) => h.foreign || ours.some((o) => o.helper_pid === h.helper_pid));
+    .holders.filter((h) => !h.lost && (pids.has(h.pid) || (h.foreign && processStartTime(h.pid) === null)));
   if (left.length) {
     process.stderr.write(
       `hostlock: ended the helper, but ${a.name} is still held by ${left.map(describeHolder).join('; ')} (a command that inherited the lock, as under hostlock run): end it yourself\n`,
