@@ -61,7 +61,46 @@ export function historyDir(lockDir: string): string {
   return join(lockDir, HISTORY_DIR);
 }
 
-const ready = new Set<string>();
+// Open journals, one per lock directory: an append is then one write(2).
+// A descriptor is checked against the path now and then, so that a writer
+// that missed another's rotation moves to the new journal.
+interface Open {
+  fd: number;
+  ino: number;
+  checked: number;
+}
+const open = new Map<string, Open>();
+
+function journalFd(dir: string, file: string, groupShared: boolean): Open {
+  const now = performance.now();
+  let o = open.get(dir);
+  if (o && now - o.checked > 1000) {
+    o.checked = now;
+    if (statSync(file, { throwIfNoEntry: false })?.ino !== o.ino) {
+      closeSync(o.fd);
+      open.delete(dir);
+      o = undefined;
+    }
+  }
+  if (!o) {
+    mkdirSync(dir, { recursive: true, mode: groupShared ? 0o2770 : 0o700 });
+    const fd = openSync(
+      file,
+      constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW,
+      groupShared ? 0o660 : 0o600,
+    );
+    const st = fstatSync(fd);
+    if (groupShared && st.uid === process.getuid?.() && (st.mode & 0o777) !== 0o660) fchmodSync(fd, 0o660);
+    if (open.size >= 64) {
+      for (const [d, x] of open) {
+        closeSync(x.fd);
+        open.delete(d);
+      }
+    }
+    open.set(dir, (o = { fd, ino: st.ino, checked: now }));
+  }
+  return o;
+}
 
 // Appends one record; best effort (a full disk or a read-only directory loses
 // the line, never the lock).
@@ -69,23 +108,14 @@ export function appendHistory(lockDir: string, rec: HistoryRecord, groupShared =
   const dir = historyDir(lockDir);
   const file = join(dir, 'journal');
   try {
-    if (!ready.has(dir)) {
-      mkdirSync(dir, { recursive: true, mode: groupShared ? 0o2770 : 0o700 });
-      ready.add(dir);
-    }
+    const o = journalFd(dir, file, groupShared);
     const line = Buffer.from(fit(rec) + '\n');
-    const fd = openSync(
-      file,
-      constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW,
-      groupShared ? 0o660 : 0o600,
-    );
-    try {
-      const st = fstatSync(fd);
-      if (groupShared && st.size === 0 && st.uid === process.getuid?.()) fchmodSync(fd, 0o660);
-      writeSync(fd, line);
-      if (st.size + line.length > cap()) rotate(dir, file, groupShared);
-    } finally {
-      closeSync(fd);
+    writeSync(o.fd, line);
+    const size = fstatSync(o.fd).size;
+    if (size > cap()) {
+      rotate(dir, file, groupShared);
+      closeSync(o.fd);
+      open.delete(dir);
     }
   } catch {
     /* history is best effort */

@@ -90,7 +90,12 @@ interface Waiter {
   // The wait as others see it in the store's queue; removed once settled.
   ticket?: WaitTicket | Promise<WaitTicket>;
   ticketId?: string;
+  visibleTimer?: NodeJS.Timeout;
 }
+
+// A wait outside a run shows in the queue once it has lasted this long: the
+// many sub-millisecond handoffs of a busy lock then cost no record at all.
+const VISIBLE_AFTER_MS = 50;
 
 interface LockEntry {
   id: string;
@@ -110,6 +115,7 @@ export function localStore(): FlockStore {
 
 export class LockManager {
   private readonly entries = new Map<string, LockEntry>();
+  private deadlockChecks: Waiter[] = [];
   private readonly holderCache = new Map<string, { at: number; holders: Holder[]; waiters: QueuedWaiter[] }>();
 
   targetForName(name: string, dir?: string): Target {
@@ -133,6 +139,7 @@ export class LockManager {
         waiter.settled = true;
         clearTimeout(waiter.timer);
         clearInterval(waiter.ticker);
+        clearTimeout(waiter.visibleTimer);
         this.dequeue(waiter);
       };
       waiter = {
@@ -185,7 +192,6 @@ export class LockManager {
       log.info('Waiting', { prefix: req.prefix, path: req.target.path });
       entry.queue.push(waiter);
       this.enqueue(waiter);
-      if (this.checkDeadlock(waiter)) return;
       this.startTimers(waiter);
       this.pump(entry);
     });
@@ -287,10 +293,24 @@ export class LockManager {
   }
 
   // Makes the wait visible in the store's queue and the history.
+  // A run's wait is recorded at once (deadlock detection needs it), others
+  // once they have lasted VISIBLE_AFTER_MS.
   private enqueue(w: Waiter): void {
+    if (!w.req.target.store.enqueue) return;
+    if (w.req.owner?.run) {
+      this.writeTicket(w);
+      this.checkDeadlockSoon(w);
+    } else {
+      w.visibleTimer = setTimeout(() => {
+        if (!w.settled) this.writeTicket(w);
+      }, VISIBLE_AFTER_MS);
+    }
+  }
+
+  private writeTicket(w: Waiter): void {
     const { store, key } = w.req.target;
-    if (!store.enqueue) return;
     try {
+      if (!store.enqueue) return;
       const t = store.enqueue(key, this.requesterOf(w.req.owner), w.req.mode);
       w.ticket = t;
       const known = (t: WaitTicket) => {
@@ -319,6 +339,18 @@ export class LockManager {
     };
     if (t instanceof Promise) t.then(drop, () => {});
     else drop(t);
+  }
+
+  // Checks run right after the requests of this turn of the event loop have
+  // written their waiter records, so they share one reading of the records.
+  private checkDeadlockSoon(w: Waiter): void {
+    this.deadlockChecks.push(w);
+    if (this.deadlockChecks.length > 1) return;
+    setImmediate(() => {
+      const checks = this.deadlockChecks;
+      this.deadlockChecks = [];
+      for (const c of checks) if (!c.settled) this.checkDeadlock(c);
+    });
   }
 
   // A wait that closes a cycle of runs fails at once instead of hanging.

@@ -83,6 +83,7 @@ export class FlockStore implements LockStore {
   private readonly registries = new Map<string, HolderRegistry>();
   private readonly holds = new Set<FlockHold>();
   private lostTimer: NodeJS.Timeout | undefined;
+  private readonly graphs = new Map<string, KeyStatus[]>();
 
   // The key of a name in a lock directory (the default one when omitted).
   keyForName(name: string, dir?: string): LockKey {
@@ -328,8 +329,16 @@ export class FlockStore implements LockStore {
   }
 
   // The locks of a named key's directory; locks taken by path have no graph.
+  // One reading serves every check of the same turn of the event loop.
   waitGraph(key: LockKey): KeyStatus[] | undefined {
-    return key.name === undefined ? undefined : this.list(dirname(key.id));
+    if (key.name === undefined) return undefined;
+    const dir = dirname(key.id);
+    let g = this.graphs.get(dir);
+    if (!g) {
+      if (this.graphs.size === 0) setImmediate(() => this.graphs.clear());
+      this.graphs.set(dir, (g = this.list(dir)));
+    }
+    return g;
   }
 
   // The history of named locks lives in their directory (history.ts).
