@@ -91,7 +91,22 @@ export function bars(records: HistoryRecord[], until: number): Bar[] {
         };
         holds.set(holdKey(r), b);
         out.push(b);
-        if (r.wait) closeWait(waits, r, t, 'grant');
+        // A wait too short to be recorded on its own is known from the grant.
+        if (!(r.wait && closeWait(waits, r, t, 'grant')) && (r.waited ?? 0) >= 0.02) {
+          out.push({
+            lock,
+            run: b.run,
+            kind: 'wait',
+            start: t - r.waited! * 1000,
+            end: t,
+            open: false,
+            mode: r.mode,
+            task: r.task,
+            host: r.host,
+            outcome: 'grant',
+            for: [],
+          });
+        }
         break;
       }
       case 'release':
@@ -124,14 +139,15 @@ export function bars(records: HistoryRecord[], until: number): Bar[] {
   return out;
 }
 
-function closeWait(waits: Map<string, Bar>, r: HistoryRecord, t: number, outcome: string): void {
+function closeWait(waits: Map<string, Bar>, r: HistoryRecord, t: number, outcome: string): boolean {
   const k = `${r.path}\0${r.wait}`;
   const w = waits.get(k);
-  if (!w) return;
+  if (!w) return false;
   w.end = t;
   w.open = false;
   w.outcome = outcome;
   waits.delete(k);
+  return true;
 }
 
 function natural(a: string, b: string): number {
