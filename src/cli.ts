@@ -50,6 +50,7 @@ async function main(argv: string[]): Promise<number> {
           .positional('command', { type: 'string', array: true, describe: 'command and its arguments, after --' })
           .option('dir', { type: 'string', describe: 'lock directory' })
           .option('shared', { alias: 's', type: 'boolean', default: false, describe: 'take a shared (read) lock' })
+          .option('slots', { type: 'number', describe: 'at most N holders at once (a counting semaphore)' })
           .option('timeout', { alias: 'w', type: 'number', describe: 'give up after S seconds' })
           .option('nonblock', { alias: 'n', type: 'boolean', describe: 'fail at once if the lock is held' })
           .option('conflict-exit-code', {
@@ -69,6 +70,10 @@ async function main(argv: string[]): Promise<number> {
             a.command = [...(a.command ?? []), ...((a['--'] as string[] | undefined) ?? [])];
             if (!a.command || a.command.length === 0)
               throw new Error('give the command after --, e.g. hostlock run db -- ./migrate.sh');
+            if (a.slots !== undefined && !(Number.isInteger(a.slots) && a.slots >= 1 && a.slots <= 64))
+              throw new Error('--slots must be an integer from 1 to 64');
+            if (a.slots !== undefined && a.shared)
+              throw new Error('--slots and --shared do not combine: each slot is exclusive');
             if (a.timeout !== undefined && !(a.timeout >= 0 && Number.isFinite(a.timeout)))
               throw new Error('--timeout must be a number of seconds ≥ 0');
             const e = a['conflict-exit-code'];
@@ -82,6 +87,7 @@ async function main(argv: string[]): Promise<number> {
           name: a.name!,
           dir: a.dir,
           shared: a.shared,
+          slots: a.slots,
           timeout: a.timeout,
           nonblock: !!a.nonblock,
           conflictExitCode: a['conflict-exit-code'],

@@ -12,6 +12,7 @@ export const ErrorCode = {
   LockLost: -32003,
   RunHoldConflict: -32004,
   IoError: -32005,
+  SlotsMismatch: -32006,
 } as const;
 
 export interface ErrorData {

@@ -37,6 +37,7 @@ export interface Hold {
   since: Date;
   owner: Owner;
   prefix: string;
+  slots?: number;
 }
 
 export interface WaitingInfo {
@@ -54,6 +55,8 @@ export interface AcquireRequest {
   wait: boolean;
   owner?: Owner;
   prefix?: string;
+  // A counting semaphore: at most this many holders (mode must be exclusive).
+  slots?: number;
   notifyEvery?: number; // seconds
   onWaiting?: (info: WaitingInfo) => void;
   // Called once if the hold is lost under its holder after the grant.
@@ -161,7 +164,14 @@ export class LockManager {
         },
       };
       // FIFO within this helper: a newcomer never overtakes a queued waiter.
-      if (entry.queue.length === 0 && this.compatible(entry, req.mode)) {
+      // Holders inside this helper that disagree on slots: the store would refuse too.
+      const other = [...entry.holds].find((h) => h.slots !== req.slots);
+      if (other && (req.slots !== undefined || other.slots !== undefined)) {
+        waiter.fail(slotsDisagree(req.target, req.slots, other.slots));
+        this.forget(entry);
+        return;
+      }
+      if (entry.queue.length === 0 && this.compatible(entry, req.mode, req.slots)) {
         let got: StoreHold | null | Promise<StoreHold | null>;
         try {
           got = req.target.store.acquire(this.storeRequest(waiter, false));
@@ -311,7 +321,7 @@ export class LockManager {
     const { store, key } = w.req.target;
     try {
       if (!store.enqueue) return;
-      const t = store.enqueue(key, this.requesterOf(w.req.owner), w.req.mode);
+      const t = store.enqueue(key, this.requesterOf(w.req.owner), w.req.mode, w.req.slots);
       w.ticket = t;
       const known = (t: WaitTicket) => {
         w.ticketId = t.id;
@@ -421,6 +431,7 @@ export class LockManager {
       mode: req.mode,
       wait,
       signal,
+      slots: req.slots,
       requester: this.requesterOf(req.owner),
       onLost: (reason: string) => {
         if (w.hold) req.onLost?.(w.hold, reason);
@@ -449,8 +460,9 @@ export class LockManager {
     if (entry.holds.size === 0 && entry.queue.length === 0) this.entries.delete(entry.id);
   }
 
-  private compatible(entry: LockEntry, mode: Mode): boolean {
+  private compatible(entry: LockEntry, mode: Mode, slots?: number): boolean {
     if (entry.holds.size === 0) return true;
+    if (slots !== undefined) return entry.holds.size < slots && [...entry.holds].every((h) => h.slots === slots);
     if (mode === 'exclusive') return false;
     for (const h of entry.holds) if (h.mode === 'exclusive') return false;
     return true;
@@ -465,6 +477,7 @@ export class LockManager {
       since: held.since,
       owner: req.owner ?? {},
       prefix: req.prefix ?? '',
+      slots: req.slots,
     };
     w.hold = hold;
     w.entry.holds.add(hold);
@@ -486,7 +499,7 @@ export class LockManager {
   private pump(entry: LockEntry): void {
     while (entry.queue.length > 0) {
       const head = entry.queue[0];
-      if (head.storeWait || !this.compatible(entry, head.req.mode)) return;
+      if (head.storeWait || !this.compatible(entry, head.req.mode, head.req.slots)) return;
       const abort = new AbortController();
       let got: StoreHold | null | Promise<StoreHold | null>;
       try {
@@ -580,6 +593,15 @@ export class LockManager {
       for (const h of [...e.holds]) this.release(h);
     }
   }
+}
+
+function slotsDisagree(target: Target, asked?: number, found?: number): HostlockError {
+  const say = (n?: number) => (n === undefined ? 'without slots' : `with slots: ${n}`);
+  return new HostlockError(
+    ErrorCode.SlotsMismatch,
+    `'${target.name ?? target.path}' is in use ${say(found)} in this helper, but this request asks ${say(asked)}: every user of a lock must give the same slots`,
+    { path: target.path, asked: asked ?? null, found: found ?? null },
+  );
 }
 
 export function lostError(path: string, reason: string): HostlockError {

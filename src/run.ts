@@ -16,6 +16,7 @@ export interface RunOptions {
   name: string;
   dir?: string;
   shared: boolean;
+  slots?: number;
   timeout?: number;
   nonblock: boolean;
   conflictExitCode: number;
@@ -36,6 +37,7 @@ export async function runLocked(o: RunOptions): Promise<number> {
   const attempt = manager.acquire({
     target,
     mode,
+    slots: o.slots,
     wait: !o.nonblock,
     timeout: o.timeout,
     prefix: o.name,
@@ -79,7 +81,11 @@ export async function runLocked(o: RunOptions): Promise<number> {
     const fd = hold.held.fd;
     const child = spawn(o.command[0], o.command.slice(1), {
       stdio: fd === undefined ? 'inherit' : ['inherit', 'inherit', 'inherit', fd],
-      env: { ...process.env, HOSTLOCK_TOKEN: String(hold.held.token) },
+      env: {
+        ...process.env,
+        HOSTLOCK_TOKEN: String(hold.held.token),
+        ...(hold.held.slot !== undefined ? { HOSTLOCK_SLOT: String(hold.held.slot) } : {}),
+      },
     });
     const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
     const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((s) => [s, forward(s)] as const);

@@ -33,6 +33,7 @@ interface AcquireParams {
   member?: string;
   notify?: number;
   prefix?: string;
+  slots?: number;
 }
 
 export interface LostHold {
@@ -249,12 +250,18 @@ export class Session {
     if (!wait && p.timeout !== undefined && p.timeout !== null && p.timeout > 0) {
       throw invalidParams('params.timeout does not apply to "try", which never waits; use "acquire" or "block"');
     }
+    if (p.slots !== undefined && p.shared) {
+      throw invalidParams(
+        'params.slots and params.shared do not combine: slots are exclusive each; leave out one of them',
+      );
+    }
     const target = this.target(p);
     const mode: Mode = p.shared ? 'shared' : 'exclusive';
     const req: AcquireRequest = {
       target,
       mode,
       wait,
+      slots: p.slots,
       timeout: p.timeout,
       owner: p.owner,
       prefix: p.prefix,
@@ -354,6 +361,7 @@ export class Session {
     if (target.name !== undefined) r.name = target.name;
     if (out.acquired && out.hold) {
       r.token = out.hold.held.token;
+      if (out.hold.held.slot !== undefined) Object.assign(r, { slot: out.hold.held.slot, slots: out.hold.slots });
       r.holders = [this.selfHolder(out.hold)];
     } else {
       r.reason = out.reason;

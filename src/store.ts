@@ -59,6 +59,12 @@ export interface StoreAcquire {
   signal?: AbortSignal;
   // Called once if the hold is later lost under its holder.
   onLost?: (reason: string) => void;
+  // Optional (a counting semaphore): at most `slots` holders of the key at
+  // once, each in a slot of its own (mode is then 'exclusive'). Every holder
+  // and waiter must ask for the same number, and a key held without slots
+  // cannot be taken with them or the reverse: the store throws an error with
+  // code SlotsMismatch naming both values.
+  slots?: number;
 }
 
 export interface StoreHold {
@@ -66,6 +72,8 @@ export interface StoreHold {
   readonly mode: Mode;
   readonly token: number;
   readonly since: Date;
+  // With `slots`: which slot (1..slots) this hold took.
+  readonly slot?: number;
   // True once the store has noticed the hold is gone (onLost was called).
   readonly lost: boolean;
   // A descriptor whose inheritance keeps the lock held (local store only):
@@ -80,6 +88,7 @@ export interface Waiter extends Requester {
   // The store's id of this wait (WaitTicket.id), unique within the store.
   id?: string;
   helper_pid?: number;
+  slots?: number;
 }
 
 // A wait made visible to others: from `enqueue` until `remove`, the store
@@ -121,6 +130,7 @@ export interface KeyStatus {
   mode: Mode | null;
   holders: Holder[]; // in grant order; lost holds flagged `lost: true`
   waiters: Waiter[]; // in queue order
+  slots?: number; // the slot count its holders asked for, while held with slots
 }
 
 export interface LockStore {
@@ -143,7 +153,7 @@ export interface LockStore {
   // then id). The policy calls it for every waiter it queues, also those that
   // wait behind another waiter of the same helper, and removes it once the
   // wait has ended, whatever the outcome.
-  enqueue?(key: LockKey, requester: Requester, mode: Mode): MaybePromise<WaitTicket>;
+  enqueue?(key: LockKey, requester: Requester, mode: Mode, slots?: number): MaybePromise<WaitTicket>;
 
   // Every key whose holders and waiters may form a wait-for cycle with `key`
   // (the local store: the locks of the key's directory), for deadlock

@@ -14,7 +14,11 @@ export function statusCommand(dir: string | undefined, json: boolean): number {
   }
   const rows = res.locks.map((l) => [
     l.name,
-    l.held ? (l.mode ?? 'held') : 'free',
+    l.slots !== undefined
+      ? `${l.holders.filter((h) => h.slot !== undefined && !h.lost).length}/${l.slots} slots`
+      : l.held
+        ? (l.mode ?? 'held')
+        : 'free',
     l.holders.map(describeHolder).join('; '),
     l.holders.find((h) => h.since)?.since ?? '',
   ]);
@@ -49,7 +53,7 @@ function who(h: Holder | Waiter): string {
 
 export function describeHolder(h: Holder): string {
   const base = h.foreign ? `pid ${h.pid} (${h.user}, not hostlock)` : who(h);
-  return `${base}${h.lost ? ' LOST' : ''}${h.stopped ? ' STOPPED' : ''}`;
+  return `${h.slot !== undefined ? `slot ${h.slot}: ` : ''}${base}${h.lost ? ' LOST' : ''}${h.stopped ? ' STOPPED' : ''}`;
 }
 
 export function describeWaiter(w: Waiter): string {

@@ -4,6 +4,7 @@
 // readers of other processes (turnstile.ts), and a counter file per lock hands
 // out fencing tokens.
 import { readdirSync, readSync, statSync, writeSync } from 'node:fs';
+import { ErrorCode as Code } from '../errors';
 import { basename, dirname, join } from 'node:path';
 import { ErrorCode, HostlockError } from '../errors';
 import { appendHistory, type HistoryRecord } from '../history';
@@ -51,6 +52,7 @@ export interface FlockStatus extends KeyStatus {
 
 class FlockHold implements StoreHold {
   lost = false;
+  slot?: number;
   readonly since = new Date();
   constructor(
     readonly key: LockKey,
@@ -117,6 +119,7 @@ export class FlockStore implements LockStore {
 
   acquire(req: StoreAcquire): MaybePromise<StoreHold | null> {
     const place = this.place(req.key);
+    if (req.slots !== undefined) return this.acquireSlot(req, place, req.slots);
     const attempt: Attempt = { file: undefined, passedGate: false };
     try {
       const hold = this.tryOnce(req, place, attempt);
@@ -138,7 +141,10 @@ export class FlockStore implements LockStore {
     for (let tries = 0; tries < 100; tries++) {
       a.file ??= LockFile.open(place.path, place.groupShared);
       if (!a.file.tryLock(req.mode)) return null;
-      if (a.file.stillAtPath()) return this.grant(req, place, a);
+      if (a.file.stillAtPath()) {
+        refuseIfSlotted(place);
+        return this.grant(req, place, a);
+      }
       // We locked an inode that was unlinked or replaced meanwhile: start over on the new file.
       a.file.close();
       a.file = undefined;
@@ -180,7 +186,10 @@ export class FlockStore implements LockStore {
         if (hold) return hold;
         const got = await waitFor(a.file!, req.mode);
         if (signal?.aborted) return null;
-        if (got && a.file!.stillAtPath()) return this.grant(req, place, a);
+        if (got && a.file!.stillAtPath()) {
+          refuseIfSlotted(place);
+          return this.grant(req, place, a);
+        }
         // Locked a deleted inode, or the waiter child failed: try afresh.
         a.file?.close();
         a.file = undefined;
@@ -208,6 +217,92 @@ export class FlockStore implements LockStore {
     const hold = new FlockHold(req.key, req.mode, token, file, place, record, req.requester, req.onLost, (h) =>
       this.forget(h),
     );
+    this.holds.add(hold);
+    this.watchLost();
+    return hold;
+  }
+
+  // A counting semaphore: slot i is the hidden file `.<lock file>.slot<i>`,
+  // locked exclusive; a hold takes whichever slot is free. A waiter waits in
+  // the kernel on every slot at once and keeps the first it gets.
+  private acquireSlot(req: StoreAcquire, place: Place, n: number): MaybePromise<StoreHold | null> {
+    checkSlots(place, n);
+    markSlotted(place, n);
+    const files: Array<LockFile | undefined> = [];
+    try {
+      for (let i = 1; i <= n; i++) {
+        const f = LockFile.open(slotPath(place.path, i), place.groupShared);
+        files.push(f);
+        if (f.tryLock('exclusive') && f.stillAtPath()) {
+          files[i - 1] = undefined;
+          closeAll(files);
+          return this.grantSlot(req, place, f, i, n);
+        }
+      }
+    } catch (err) {
+      closeAll(files);
+      throw err;
+    }
+    closeAll(files);
+    return req.wait ? this.waitSlot(req, place, n) : null;
+  }
+
+  private async waitSlot(req: StoreAcquire, place: Place, n: number): Promise<StoreHold | null> {
+    const signal = req.signal;
+    for (;;) {
+      if (signal?.aborted) return null;
+      const files: Array<LockFile | undefined> = [];
+      let waits: KernelWait[] = [];
+      const onAbort = () => waits.forEach((w) => w.cancel());
+      signal?.addEventListener('abort', onAbort);
+      try {
+        for (let i = 1; i <= n; i++) files.push(LockFile.open(slotPath(place.path, i), place.groupShared));
+        waits = files.map((f) => kernelWait(f!, 'exclusive'));
+        const first = await new Promise<number>((resolve) => {
+          let left = waits.length;
+          for (const [i, w] of waits.entries()) {
+            void w.done.then((got) => {
+              if (got) resolve(i);
+              else if (--left === 0) resolve(-1);
+            });
+          }
+        });
+        // Only the first slot is kept: the other waits end before their files
+        // close, which undoes any lock they took meanwhile.
+        for (const [i, w] of waits.entries()) if (i !== first) w.cancel();
+        await Promise.all(waits.map((w) => w.done));
+        if (first >= 0 && !signal?.aborted && files[first]!.stillAtPath()) {
+          const f = files[first]!;
+          files[first] = undefined;
+          try {
+            checkSlots(place, n);
+          } catch (err) {
+            f.close();
+            throw err;
+          }
+          return this.grantSlot(req, place, f, first + 1, n);
+        }
+      } finally {
+        signal?.removeEventListener('abort', onAbort);
+        closeAll(files);
+      }
+    }
+  }
+
+  private grantSlot(req: StoreAcquire, place: Place, file: LockFile, slot: number, n: number): FlockHold {
+    const token = nextToken(place);
+    const record = place.registry.add(file.inodeKey, place.path, req.key.name, {
+      ...req.requester,
+      mode: 'exclusive',
+      since: new Date().toISOString(),
+      token,
+      slot,
+      slots: n,
+    });
+    const hold = new FlockHold(req.key, 'exclusive', token, file, place, record, req.requester, req.onLost, (h) =>
+      this.forget(h),
+    );
+    hold.slot = slot;
     this.holds.add(hold);
     this.watchLost();
     return hold;
@@ -249,12 +344,14 @@ export class FlockStore implements LockStore {
     const current = inode ? holdersOf(place.registry, inode, kernel) : [];
     const lostHolders = lostHoldersOf(place.registry.readPath(place.path), place.path, inode, kernel);
     const lost = lostHolders.length > 0 || [...this.holds].some((h) => h.place.path === place.path && h.lost);
+    const slotted = slotHoldersOf(place.registry.readPath(place.path), kernel);
     return {
       key,
       exists: !!st,
-      held: current.length > 0,
-      mode: current.length ? current[0].mode : null,
-      holders: markStopped([...current, ...lostHolders]),
+      held: current.length + slotted.length > 0,
+      mode: current.length ? current[0].mode : slotted.length ? 'exclusive' : null,
+      ...(slotted.length ? { slots: slotted[0].slots } : {}),
+      holders: markStopped([...current, ...slotted, ...lostHolders]),
       waiters: queueOf(place.waiters.readPath(place.path)),
       lost,
     };
@@ -279,6 +376,11 @@ export class FlockStore implements LockStore {
       const inode = kernelInodeKey(st.dev, st.ino);
       const recs = all.filter((r) => r.inode === inode);
       const holders: Holder[] = holdersOf(registry, inode, kernel);
+      const slotted = slotHoldersOf(
+        all.filter((r) => r.path === path),
+        kernel,
+      );
+      holders.push(...slotted);
       const stem = basename(f, LOCK_SUFFIX);
       const name = decodeLockName(stem) ?? recs[0]?.name ?? stem;
       locks.push({
@@ -287,6 +389,7 @@ export class FlockStore implements LockStore {
         path,
         held: holders.length > 0,
         mode: holders.length ? holders[0].mode : null,
+        ...(slotted.length ? { slots: slotted[0].slots } : {}),
         holders: markStopped([...holders, ...lostHoldersOf(all, path, inode, kernel)]),
         waiters: waitersOf(path),
       });
@@ -316,7 +419,7 @@ export class FlockStore implements LockStore {
   }
 
   // A waiter record, written and removed like a holder record, in `.waiters`.
-  enqueue(key: LockKey, requester: Requester, mode: Mode): WaitTicket {
+  enqueue(key: LockKey, requester: Requester, mode: Mode, slots?: number): WaitTicket {
     const place = this.place(key);
     const id = `${process.pid}-${String(++waitSeq).padStart(10, '0')}`;
     const rec = place.waiters.add('w', place.path, key.name, {
@@ -324,6 +427,7 @@ export class FlockStore implements LockStore {
       mode,
       since: new Date().toISOString(),
       id,
+      slots,
     });
     return { id, remove: () => place.waiters.remove(rec) };
   }
@@ -392,6 +496,81 @@ interface Attempt {
   file: LockFile | undefined;
   gate?: LockFile;
   passedGate: boolean;
+}
+
+function closeAll(files: Array<LockFile | undefined>): void {
+  for (const f of files) f?.close();
+}
+
+function slotPath(lockPath: string, i: number): string {
+  return turnstilePathFor(lockPath).replace(/\.turnstile$/, `.slot${i}`);
+}
+
+// Present once a lock has been taken with slots: only then does a plain grant
+// look for slot holders (one stat, not a read of the records, on every grant).
+function slotsMarker(lockPath: string): string {
+  return turnstilePathFor(lockPath).replace(/\.turnstile$/, '.slots');
+}
+
+function markSlotted(place: Place, n: number): void {
+  LockFile.open(place.path, place.groupShared).close(); // so that status lists the name
+  const f = LockFile.open(slotsMarker(place.path), place.groupShared);
+  try {
+    const text = Buffer.from(`${n}\n`);
+    writeSync(f.fd, text, 0, text.length, 0);
+  } finally {
+    f.close();
+  }
+}
+
+// Slot holders of a lock: live records of its path that hold a slot file.
+function slotHoldersOf(records: StoredRecord[], kernel: ReturnType<typeof readKernelLocks>): Holder[] {
+  return records
+    .filter((r) => r.slot !== undefined && (kernel === null || kernel.some((k) => k.inode === r.inode)))
+    .map(({ name: _n, path: _p, inode: _i, helper_start: _s, ...h }) => h);
+}
+
+function slotsMismatch(name: string, asked: number | undefined, found: number | undefined, who: Holder): HostlockError {
+  const say = (n: number | undefined) => (n === undefined ? 'without slots' : `with slots: ${n}`);
+  const by = [`pid ${who.pid}`, who.run ? `run ${who.run}` : '', who.task ? `task ${who.task}` : '']
+    .filter(Boolean)
+    .join(', ');
+  return new HostlockError(
+    Code.SlotsMismatch,
+    `'${name}' is in use ${say(found)} (${by}), but this request asks ${say(asked)}: every user of a lock must give the same slots`,
+    { asked: asked ?? null, found: found ?? null },
+  );
+}
+
+// Every live holder and waiter of a slotted lock asks for the same count, and
+// nobody holds it without slots.
+function checkSlots(place: Place, n: number): void {
+  const kernel = readKernelLocks();
+  const st = statSync(place.path, { bigint: true, throwIfNoEntry: false });
+  const inode = st ? kernelInodeKey(st.dev, st.ino) : null;
+  const fallback = basename(place.path, LOCK_SUFFIX);
+  for (const r of place.registry.readPath(place.path)) {
+    const live = kernel === null || kernel.some((k) => k.inode === r.inode);
+    if (!live || r.lost) continue;
+    if (r.slot === undefined && r.inode === inode) throw slotsMismatch(r.name ?? fallback, n, undefined, r);
+    if (r.slot !== undefined && r.slots !== n) throw slotsMismatch(r.name ?? fallback, n, r.slots, r);
+  }
+  for (const w of place.waiters.readPath(place.path)) {
+    if (w.slots !== n) throw slotsMismatch(w.name ?? fallback, n, w.slots, w);
+  }
+}
+
+// A plain grant of a lock that slot holders hold is refused.
+function refuseIfSlotted(place: Place): void {
+  if (!statSync(slotsMarker(place.path), { throwIfNoEntry: false })) return;
+  const held = slotHoldersOf(place.registry.readPath(place.path), readKernelLocks());
+  if (held.length)
+    throw slotsMismatch(
+      place.registry.readPath(place.path)[0]?.name ?? basename(place.path, LOCK_SUFFIX),
+      undefined,
+      held[0].slots,
+      held[0],
+    );
 }
 
 function closeAttempt(a: Attempt): void {
