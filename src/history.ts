@@ -8,6 +8,7 @@
 // flock, so at most two caps' worth is kept. A writer that opened the journal
 // just before the rename finishes its line in `journal.1`; readers read both.
 import {
+  chmodSync,
   closeSync,
   fchmodSync,
   fstatSync,
@@ -61,61 +62,32 @@ export function historyDir(lockDir: string): string {
   return join(lockDir, HISTORY_DIR);
 }
 
-// Open journals, one per lock directory: an append is then one write(2).
-// A descriptor is checked against the path now and then, so that a writer
-// that missed another's rotation moves to the new journal.
-interface Open {
-  fd: number;
-  ino: number;
-  checked: number;
-}
-const open = new Map<string, Open>();
-
-function journalFd(dir: string, file: string, groupShared: boolean): Open {
-  const now = performance.now();
-  let o = open.get(dir);
-  if (o && now - o.checked > 1000) {
-    o.checked = now;
-    if (statSync(file, { throwIfNoEntry: false })?.ino !== o.ino) {
-      closeSync(o.fd);
-      open.delete(dir);
-      o = undefined;
-    }
-  }
-  if (!o) {
-    mkdirSync(dir, { recursive: true, mode: groupShared ? 0o2770 : 0o700 });
-    const fd = openSync(
-      file,
-      constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW,
-      groupShared ? 0o660 : 0o600,
-    );
-    const st = fstatSync(fd);
-    if (groupShared && st.uid === process.getuid?.() && (st.mode & 0o777) !== 0o660) fchmodSync(fd, 0o660);
-    if (open.size >= 64) {
-      for (const [d, x] of open) {
-        closeSync(x.fd);
-        open.delete(d);
-      }
-    }
-    open.set(dir, (o = { fd, ino: st.ino, checked: now }));
-  }
-  return o;
-}
-
 // Appends one record; best effort (a full disk or a read-only directory loses
-// the line, never the lock).
+// the line, never the lock). The journal is opened for each line: a
+// descriptor kept open would pin the lock directory's file system.
 export function appendHistory(lockDir: string, rec: HistoryRecord, groupShared = false): void {
   const dir = historyDir(lockDir);
   const file = join(dir, 'journal');
+  const flags = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW;
+  const mode = groupShared ? 0o660 : 0o600;
   try {
-    const o = journalFd(dir, file, groupShared);
     const line = Buffer.from(fit(rec) + '\n');
-    writeSync(o.fd, line);
-    const size = fstatSync(o.fd).size;
-    if (size > cap()) {
-      rotate(dir, file, groupShared);
-      closeSync(o.fd);
-      open.delete(dir);
+    let fd: number;
+    try {
+      fd = openSync(file, flags, mode);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      mkdirSync(dir, { recursive: true, mode: groupShared ? 0o2770 : 0o700 });
+      if (groupShared) chmodSync(dir, 0o2770); // past the umask: every member appends
+      fd = openSync(file, flags, mode);
+    }
+    try {
+      writeSync(fd, line);
+      const st = fstatSync(fd);
+      if (groupShared && st.uid === process.getuid?.() && (st.mode & 0o777) !== 0o660) fchmodSync(fd, 0o660);
+      if (st.size > cap()) rotate(dir, file, groupShared);
+    } finally {
+      closeSync(fd);
     }
   } catch {
     /* history is best effort */

@@ -274,12 +274,6 @@ export class FlockStore implements LockStore {
         if (first >= 0 && !signal?.aborted && files[first]!.stillAtPath()) {
           const f = files[first]!;
           files[first] = undefined;
-          try {
-            checkSlots(place, n);
-          } catch (err) {
-            f.close();
-            throw err;
-          }
           return this.grantSlot(req, place, f, first + 1, n);
         }
       } finally {
@@ -299,6 +293,15 @@ export class FlockStore implements LockStore {
       slot,
       slots: n,
     });
+    // Checked again with our record in place: of two requests that disagree
+    // at the same instant, at least the later one sees the other.
+    try {
+      checkSlots(place, n);
+    } catch (err) {
+      file.close();
+      place.registry.remove(record);
+      throw err;
+    }
     const hold = new FlockHold(req.key, 'exclusive', token, file, place, record, req.requester, req.onLost, (h) =>
       this.forget(h),
     );
