@@ -11,11 +11,20 @@ export interface WaitingRun {
   mode: Mode;
   task?: string;
   host?: string;
+  id?: string; // our waiter record's id, if written
 }
 
 interface Edge {
   to: string;
   link: DeadlockLink;
+  order: string; // when the wait began: since, then record id
+}
+
+export interface Cycle {
+  links: DeadlockLink[];
+  // Our wait is the newest in the cycle: it closed it. Two runs that close a
+  // cycle at the same moment see the same records, so only one of them is.
+  closing: boolean;
 }
 
 function conflicts(wants: Mode, held: Mode): boolean {
@@ -30,14 +39,19 @@ function label(s: KeyStatus): string {
 // holds its lock in a mode it cannot share.
 function edges(statuses: KeyStatus[], me: WaitingRun): Map<string, Edge[]> {
   const out = new Map<string, Edge[]>();
-  const add = (w: { run?: string; mode: Mode; task?: string; host?: string }, s: KeyStatus, holders: Holder[]) => {
+  const add = (
+    w: { run?: string; mode: Mode; task?: string; host?: string; since?: string; id?: string },
+    s: KeyStatus,
+    holders: Holder[],
+  ) => {
     if (!w.run) return;
+    const order = w.since === undefined ? '\uffff' : `${w.since}\0${w.id ?? ''}`;
     for (const h of holders) {
       if (!h.run || h.run === w.run || h.lost || !conflicts(w.mode, h.mode)) continue;
       let list = out.get(w.run);
       if (!list) out.set(w.run, (list = []));
       if (list.some((e) => e.to === h.run && e.link.name === label(s))) continue;
-      list.push({ to: h.run, link: { run: w.run, task: w.task, host: w.host, name: label(s), heldBy: h.run } });
+      list.push({ to: h.run, order, link: { run: w.run, task: w.task, host: w.host, name: label(s), heldBy: h.run } });
     }
   };
   let mine = false;
@@ -45,7 +59,8 @@ function edges(statuses: KeyStatus[], me: WaitingRun): Map<string, Edge[]> {
     for (const w of s.waiters) add(w, s, s.holders);
     if (s.key.id === me.keyId) {
       // Our own wait, whether or not its record made it to the store.
-      add(me, s, s.holders);
+      const rec = s.waiters.find((w) => me.id !== undefined && w.id === me.id);
+      add({ ...me, since: rec?.since, id: rec?.id }, s, s.holders);
       mine = true;
     }
   }
@@ -54,22 +69,24 @@ function edges(statuses: KeyStatus[], me: WaitingRun): Map<string, Edge[]> {
 }
 
 // The cycle that `me`'s wait closes, as links from `me` round to `me`; null if none.
-export function findCycle(statuses: KeyStatus[], me: WaitingRun): DeadlockLink[] | null {
+export function findCycle(statuses: KeyStatus[], me: WaitingRun): Cycle | null {
   const graph = edges(statuses, me);
-  const start = graph
-    .get(me.run)
-    ?.filter((e) => statuses.some((s) => s.key.id === me.keyId && label(s) === e.link.name));
+  const mine = statuses.find((s) => s.key.id === me.keyId);
+  const start = mine ? graph.get(me.run)?.filter((e) => e.link.name === label(mine)) : undefined;
   if (!start?.length) return null;
   // Breadth first, so that the shortest cycle is the one named.
   const seen = new Set<string>([me.run]);
-  let frontier: Array<{ at: string; path: DeadlockLink[] }> = start.map((e) => ({ at: e.to, path: [e.link] }));
+  let frontier: Array<{ at: string; path: Edge[] }> = start.map((e) => ({ at: e.to, path: [e] }));
   while (frontier.length) {
     const next: typeof frontier = [];
     for (const { at, path } of frontier) {
-      if (at === me.run) return path;
+      if (at === me.run) {
+        const newest = path.reduce((a, e) => (e.order > a ? e.order : a), '');
+        return { links: path.map((e) => e.link), closing: path[0].order >= newest };
+      }
       if (seen.has(at)) continue;
       seen.add(at);
-      for (const e of graph.get(at) ?? []) next.push({ at: e.to, path: [...path, e.link] });
+      for (const e of graph.get(at) ?? []) next.push({ at: e.to, path: [...path, e] });
     }
     frontier = next;
   }

@@ -26,7 +26,7 @@ import type { Holder } from './holders';
 import type { DeadlockLink, HistoryEventKind, Mode } from './store';
 
 export const HISTORY_DIR = '.history';
-const MAX_RECORD = 4000; // below PIPE_BUF: one write is one whole line
+const MAX_RECORD = 4000; // below PIPE_BUF: one write holds whole lines only
 
 // The journal's cap in bytes; `$HOSTLOCK_HISTORY_BYTES` overrides it.
 function cap(): number {
@@ -62,16 +62,58 @@ export function historyDir(lockDir: string): string {
   return join(lockDir, HISTORY_DIR);
 }
 
+// Lines wait for the end of the event loop's turn, so that writing them never
+// delays a reply (a grant, a timeout); a process that exits flushes them first.
+const pending = new Map<string, { lines: Buffer[]; groupShared: boolean }>();
+let flushing = false;
+
 // Appends one record; best effort (a full disk or a read-only directory loses
-// the line, never the lock). The journal is opened for each line: a
-// descriptor kept open would pin the lock directory's file system.
-export function appendHistory(lockDir: string, rec: HistoryRecord, groupShared = false): void {
+// the line, never the lock).
+// `urgent` lines (a grant) are written at once, with any waiting before them.
+export function appendHistory(lockDir: string, rec: HistoryRecord, groupShared = false, urgent = false): void {
   const dir = historyDir(lockDir);
+  let p = pending.get(dir);
+  if (!p) pending.set(dir, (p = { lines: [], groupShared }));
+  p.lines.push(Buffer.from(fit(rec) + '\n'));
+  if (urgent) return flushHistory();
+  if (!flushing) {
+    flushing = true;
+    setImmediate(flushHistory);
+    if (!exitHooked) {
+      exitHooked = true;
+      process.on('exit', flushHistory);
+    }
+  }
+}
+let exitHooked = false;
+
+export function flushHistory(): void {
+  flushing = false;
+  for (const [dir, p] of pending) {
+    pending.delete(dir);
+    // Whole lines per write, each write under PIPE_BUF.
+    let batch: Buffer[] = [];
+    let size = 0;
+    for (const line of p.lines) {
+      if (size + line.length > MAX_RECORD && batch.length) {
+        writeLines(dir, Buffer.concat(batch), p.groupShared);
+        batch = [];
+        size = 0;
+      }
+      batch.push(line);
+      size += line.length;
+    }
+    if (batch.length) writeLines(dir, Buffer.concat(batch), p.groupShared);
+  }
+}
+
+// The journal is opened for each write: a descriptor kept open would pin the
+// lock directory's file system.
+function writeLines(dir: string, text: Buffer, groupShared: boolean): void {
   const file = join(dir, 'journal');
   const flags = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW;
   const mode = groupShared ? 0o660 : 0o600;
   try {
-    const line = Buffer.from(fit(rec) + '\n');
     let fd: number;
     try {
       fd = openSync(file, flags, mode);
@@ -82,7 +124,7 @@ export function appendHistory(lockDir: string, rec: HistoryRecord, groupShared =
       fd = openSync(file, flags, mode);
     }
     try {
-      writeSync(fd, line);
+      writeSync(fd, text);
       const st = fstatSync(fd);
       if (groupShared && st.uid === process.getuid?.() && (st.mode & 0o777) !== 0o660) fchmodSync(fd, 0o660);
       if (st.size > cap()) rotate(dir, file, groupShared);

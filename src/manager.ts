@@ -100,6 +100,10 @@ interface Waiter {
 // many sub-millisecond handoffs of a busy lock then cost no record at all.
 const VISIBLE_AFTER_MS = 50;
 
+// How long a cycle closed by another run's newer wait may stand before this
+// wait fails too (that run may have looked just before our record appeared).
+const DEADLOCK_RECHECK_MS = 1000;
+
 interface LockEntry {
   id: string;
   holds: Set<Hold>;
@@ -366,15 +370,29 @@ export class LockManager {
   // A wait that closes a cycle of runs fails at once instead of hanging.
   // Our waiter record is written before we look, so of two runs closing a
   // cycle at the same moment at least one sees the other's wait.
-  private checkDeadlock(w: Waiter): boolean {
+  // A cycle that a newer wait closed is left to that wait's run; should it
+  // still stand a moment later (that run never looked), we fail after all.
+  private checkDeadlock(w: Waiter, last = false): boolean {
     const run = w.req.owner?.run;
     const { store, key } = w.req.target;
     if (!run || !store.waitGraph) return false;
-    const me = { run, keyId: key.id, mode: w.req.mode, task: w.req.owner?.task, host: w.req.owner?.host };
+    const me = {
+      run,
+      keyId: key.id,
+      mode: w.req.mode,
+      task: w.req.owner?.task,
+      host: w.req.owner?.host,
+      id: w.ticketId,
+    };
     const judge = (statuses: KeyStatus[] | undefined): boolean => {
-      if (!statuses || w.settled) return false;
-      const cycle = findCycle(statuses, me);
-      if (!cycle) return false;
+      if (!statuses || w.settled || w.givingUp) return false;
+      const found = findCycle(statuses, me);
+      if (!found) return false;
+      if (!found.closing && !last) {
+        setTimeout(() => this.checkDeadlock(w, true), DEADLOCK_RECHECK_MS).unref();
+        return false;
+      }
+      const cycle = found.links;
       const message = describeCycle(cycle);
       log.warn(message, { prefix: w.req.prefix, path: key.id });
       const i = w.entry.queue.indexOf(w);
@@ -482,16 +500,19 @@ export class LockManager {
     w.hold = hold;
     w.entry.holds.add(hold);
     this.holderCache.delete(req.target.path);
+    const waited = secondsSince(w.started);
+    // Written before the reply: a holder killed the moment it hears still has its line.
     this.record(req.target, {
       event: 'grant',
       mode: req.mode,
       who: this.requesterOf(req.owner),
       token: held.token,
       wait: w.ticketId,
-      waited: secondsSince(w.started),
+      waited,
+      at: held.since,
     });
     log.info('Acquired', { prefix: hold.prefix, path: req.target.path, mode: req.mode });
-    w.settle({ acquired: true, hold, waited: secondsSince(w.started), holders: [] });
+    w.settle({ acquired: true, hold, waited, holders: [] });
   }
 
   // Grants queued waiters in order while they fit; the head that meets a

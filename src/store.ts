@@ -113,6 +113,7 @@ export interface HistoryEvent {
   reason?: string; // lost, deadlock, break: what the user reads
   cycle?: DeadlockLink[]; // deadlock
   victim?: Holder; // break: the holder that was ended
+  at?: Date; // when it happened, if not now
 }
 
 // One edge of a wait-for cycle: `run` waits for `name`, held by `heldBy`.

@@ -45,7 +45,7 @@ describe('deadlock detection', { timeout: 120000 }, () => {
       assert.deepEqual((await a.rpc.call('status', { name: 'web1' })).waiters, []);
       await b.rpc.call('release', { handle: by.handle });
       const got = await aWaits;
-      assert.equal(got.acquired, true);
+      assert.equal(got.acquired, true, JSON.stringify(got));
       await a.rpc.call('release', { handle: got.handle });
       await a.rpc.call('release', { handle: ax.handle });
     } finally {
@@ -97,6 +97,7 @@ describe('deadlock detection', { timeout: 120000 }, () => {
       for (const c of conns) c.sock.destroy();
     } finally {
       for (const a of agents) a.stop();
+      await Promise.all(agents.map((a) => a.agent.exitCode === null && new Promise((r) => a.agent.once('exit', r))));
       t.cleanup();
     }
   });

@@ -6,7 +6,7 @@
 // holds behind, so the run's next hostlock task fails "lock lost".
 import { createInterface } from 'node:readline/promises';
 import type { Argv, CommandModule } from 'yargs';
-import { controllerName } from '../holders';
+import { controllerName, type Holder } from '../holders';
 import { currentUser, processStartTime } from '../proc';
 import { LockManager, localStore } from '../manager';
 import { describeHolder } from './status';
@@ -87,13 +87,24 @@ export async function breakLock(a: Args): Promise<number> {
       return 1;
     }
   }
-  // The kernel releases once the helper has died. A lock still shown under a
-  // broken helper's PID was inherited by a command it started (hostlock run).
+  // The kernel releases once the helper has died: the lock is then free or
+  // has a new hostlock holder. Still held with no new record after 2 s, it
+  // was inherited by a command the helper started (hostlock run).
   const pids = new Set(ours.map((h) => h.helper_pid!));
-  for (let i = 0; i < 100 && [...pids].some((p) => processStartTime(p) !== null); i++) await sleep(20);
-  const left = localStore()
-    .status(target.key)
-    .holders.filter((h) => !h.lost && (pids.has(h.pid) || (h.foreign && processStartTime(h.pid) === null)));
+  let left: Holder[] = [];
+  for (let i = 0; i < 100; i++) {
+    const now = localStore()
+      .status(target.key)
+      .holders.filter((h) => !h.lost);
+    const dead = [...pids].every((p) => processStartTime(p) === null);
+    const successor = now.some((h) => !h.foreign && !pids.has(h.helper_pid ?? -1));
+    left = now.filter((h) => h.foreign || pids.has(h.helper_pid ?? -1));
+    if (dead && (successor || now.length === 0)) {
+      left = [];
+      break;
+    }
+    await sleep(20);
+  }
   if (left.length) {
     process.stderr.write(
       `hostlock: ended the helper, but ${a.name} is still held by ${left.map(describeHolder).join('; ')} (a command that inherited the lock, as under hostlock run): end it yourself\n`,

@@ -345,19 +345,27 @@ export class FlockStore implements LockStore {
     const inode = st ? kernelInodeKey(st.dev, st.ino) : null;
     const kernel = readKernelLocks();
     const current = inode ? holdersOf(place.registry, inode, kernel) : [];
-    const lostHolders = lostHoldersOf(place.registry.readPath(place.path), place.path, inode, kernel);
+    const records = place.registry.readPath(place.path);
+    const lostHolders = lostHoldersOf(records, place.path, inode, kernel);
     const lost = lostHolders.length > 0 || [...this.holds].some((h) => h.place.path === place.path && h.lost);
-    const slotted = slotHoldersOf(place.registry.readPath(place.path), kernel);
-    return {
+    const slotted = slotHoldersOf(records, kernel);
+    const status = {
       key,
       exists: !!st,
       held: current.length + slotted.length > 0,
-      mode: current.length ? current[0].mode : slotted.length ? 'exclusive' : null,
+      mode: current.length ? current[0].mode : slotted.length ? ('exclusive' as const) : null,
       ...(slotted.length ? { slots: slotted[0].slots } : {}),
       holders: markStopped([...current, ...slotted, ...lostHolders]),
-      waiters: queueOf(place.waiters.readPath(place.path)),
+      waiters: [] as Waiter[],
       lost,
     };
+    // Read only when asked for (a timeout's result needs the holders only).
+    let waiters: Waiter[] | undefined;
+    Object.defineProperty(status, 'waiters', {
+      enumerable: true,
+      get: () => (waiters ??= queueOf(place.waiters.readPath(place.path))),
+    });
+    return status;
   }
 
   // Every lock in a directory, free or held, and the holds lost to a deletion.
@@ -453,7 +461,7 @@ export class FlockStore implements LockStore {
     if (e.key.name === undefined) return;
     const { pid, user, controller, run, playbook, play, task, host } = e.who;
     const rec: HistoryRecord = {
-      t: new Date().toISOString(),
+      t: (e.at ?? new Date()).toISOString(),
       event: e.event,
       name: e.key.name,
       path: e.key.id,
@@ -475,9 +483,15 @@ export class FlockStore implements LockStore {
       host,
     };
     const dir = dirname(e.key.id);
-    appendHistory(dir, rec, isSharedGroupDir(dir));
+    appendHistory(dir, rec, isSharedGroupDir(dir), URGENT.has(e.event));
   }
 }
+
+// History lines written before the helper goes on (the rest at the end of the
+// event loop's turn): a grant, before its reply, so that a holder killed the
+// moment it hears still has its line; and what a person looks for after an
+// incident.
+const URGENT = new Set(['grant', 'lost', 'deadlock', 'break']);
 
 // Waiter records in queue order: longest waiting first.
 function queueOf(records: StoredRecord[]): Waiter[] {
