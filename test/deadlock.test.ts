@@ -102,6 +102,42 @@ describe('deadlock detection', { timeout: 120000 }, () => {
     }
   });
 
+  test('two runs closing one cycle at the same moment: exactly one fails, the other completes', async () => {
+    const t = tempDir('dl');
+    const env = { HOSTLOCK_DIR: t.dir, HOSTLOCK_RUNTIME_DIR: join(t.dir, 'rt') };
+    try {
+      for (let round = 0; round < 5; round++) {
+        const a = startServe(env);
+        const b = startServe(env);
+        try {
+          const ax = await a.rpc.call('acquire', { name: 'x', owner: { run: 'A' } });
+          const by = await b.rpc.call('acquire', { name: 'y', owner: { run: 'B' } });
+          // Both ask at once: whichever wait is newer closes the cycle.
+          const [ra, rb] = await Promise.all([
+            a.rpc.call('acquire', { name: 'y', owner: { run: 'A' } }).then(async (r) => {
+              if (r.acquired) await a.rpc.call('release', { handle: r.handle });
+              else await a.rpc.call('release', { handle: ax.handle });
+              return r;
+            }),
+            b.rpc.call('acquire', { name: 'x', owner: { run: 'B' } }).then(async (r) => {
+              if (r.acquired) await b.rpc.call('release', { handle: r.handle });
+              else await b.rpc.call('release', { handle: by.handle });
+              return r;
+            }),
+          ]);
+          const failed = [ra, rb].filter((r) => r.reason === 'deadlock');
+          assert.equal(failed.length, 1, `round ${round}: ${JSON.stringify([ra, rb])}`);
+          assert.equal([ra, rb].filter((r) => r.acquired).length, 1);
+        } finally {
+          await a.close();
+          await b.close();
+        }
+      }
+    } finally {
+      t.cleanup();
+    }
+  });
+
   test('1,000 waits in a fixed lock order (never a cycle): no false deadlock', async () => {
     const t = tempDir('dl');
     const env = { HOSTLOCK_DIR: t.dir, HOSTLOCK_RUNTIME_DIR: join(t.dir, 'rt') };
