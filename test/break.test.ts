@@ -56,7 +56,7 @@ describe('hostlock break', { timeout: 60000 }, () => {
         },
       );
       let stderr = '';
-      breaking.stderr!.on('data', (c) => (stderr += c));
+      breaking.stderr.on('data', (c) => (stderr += c));
       const status = await new Promise<number | null>((res) => breaking.on('exit', (c) => res(c)));
       const r = await waiting;
       const took = performance.now() - ended;

@@ -97,7 +97,11 @@ describe('deadlock detection', { timeout: 120000 }, () => {
       for (const c of conns) c.sock.destroy();
     } finally {
       for (const a of agents) a.stop();
-      await Promise.all(agents.map((a) => a.agent.exitCode === null && new Promise((r) => a.agent.once('exit', r))));
+      await Promise.all(
+        agents.map((a) =>
+          a.agent.exitCode === null ? new Promise((r) => a.agent.once('exit', r)) : Promise.resolve(),
+        ),
+      );
       t.cleanup();
     }
   });

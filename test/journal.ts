@@ -130,6 +130,6 @@ export function checkSlotJournal(text: string, slots: number): { most: number; s
       assert.fail(`${where}: unknown record`);
     }
   }
-  assert.equal(inside.size, 0, `sections never ended: ${[...inside.values()]}`);
+  assert.equal(inside.size, 0, `sections never ended: ${[...inside.values()].join(', ')}`);
   return { most, sections };
 }

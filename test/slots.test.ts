@@ -80,13 +80,13 @@ describe('slots', { timeout: 120000 }, () => {
 
       const mismatch = await b.rpc.raw('acquire', { name: 'pool', slots: 3 });
       assert.equal(mismatch.error?.code, -32006);
-      assert.match(mismatch.error!.message, /in use with slots: 2 .*asks with slots: 3/);
+      assert.match(mismatch.error.message, /in use with slots: 2 .*asks with slots: 3/);
       const plain = await b.rpc.raw('acquire', { name: 'pool' });
       assert.equal(plain.error?.code, -32006);
-      assert.match(plain.error!.message, /in use with slots: 2 .*asks without slots/);
+      assert.match(plain.error.message, /in use with slots: 2 .*asks without slots/);
       const shared = await b.rpc.raw('acquire', { name: 'pool', slots: 2, shared: true });
       assert.equal(shared.error?.code, -32602);
-      assert.match(shared.error!.message, /slots and params.shared do not combine/);
+      assert.match(shared.error.message, /slots and params.shared do not combine/);
       for (const bad of [0, 65, 1.5, '2'])
         assert.equal((await b.rpc.raw('acquire', { name: 'pool', slots: bad })).error?.code, -32602);
       const run = cli(['run', 'pool', '--slots', '4', '--', 'true'], env);
@@ -97,7 +97,7 @@ describe('slots', { timeout: 120000 }, () => {
       const p = await b.rpc.call('acquire', { name: 'plain' });
       const s2 = await a.rpc.raw('acquire', { name: 'plain', slots: 2 });
       assert.equal(s2.error?.code, -32006);
-      assert.match(s2.error!.message, /in use without slots .*asks with slots: 2/);
+      assert.match(s2.error.message, /in use without slots .*asks with slots: 2/);
       await b.rpc.call('release', { handle: p.handle });
       // Once every slot holder has gone, the count may change.
       await a.rpc.call('release', { handle: r1.handle });
