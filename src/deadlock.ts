@@ -1,7 +1,10 @@
 // Deadlock detection among runs, from the holder and waiter records a store
 // reports: run A waits for a lock that run B holds, B (transitively) waits for
-// one that A holds. Only records that name their run take part; a holder
-// without a record (flock(1), Python fcntl) or without a run is invisible.
+// one that A holds. A party is a run's host (its tasks run one after another,
+// so a host that waits cannot release what it holds); two hosts of one run
+// under the `free` strategy go on independently, so a run as a whole is not
+// one party. Only records that name their run take part; a holder without a
+// record (flock(1), Python fcntl) or without a run is invisible.
 import type { Holder } from './holders';
 import type { DeadlockLink, KeyStatus, Mode } from './store';
 
@@ -35,6 +38,11 @@ function label(s: KeyStatus): string {
   return s.key.name ?? s.key.id;
 }
 
+// The party that waits or holds: a run's host (or the run, without a host).
+function party(x: { run?: string; host?: string }): string {
+  return `${x.run}\0${x.host ?? ''}`;
+}
+
 // The wait-for edges between runs: a waiter points at each other run that
 // holds its lock in a mode it cannot share.
 function edges(statuses: KeyStatus[], me: WaitingRun): Map<string, Edge[]> {
@@ -45,13 +53,19 @@ function edges(statuses: KeyStatus[], me: WaitingRun): Map<string, Edge[]> {
     holders: Holder[],
   ) => {
     if (!w.run) return;
+    const from = party(w);
     const order = w.since === undefined ? '\uffff' : `${w.since}\0${w.id ?? ''}`;
     for (const h of holders) {
-      if (!h.run || h.run === w.run || h.lost || !conflicts(w.mode, h.mode)) continue;
-      let list = out.get(w.run);
-      if (!list) out.set(w.run, (list = []));
-      if (list.some((e) => e.to === h.run && e.link.name === label(s))) continue;
-      list.push({ to: h.run, order, link: { run: w.run, task: w.task, host: w.host, name: label(s), heldBy: h.run } });
+      if (!h.run || party(h) === from || h.lost || !conflicts(w.mode, h.mode)) continue;
+      let list = out.get(from);
+      if (!list) out.set(from, (list = []));
+      const to = party(h);
+      if (list.some((e) => e.to === to && e.link.name === label(s))) continue;
+      list.push({
+        to,
+        order,
+        link: { run: w.run, task: w.task, host: w.host, name: label(s), heldBy: h.run, heldByHost: h.host },
+      });
     }
   };
   let mine = false;
@@ -72,15 +86,16 @@ function edges(statuses: KeyStatus[], me: WaitingRun): Map<string, Edge[]> {
 export function findCycle(statuses: KeyStatus[], me: WaitingRun): Cycle | null {
   const graph = edges(statuses, me);
   const mine = statuses.find((s) => s.key.id === me.keyId);
-  const start = mine ? graph.get(me.run)?.filter((e) => e.link.name === label(mine)) : undefined;
+  const self = party(me);
+  const start = mine ? graph.get(self)?.filter((e) => e.link.name === label(mine)) : undefined;
   if (!start?.length) return null;
   // Breadth first, so that the shortest cycle is the one named.
-  const seen = new Set<string>([me.run]);
+  const seen = new Set<string>([self]);
   let frontier: Array<{ at: string; path: Edge[] }> = start.map((e) => ({ at: e.to, path: [e] }));
   while (frontier.length) {
     const next: typeof frontier = [];
     for (const { at, path } of frontier) {
-      if (at === me.run) {
+      if (at === self) {
         const newest = path.reduce((a, e) => (e.order > a ? e.order : a), '');
         return { links: path.map((e) => e.link), closing: path[0].order >= newest };
       }
@@ -96,7 +111,8 @@ export function findCycle(statuses: KeyStatus[], me: WaitingRun): Cycle | null {
 export function describeCycle(cycle: DeadlockLink[]): string {
   const parts = cycle.map((l) => {
     const what = [l.task ? `task '${l.task}'` : '', l.host ? `host ${l.host}` : ''].filter(Boolean).join(', ');
-    return `run ${l.run}${what ? ` (${what})` : ''} waits for '${l.name}' held by run ${l.heldBy}`;
+    const by = `run ${l.heldBy}${l.heldByHost ? ` (host ${l.heldByHost})` : ''}`;
+    return `run ${l.run}${what ? ` (${what})` : ''} waits for '${l.name}' held by ${by}`;
   });
   return `deadlock: ${parts.join('; ')}`;
 }

@@ -116,13 +116,15 @@ export interface HistoryEvent {
   at?: Date; // when it happened, if not now
 }
 
-// One edge of a wait-for cycle: `run` waits for `name`, held by `heldBy`.
+// One edge of a wait-for cycle: `run` (its `host`) waits for `name`, held by
+// run `heldBy` (its host `heldByHost`).
 export interface DeadlockLink {
   run: string;
   task?: string;
   host?: string;
   name: string;
   heldBy: string;
+  heldByHost?: string;
 }
 
 export interface KeyStatus {

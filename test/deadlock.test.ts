@@ -15,19 +15,26 @@ describe('deadlock detection', { timeout: 120000 }, () => {
     const a = startServe(env);
     const b = startServe(env);
     try {
-      const own = (run: string, task: string, host: string) => ({ run, task, host, playbook: `${run}.yml` });
-      const ax = await a.rpc.call('acquire', { name: 'web1', owner: own('A', 'Lock web1', 'web1') });
-      const by = await b.rpc.call('acquire', { name: 'web3', owner: own('B', 'Lock web3', 'web3') });
-      const aWaits = a.rpc.call('acquire', { name: 'web3', owner: own('A', 'Lock web3', 'web3') });
+      // Each run works on one host (a play on localhost), taking two locks in turn.
+      const own = (run: string, task: string) => ({ run, task, host: 'localhost', playbook: `${run}.yml` });
+      const ax = await a.rpc.call('acquire', { name: 'web1', owner: own('A', 'Lock web1') });
+      const by = await b.rpc.call('acquire', { name: 'web3', owner: own('B', 'Lock web3') });
+      const aWaits = a.rpc.call('acquire', { name: 'web3', owner: own('A', 'Lock web3') });
       await until(async () => (await a.rpc.call('status', { name: 'web3' })).waiters.length === 1);
       const t0 = performance.now();
-      const closing = await b.rpc.call('acquire', { name: 'web1', owner: own('B', 'Lock web1', 'web1') });
+      const closing = await b.rpc.call('acquire', { name: 'web1', owner: own('B', 'Lock web1') });
       const took = performance.now() - t0;
       assert.equal(closing.acquired, false);
       assert.equal(closing.reason, 'deadlock');
       assert.ok(took < 1000, `detected after ${took.toFixed(0)} ms`);
-      assert.match(closing.message, /run B \(task 'Lock web1', host web1\) waits for 'web1' held by run A/);
-      assert.match(closing.message, /run A \(task 'Lock web3', host web3\) waits for 'web3' held by run B/);
+      assert.match(
+        closing.message,
+        /run B \(task 'Lock web1', host localhost\) waits for 'web1' held by run A \(host localhost\)/,
+      );
+      assert.match(
+        closing.message,
+        /run A \(task 'Lock web3', host localhost\) waits for 'web3' held by run B \(host localhost\)/,
+      );
       assert.deepEqual(
         closing.cycle.map((l: any) => [l.run, l.name, l.heldBy]),
         [
@@ -68,7 +75,7 @@ describe('deadlock detection', { timeout: 120000 }, () => {
         dir: t.dir,
         scope: 'run',
         member: name,
-        owner: { run: `R${i}`, task: `Lock ${name}`, host: name },
+        owner: { run: `R${i}`, task: `Lock ${name}`, host: 'localhost' },
       });
       for (let i = 0; i < 3; i++) assert.equal((await conns[i].rpc.call('acquire', run(i, names[i]))).acquired, true);
       // R0 waits for n2 (R1), R1 waits for n3 (R2): a chain, not yet a cycle.
@@ -102,6 +109,32 @@ describe('deadlock detection', { timeout: 120000 }, () => {
           a.agent.exitCode === null ? new Promise((r) => a.agent.once('exit', r)) : Promise.resolve(),
         ),
       );
+      t.cleanup();
+    }
+  });
+
+  test('hosts of a run go on independently (strategy free): a run-level cycle between different hosts is no deadlock', async () => {
+    const t = tempDir('dl');
+    const env = { HOSTLOCK_DIR: t.dir, HOSTLOCK_RUNTIME_DIR: join(t.dir, 'rt') };
+    const a = startServe(env);
+    const b = startServe(env);
+    try {
+      // A's host h1 holds x while A's host h2 waits for y; B's host h2 holds y while B's host h1 waits for x.
+      const ax = await a.rpc.call('acquire', { name: 'x', owner: { run: 'A', host: 'h1' } });
+      const by = await b.rpc.call('acquire', { name: 'y', owner: { run: 'B', host: 'h2' } });
+      const aWaits = a.rpc.call('acquire', { name: 'y', owner: { run: 'A', host: 'h2' } });
+      const bWaits = b.rpc.call('acquire', { name: 'x', owner: { run: 'B', host: 'h1' } });
+      await sleep(1500); // past the re-check of an older wait
+      assert.equal((await a.rpc.call('status', { name: 'x' })).waiters.length, 1, 'a wait was refused');
+      assert.equal((await a.rpc.call('status', { name: 'y' })).waiters.length, 1, 'a wait was refused');
+      // Each host finishes its own work and lets go: both waits are granted.
+      await a.rpc.call('release', { handle: ax.handle });
+      await b.rpc.call('release', { handle: by.handle });
+      assert.equal((await aWaits).acquired, true);
+      assert.equal((await bWaits).acquired, true);
+    } finally {
+      await a.close();
+      await b.close();
       t.cleanup();
     }
   });
