@@ -43,12 +43,15 @@ export async function runLocked(o: RunOptions): Promise<number> {
     prefix: o.name,
     owner: { task: o.command.join(' ').slice(0, 200) },
     notifyEvery: 5,
-    onWaiting: ({ waited, holders }) => {
+    onWaiting: ({ waited, holders, position }) => {
       if (o.quiet) return;
       const who = holders
         .map((h) => `${h.user}@${h.controller} pid ${h.pid}${h.playbook ? ` (${h.playbook})` : ''}`)
         .join(', ');
-      process.stderr.write(`hostlock: waiting ${waited.toFixed(0)}s for ${o.name}${who ? ` held by ${who}` : ''}\n`);
+      const place = position ? ` (${ordinal(position)} in queue)` : '';
+      process.stderr.write(
+        `hostlock: waiting ${waited.toFixed(0)}s${place} for ${o.name}${who ? ` held by ${who}` : ''}\n`,
+      );
     },
   });
   const cancel = () => attempt.cancel();
@@ -103,6 +106,13 @@ export async function runLocked(o: RunOptions): Promise<number> {
   manager.shutdown();
   log.debug('command finished', { code });
   return code;
+}
+
+// 1st, 2nd, 3rd, 4th ... 11th, 12th, 13th, 21st.
+export function ordinal(n: number): string {
+  const teen = n % 100 >= 11 && n % 100 <= 13;
+  const suffix = teen ? 'th' : (({ 1: 'st', 2: 'nd', 3: 'rd' } as Record<number, string>)[n % 10] ?? 'th');
+  return `${n}${suffix}`;
 }
 
 function osSignal(sig: NodeJS.Signals): number {

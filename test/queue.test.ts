@@ -5,7 +5,9 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { cli, sleep, startServe, tempDir, until, type Helper } from './rpc';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { ordinal } from '../src/run';
+import { CLI, cli, sleep, startServe, tempDir, until, type Helper } from './rpc';
 
 describe('visible queue', { timeout: 60000 }, () => {
   test('five runs waiting: status lists them in order with their owners, notices give the place', async () => {
@@ -74,6 +76,47 @@ describe('visible queue', { timeout: 60000 }, () => {
       await holder.close();
       for (const h of waiters) h.proc.kill('SIGKILL');
       await Promise.all(waiters.map((h) => h.exited));
+      t.cleanup();
+    }
+  });
+
+  test("hostlock run's waiting line says its place in the queue", async () => {
+    const t = tempDir('queue');
+    const env = { HOSTLOCK_DIR: t.dir, HOSTLOCK_RUNTIME_DIR: join(t.dir, 'rt') };
+    const holder = startServe(env);
+    const runs: ChildProcess[] = [];
+    try {
+      const r = await holder.rpc.call('acquire', { name: 'q' });
+      const errs = ['', ''];
+      for (const i of [0, 1]) {
+        const p = spawn(process.execPath, [CLI, 'run', 'q', '--', 'true'], {
+          env: { ...process.env, ...env },
+          stdio: ['ignore', 'ignore', 'pipe'],
+        });
+        p.stderr!.on('data', (c) => (errs[i] += c));
+        runs.push(p);
+        await until(async () => (await holder.rpc.call('status', { name: 'q' })).waiters.length === i + 1, 10000);
+      }
+      await until(() => /waiting \d+s \(2nd in queue\) for q held by/.test(errs[1]), 15000, 50);
+      assert.match(errs[0], /waiting \d+s \(1st in queue\) for q/);
+      await holder.rpc.call('release', { handle: r.handle });
+      await Promise.all(runs.map((p) => new Promise((res) => (p.exitCode !== null ? res(0) : p.on('exit', res)))));
+      assert.deepEqual([1, 2, 3, 4, 11, 12, 13, 21, 22, 101, 111].map(ordinal), [
+        '1st',
+        '2nd',
+        '3rd',
+        '4th',
+        '11th',
+        '12th',
+        '13th',
+        '21st',
+        '22nd',
+        '101st',
+        '111th',
+      ]);
+    } finally {
+      for (const p of runs) p.kill('SIGKILL');
+      await holder.close();
       t.cleanup();
     }
   });
