@@ -4,13 +4,17 @@ Starts RUNS runs of demo/deploy.yml at the same moment against HOSTS
 inventory names that all live on this machine (ansible_connection: local),
 streams the lines in which a run says it is waiting (and errors), then draws
 who was inside which host's critical section when, how long each run waited
-and for whom, and writes the same timeline to an SVG file.
+and for whom, and draws the lock directory's history as an SVG file with
+`hostlock timeline`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -113,9 +117,21 @@ def main(argv=None) -> int:
         f'per host: {"never two runs inside at once" if not bad else f"{len(bad)} OVERLAPS (marked !)"}; '
         f'across hosts: {len(par)} pairs of sections ran at the same time'
     )
+    # The picture comes from the lock directory's own history, drawn by the
+    # same `hostlock timeline` a user runs after an incident.
     svg = out / 'timeline.svg'
-    svg.write_text(tl.svg(f'hostlock demo: {a.runs} runs x {a.hosts} hosts, {a.hold:g}s per section'))
-    echo(f'timeline written to {svg}')
+    helper = shlex.split(os.environ.get('HOSTLOCK_HELPER') or 'hostlock')
+    drawn = subprocess.run(
+        [*helper, 'timeline', '--dir', str(out / 'locks'), '--svg', str(svg)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    if drawn.returncode == 0:
+        echo(f'timeline written to {svg} (hostlock timeline --dir {out / "locks"} --svg {svg.name})')
+    else:
+        echo(f'hostlock timeline failed: {drawn.stderr.strip()}')
     failed = {k: v for k, v in rcs.items() if v != 0}
     if failed:
         echo(f'runs that failed: {failed} (see {out / "runs"})')

@@ -3,6 +3,9 @@
 import { EXIT, EXIT_HELP, UsageError } from './exit';
 import type { Holder } from './holders';
 import type { Waiter } from './store';
+import { breakCommand } from './commands/break';
+import { historyCommand } from './commands/history';
+import { timelineCommand } from './commands/timeline';
 import { VERSION } from './version';
 
 export async function main(argv: string[]): Promise<number> {
@@ -45,6 +48,7 @@ export async function main(argv: string[]): Promise<number> {
               'where the locks live: local (default: $HOSTLOCK_BACKEND, else lock files) or a postgresql:// or etcd:// URL',
           })
           .option('shared', { alias: 's', type: 'boolean', default: false, describe: 'take a shared (read) lock' })
+          .option('slots', { type: 'number', describe: 'at most N holders at once (a counting semaphore)' })
           .option('timeout', { alias: 'w', type: 'number', describe: 'give up after S seconds' })
           .option('nonblock', { alias: 'n', type: 'boolean', describe: 'fail at once if the lock is held' })
           .option('conflict-exit-code', {
@@ -65,6 +69,10 @@ export async function main(argv: string[]): Promise<number> {
             a.command = [...(a.command ?? []), ...((a['--'] as string[] | undefined) ?? [])];
             if (!a.command || a.command.length === 0)
               throw new Error('give the command after --, e.g. hostlock run db -- ./migrate.sh');
+            if (a.slots !== undefined && !(Number.isInteger(a.slots) && a.slots >= 1 && a.slots <= 64))
+              throw new Error('--slots must be an integer from 1 to 64');
+            if (a.slots !== undefined && a.shared)
+              throw new Error('--slots and --shared do not combine: each slot is exclusive');
             if (a.timeout !== undefined && !(a.timeout >= 0 && Number.isFinite(a.timeout)))
               throw new Error('--timeout must be a number of seconds ≥ 0');
             const e = a['conflict-exit-code'];
@@ -79,6 +87,7 @@ export async function main(argv: string[]): Promise<number> {
           dir: a.dir,
           backend: a.backend ?? process.env.HOSTLOCK_BACKEND,
           shared: a.shared,
+          slots: a.slots,
           timeout: a.timeout,
           nonblock: !!a.nonblock,
           conflictExitCode: a['conflict-exit-code'],
@@ -136,6 +145,9 @@ export async function main(argv: string[]): Promise<number> {
         }
       },
     )
+    .command(historyCommand)
+    .command(timelineCommand)
+    .command(breakCommand)
     .demandCommand(1, 'name a command: status, run, serve or agent')
     .strict()
     .epilogue(EXIT_HELP)
@@ -179,36 +191,7 @@ async function status(dir: string | undefined, json: boolean, backend?: string):
     }
     return EXIT.ok;
   }
-  const res = m.list(dir);
-  if (json) {
-    process.stdout.write(JSON.stringify(res, null, 2) + '\n');
-    return EXIT.ok;
-  }
-  const rows = res.locks.map((l) => [
-    l.name,
-    l.held ? (l.mode ?? 'held') : 'free',
-    l.holders
-      .map((h) =>
-        h.foreign
-          ? `pid ${h.pid} (${h.user}, not hostlock)`
-          : `${h.user}@${h.controller} pid ${h.pid}${h.playbook ? ` ${h.playbook}` : ''}${h.task ? ` [${h.task}]` : ''}${h.host ? ` host ${h.host}` : ''}${h.lost ? ' LOST' : ''}${h.run_ended ? ' (run ended: releasing when its last process exits)' : ''}`,
-      )
-      .join('; '),
-    l.holders.find((h) => h.since)?.since ?? '',
-  ]);
-  process.stdout.write(`lock directory ${res.dir}: ${res.locks.length} lock(s)\n`);
-  if (rows.length) {
-    const head = ['NAME', 'STATE', 'HOLDERS', 'SINCE'];
-    const width = head.map((h, i) => Math.min(48, Math.max(h.length, ...rows.map((r) => r[i].length))));
-    for (const r of [head, ...rows])
-      process.stdout.write(
-        r
-          .map((c, i) => (i === 3 ? c : c.padEnd(width[i])))
-          .join('  ')
-          .trimEnd() + '\n',
-      );
-  }
-  return EXIT.ok;
+  return (await import('./commands/status')).statusCommand(dir, json);
 }
 
 // A server store's locks: holders, then waiters in queue order, each with its controller.

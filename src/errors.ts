@@ -14,6 +14,7 @@ export const ErrorCode = {
   IoError: -32005,
   Deadlock: -32006,
   StoreUnavailable: -32007,
+  SlotsMismatch: -32008,
 } as const;
 
 export interface ErrorData {

@@ -43,6 +43,11 @@ export interface Holder extends Owner {
   foreign?: boolean;
   // The run's ansible-playbook is gone: the hold lasts only until the run's last process exits.
   run_ended?: boolean;
+  stopped?: boolean; // its process is stopped (state T): it will not release by itself
+  token?: number; // the hold's fencing token
+  slot?: number; // with slots: which one it holds
+  slots?: number; // with slots: how many the lock has
+  id?: string; // waiter records only: the wait's id
 }
 
 export interface StoredRecord extends Holder {
@@ -223,7 +228,10 @@ export function lostHoldersOf(
   return records
     .filter(
       (r) =>
-        r.path === path && r.inode !== currentInode && (kernel === null || kernel.some((k) => k.inode === r.inode)),
+        r.path === path &&
+        r.slot === undefined && // a slot's file is not the lock's file
+        r.inode !== currentInode &&
+        (kernel === null || kernel.some((k) => k.inode === r.inode)),
     )
     .map((r) => ({ ...publicHolder(r), lost: true }));
 }

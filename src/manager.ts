@@ -2,13 +2,24 @@
 // waiting with timeouts and cancellation, waiting notices, and the holds this
 // helper owns. Where a lock lives (flock files, a server) is the store's job
 // (store.ts); the transports (stdio, socket) sit above.
-import { invalidParams } from './errors';
+import { describeCycle, findCycle } from './deadlock';
+import { ErrorCode, HostlockError, invalidParams } from './errors';
 import { controllerName, type Holder, type Owner } from './holders';
 import type { Mode } from './lockfile';
 import { log } from './log';
 import { checkLockDir } from './names';
 import { currentUser } from './proc';
-import type { LockKey, LockStore, StoreHold } from './store';
+import type {
+  DeadlockLink,
+  HistoryEvent,
+  KeyStatus,
+  LockKey,
+  LockStore,
+  Requester,
+  StoreHold,
+  WaitTicket,
+  Waiter as QueuedWaiter,
+} from './store';
 import { isLocal, localStore, storeFor } from './stores';
 import { secondsSince } from './time';
 
@@ -26,11 +37,15 @@ export interface Hold {
   since: Date;
   owner: Owner;
   prefix: string;
+  slots?: number;
 }
 
 export interface WaitingInfo {
   waited: number;
   holders: Holder[];
+  // 1 = next in line; absent when the store shows no queue.
+  position?: number;
+  queued?: number; // waiters in the queue, this one included
 }
 
 export interface AcquireRequest {
@@ -40,6 +55,8 @@ export interface AcquireRequest {
   wait: boolean;
   owner?: Owner;
   prefix?: string;
+  // A counting semaphore: at most this many holders (mode must be exclusive).
+  slots?: number;
   notifyEvery?: number; // seconds
   onWaiting?: (info: WaitingInfo) => void;
   // Called once if the hold is lost under its holder after the grant.
@@ -53,8 +70,11 @@ export interface AcquireOutcome {
   acquired: boolean;
   hold?: Hold;
   waited: number;
-  reason?: 'timeout' | 'busy' | 'cancelled';
+  reason?: 'timeout' | 'busy' | 'cancelled' | 'deadlock';
   holders: Holder[];
+  // reason 'deadlock': the cycle this wait would have closed, and its description.
+  cycle?: DeadlockLink[];
+  message?: string;
 }
 
 interface Waiter {
@@ -70,7 +90,19 @@ interface Waiter {
   fail: (err: unknown) => void;
   settled: boolean;
   givingUp?: boolean; // cancelled; settles once the store's wait has ended
+  // The wait as others see it in the store's queue; removed once settled.
+  ticket?: WaitTicket | Promise<WaitTicket>;
+  ticketId?: string;
+  visibleTimer?: NodeJS.Timeout;
 }
+
+// A wait outside a run shows in the queue once it has lasted this long: the
+// many sub-millisecond handoffs of a busy lock then cost no record at all.
+const VISIBLE_AFTER_MS = 50;
+
+// How long a cycle closed by another run's newer wait may stand before this
+// wait fails too (that run may have looked just before our record appeared).
+const DEADLOCK_RECHECK_MS = 1000;
 
 interface LockEntry {
   id: string;
@@ -84,7 +116,8 @@ export interface Cancellable {
 
 export class LockManager {
   private readonly entries = new Map<string, LockEntry>();
-  private readonly holderCache = new Map<string, { at: number; holders: Holder[] }>();
+  private deadlockChecks: Waiter[] = [];
+  private readonly holderCache = new Map<string, { at: number; holders: Holder[]; waiters: QueuedWaiter[] }>();
 
   // A name in the local store (in `dir`, or the default lock directory) or in
   // the server store a backend URL names.
@@ -114,6 +147,8 @@ export class LockManager {
         waiter.settled = true;
         clearTimeout(waiter.timer);
         clearInterval(waiter.ticker);
+        clearTimeout(waiter.visibleTimer);
+        this.dequeue(waiter);
       };
       waiter = {
         req,
@@ -134,7 +169,14 @@ export class LockManager {
         },
       };
       // FIFO within this helper: a newcomer never overtakes a queued waiter.
-      if (entry.queue.length === 0 && this.compatible(entry, req.mode)) {
+      // Holders inside this helper that disagree on slots: the store would refuse too.
+      const other = [...entry.holds].find((h) => h.slots !== req.slots);
+      if (other && (req.slots !== undefined || other.slots !== undefined)) {
+        waiter.fail(slotsDisagree(req.target, req.slots, other.slots));
+        this.forget(entry);
+        return;
+      }
+      if (entry.queue.length === 0 && this.compatible(entry, req.mode, req.slots)) {
         let got: StoreHold | null | Promise<StoreHold | null>;
         try {
           got = req.target.store.acquire(this.storeRequest(waiter, false));
@@ -164,6 +206,7 @@ export class LockManager {
       }
       log.info('Waiting', { prefix: req.prefix, path: req.target.path });
       entry.queue.push(waiter);
+      this.enqueue(waiter);
       this.startTimers(waiter);
       this.pump(entry);
     });
@@ -174,6 +217,12 @@ export class LockManager {
     const entry = this.entries.get(hold.target.path);
     if (!entry || !entry.holds.delete(hold)) return false;
     const done = hold.held.release();
+    this.record(hold.target, {
+      event: 'release',
+      mode: hold.mode,
+      who: this.requesterOf(hold.owner),
+      token: hold.held.token,
+    });
     if (done instanceof Promise) {
       done.catch((err) => log.warn(`releasing ${hold.target.path}: ${(err as Error).message}`));
     }
@@ -194,7 +243,7 @@ export class LockManager {
       dir: d,
       locks: localStore()
         .list(d)
-        .map(({ key: _k, waiters: _w, ...lock }) => lock),
+        .map(({ key: _k, ...lock }) => lock),
     };
   }
 
@@ -215,14 +264,33 @@ export class LockManager {
 
   // For waiting notices only: hundreds of waiters on one lock must not each
   // re-read the holders, so their notices share a reading for a moment.
-  private noticeHolders(target: Target): Holder[] {
+  private noticeState(target: Target): { holders: Holder[]; waiters: QueuedWaiter[] } {
     const now = performance.now();
     const hit = this.holderCache.get(target.path);
-    if (hit && now - hit.at < 250) return hit.holders;
-    const holders = this.holders(target);
+    if (hit && now - hit.at < 250) return hit;
+    let holders: Holder[] = [];
+    let waiters: QueuedWaiter[] = [];
+    try {
+      const s = target.store.status(target.key);
+      if (!(s instanceof Promise)) ({ holders, waiters } = s);
+    } catch {
+      /* the notice goes out without them */
+    }
     if (this.holderCache.size > 4096) this.holderCache.clear();
-    this.holderCache.set(target.path, { at: now, holders });
-    return holders;
+    const state = { at: now, holders, waiters };
+    this.holderCache.set(target.path, state);
+    return state;
+  }
+
+  private waitingInfo(w: Waiter): WaitingInfo {
+    const { holders, waiters } = this.noticeState(w.req.target);
+    const info: WaitingInfo = { waited: secondsSince(w.started), holders };
+    const i = w.ticketId === undefined ? -1 : waiters.findIndex((q) => q.id === w.ticketId);
+    if (i >= 0) {
+      info.position = i + 1;
+      info.queued = waiters.length;
+    }
+    return info;
   }
 
   heldCount(): number {
@@ -233,20 +301,163 @@ export class LockManager {
 
   // ---- internals -------------------------------------------------------
 
+  private requesterOf(owner: Owner = {}): Requester {
+    return { ...owner, pid: owner.pid ?? process.pid, user: owner.user ?? currentUser(), controller: controllerName() };
+  }
+
+  private record(target: Target, e: Omit<HistoryEvent, 'key'>): void {
+    try {
+      target.store.record?.({ ...e, key: target.key });
+    } catch {
+      /* history is best effort */
+    }
+  }
+
+  // Makes the wait visible in the store's queue and the history.
+  // A run's wait is recorded at once (deadlock detection needs it), others
+  // once they have lasted VISIBLE_AFTER_MS.
+  private enqueue(w: Waiter): void {
+    if (!w.req.target.store.enqueue) return;
+    if (w.req.owner?.run) {
+      this.writeTicket(w);
+      this.checkDeadlockSoon(w);
+    } else {
+      w.visibleTimer = setTimeout(() => {
+        if (!w.settled) this.writeTicket(w);
+      }, VISIBLE_AFTER_MS);
+    }
+  }
+
+  private writeTicket(w: Waiter): void {
+    const { store, key } = w.req.target;
+    try {
+      if (!store.enqueue) return;
+      const t = store.enqueue(key, this.requesterOf(w.req.owner), w.req.mode, w.req.slots);
+      w.ticket = t;
+      const known = (t: WaitTicket) => {
+        w.ticketId = t.id;
+        this.holderCache.delete(w.req.target.path);
+        this.record(w.req.target, { event: 'wait', mode: w.req.mode, who: this.requesterOf(w.req.owner), wait: t.id });
+      };
+      if (t instanceof Promise) t.then(known, () => (w.ticket = undefined));
+      else known(t);
+    } catch (err) {
+      log.debug(`no waiter record: ${(err as Error).message}`);
+    }
+  }
+
+  private dequeue(w: Waiter): void {
+    const t = w.ticket;
+    if (!t) return;
+    w.ticket = undefined;
+    const drop = (t: WaitTicket) => {
+      try {
+        const r = t.remove();
+        if (r instanceof Promise) r.catch(() => {});
+      } catch {
+        /* the record goes with its process anyway */
+      }
+    };
+    if (t instanceof Promise) t.then(drop, () => {});
+    else drop(t);
+  }
+
+  // Checks run right after the requests of this turn of the event loop have
+  // written their waiter records, so they share one reading of the records.
+  private checkDeadlockSoon(w: Waiter): void {
+    this.deadlockChecks.push(w);
+    if (this.deadlockChecks.length > 1) return;
+    setImmediate(() => {
+      const checks = this.deadlockChecks;
+      this.deadlockChecks = [];
+      for (const c of checks) if (!c.settled) this.checkDeadlock(c);
+    });
+  }
+
+  // A wait that closes a cycle of runs fails at once instead of hanging.
+  // Our waiter record is written before we look, so of two runs closing a
+  // cycle at the same moment at least one sees the other's wait.
+  // A cycle that a newer wait closed is left to that wait's run; should it
+  // still stand a moment later (that run never looked), we fail after all.
+  private checkDeadlock(w: Waiter, last = false): boolean {
+    const run = w.req.owner?.run;
+    const { store, key } = w.req.target;
+    if (!run || !store.waitGraph) return false;
+    const me = {
+      run,
+      keyId: key.id,
+      mode: w.req.mode,
+      task: w.req.owner?.task,
+      host: w.req.owner?.host,
+      id: w.ticketId,
+    };
+    const judge = (statuses: KeyStatus[] | undefined): boolean => {
+      if (!statuses || w.settled || w.givingUp) return false;
+      const found = findCycle(statuses, me);
+      if (!found) return false;
+      if (!found.closing && !last) {
+        setTimeout(() => this.checkDeadlock(w, true), DEADLOCK_RECHECK_MS).unref();
+        return false;
+      }
+      const cycle = found.links;
+      const message = describeCycle(cycle);
+      log.warn(message, { prefix: w.req.prefix, path: key.id });
+      const i = w.entry.queue.indexOf(w);
+      if (i >= 0) w.entry.queue.splice(i, 1);
+      const wait = w.storeWait;
+      w.storeWait = undefined;
+      wait?.abort.abort();
+      this.record(w.req.target, {
+        event: 'deadlock',
+        mode: w.req.mode,
+        who: this.requesterOf(w.req.owner),
+        wait: w.ticketId,
+        reason: message,
+        cycle,
+      });
+      const finish = () => {
+        w.settle({
+          acquired: false,
+          waited: secondsSince(w.started),
+          reason: 'deadlock',
+          holders: this.holders(w.req.target),
+          cycle,
+          message,
+        });
+        this.pump(w.entry);
+      };
+      if (!wait) finish();
+      else {
+        w.givingUp = true;
+        wait.done.then((held) => {
+          if (held) void held.release();
+          finish();
+        }, finish);
+      }
+      return true;
+    };
+    try {
+      const g = store.waitGraph(key);
+      if (g instanceof Promise) {
+        g.then(judge, () => {});
+        return false;
+      }
+      return judge(g);
+    } catch (err) {
+      log.debug(`no deadlock check: ${(err as Error).message}`);
+      return false;
+    }
+  }
+
   private storeRequest(w: Waiter, wait: boolean, signal?: AbortSignal) {
     const { req } = w;
-    const owner = req.owner ?? {};
     return {
       key: req.target.key,
       mode: req.mode,
       wait,
       signal,
-      requester: {
-        ...owner,
-        pid: owner.pid ?? process.pid,
-        user: owner.user ?? currentUser(),
-        controller: controllerName(),
-      },
+      slots: req.slots,
+      requester: this.requesterOf(req.owner),
       onLost: (reason: string) => {
         if (w.hold) req.onLost?.(w.hold, reason);
       },
@@ -260,9 +471,7 @@ export class LockManager {
     }
     if (req.wait && req.onWaiting) {
       const every = Math.max(0.05, req.notifyEvery ?? 2) * 1000;
-      w.ticker = setInterval(() => {
-        req.onWaiting!({ waited: secondsSince(w.started), holders: this.noticeHolders(req.target) });
-      }, every);
+      w.ticker = setInterval(() => req.onWaiting!(this.waitingInfo(w)), every);
     }
   }
 
@@ -276,8 +485,9 @@ export class LockManager {
     if (entry.holds.size === 0 && entry.queue.length === 0) this.entries.delete(entry.id);
   }
 
-  private compatible(entry: LockEntry, mode: Mode): boolean {
+  private compatible(entry: LockEntry, mode: Mode, slots?: number): boolean {
     if (entry.holds.size === 0) return true;
+    if (slots !== undefined) return entry.holds.size < slots && [...entry.holds].every((h) => h.slots === slots);
     if (mode === 'exclusive') return false;
     for (const h of entry.holds) if (h.mode === 'exclusive') return false;
     return true;
@@ -292,12 +502,24 @@ export class LockManager {
       since: held.since,
       owner: req.owner ?? {},
       prefix: req.prefix ?? '',
+      slots: req.slots,
     };
     w.hold = hold;
     w.entry.holds.add(hold);
     this.holderCache.delete(req.target.path);
+    const waited = secondsSince(w.started);
+    // Written before the reply: a holder killed the moment it hears still has its line.
+    this.record(req.target, {
+      event: 'grant',
+      mode: req.mode,
+      who: this.requesterOf(req.owner),
+      token: held.token,
+      wait: w.ticketId,
+      waited,
+      at: held.since,
+    });
     log.info('Acquired', { prefix: hold.prefix, path: req.target.path, mode: req.mode });
-    w.settle({ acquired: true, hold, waited: secondsSince(w.started), holders: [] });
+    w.settle({ acquired: true, hold, waited, holders: [] });
   }
 
   // Grants queued waiters in order while they fit; the head that meets a
@@ -305,7 +527,7 @@ export class LockManager {
   private pump(entry: LockEntry): void {
     while (entry.queue.length > 0) {
       const head = entry.queue[0];
-      if (head.storeWait || !this.compatible(entry, head.req.mode)) return;
+      if (head.storeWait || !this.compatible(entry, head.req.mode, head.req.slots)) return;
       const abort = new AbortController();
       let got: StoreHold | null | Promise<StoreHold | null>;
       try {
@@ -370,6 +592,15 @@ export class LockManager {
     const wait = w.storeWait;
     w.storeWait = undefined;
     const finish = () => {
+      if (w.ticket) {
+        this.record(w.req.target, {
+          event: reason === 'timeout' ? 'timeout' : 'cancel',
+          mode: w.req.mode,
+          who: this.requesterOf(w.req.owner),
+          wait: w.ticketId,
+          waited: secondsSince(w.started),
+        });
+      }
       w.settle({ acquired: false, waited: secondsSince(w.started), reason, holders: this.holders(w.req.target) });
       this.pump(w.entry);
     };
@@ -390,4 +621,13 @@ export class LockManager {
       for (const h of [...e.holds]) this.release(h);
     }
   }
+}
+
+function slotsDisagree(target: Target, asked?: number, found?: number): HostlockError {
+  const say = (n?: number) => (n === undefined ? 'without slots' : `with slots: ${n}`);
+  return new HostlockError(
+    ErrorCode.SlotsMismatch,
+    `'${target.name ?? target.path}' is in use ${say(found)} in this helper, but this request asks ${say(asked)}: every user of a lock must give the same slots`,
+    { path: target.path, asked: asked ?? null, found: found ?? null },
+  );
 }

@@ -29,6 +29,7 @@ export interface AcquireParams extends TargetParams {
   notify?: number;
   prefix?: string;
   batch?: BatchParams;
+  slots?: number;
 }
 
 // The names of one task's batch (a linear play's hosts), taken in one order (runholds.ts).
@@ -76,10 +77,16 @@ export function methods(c: Connection): Handlers {
     if (!wait && p.timeout !== undefined && p.timeout !== null && p.timeout > 0) {
       throw invalidParams('params.timeout does not apply to "try", which never waits; use "acquire" or "block"');
     }
+    if (p.slots !== undefined && p.shared) {
+      throw invalidParams(
+        'params.slots and params.shared do not combine: slots are exclusive each; leave out one of them',
+      );
+    }
     const req: AcquireRequest = {
       target: target(p),
       mode: p.shared ? 'shared' : 'exclusive',
       wait,
+      slots: p.slots,
       timeout: p.timeout,
       owner: p.owner,
       prefix: p.prefix,
@@ -153,10 +160,12 @@ export function methods(c: Connection): Handlers {
     if (t.name !== undefined) r.name = t.name;
     if (out.acquired && out.hold) {
       r.token = out.hold.held.token;
+      if (out.hold.held.slot !== undefined) Object.assign(r, { slot: out.hold.held.slot, slots: out.hold.slots });
       r.holders = [selfHolder(out.hold)];
     } else {
       r.reason = out.reason;
       r.holders = out.holders;
+      if (out.reason === 'deadlock') Object.assign(r, { message: out.message, cycle: out.cycle });
       if ('behind' in out && out.behind !== undefined) r.behind = out.behind;
     }
     return r;

@@ -18,6 +18,17 @@ export function processStartTime(pid: number): string | null {
   return rest[19] ?? null;
 }
 
+// Stopped by a signal (SIGSTOP, ^Z) or a debugger: state T or t in /proc/<pid>/stat.
+export function isStopped(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const state = stat[stat.lastIndexOf(')') + 2];
+    return state === 'T' || state === 't';
+  } catch {
+    return false;
+  }
+}
+
 export function isSameProcess(pid: number, startTime: string | undefined): boolean {
   const now = processStartTime(pid);
   return now !== null && (startTime === undefined || now === startTime);

@@ -11,6 +11,7 @@ export interface RunOptions {
   dir?: string;
   backend?: string;
   shared: boolean;
+  slots?: number;
   timeout?: number;
   nonblock: boolean;
   conflictExitCode: number;
@@ -31,17 +32,21 @@ export async function runLocked(o: RunOptions): Promise<number> {
   const attempt = manager.acquire({
     target,
     mode,
+    slots: o.slots,
     wait: !o.nonblock,
     timeout: o.timeout,
     prefix: o.name,
     owner: { task: o.command.join(' ').slice(0, 200) },
     notifyEvery: 5,
-    onWaiting: ({ waited, holders }) => {
+    onWaiting: ({ waited, holders, position }) => {
       if (o.quiet) return;
       const who = holders
         .map((h) => `${h.user}@${h.controller} pid ${h.pid}${h.playbook ? ` (${h.playbook})` : ''}`)
         .join(', ');
-      process.stderr.write(`hostlock: waiting ${waited.toFixed(0)}s for ${o.name}${who ? ` held by ${who}` : ''}\n`);
+      const place = position ? ` (${ordinal(position)} in queue)` : '';
+      process.stderr.write(
+        `hostlock: waiting ${waited.toFixed(0)}s${place} for ${o.name}${who ? ` held by ${who}` : ''}\n`,
+      );
     },
   });
   const cancel = () => attempt.cancel();
@@ -76,7 +81,11 @@ export async function runLocked(o: RunOptions): Promise<number> {
     const fd = hold.held.fd;
     const child = spawn(o.command[0], o.command.slice(1), {
       stdio: fd === undefined ? 'inherit' : ['inherit', 'inherit', 'inherit', fd],
-      env: { ...process.env, HOSTLOCK_TOKEN: String(hold.held.token) },
+      env: {
+        ...process.env,
+        HOSTLOCK_TOKEN: String(hold.held.token),
+        ...(hold.held.slot !== undefined ? { HOSTLOCK_SLOT: String(hold.held.slot) } : {}),
+      },
     });
     const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
     const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((s) => [s, forward(s)] as const);
@@ -95,6 +104,13 @@ export async function runLocked(o: RunOptions): Promise<number> {
   await closeStores();
   log.debug('command finished', { code });
   return code;
+}
+
+// 1st, 2nd, 3rd, 4th ... 11th, 12th, 13th, 21st.
+export function ordinal(n: number): string {
+  const teen = n % 100 >= 11 && n % 100 <= 13;
+  const suffix = teen ? 'th' : (({ 1: 'st', 2: 'nd', 3: 'rd' } as Record<number, string>)[n % 10] ?? 'th');
+  return `${n}${suffix}`;
 }
 
 function osSignal(sig: NodeJS.Signals): number {

@@ -59,6 +59,12 @@ export interface StoreAcquire {
   signal?: AbortSignal;
   // Called once if the hold is later lost under its holder.
   onLost?: (reason: string) => void;
+  // Optional (a counting semaphore): at most `slots` holders of the key at
+  // once, each in a slot of its own (mode is then 'exclusive'). Every holder
+  // and waiter must ask for the same number, and a key held without slots
+  // cannot be taken with them or the reverse: the store throws an error with
+  // code SlotsMismatch naming both values.
+  slots?: number;
 }
 
 export interface StoreHold {
@@ -66,6 +72,8 @@ export interface StoreHold {
   readonly mode: Mode;
   readonly token: number;
   readonly since: Date;
+  // With `slots`: which slot (1..slots) this hold took.
+  readonly slot?: number;
   // True once the store has noticed the hold is gone (onLost was called).
   readonly lost: boolean;
   // A descriptor whose inheritance keeps the lock held (local store only):
@@ -77,6 +85,46 @@ export interface StoreHold {
 export interface Waiter extends Requester {
   mode: Mode;
   since: string; // waiting since, ISO 8601
+  // The store's id of this wait (WaitTicket.id), unique within the store.
+  id?: string;
+  helper_pid?: number;
+  slots?: number;
+}
+
+// A wait made visible to others: from `enqueue` until `remove`, the store
+// reports it among the key's waiters (never once its owner has died).
+export interface WaitTicket {
+  readonly id: string;
+  remove(): MaybePromise<void>;
+}
+
+// One line of a lock's history (see history.ts for the journal that keeps it).
+export type HistoryEventKind = 'wait' | 'grant' | 'release' | 'timeout' | 'cancel' | 'lost' | 'deadlock' | 'break';
+
+export interface HistoryEvent {
+  event: HistoryEventKind;
+  key: LockKey;
+  mode?: Mode;
+  // Who holds, waits, or (break) who broke: the requester's metadata.
+  who: Requester;
+  token?: number; // grant, release, lost, break: the hold's fencing token
+  wait?: string; // wait, grant, timeout, cancel, deadlock: the WaitTicket id
+  waited?: number; // seconds
+  reason?: string; // lost, deadlock, break: what the user reads
+  cycle?: DeadlockLink[]; // deadlock
+  victim?: Holder; // break: the holder that was ended
+  at?: Date; // when it happened, if not now
+}
+
+// One edge of a wait-for cycle: `run` (its `host`) waits for `name`, held by
+// run `heldBy` (its host `heldByHost`).
+export interface DeadlockLink {
+  run: string;
+  task?: string;
+  host?: string;
+  name: string;
+  heldBy: string;
+  heldByHost?: string;
 }
 
 export interface KeyStatus {
@@ -85,6 +133,7 @@ export interface KeyStatus {
   mode: Mode | null;
   holders: Holder[]; // in grant order; lost holds flagged `lost: true`
   waiters: Waiter[]; // in queue order
+  slots?: number; // the slot count its holders asked for, while held with slots
 }
 
 export interface LockStore {
@@ -100,4 +149,22 @@ export interface LockStore {
   // Releases every hold and abandons every wait of this store object, then
   // frees its connections, sessions or leases.
   close(): MaybePromise<void>;
+
+  // ---- optional: coordination features (a store without them still locks) ----
+
+  // Makes a wait visible in `status(key).waiters` (queue order: waiting since,
+  // then id). The policy calls it for every waiter it queues, also those that
+  // wait behind another waiter of the same helper, and removes it once the
+  // wait has ended, whatever the outcome.
+  enqueue?(key: LockKey, requester: Requester, mode: Mode, slots?: number): MaybePromise<WaitTicket>;
+
+  // Every key whose holders and waiters may form a wait-for cycle with `key`
+  // (the local store: the locks of the key's directory), for deadlock
+  // detection; undefined when the store cannot tell (the key is then left out).
+  // Holders and waiters must carry `run` to take part.
+  waitGraph?(key: LockKey): MaybePromise<KeyStatus[] | undefined>;
+
+  // Appends one event to the key's bounded history. Best effort: it never
+  // throws, and a lock is never refused for want of a history line.
+  record?(event: HistoryEvent): void;
 }

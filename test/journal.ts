@@ -74,3 +74,62 @@ export function checkJournal(text: string, finalCounter: number): Verdict {
   assert.equal(readers.size, 0, `readers ${[...readers].join(', ')} never ended`);
   return { completed, readSections, sections, kills, killLatenciesMs: latencies };
 }
+
+// Fencing tokens in the journal (the fifth field of hostlock's B and R lines):
+// every grant's token is new, and a writer's is above every token granted
+// before it entered; a reader's is above every writer's before it. Returns the
+// largest token seen.
+export function checkTokens(text: string): { max: number; count: number } {
+  let max = 0;
+  let lastWriter = 0;
+  let count = 0;
+  const seen = new Set<number>();
+  for (const [i, line] of text.split('\n').filter(Boolean).entries()) {
+    const [kind, , , , tok] = line.split(' ');
+    if ((kind !== 'B' && kind !== 'R') || tok === undefined) continue;
+    const token = Number(tok);
+    const where = `journal line ${i + 1} "${line}"`;
+    assert.ok(Number.isInteger(token) && token > 0, `${where}: no token`);
+    assert.ok(!seen.has(token), `${where}: token ${token} granted twice`);
+    if (kind === 'B') assert.ok(token > max, `${where}: writer's token ${token} not above ${max}, granted before`);
+    else assert.ok(token > lastWriter, `${where}: reader's token ${token} not above the last writer's ${lastWriter}`);
+    if (kind === 'B') lastWriter = token;
+    seen.add(token);
+    max = Math.max(max, token);
+    count++;
+  }
+  return { max, count };
+}
+
+// A journal of a counting semaphore's sections: `S <pid> <time> <slot>` when
+// a holder enters, `s <pid> <time> <slot>` when it leaves (still holding).
+// Never more than `slots` inside, never two in one slot; returns the most
+// that were inside at once and the sections seen.
+export function checkSlotJournal(text: string, slots: number): { most: number; sections: number } {
+  const inside = new Map<string, string>(); // slot -> pid
+  const holders = new Set<string>();
+  let most = 0;
+  let sections = 0;
+  for (const [i, line] of text.split('\n').filter(Boolean).entries()) {
+    const [kind, pid, , slot] = line.split(' ');
+    const where = `journal line ${i + 1} "${line}"`;
+    if (kind === 'S') {
+      // Counted by process first, whatever slot each one says it has.
+      holders.add(pid);
+      assert.ok(holders.size <= slots, `${where}: ${holders.size} inside, more than ${slots} slots`);
+      assert.ok(Number(slot) >= 1 && Number(slot) <= slots, `${where}: slot out of range`);
+      assert.ok(!inside.has(slot), `${where}: slot ${slot} already held by ${inside.get(slot)}`);
+      inside.set(slot, pid);
+      sections++;
+      most = Math.max(most, holders.size);
+    } else if (kind === 's') {
+      assert.equal(inside.get(slot), pid, `${where}: left a slot it was not in`);
+      inside.delete(slot);
+      holders.delete(pid);
+    } else {
+      assert.fail(`${where}: unknown record`);
+    }
+  }
+  assert.equal(inside.size, 0, `sections never ended: ${[...inside.values()].join(', ')}`);
+  return { most, sections };
+}

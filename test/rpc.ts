@@ -179,7 +179,8 @@ export function connectSocket(path: string): Promise<{ sock: Socket; rpc: RpcCli
 
 export function tempDir(tag = 'hl'): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), `${tag}-`));
-  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+  // Retries: a helper that was just told to stop may still be writing its last history line.
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 }) };
 }
 
 export function sleep(ms: number): Promise<void> {

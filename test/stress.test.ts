@@ -6,15 +6,18 @@
 // overlapping, no lost update, and a counter equal to the completed sections.
 // The kill variant SIGKILLs about 10% of the hostlock holders inside their
 // section; each kill must free the lock for the next waiter within 100 ms.
+// Every hostlock grant's fencing token goes into the journal too: tokens must
+// strictly increase in the order the sections ran, and keep increasing for a
+// fresh helper once every process of the test is gone.
 // Short by default; HOSTLOCK_STRESS=long (make stress) runs 16 x 300.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
-import { checkJournal } from './journal';
+import { checkJournal, checkTokens } from './journal';
 import { startAgent } from './agents';
-import { tempDir } from './rpc';
+import { startServe, tempDir } from './rpc';
 
 const LONG = process.env.HOSTLOCK_STRESS === 'long';
 const WORKERS = LONG ? 16 : 6;
@@ -147,9 +150,15 @@ async function stress(killP: number, sharedP = 0) {
     agent.stop();
   }
   const seconds = (performance.now() - started) / 1000;
-  const verdict = checkJournal(readFileSync(journal, 'utf8'), Number(readFileSync(counter, 'utf8')));
+  const text = readFileSync(journal, 'utf8');
+  const verdict = checkJournal(text, Number(readFileSync(counter, 'utf8')));
+  const tokens = checkTokens(text);
+  // Every helper and the agent are gone: a fresh helper's grant still gets a larger token.
+  const fresh = startServe(env);
+  const after = await fresh.rpc.call('acquire', { name: 'ctr' });
+  await fresh.close();
   t.cleanup();
-  return { ...verdict, attempted: attempted.n, seconds };
+  return { ...verdict, tokens, tokenAfterRestart: after.token as number, attempted: attempted.n, seconds };
 }
 
 describe(`stress: ${WORKERS} processes x ${SECTIONS} sections, mixed clients`, () => {
@@ -160,12 +169,14 @@ describe(`stress: ${WORKERS} processes x ${SECTIONS} sections, mixed clients`, (
     assert.equal(r.kills, 0);
     assert.equal(r.sections, WORKERS * SECTIONS);
     assert.equal(r.completed, WORKERS * SECTIONS);
+    assert.ok(r.tokens.count > 0 && r.tokenAfterRestart > r.tokens.max, JSON.stringify(r.tokens));
     process.stderr.write(`# stress: ${r.completed} sections in ${r.seconds.toFixed(1)} s\n`);
   });
 
   test('with ~10% of hostlock holders SIGKILLed: counter == completed sections, each kill frees within 100 ms', async () => {
     const r = await stress(0.1);
     assert.ok(r.kills > 0, 'nothing was killed');
+    assert.ok(r.tokenAfterRestart > r.tokens.max, JSON.stringify(r.tokens));
     assert.ok(r.completed <= r.attempted && r.completed >= r.attempted - r.kills, JSON.stringify(r));
     const worst = Math.max(0, ...r.killLatenciesMs);
     process.stderr.write(
@@ -182,6 +193,7 @@ describe(`stress: ${WORKERS} processes x ${SECTIONS} sections, mixed clients`, (
     const r = await stress(0, 0.5);
     assert.equal(r.completed + r.readSections, WORKERS * SECTIONS);
     assert.ok(r.readSections > 0 && r.completed > 0);
+    assert.ok(r.tokenAfterRestart > r.tokens.max, JSON.stringify(r.tokens));
     process.stderr.write(
       `# stress shared+exclusive: ${r.completed} writes, ${r.readSections} reads in ${r.seconds.toFixed(1)} s\n`,
     );
@@ -194,5 +206,9 @@ describe(`stress: ${WORKERS} processes x ${SECTIONS} sections, mixed clients`, (
     assert.throws(() => checkJournal('R 1 0 0\nB 2 0 0\nE 2 0 1\nr 1 0 1\n', 1), /while readers/);
     assert.throws(() => checkJournal('B 2 0 0\nR 1 0 0\nE 2 0 1\nr 1 0 1\n', 1), /while writer/);
     assert.doesNotThrow(() => checkJournal('R 1 0 0\nR 2 0 0\nr 1 0 0\nr 2 0 0\nB 3 0 0\nE 3 0 1\n', 1));
+    assert.throws(() => checkTokens('B 1 0 0 5\nE 1 0 1\nB 2 0 1 4\nE 2 0 2\n'), /not above 5/);
+    assert.throws(() => checkTokens('R 1 0 0 5\nR 2 0 0 5\n'), /granted twice/);
+    assert.throws(() => checkTokens('B 1 0 0 7\nE 1 0 1\nR 2 0 1 6\n'), /reader's token 6/);
+    assert.deepEqual(checkTokens('R 1 0 0 2\nR 2 0 0 1\nr 1 0 0\nr 2 0 0\nB 3 0 0 3\nE 3 0 1\n'), { max: 3, count: 3 });
   });
 });
