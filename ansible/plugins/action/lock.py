@@ -28,6 +28,7 @@ ARGUMENT_SPEC = dict(
     shared=dict(type='bool', default=False),
     lock_dir=dict(type='path'),
     backend=dict(type='str', no_log=True),
+    slots=dict(type='int'),
     helper=dict(type='raw'),
 )
 
@@ -56,6 +57,12 @@ def _lost_text(lost):
     return ', '.join(parts)
 
 
+def _ordinal(n):
+    if 10 <= n % 100 <= 20:
+        return '%dth' % n
+    return '%d%s' % (n, {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th'))
+
+
 def _behind_text(behind):
     if not behind:
         return ''
@@ -81,6 +88,10 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail('name must be a non-empty string (the lock name); omit it to lock the host itself')
         if '\0' in name:
             raise AnsibleActionFail('name must not contain NUL characters')
+        if args['slots'] is not None and not 1 <= args['slots'] <= 64:
+            raise AnsibleActionFail('slots must be a whole number from 1 to 64 (got %r)' % args['slots'])
+        if args['slots'] is not None and args['shared']:
+            raise AnsibleActionFail('slots and shared do not combine: each slot is exclusive; drop one of them')
         timeout = args['timeout']
         if timeout is not None and not (0 <= timeout <= MAX_TIMEOUT):
             raise AnsibleActionFail(
@@ -147,7 +158,9 @@ class ActionModule(ActionBase):
                     out = self._release(conn, target, member, self._batch(task_vars, host, name, with_members=False))
                 else:
                     batch = self._batch(task_vars, host, name, with_members=state == 'acquired')
-                    out = self._acquire(conn, target, state, args['shared'], timeout, owner, member, batch)
+                    out = self._acquire(
+                        conn, target, state, args['shared'], timeout, owner, member, batch, args['slots']
+                    )
             except RpcError as e:
                 verb = {'acquired': 'acquire', 'try': 'try', 'released': 'release', 'status': 'read the status of'}[
                     state
@@ -195,10 +208,12 @@ class ActionModule(ActionBase):
             out['token'] = res['token']
         return out
 
-    def _acquire(self, conn, target, state, shared, timeout, owner, member, batch):
+    def _acquire(self, conn, target, state, shared, timeout, owner, member, batch, slots=None):
         name = target['name']
         host = owner['host']
         params = dict(target, shared=shared, owner=owner, scope='run', member=member, notify=NOTIFY_EVERY)
+        if slots is not None:
+            params['slots'] = slots
         if batch:
             params['batch'] = batch
         started = time.monotonic()
@@ -210,7 +225,7 @@ class ActionModule(ActionBase):
 
             def on_notify(method, p):
                 if method == 'waiting':
-                    self._show_wait(host, name, p.get('waited'), p.get('holders'), timeout, behind)
+                    self._show_wait(host, name, p.get('waited'), p.get('holders'), timeout, behind, p.get('position'))
 
             wait = {'handle': res['handle']}
             if timeout is not None:
@@ -222,6 +237,9 @@ class ActionModule(ActionBase):
             out['waited'] = round(time.monotonic() - started, 3)
         out['acquired'] = bool(res.get('acquired'))
         out['changed'] = bool(res.get('acquired') and res.get('changed', True))
+        for key in ('slot', 'slots'):
+            if res.get(key) is not None:
+                out[key] = res[key]
         if out['acquired']:
             return out
         if state == 'try':
@@ -231,6 +249,11 @@ class ActionModule(ActionBase):
             out['msg'] = "lock '%s' is busy, held by %s" % (name, holders_text(out['holders']))
             return out
         out['failed'] = True
+        if res.get('reason') == 'deadlock':
+            # Waiting would close a cycle of runs waiting for each other: fail now, naming it.
+            out['cycle'] = res.get('cycle') or []
+            out['msg'] = 'deadlock: %s' % (res.get('message') or "waiting for lock '%s' would close a cycle" % name)
+            return out
         out['msg'] = "timed out after %.1fs waiting for lock '%s' (%s)%s: held by %s" % (
             out['waited'],
             name,
@@ -240,11 +263,12 @@ class ActionModule(ActionBase):
         )
         return out
 
-    def _show_wait(self, host, name, waited, holders, timeout, behind=None):
+    def _show_wait(self, host, name, waited, holders, timeout, behind=None, position=None):
         limit = '' if timeout is None else ' of %ss' % (int(timeout) if float(timeout).is_integer() else timeout)
+        place = ', %s in queue' % _ordinal(int(position)) if position else ''
         display.display(
-            "hostlock: [%s] waiting (%ds%s) for lock '%s'%s held by %s"
-            % (host, round(float(waited or 0)), limit, name, _behind_text(behind), holders_text(holders))
+            "hostlock: [%s] waiting (%ds%s%s) for lock '%s'%s held by %s"
+            % (host, round(float(waited or 0)), limit, place, name, _behind_text(behind), holders_text(holders))
         )
 
     def _release(self, conn, target, member, batch):

@@ -79,6 +79,13 @@ options:
       - Runs that must exclude each other need the same directory; for several users, use a
         directory writable by a common group.
     type: path
+  slots:
+    description:
+      - Make the lock a counting semaphore with this many slots (1 to 64) - at most that many runs hold
+        it at once ("at most three runs restart app servers of this cluster").
+      - Every user of the lock must give the same number; a different count fails naming both.
+        Not with O(shared).
+    type: int
   backend:
     description:
       - Where the locks live. Unset or C(local) (the default) means lock files in O(lock_dir) on this
@@ -224,6 +231,16 @@ path:
   returned: always
   type: str
   sample: /tmp/hostlock-1000/locks/web1.lock
+slot:
+  description: With O(slots), which slot (1 to O(slots)) the run holds.
+  returned: when the task took a lock with slots
+  type: int
+  sample: 2
+cycle:
+  description: When the wait would have closed a cycle of runs waiting for each other, the cycle (runs, locks, tasks).
+  returned: when the task failed with a deadlock
+  type: list
+  elements: dict
 token:
   description:
     - Fencing token of the grant, an integer that strictly increases per lock name across every holder
