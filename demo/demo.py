@@ -19,13 +19,14 @@ import sys
 import time
 from pathlib import Path
 
+# journal and launch come from molecule/shared, which demo.sh puts on PYTHONPATH;
+# timeline sits next to this script.
+import journal as jl
+from launch import Run, echo
+from timeline import GLYPHS, Timeline, use_colour
+
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parent / 'molecule' / 'shared'
-sys.path.insert(0, str(SHARED))
-sys.path.insert(0, str(HERE))
-import journal as jl  # noqa: E402 -- imported after the sys.path set-up above
-from launch import Run, echo  # noqa: E402 -- imported after the sys.path set-up above
-from timeline import GLYPHS, Timeline, use_colour  # noqa: E402 -- imported after the sys.path set-up above
+SHARED = Path(jl.__file__).resolve().parent
 
 
 def write_inventory(path: Path, hosts: int) -> list[str]:

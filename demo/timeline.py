@@ -1,6 +1,6 @@
 """Draw a journal as a timeline: one row per host, time across, one glyph per run.
 
-    python3 demo/timeline.py JOURNAL [--svg FILE] [--width N]
+    PYTHONPATH=molecule/shared python3 demo/timeline.py JOURNAL [--svg FILE] [--width N]
 
 Used by demo.py after its runs; works on any journal written by
 molecule/shared/journal.py (e.g. build/molecule/default/journal.jsonl).
@@ -15,7 +15,6 @@ import shutil
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'molecule' / 'shared'))
 import journal as jl
 
 # Distinct colours, in run order: (ANSI 256-colour index, SVG fill).

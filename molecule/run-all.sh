@@ -5,7 +5,7 @@ source "$(dirname "$0")/shared/env.sh"
 cd "$HOSTLOCK_REPO"
 start=$SECONDS
 # First show that the journal checks can fail at all: bad journals are rejected.
-python3 molecule/shared/journal.py selftest
+pytest -q test/python/test_journal.py
 # multi_controller needs private PostgreSQL and etcd servers, up for the whole run.
 source molecule/shared/servers.sh
 # `molecule test --all` runs the scenarios one after the other: each one starts

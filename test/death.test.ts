@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { spawnWithPid } from './pids';
-import { CLI, lockedByOthers, sleep, startServe, tempDir, until } from './rpc';
+import { CLI, FIXTURES, lockedByOthers, sleep, startServe, tempDir, until } from './rpc';
 
 describe('death of the holder', () => {
   const t = tempDir('death');
@@ -60,22 +60,10 @@ describe('death of the holder', () => {
 
   test('SIGKILL of the client of a serve helper: the helper releases on EOF and exits', async () => {
     // The client: a Python process that starts serve with pipes, locks, and waits to be killed.
-    const client = spawn(
-      'python3',
-      [
-        '-c',
-        `
-import json, subprocess, sys, time
-p = subprocess.Popen([sys.argv[2], sys.argv[1], 'serve'], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-p.stdin.write(b'{"jsonrpc":"2.0","id":1,"method":"acquire","params":{"name":"c"}}\\n'); p.stdin.flush()
-print(p.pid, json.loads(p.stdout.readline())['result']['acquired'], flush=True)
-time.sleep(60)
-`,
-        CLI,
-        process.execPath,
-      ],
-      { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] },
-    );
+    const client = spawn('python3', [join(FIXTURES, 'serve-client.py'), CLI, process.execPath], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     let out = '';
     client.stdout.on('data', (d) => (out += d));
     await until(() => out.includes('\n'), 10000);

@@ -12,27 +12,11 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startAgent, type TestAgent } from './agents';
 import { checkJournal } from './journal';
-import { CLI, cli, lockedByOthers, sleep, startServe, tempDir, until, type Helper } from './rpc';
+import { CLI, cli, FIXTURES, lockedByOthers, sleep, startServe, tempDir, until, type Helper } from './rpc';
 
 const WORKER_JS = join(__dirname, 'fixtures', 'stress-worker.js');
 
 // Python cleaner: locks, checks it locked the file the path names, unlinks while holding.
-const PY_CLEANER = `
-import fcntl, os, sys
-p = sys.argv[1]
-fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-fcntl.flock(fd, fcntl.LOCK_EX)
-st = os.fstat(fd)
-try:
-    now = os.stat(p)
-    if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
-        os.unlink(p)
-        sys.exit(0)
-except FileNotFoundError:
-    pass
-sys.exit(3)
-`;
-
 function exitCode(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Promise<number | null> {
   return new Promise((r) =>
     spawn(cmd, args, { stdio: 'ignore', env: env && { ...process.env, ...env } }).on('exit', r),
@@ -71,7 +55,7 @@ describe('a cleaner deleting lock files while holding them', () => {
             deletions.hostlock++;
         } else if (i % 2 === 0) {
           if ((await exitCode('flock', ['-x', path, 'rm', '-f', path])) === 0) deletions.flock++;
-        } else if ((await exitCode('python3', ['-c', PY_CLEANER, path])) === 0) {
+        } else if ((await exitCode('python3', [join(FIXTURES, 'flock.py'), 'clean', path])) === 0) {
           deletions.python++;
         }
         await sleep(2);

@@ -11,7 +11,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { EtcdStore } from '../src/stores/etcd';
-import { checkJournal } from './journal';
+import { checkJournal, parseJournal } from './journal';
 import { tempDir, until } from './rpc';
 import { etcdForTests, type EtcdCluster } from './servers/etcd';
 
@@ -109,10 +109,9 @@ describe('etcd store: two controllers, one counter', { timeout: 240_000 }, () =>
       const seconds = (performance.now() - started) / 1000;
       const text = readFileSync(journal, 'utf8');
       const verdict = checkJournal(text, Number(readFileSync(counter, 'utf8')));
-      const tokens = text
-        .split('\n')
-        .filter((l) => l.startsWith('B '))
-        .map((l) => Number(l.split(' ')[4]));
+      const tokens = parseJournal(text)
+        .filter((e) => e.ev === 'enter' && e.mode === 'exclusive')
+        .map((e) => Number(e.token));
       return { ...verdict, tokens, attempted: attempted.n, seconds };
     } finally {
       t.cleanup();

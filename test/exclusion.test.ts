@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { lockedByOthers, sleep, startServe, tempDir, until, type Helper } from './rpc';
+import { FIXTURES, lockedByOthers, sleep, startServe, tempDir, until, type Helper } from './rpc';
 
 describe('exclusion across processes', () => {
   const t = tempDir();
@@ -124,36 +124,14 @@ describe('interop with flock(1) and fcntl.flock', () => {
   test('Python fcntl.flock and hostlock exclude each other', async () => {
     const p = join(t.dir, 'py.lock');
     const started = performance.now();
-    const py = spawn('python3', [
-      '-c',
-      `
-import fcntl, sys, time
-f = open(sys.argv[1], 'a')
-fcntl.flock(f, fcntl.LOCK_EX)
-print('held', flush=True)
-time.sleep(0.5)
-`,
-      p,
-    ]);
+    const py = spawn('python3', [join(FIXTURES, 'flock.py'), 'hold', p, '0.5']);
     await new Promise<void>((r) => py.stdout.once('data', () => r()));
     const r = await h.rpc.call('try', { name: 'py' });
     assert.equal(r.acquired, false);
     const w = await h.rpc.call('block', { handle: r.handle, timeout: 5 });
     assert.equal(w.acquired, true);
     assert.ok(performance.now() - started >= 500, 'hostlock got the lock while Python held it');
-    const probe = spawnSync('python3', [
-      '-c',
-      `
-import fcntl, sys
-f = open(sys.argv[1], 'a')
-try:
-    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    sys.exit(0)
-except BlockingIOError:
-    sys.exit(3)
-`,
-      p,
-    ]);
+    const probe = spawnSync('python3', [join(FIXTURES, 'flock.py'), 'probe', p]);
     assert.equal(probe.status, 3, 'Python got the lock hostlock holds');
     await h.rpc.call('release', { handle: w.handle });
   });

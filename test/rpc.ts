@@ -9,6 +9,10 @@ import { after } from 'node:test';
 
 export const ROOT = resolve(__dirname, '..', '..');
 export const CLI = join(ROOT, 'dist', 'cli.js');
+// Helper scripts the tests run (the .py and .sh files stay in the source tree).
+export const FIXTURES = join(ROOT, 'test', 'fixtures');
+// The journal library (molecule/shared/journal.py), for PYTHONPATH.
+export const JOURNAL_PY = join(ROOT, 'molecule', 'shared');
 
 // Every process a test file started and did not stop (a test that failed or
 // timed out midway) is killed when the file's tests end: no helper or agent

@@ -10,40 +10,11 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { processStartTime } from '../src/proc';
-import { CLI, cli, connectSocket, sleep, tempDir, until } from './rpc';
+import { CLI, cli, connectSocket, FIXTURES, sleep, tempDir, until } from './rpc';
 
-// argv: mode (learned | last-instant | exit), end file, seconds of work, daemon pid file.
-// The worker runs its work in its session and waits for it (as a worker runs a task's
-// `sh -c`), beside a daemon in a session of its own (as an ssh ControlPersist master)
-// that must not keep the hold.
-const OWNER = String.raw`
-import os, signal, subprocess, sys, time
-mode, end, secs, daemon = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-sys.stdin.readline()
-if os.fork() == 0:
-    os.setsid()
-    work = "import os, sys, time; time.sleep(float(sys.argv[2])); " \
-        "open(sys.argv[1] + '.t', 'w').write(str(time.monotonic_ns())); os.rename(sys.argv[1] + '.t', sys.argv[1])"
-    w = subprocess.Popen([sys.executable, '-c', work, end, secs])
-    d = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], start_new_session=True)
-    open(daemon, 'w').write(str(d.pid))
-    w.wait()
-    os._exit(0)
-if mode == 'last-instant':
-    os.kill(os.getpid(), signal.SIGKILL)
-if mode == 'exit':
-    time.sleep(float(secs) / 3)
-    sys.exit(0)
-time.sleep(600)
-`;
-
-// Blocks in flock(2) on the file, then prints CLOCK_MONOTONIC in ns (the clock the work's end uses).
-const WAITER = String.raw`
-import fcntl, sys, time
-f = open(sys.argv[1], 'a')
-fcntl.flock(f, fcntl.LOCK_EX)
-print(time.monotonic_ns(), flush=True)
-`;
+// The owner (fixtures/run-owner.py) and the flock(2) waiter (fixtures/flock.py wait).
+const OWNER = join(FIXTURES, 'run-owner.py');
+const FLOCK = join(FIXTURES, 'flock.py');
 
 // The interpreter itself, not a wrapper (pyenv's shim) that execs it after the agent looked.
 const PYTHON = execFileSync('python3', ['-c', 'import sys; print(sys.executable)'], { encoding: 'utf8' }).trim();
@@ -70,7 +41,7 @@ describe('run lifetime: the holds outlive ansible-playbook while its workers run
     const end = join(t.dir, `${name}.end`);
     const daemon = join(t.dir, `${name}.daemon`);
     pidFiles.push(daemon);
-    const owner = spawn(PYTHON, ['-c', OWNER, mode, end, String(secs), daemon], {
+    const owner = spawn(PYTHON, [OWNER, mode, end, String(secs), daemon], {
       stdio: ['pipe', 'ignore', 'inherit'],
     });
     procs.push(owner);
@@ -97,7 +68,7 @@ describe('run lifetime: the holds outlive ansible-playbook while its workers run
     const run = `${owner.pid}-${processStartTime(owner.pid!)}`;
     await c!.rpc.call('acquire', { name, scope: 'run', member: 'h1', owner: { pid: owner.pid, run, host: 'h1' } });
     c!.sock.destroy(); // run holds outlive the connection
-    const waiter = spawn(PYTHON, ['-c', WAITER, join(t.dir, `${name}.lock`)], {
+    const waiter = spawn(PYTHON, [FLOCK, 'wait', join(t.dir, `${name}.lock`)], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     procs.push(waiter);

@@ -1,24 +1,31 @@
 """The journal of a concurrency test: who was inside which section, and when.
 
-Every process that takes part (launcher, critical sections, test action
-plugins) appends one JSON object per line to a shared file. Times are
-CLOCK_MONOTONIC nanoseconds, which one Linux machine shares across processes,
-so stamps written by different ansible-playbook runs compare directly.
+Every process that takes part (launchers, critical sections, action plugins,
+stress workers) appends one JSON object per line to a shared file:
 
-Used three ways:
-  * as a library by launch.py, the demo and the scenarios' action plugins;
-  * `journal.py section ...`  a critical section run by a playbook task;
-  * `journal.py check NAME JOURNAL ...`  a verify step (exit 1 on failure).
+  ev        enter | exit | abort (a section), note, run-start | run-end
+  t         CLOCK_MONOTONIC nanoseconds, shared by every process on one Linux
+            machine, so stamps written by different runs compare directly
+  wall      wall-clock nanoseconds, for people
+  id        pairs a section's enter with its exit or abort
+  run, host, sec, lock_name, mode, pid   who was inside what, under which lock
+            (mode exclusive or shared; no lock_name: unguarded work)
+
+Stress journals (test/journal.ts) add the counter `value` a section read or
+wrote and may lack `t` where the writer has no monotonic clock (bash); they
+are replayed in line order, which is event order since every line is
+written under the lock.
+
+This module is the format (append, load), the reading of sections out of it
+and the checks; journal_cli.py is the command line the playbooks call, and
+test/journal.ts writes and checks the same format from TypeScript.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,67 +46,6 @@ def append(journal: str | os.PathLike, event: dict) -> dict:
     finally:
         os.close(fd)
     return record
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is dead for our purposes: its locks are gone.
-    try:
-        state = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != 'Z'
-
-
-def run_section(args: argparse.Namespace) -> int:
-    """Enter, stay `hold` seconds (or until a gate), leave: all stamped.
-
-    If the run that started us dies (HL_RUN_PID, set by launch.py), the section
-    ends with an `abort` stamp instead of outliving the run: a SIGKILLed run's
-    modules would otherwise keep running as orphans and muddy the journal.
-    """
-    lock = json.loads(args.lock_json) if args.lock_json else None
-    if isinstance(lock, dict):
-        lock = {
-            k: lock.get(k) for k in ('acquired', 'changed', 'waited', 'mode', 'holders', 'name', 'msg') if k in lock
-        }
-    base = {
-        'id': uuid.uuid4().hex[:12],
-        'run': args.run,
-        'host': args.host,
-        'sec': args.sec,
-        'lock_name': args.lock_name,
-        'mode': args.mode,
-        'pid': os.getpid(),
-    }
-    append(args.journal, {**base, 'ev': 'enter', 'lock': lock})
-    run_pid = int(os.environ.get('HL_RUN_PID') or 0)
-    deadline = time.monotonic() + args.hold
-    gate_deadline = time.monotonic() + args.gate_timeout
-    while True:
-        now = time.monotonic()
-        if run_pid and not _pid_alive(run_pid):
-            append(args.journal, {**base, 'ev': 'abort'})
-            return 3
-        if args.until_file:
-            if Path(args.until_file).exists() and now >= deadline:
-                break
-        elif args.until_entered:
-            if count_entered(args.journal, args.sec) >= args.until_entered and now >= deadline:
-                break
-        elif now >= deadline:
-            break
-        if (args.until_file or args.until_entered) and now >= gate_deadline:
-            append(args.journal, {**base, 'ev': 'exit', 'gate': 'timeout'})
-            return 4
-        time.sleep(0.02)
-    append(args.journal, {**base, 'ev': 'exit'})
-    return 0
 
 
 # --------------------------------------------------------------------- reading
@@ -152,9 +98,9 @@ def sections(events: list[dict]) -> list[Section]:
         if e.get('ev') == 'enter':
             by_id[e['id']] = Section(
                 id=e['id'],
-                run=e['run'],
-                host=e['host'],
-                sec=e['sec'],
+                run=e.get('run') or str(e.get('pid')),
+                host=e.get('host') or '',
+                sec=e.get('sec') or '',
                 lock_name=e.get('lock_name'),
                 mode=e.get('mode') or 'exclusive',
                 start=e['t'],
@@ -443,184 +389,3 @@ CHECKS = {
     'crash': check_crash,
     'download-once': check_download_once,
 }
-
-
-# -------------------------------------------------------------------- selftest
-
-
-def selftest() -> int:
-    """Each check must fail on a journal that breaks its property.
-
-    The scenarios only ever show the checks passing; this shows they can fail.
-    """
-
-    def sec(run, host, start, end, sec_='host', lock=None, mode='exclusive', waited=0.0, how='exit', gate=None):
-        i = f'{run}-{host}-{sec_}-{start}'
-        base = {
-            'id': i,
-            'run': run,
-            'host': host,
-            'sec': sec_,
-            'lock_name': lock if lock is not None else host,
-            'mode': mode,
-        }
-        ev = [{**base, 'ev': 'enter', 't': start * 10**9, 'lock': {'waited': waited}}]
-        if end is not None:
-            ev.append({**base, 'ev': how, 't': end * 10**9, **({'gate': gate} if gate else {})})
-        return ev
-
-    def run(r, pid, rc=0, pb='/x/p.yml'):
-        return [
-            {'ev': 'run-start', 'run': r, 'pid': pid, 'playbook': pb, 't': 0},
-            {'ev': 'run-end', 'run': r, 'rc': rc, 't': 10**12},
-        ]
-
-    def note(kind, t, **kw):
-        return {'ev': 'note', 'kind': kind, 't': t * 10**9, **kw}
-
-    ns = argparse.Namespace
-    cases = [
-        ('exclusive', sec('r1', 'h1', 0, 2) + sec('r2', 'h1', 1, 3), ns(sec=None)),
-        ('exclusive', sec('r1', 'h1', 0, 2, mode='shared') + sec('r2', 'h1', 1, 3), ns(sec=None)),
-        ('parallel', sec('r1', 'h1', 0, 1) + sec('r2', 'h2', 1, 2), ns(sec=None, runs=0)),
-        ('parallel', sec('r1', 'h1', 0, 5) + sec('r2', 'h2', 1, 2) + sec('r3', 'h3', 3, 4), ns(sec=None, runs=3)),
-        (
-            'complete',
-            run('r1', 1) + run('r2', 2, rc=2) + sec('r1', 'h1', 0, 1) + sec('r2', 'h1', 1, 2),
-            ns(sec='host', runs=2, hosts=1, per_host=1),
-        ),
-        ('complete', run('r1', 1) + sec('r1', 'h1', 0, None), ns(sec='host', runs=1, hosts=1, per_host=1)),
-        (
-            'once-per-run',
-            sec('r1', 'c', 0, 1, sec_='cluster') + sec('r1', 'c', 2, 3, sec_='cluster'),
-            ns(sec='cluster', runs=1),
-        ),
-        (
-            'outside-parallel',
-            sec('r1', 'c', 0, 1, sec_='cluster', lock='cluster') + sec('r2', 'h1', 2, 3, sec_='work', lock=''),
-            ns(sec='cluster', other='work'),
-        ),
-        (
-            'shared-overlap',
-            sec('r1', 'h', 0, 1, mode='shared') + sec('r2', 'h', 2, 3, mode='shared') + sec('r3', 'h', 4, 5),
-            ns(sec=None),
-        ),
-        (
-            'shared-overlap',
-            sec('r1', 'h', 0, 2, mode='shared') + sec('r2', 'h', 1, 3, mode='shared') + sec('r3', 'h', 2.5, 5),
-            ns(sec=None),
-        ),
-        (
-            'timeout-named',
-            run('holder', 42)
-            + run('waiter', 43)
-            + [
-                note(
-                    'lock-result',
-                    1,
-                    run='waiter',
-                    result={
-                        'failed': True,
-                        'acquired': False,
-                        'waited': 1.0,
-                        'msg': 'timed out; held by someone',
-                        'holders': [{'pid': 42}],
-                    },
-                )
-            ],
-            ns(holder='holder', waiter='waiter', timeout=1.0),
-        ),
-        (
-            'crash',
-            run('killed', 1, rc=-9)
-            + run('waiter', 2)
-            + sec('killed', 'h', 0, 5, how='abort')
-            + [note('kill', 4), note('acquired-seen', 7)]
-            + sec('waiter', 'h', 7, 8, waited=4.0),
-            ns(killed='killed', waiter='waiter', limit=2.0),
-        ),
-        (
-            'download-once',
-            [
-                note('try', 0, host='a', acquired=True),
-                note('try', 0, host='b', acquired=True),
-                note('download-start', 0, host='a'),
-                note('download-start', 0, host='b'),
-                note('download-end', 1, host='a', sha256='x'),
-            ],
-            ns(hosts=2),
-        ),
-    ]
-    failures = 0
-    for name, events, args in cases:
-        try:
-            CHECKS[name](events, args)
-        except CheckFailed as exc:
-            sys.stdout.write(f'ok: {name} rejects a bad journal ({exc})\n')
-            continue
-        failures += 1
-        sys.stdout.write(f'NOT OK: {name} accepted a journal that breaks its property\n')
-    return 1 if failures else 0
-
-
-# ------------------------------------------------------------------------- CLI
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog='journal.py', description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest='cmd', required=True)
-
-    s = sub.add_parser('section', help='stamp enter, stay, stamp exit')
-    s.add_argument('--journal', required=True)
-    s.add_argument('--run', required=True)
-    s.add_argument('--host', required=True)
-    s.add_argument('--sec', default='host', help='section kind (host, cluster, work...)')
-    s.add_argument('--lock-name', default=None, help='lock guarding it; none for unguarded work')
-    s.add_argument('--mode', default='exclusive', choices=['exclusive', 'shared'])
-    s.add_argument('--hold', type=float, default=0.5, help='seconds inside (at least)')
-    s.add_argument('--lock-json', default=None, help='the registered result of the lock task')
-    s.add_argument('--until-file', default=None, help='stay until this file exists')
-    s.add_argument('--until-entered', type=int, default=0, help='stay until N sections of this kind (--sec) entered')
-    s.add_argument('--gate-timeout', type=float, default=60.0)
-
-    n = sub.add_parser('note', help='append a free-form event')
-    n.add_argument('--journal', required=True)
-    n.add_argument('--kind', required=True)
-    n.add_argument('--json', default='{}', help='fields to add (a JSON object)')
-
-    c = sub.add_parser('check', help='verify a property of the journal; exit 1 if it does not hold')
-    c.add_argument('name', choices=sorted(CHECKS))
-    c.add_argument('journal')
-    c.add_argument('--sec', default=None)
-    c.add_argument('--other', default='work')
-    c.add_argument('--runs', type=int, default=0)
-    c.add_argument('--hosts', type=int, default=0)
-    c.add_argument('--per-host', type=int, default=1)
-    c.add_argument('--holder', default=None)
-    c.add_argument('--waiter', default=None)
-    c.add_argument('--killed', default=None)
-    c.add_argument('--timeout', type=float, default=0.0)
-    c.add_argument('--limit', type=float, default=2.0)
-
-    sub.add_parser('selftest', help='show that every check fails on a journal that breaks it')
-
-    a = p.parse_args(argv)
-    if a.cmd == 'selftest':
-        return selftest()
-    if a.cmd == 'section':
-        return run_section(a)
-    if a.cmd == 'note':
-        append(a.journal, {'ev': 'note', 'kind': a.kind, **json.loads(a.json)})
-        return 0
-    ev = load(a.journal)
-    try:
-        msg = CHECKS[a.name](ev, a)
-    except CheckFailed as exc:
-        sys.stderr.write(f'FAILED {a.name}: {exc}\n')
-        return 1
-    sys.stdout.write(f'ok {a.name}: {msg}\n')
-    return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -24,7 +24,6 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import journal as jl
 
 _print_lock = threading.Lock()

@@ -10,11 +10,13 @@ import textwrap
 import time
 from pathlib import Path
 
+import journal as jl
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 CLI = REPO / 'dist' / 'cli.js'
+JOURNAL_CLI = REPO / 'molecule' / 'shared' / 'journal_cli.py'
 HOSTS = ['h%d' % i for i in range(1, 21)]
 
 
@@ -88,6 +90,8 @@ class Env:
             str(playbook),
             '-e',
             'out=%s' % self.out,
+            '-e',
+            'journal_cli=%s' % JOURNAL_CLI,
             *args,
         ]
         if limit:
@@ -160,20 +164,14 @@ def env(request, tmp_path, collections_root):
     e.cleanup()
 
 
-def journal_intervals(path: Path):
-    """Parse 'enter|exit <who> <time>' lines into {who: (enter, exit)}."""
-    spans: dict[str, list[float]] = {}
-    for line in path.read_text().split('\n'):
-        if not line.strip():
-            continue
-        event, who, stamp = line.split()
-        spans.setdefault(who, [None, None])[0 if event == 'enter' else 1] = float(stamp)
-    return {who: tuple(span) for who, span in spans.items()}
+def journal_sections(path: Path) -> dict[str, jl.Section]:
+    """{run: its section} from a journal written by `journal_cli.py section --run WHO`."""
+    return {s.run: s for s in jl.sections(jl.load(path))}
 
 
-def overlaps(spans):
-    items = sorted(spans.values())
-    return [(a, b) for a, b in zip(items, items[1:]) if b[0] < a[1]]
+def overlaps(spans: dict[str, jl.Section]):
+    """The pairs of sections that were inside at the same time."""
+    return jl.overlapping_pairs(sorted(spans.values(), key=lambda s: s.start), lambda a, b: True)
 
 
 # A run that takes the lock "x" and keeps it until the test touches out/go (or kills it).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import journal_intervals, overlaps
+from conftest import journal_sections, overlaps
 
 # Both runs reach the lock together (a barrier on ready files), then log enter/exit
 # stamps around a section that must not overlap when exclusive.
@@ -24,10 +24,11 @@ GUARDED = """
         shared: "{{ shared | default(false) }}"
         timeout: 60
     - name: guarded
-      ansible.builtin.shell: |
-        echo "enter {{ who }}-{{ inventory_hostname }} $(date +%s.%N)" >> {{ out }}/journal-{{ inventory_hostname }}
-        sleep {{ hold | default(2) }}
-        echo "exit {{ who }}-{{ inventory_hostname }} $(date +%s.%N)" >> {{ out }}/journal-{{ inventory_hostname }}
+      ansible.builtin.command:
+        argv: ["{{ ansible_playbook_python }}", "{{ journal_cli }}", section,
+               --journal, "{{ out }}/journal-{{ inventory_hostname }}",
+               --run, "{{ who }}-{{ inventory_hostname }}", --host, "{{ inventory_hostname }}",
+               --hold, "{{ hold | default(2) }}"]
     - name: unlock
       hostlock.core.lock:
         state: released
@@ -48,7 +49,7 @@ def _two_runs(env, target='h1', shared=False, hold=2):
 
 def test_two_runs_take_turns_on_one_host(env):
     out_a, out_b = _two_runs(env)
-    spans = journal_intervals(env.out / 'journal-h1')
+    spans = journal_sections(env.out / 'journal-h1')
     assert set(spans) == {'A-h1', 'B-h1'}
     assert not overlaps(spans), spans
     waits = sorted(env.record(tag, 'lock')['result']['waited'] for tag in 'AB')
@@ -69,7 +70,7 @@ def test_per_host_locks_only_serialise_common_hosts(env):
     for p in (a, b, c):
         out, _ = p.communicate(timeout=120)
         assert p.returncode == 0, out
-    spans = journal_intervals(env.out / 'journal-h2')
+    spans = journal_sections(env.out / 'journal-h2')
     assert set(spans) == {'A-h2', 'B-h2'} and not overlaps(spans), spans
     # h3's run was not held up by the contention on h2.
     assert env.record('C', 'lock', 'h3')['result']['waited'] < 1.0
@@ -77,7 +78,7 @@ def test_per_host_locks_only_serialise_common_hosts(env):
 
 def test_shared_locks_overlap(env):
     _two_runs(env, shared=True, hold=3)
-    spans = journal_intervals(env.out / 'journal-h1')
+    spans = journal_sections(env.out / 'journal-h1')
     assert set(spans) == {'A-h1', 'B-h1'}
     assert overlaps(spans), spans
     for tag in 'AB':

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import HOSTS, journal_intervals, overlaps
+from conftest import HOSTS, journal_sections, overlaps
 
 # README's quick start: lock each host (the name defaults to inventory_hostname), work, release.
 QUICK_START = """
@@ -14,10 +14,11 @@ QUICK_START = """
       hostlock.core.lock:
         timeout: 60
     - name: work
-      ansible.builtin.shell: |
-        echo "enter {{ who }} $(date +%s.%N)" >> {{ out }}/journal-{{ inventory_hostname }}
-        sleep {{ hold | default(0.05) }}
-        echo "exit {{ who }} $(date +%s.%N)" >> {{ out }}/journal-{{ inventory_hostname }}
+      ansible.builtin.command:
+        argv: ["{{ ansible_playbook_python }}", "{{ journal_cli }}", section,
+               --journal, "{{ out }}/journal-{{ inventory_hostname }}",
+               --run, "{{ who }}", --host, "{{ inventory_hostname }}",
+               --hold, "{{ hold | default(0.05) }}"]
     - name: unlock
       hostlock.core.lock:
         state: released
@@ -44,7 +45,7 @@ def _concurrent(env, playbook, runs, *args, forks=20, limit=None, timeout=240):
 
 def _check_turns(env, hosts, runs):
     for host in hosts:
-        spans = journal_intervals(env.out / ('journal-%s' % host))
+        spans = journal_sections(env.out / ('journal-%s' % host))
         assert set(spans) == {'R%d' % i for i in range(runs)}, (host, spans)
         assert not overlaps(spans), (host, spans)
 
@@ -81,7 +82,7 @@ def test_inventory_order_differs_from_name_order_and_limit(env):
         out, _ = proc.communicate(timeout=240)
         assert proc.returncode == 0, out[-6000:]
     for host in HOSTS:
-        spans = journal_intervals(env.out / ('journal-%s' % host))
+        spans = journal_sections(env.out / ('journal-%s' % host))
         assert not overlaps(spans), (host, spans)
 
 
@@ -95,10 +96,11 @@ TEMPLATED = """
         name: "slot-{{ 100 - (inventory_hostname[1:] | int) }}"
         timeout: 60
     - name: work
-      ansible.builtin.shell: |
-        echo "enter {{ who }} $(date +%s.%N)" >> {{ out }}/journal-{{ inventory_hostname }}
-        sleep 0.05
-        echo "exit {{ who }} $(date +%s.%N)" >> {{ out }}/journal-{{ inventory_hostname }}
+      ansible.builtin.command:
+        argv: ["{{ ansible_playbook_python }}", "{{ journal_cli }}", section,
+               --journal, "{{ out }}/journal-{{ inventory_hostname }}",
+               --run, "{{ who }}", --host, "{{ inventory_hostname }}",
+               --hold, '0.05']
     - name: unlock
       hostlock.core.lock:
         name: "slot-{{ 100 - (inventory_hostname[1:] | int) }}"
@@ -159,10 +161,11 @@ CONSTANT = """
         name: cluster
         timeout: 60
     - name: work
-      ansible.builtin.shell: |
-        echo "enter {{ who }}-{{ inventory_hostname }} $(date +%s.%N)" >> {{ out }}/journal-cluster
-        sleep 0.05
-        echo "exit {{ who }}-{{ inventory_hostname }} $(date +%s.%N)" >> {{ out }}/journal-cluster
+      ansible.builtin.command:
+        argv: ["{{ ansible_playbook_python }}", "{{ journal_cli }}", section,
+               --journal, "{{ out }}/journal-cluster",
+               --run, "{{ who }}-{{ inventory_hostname }}", --host, "{{ inventory_hostname }}",
+               --hold, '0.05']
       when: inventory_hostname == 'h1'
     - name: unlock
       hostlock.core.lock:
@@ -174,7 +177,7 @@ CONSTANT = """
 def test_constant_name_is_one_run_hold(env):
     pb = env.playbook('constant.yml', CONSTANT)
     _concurrent(env, pb, 3)
-    spans = journal_intervals(env.out / 'journal-cluster')
+    spans = journal_sections(env.out / 'journal-cluster')
     assert len(spans) == 3 and not overlaps(spans), spans
     assert env.record('R0', 'lock', 'h7')['result']['acquired'] is True
 
@@ -189,10 +192,11 @@ FREE = """
       hostlock.core.lock:
         timeout: 60
     - name: work
-      ansible.builtin.shell: |
-        echo "enter {{ who }} $(date +%s.%N)" >> {{ out }}/journal-{{ inventory_hostname }}
-        sleep {{ 1 if inventory_hostname == 'h1' else 0.05 }}
-        echo "exit {{ who }} $(date +%s.%N)" >> {{ out }}/journal-{{ inventory_hostname }}
+      ansible.builtin.command:
+        argv: ["{{ ansible_playbook_python }}", "{{ journal_cli }}", section,
+               --journal, "{{ out }}/journal-{{ inventory_hostname }}",
+               --run, "{{ who }}", --host, "{{ inventory_hostname }}",
+               --hold, "{{ 1 if inventory_hostname == 'h1' else 0.05 }}"]
     - name: unlock
       hostlock.core.lock:
         state: released
@@ -205,13 +209,13 @@ def test_free_strategies_keep_their_parallelism(env, strategy):
     pb = env.playbook('free.yml', FREE)
     _concurrent(env, pb, 2, '-e', 'strategy=%s' % strategy, limit='h1:h2:h3:h4')
     for host in ['h1', 'h2', 'h3', 'h4']:
-        spans = journal_intervals(env.out / ('journal-%s' % host))
+        spans = journal_sections(env.out / ('journal-%s' % host))
         assert not overlaps(spans), (host, spans)
     # The run that waited a second for h1 did its h2 meanwhile: h2 never queued behind h1.
-    h1 = journal_intervals(env.out / 'journal-h1')
-    h2 = journal_intervals(env.out / 'journal-h2')
-    second = max(h1, key=lambda who: h1[who][0])
-    assert h2[second][1] < h1[second][0], (second, h1, h2)
+    h1 = journal_sections(env.out / 'journal-h1')
+    h2 = journal_sections(env.out / 'journal-h2')
+    second = max(h1, key=lambda who: h1[who].start)
+    assert h2[second].end < h1[second].start, (second, h1, h2)
 
 
 # serial and throttle under linear: batches stay ordered, the runs still complete and take turns.
@@ -225,10 +229,11 @@ SERIAL = """
         timeout: 60
       throttle: "{{ throttle_size | default(0) | int }}"
     - name: work
-      ansible.builtin.shell: |
-        echo "enter {{ who }} $(date +%s.%N)" >> {{ out }}/journal-{{ inventory_hostname }}
-        sleep 0.05
-        echo "exit {{ who }} $(date +%s.%N)" >> {{ out }}/journal-{{ inventory_hostname }}
+      ansible.builtin.command:
+        argv: ["{{ ansible_playbook_python }}", "{{ journal_cli }}", section,
+               --journal, "{{ out }}/journal-{{ inventory_hostname }}",
+               --run, "{{ who }}", --host, "{{ inventory_hostname }}",
+               --hold, '0.05']
     - name: unlock
       hostlock.core.lock:
         state: released
