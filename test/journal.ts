@@ -178,35 +178,34 @@ export function checkTokens(text: string): { max: number; count: number } {
   return { max, count };
 }
 
-// A journal of a counting semaphore's sections: `S <pid> <time> <slot>` when
-// a holder enters, `s <pid> <time> <slot>` when it leaves (still holding).
-// Never more than `slots` inside, never two in one slot; returns the most
-// that were inside at once and the sections seen.
+// The sections of a counting semaphore (enter and exit events carrying the
+// `slot` they hold): never more than `slots` inside, never two in one slot.
+// Returns the most that were inside at once and the sections seen.
 export function checkSlotJournal(text: string, slots: number): { most: number; sections: number } {
-  const inside = new Map<string, string>(); // slot -> pid
+  const inside = new Map<number, JournalEvent>(); // slot -> its holder's enter
   const holders = new Set<string>();
   let most = 0;
   let sections = 0;
-  for (const [i, line] of text.split('\n').filter(Boolean).entries()) {
-    const [kind, pid, , slot] = line.split(' ');
-    const where = `journal line ${i + 1} "${line}"`;
-    if (kind === 'S') {
-      // Counted by process first, whatever slot each one says it has.
-      holders.add(pid);
+  for (const [i, e] of parseJournal(text).entries()) {
+    const where = `journal line ${i + 1} ${JSON.stringify(e)}`;
+    const slot = Number(e.slot);
+    if (e.ev === 'enter') {
+      // Counted by section first, whatever slot each one says it has.
+      holders.add(e.id);
       assert.ok(holders.size <= slots, `${where}: ${holders.size} inside, more than ${slots} slots`);
-      assert.ok(Number(slot) >= 1 && Number(slot) <= slots, `${where}: slot out of range`);
-      assert.ok(!inside.has(slot), `${where}: slot ${slot} already held by ${inside.get(slot)}`);
-      inside.set(slot, pid);
+      assert.ok(slot >= 1 && slot <= slots, `${where}: slot out of range`);
+      assert.ok(!inside.has(slot), `${where}: slot ${slot} already held by ${inside.get(slot)?.pid}`);
+      inside.set(slot, e);
       sections++;
       most = Math.max(most, holders.size);
-    } else if (kind === 's') {
-      assert.equal(inside.get(slot), pid, `${where}: left a slot it was not in`);
+    } else if (e.ev === 'exit') {
+      assert.equal(inside.get(slot)?.id, e.id, `${where}: left a slot it was not in`);
       inside.delete(slot);
-      holders.delete(pid);
+      holders.delete(e.id);
     } else {
-      assert.fail(`${where}: unknown record`);
+      assert.fail(`${where}: unknown event`);
     }
   }
-  assert.equal(inside.size, 0, `sections never ended: ${[...inside.values()].join(', ')}`);
+  assert.equal(inside.size, 0, `sections never ended: ${[...inside.values()].map((e) => e.pid).join(', ')}`);
   return { most, sections };
 }

@@ -5,13 +5,11 @@
 // order; a slot waiter that times out never holds.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { checkSlotJournal } from './journal';
+import { checkSlotJournal, journalAppend } from './journal';
 import { CLI, cli, sleep, startServe, tempDir, until, type Helper } from './rpc';
-
-const now = () => ((performance.timeOrigin + performance.now()) / 1000).toFixed(6);
 
 describe('slots', { timeout: 120000 }, () => {
   test('N+2 concurrent holders (helpers and hostlock run) never exceed N slots', async () => {
@@ -27,14 +25,19 @@ describe('slots', { timeout: 120000 }, () => {
           const r = await h.rpc.call('acquire', { name: 'pool', slots: N });
           assert.equal(r.acquired, true);
           assert.equal(r.slots, N);
-          appendFileSync(journal, `S ${h.proc.pid} ${now()} ${r.slot}\n`);
+          const id = `${h.proc.pid}-${i}`;
+          const at = { pid: h.proc.pid!, lock_name: 'pool', slot: r.slot };
+          journalAppend(journal, { ev: 'enter', id, ...at });
           await sleep(Math.random() * 15);
-          appendFileSync(journal, `s ${h.proc.pid} ${now()} ${r.slot}\n`);
+          journalAppend(journal, { ev: 'exit', id, ...at });
           await h.rpc.call('release', { handle: r.handle });
         }
       };
       // Two `hostlock run` loops: the command itself writes the journal lines.
-      const body = `echo "S $$ $EPOCHREALTIME $HOSTLOCK_SLOT" >> "$J"; sleep 0.0$((RANDOM % 3)); echo "s $$ $EPOCHREALTIME $HOSTLOCK_SLOT" >> "$J"`;
+      // Double quotes only: the body runs inside bash -c '...'.
+      const event = (ev: string) =>
+        `printf "{\\"ev\\":\\"${ev}\\",\\"id\\":\\"%s\\",\\"pid\\":%s,\\"lock_name\\":\\"pool\\",\\"slot\\":%s,\\"wall\\":%s}\\n" "$$" "$$" "$HOSTLOCK_SLOT" "\${EPOCHREALTIME/./}000" >> "$J"`;
+      const body = `${event('enter')}; sleep 0.0$((RANDOM % 3)); ${event('exit')}`;
       const viaRun = () =>
         new Promise<void>((resolve, reject) => {
           const loop = spawn(
@@ -50,8 +53,10 @@ describe('slots', { timeout: 120000 }, () => {
       assert.equal(v.most, N, 'the slots were never all in use at once');
       process.stderr.write(`# slots: ${v.sections} sections, at most ${v.most} of ${N} inside\n`);
       // The journal check catches what it must (self-test).
-      assert.throws(() => checkSlotJournal('S 1 0 1\nS 2 0 2\nS 3 0 3\n', 2), /more than 2 slots/);
-      assert.throws(() => checkSlotJournal('S 1 0 1\nS 2 0 1\n', 2), /slot 1 already held/);
+      const enter = (pid: number, slot: number) =>
+        JSON.stringify({ ev: 'enter', id: String(pid), pid, lock_name: 'pool', slot, wall: 0 });
+      assert.throws(() => checkSlotJournal([enter(1, 1), enter(2, 2), enter(3, 3)].join('\n'), 2), /more than 2 slots/);
+      assert.throws(() => checkSlotJournal([enter(1, 1), enter(2, 1)].join('\n'), 2), /slot 1 already held/);
     } finally {
       await Promise.all(helpers.map((h) => h.close()));
       t.cleanup();
