@@ -45,7 +45,9 @@ interface PlanEntry {
   target: Target;
   // Members that still expect this lock: it is taken only while someone does.
   reserved: Set<string>;
-  state: 'queued' | 'taking' | 'held' | 'dropped' | 'failed';
+  state: 'queued' | 'taking' | 'held' | 'dropped' | 'failed' | 'refused';
+  // Why the lock was refused (a deadlock): told to every member that waits for it.
+  refusal?: RunOutcome;
   // The plan took a new kernel lock for it: the first member to claim it reports changed.
   fresh?: boolean;
   error?: unknown;
@@ -190,6 +192,9 @@ export class RunHolds {
           entry.fresh = res.changed;
           entry.state = 'held';
         }
+      } else if (res?.reason === 'deadlock') {
+        entry.state = 'refused';
+        entry.refusal = res;
       } else if (res) {
         entry.state = 'dropped'; // cancelled: every member gave up on it, or the plan ended
       }
@@ -224,6 +229,10 @@ export class RunHolds {
           if (entry.state === 'failed') {
             this.giveUp(plan, entry, member);
             throw entry.error;
+          }
+          if (entry.state === 'refused') {
+            this.giveUp(plan, entry, member);
+            return { ...entry.refusal!, waited: since(started), changed: false };
           }
           const blocked = plan.blocked && plan.entries.indexOf(plan.blocked.entry) <= plan.entries.indexOf(entry);
           const gone = entry.state === 'dropped' || entry.state === 'held' || plan.ended;

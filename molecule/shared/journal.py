@@ -248,6 +248,27 @@ def check_exclusive(ev, a) -> str:
     return f'{len(secs)} sections under {len(names)} locks ({", ".join(names)}): never two inside one lock'
 
 
+def check_at_most(ev, a) -> str:
+    """Never more than --slots sections inside one lock at once, and that many at some moment."""
+    secs = _select(sections(ev), a.sec)
+    _expect(secs, f'no {a.sec!r} sections in the journal')
+    most = 0
+    for lock in {s.lock_name for s in secs}:
+        # Sweep the enters and exits of one lock in time order (an exit before an enter at the same instant).
+        edges = sorted(
+            [(s.start, 1) for s in secs if s.lock_name == lock]
+            + [(s.end if s.end is not None else float('inf'), -1) for s in secs if s.lock_name == lock],
+            key=lambda x: (x[0], x[1]),
+        )
+        inside = 0
+        for _, step in edges:
+            inside += step
+            _expect(inside <= a.slots, f'{inside} sections inside lock {lock!r} at once, more than {a.slots} slots')
+            most = max(most, inside)
+    _expect(most == a.slots, f'at most {most} sections were inside at once: the {a.slots} slots were never all used')
+    return f'{len(secs)} sections, never more than {a.slots} inside one lock, {most} at once'
+
+
 def check_parallel(ev, a) -> str:
     """Different runs were inside different hosts' sections at the same moment."""
     secs = _select(sections(ev), a.sec)
@@ -383,6 +404,7 @@ CHECKS = {
     'once-per-run': check_once_per_run,
     'exclusive': check_exclusive,
     'parallel': check_parallel,
+    'at-most': check_at_most,
     'outside-parallel': check_outside_parallel,
     'shared-overlap': check_shared_overlap,
     'timeout-named': check_timeout_named,

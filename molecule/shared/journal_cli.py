@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument('--killed', default=None)
     c.add_argument('--timeout', type=float, default=0.0)
     c.add_argument('--limit', type=float, default=2.0)
+    c.add_argument('--slots', type=int, default=1)
 
     a = p.parse_args(argv)
     if a.cmd == 'section':

@@ -49,6 +49,12 @@ def note(kind, t, **kw):
 
 
 BAD = [
+    (
+        'at-most',
+        sec('r1', 'h1', 0, 3, lock='p') + sec('r2', 'h2', 1, 3, lock='p') + sec('r3', 'h3', 2, 3, lock='p'),
+        ns(sec=None, slots=2),
+    ),
+    ('at-most', sec('r1', 'h1', 0, 1, lock='p') + sec('r2', 'h2', 1, 2, lock='p'), ns(sec=None, slots=2)),
     ('exclusive', sec('r1', 'h1', 0, 2) + sec('r2', 'h1', 1, 3), ns(sec=None)),
     ('exclusive', sec('r1', 'h1', 0, 2, mode='shared') + sec('r2', 'h1', 1, 3), ns(sec=None)),
     ('parallel', sec('r1', 'h1', 0, 1) + sec('r2', 'h2', 1, 2), ns(sec=None, runs=0)),
@@ -137,6 +143,11 @@ def test_exclusive_accepts_shared_together_and_exclusive_in_turn():
         + sec('r5', 'other', 0, 5)
     )
     assert 'never two inside one lock' in jl.check_exclusive(events, ns(sec=None))
+
+
+def test_at_most_accepts_n_inside_and_turns_at_the_same_instant():
+    events = sec('r1', 'h', 0, 2, lock='p') + sec('r2', 'h', 1, 3, lock='p') + sec('r3', 'h', 2, 4, lock='p')
+    assert 'never more than 2 inside' in jl.check_at_most(events, ns(sec=None, slots=2))
 
 
 @pytest.mark.parametrize('sample', sorted(SAMPLES.glob('*.jsonl')), ids=lambda p: p.name)

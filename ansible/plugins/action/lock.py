@@ -252,7 +252,8 @@ class ActionModule(ActionBase):
         if res.get('reason') == 'deadlock':
             # Waiting would close a cycle of runs waiting for each other: fail now, naming it.
             out['cycle'] = res.get('cycle') or []
-            out['msg'] = 'deadlock: %s' % (res.get('message') or "waiting for lock '%s' would close a cycle" % name)
+            msg = res.get('message') or "waiting for lock '%s' would close a cycle of runs" % name
+            out['msg'] = msg if msg.startswith('deadlock') else 'deadlock: %s' % msg
             return out
         out['msg'] = "timed out after %.1fs waiting for lock '%s' (%s)%s: held by %s" % (
             out['waited'],

@@ -170,16 +170,30 @@ class Lock:
     ``LockTimeout``; ``shared=True`` takes a shared (read) lock.
     ``backend`` (a ``postgresql://`` or ``etcd://`` URL, default ``$HOSTLOCK_BACKEND``) keeps the
     lock in a server store shared by several controllers, named by ``lock_path``.
-    ``token`` is the fencing token of the current grant.
+    ``token`` is the fencing token of the current grant. ``slots=N`` makes the lock a
+    counting semaphore (at most N holders); ``slot`` is the one held.
     """
 
-    def __init__(self, lock_path, blocking=True, prefix=None, *, timeout=None, shared=False, helper=None, backend=None):
+    def __init__(
+        self,
+        lock_path,
+        blocking=True,
+        prefix=None,
+        *,
+        timeout=None,
+        shared=False,
+        helper=None,
+        backend=None,
+        slots=None,
+    ):
         # A Path and an empty prefix, as cli2 has them: callers use lock.lock_path.parent and the like.
         self.lock_path = Path(os.path.abspath(os.fspath(lock_path)))
         self.blocking = blocking
         self.prefix = prefix or ''
         self.timeout = timeout
         self.shared = shared
+        self.slots = slots
+        self.slot = None
         self.helper = helper
         # A server store (postgresql://…, etcd://…): the path string names the lock there.
         backend = os.environ.get('HOSTLOCK_BACKEND') if backend is None else backend
@@ -227,6 +241,8 @@ class Lock:
         params = dict(where, shared=bool(self.shared), owner=_owner(), notify=NOTIFY_EVERY)
         if self.prefix:
             params['prefix'] = str(self.prefix)
+        if self.slots is not None:
+            params['slots'] = int(self.slots)
         return params
 
     def _on_notify(self, method, params):
@@ -260,6 +276,7 @@ class Lock:
         if result.get('acquired'):
             self._handle = result.get('handle')
             self.token = result.get('token')
+            self.slot = result.get('slot')
             self.acquired = True
             self._log(logging.INFO, 'Acquired')
             return True
