@@ -7,7 +7,8 @@ export interface TestAgent {
   agent: ChildProcess;
   socket: string;
   connect(): ReturnType<typeof connectSocket>;
-  stop(): void;
+  // Resolves once the agent has exited (it releases and writes its last records first).
+  stop(): Promise<void>;
 }
 
 // `wrap`: a command prefix the agent runs under (e.g. `ip netns exec NS`).
@@ -42,8 +43,13 @@ export async function startAgent(
     socket,
     connect: () => connectSocket(socket),
     stop() {
+      const exited =
+        agent.exitCode !== null || agent.signalCode !== null
+          ? Promise.resolve()
+          : new Promise<void>((resolve) => agent.once('exit', () => resolve()));
       agent.kill('SIGTERM');
       owner.kill('SIGKILL');
+      return exited;
     },
   };
 }

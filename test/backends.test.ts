@@ -162,7 +162,7 @@ for (const b of backends) {
         await c.rpc.call('release', { handle: other.handle });
         sock.destroy();
       } finally {
-        agent?.stop();
+        await agent?.stop();
       }
     });
   });

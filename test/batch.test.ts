@@ -17,9 +17,9 @@ describe('batches', { timeout: 60000 }, () => {
   const agents: TestAgent[] = [];
   const socks: Array<{ destroy(): void }> = [];
   before(() => mkdirSync(env.HOSTLOCK_DIR, { mode: 0o700 }));
-  after(() => {
+  after(async () => {
     for (const s of socks) s.destroy();
-    for (const a of agents) a.stop();
+    await Promise.all(agents.map((a) => a.stop()));
     t.cleanup();
   });
   const lockPath = (name: string) => join(env.HOSTLOCK_DIR, `${name}.lock`);

@@ -103,7 +103,7 @@ describe('deadlock detection', { timeout: 120000 }, () => {
       assert.equal((await w0).acquired, true);
       for (const c of conns) c.sock.destroy();
     } finally {
-      for (const a of agents) a.stop();
+      await Promise.all(agents.map((a) => a.stop()));
       await Promise.all(
         agents.map((a) =>
           a.agent.exitCode === null ? new Promise((r) => a.agent.once('exit', r)) : Promise.resolve(),

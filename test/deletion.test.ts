@@ -67,7 +67,7 @@ describe('a cleaner deleting lock files while holding them', () => {
     } finally {
       cleaning = false;
       await cleaner;
-      agent.stop();
+      await agent.stop();
     }
     const v = checkJournal(readFileSync(journal, 'utf8'), Number(readFileSync(counter, 'utf8')));
     assert.equal(v.completed, 4 * SECTIONS);
@@ -93,7 +93,7 @@ describe('a lock file deleted or replaced under its holder', () => {
   after(async () => {
     await h.close();
     await other.close();
-    agent.stop();
+    await agent.stop();
     t.cleanup();
   });
 

@@ -514,7 +514,7 @@ describe('another user and a run agent', () => {
       assert.ok(lockedByOthers(join(t.dir, 'held.lock')), 'the run hold is still held');
       sock.destroy();
     } finally {
-      agent.stop();
+      await agent.stop();
     }
   });
 

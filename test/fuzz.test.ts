@@ -552,7 +552,7 @@ describe(`fuzz (seed ${SEED})`, () => {
       assertNothingHeld(t.dir);
       assert.equal(agent.agent.exitCode, null, 'the agent exited');
     } finally {
-      agent.stop();
+      await agent.stop();
     }
   });
 });

@@ -20,7 +20,7 @@ async function agentIn(ns: Netns, env: NodeJS.ProcessEnv) {
     rpc: conn.rpc,
     stop: () => {
       conn.sock.destroy();
-      agent.stop();
+      void agent.stop();
     },
   };
 }

@@ -108,7 +108,7 @@ async function stress(killP: number, sharedP = 0) {
     await Promise.all(Array.from({ length: WORKERS }, (_, i) => slot(KINDS[i % KINDS.length])));
   } finally {
     for (const c of running) c.kill('SIGKILL');
-    agent.stop();
+    await agent.stop();
   }
   const seconds = (performance.now() - started) / 1000;
   const text = readFileSync(journal, 'utf8');
