@@ -256,10 +256,27 @@ export class LockManager {
   holders(target: Target): Holder[] {
     try {
       const s = target.store.status(target.key);
-      return s instanceof Promise ? [] : s.holders;
+      return s instanceof Promise ? (this.holderCache.get(target.path)?.holders ?? []) : s.holders;
     } catch {
       return [];
     }
+  }
+
+  // The holders for a reply: at once from a store that answers at once, after
+  // one status read from a server store (so a busy or timed-out reply names them).
+  private withHolders(target: Target, then: (holders: Holder[]) => void): void {
+    let s: KeyStatus | Promise<KeyStatus>;
+    try {
+      s = target.store.status(target.key);
+    } catch {
+      return then([]);
+    }
+    if (s instanceof Promise) {
+      s.then(
+        (st) => then(st.holders),
+        () => then([]),
+      );
+    } else then(s.holders);
   }
 
   // For waiting notices only: hundreds of waiters on one lock must not each
@@ -273,6 +290,15 @@ export class LockManager {
     try {
       const s = target.store.status(target.key);
       if (!(s instanceof Promise)) ({ holders, waiters } = s);
+      else {
+        // A server store: this notice says what the last reading said; the next ones what this one finds.
+        if (hit) ({ holders, waiters } = hit);
+        s.then(
+          (st) =>
+            this.holderCache.set(target.path, { at: performance.now(), holders: st.holders, waiters: st.waiters }),
+          () => undefined,
+        );
+      }
     } catch {
       /* the notice goes out without them */
     }
@@ -565,12 +591,10 @@ export class LockManager {
           this.grant(w, held);
         } else if (once) {
           if (i >= 0) w.entry.queue.splice(i, 1);
-          w.settle({
-            acquired: false,
-            waited: secondsSince(w.started),
-            reason: w.req.wait ? 'timeout' : 'busy',
-            holders: this.holders(w.req.target),
-          });
+          const waited = secondsSince(w.started);
+          this.withHolders(w.req.target, (holders) =>
+            w.settle({ acquired: false, waited, reason: w.req.wait ? 'timeout' : 'busy', holders }),
+          );
         }
         this.pump(w.entry);
       },
@@ -601,7 +625,8 @@ export class LockManager {
           waited: secondsSince(w.started),
         });
       }
-      w.settle({ acquired: false, waited: secondsSince(w.started), reason, holders: this.holders(w.req.target) });
+      const waited = secondsSince(w.started);
+      this.withHolders(w.req.target, (holders) => w.settle({ acquired: false, waited, reason, holders }));
       this.pump(w.entry);
     };
     if (!wait) return finish();

@@ -91,6 +91,7 @@ for (const b of backends) {
       const busy = await c.rpc.call('try', { name: 'web1', backend });
       assert.equal(busy.acquired, false);
       assert.equal(busy.reason, 'busy');
+      assert.equal(busy.holders[0]?.controller, 'ctl-a', `the busy reply names the holder: ${JSON.stringify(busy)}`);
       const st = await c.rpc.call('status', { name: 'web1', backend });
       assert.equal(st.held, true);
       assert.equal(st.holders[0].controller, 'ctl-a');
