@@ -289,6 +289,8 @@ def test_private_helper_is_reused_between_locks(env):
 
 INTERRUPTED = """
 import signal
+# Ctrl-C raises KeyboardInterrupt even where SIGINT came ignored from the parent (a background job).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 lock = Lock(sys.argv[1])
 try:
     lock.acquire()
