@@ -76,7 +76,7 @@ def check_status(a) -> int:
         print(f'FAILED: stale holders after the runs ended: {json.dumps(held)}', file=sys.stderr)
         return 1
     agents = jl.notes(jl.load(a.journal), 'status-before-kill')[0]['agents']
-    alive = [p for p in agents if jl._pid_alive(p)]
+    alive = [p for p in agents if jl.pid_alive(p)]
     if not agents or alive:
         print(
             f'FAILED: agent of the killed run {"unknown" if not agents else "still alive: %s" % alive}', file=sys.stderr

@@ -59,6 +59,21 @@ def load(journal: str | os.PathLike) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is dead for our purposes: its locks are gone.
+    try:
+        state = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != 'Z'
+
+
 def count_entered(journal: str, sec: str) -> int:
     return sum(1 for e in load(journal) if e.get('ev') == 'enter' and e.get('sec') == sec)
 

@@ -17,22 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
-from journal import CHECKS, CheckFailed, append, count_entered, load
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is dead for our purposes: its locks are gone.
-    try:
-        state = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != 'Z'
+from journal import CHECKS, CheckFailed, append, count_entered, load, pid_alive
 
 
 def run_section(args: argparse.Namespace) -> int:
@@ -62,7 +47,7 @@ def run_section(args: argparse.Namespace) -> int:
     gate_deadline = time.monotonic() + args.gate_timeout
     while True:
         now = time.monotonic()
-        if run_pid and not _pid_alive(run_pid):
+        if run_pid and not pid_alive(run_pid):
             append(args.journal, {**base, 'ev': 'abort'})
             return 3
         if args.until_file:
