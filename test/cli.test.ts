@@ -98,7 +98,10 @@ test('status lists free and held locks, as a table and as JSON', async () => {
   const table = cli(['status'], env);
   assert.match(table.stdout, /web1\s+exclusive/);
   assert.match(table.stdout, /free one\s+free/);
+  // It writes its release to the lock directory's history as it goes: wait for it.
+  const gone = new Promise((r) => holder.once('exit', r));
   holder.kill();
+  await gone;
   t.cleanup();
 });
 
@@ -120,12 +123,29 @@ test('status names a free lock whose name is too long for a file name, not its h
 test('logs go to stderr only: Waiting, Acquired, Released with the prefix; JSON on request', async () => {
   const t = tempDir();
   const env = { HOSTLOCK_DIR: t.dir, LOG_LEVEL: 'info' };
-  const holder = spawn('flock', ['-o', '-x', join(t.dir, 'logged.lock'), 'sleep', '0.5'], { stdio: 'ignore' });
+  const holder = spawn('flock', ['-o', '-x', join(t.dir, 'logged.lock'), 'sleep', '60'], {
+    stdio: 'ignore',
+    detached: true, // its own group: flock and its sleep go together
+  });
   await until(() => lockedByOthers(join(t.dir, 'logged.lock')));
-  const r = cli(['run', 'logged', '--', 'echo', 'out'], env);
-  assert.equal(r.status, 0, r.stderr);
-  assert.equal(r.stdout, 'out\n', 'stdout carries only the command output');
-  for (const m of ['Waiting', 'Acquired', 'Released']) assert.match(r.stderr, new RegExp(`logged .*${m}`));
+  // The holder lets go only once the waiter has said it waits.
+  const waiter = spawn(
+    process.execPath,
+    [join(__dirname, '..', '..', 'dist', 'cli.js'), 'run', 'logged', '--', 'echo', 'out'],
+    {
+      env: { ...process.env, ...env },
+    },
+  );
+  let stdout = '';
+  let stderr = '';
+  waiter.stdout.on('data', (c) => (stdout += c));
+  waiter.stderr.on('data', (c) => (stderr += c));
+  const status = new Promise((r) => waiter.once('exit', r));
+  await until(() => /Waiting/.test(stderr), 30_000);
+  process.kill(-holder.pid!, 'SIGTERM');
+  assert.equal(await status, 0, stderr);
+  assert.equal(stdout, 'out\n', 'stdout carries only the command output');
+  for (const m of ['Waiting', 'Acquired', 'Released']) assert.match(stderr, new RegExp(`logged .*${m}`));
   const quiet = cli(['run', 'logged', '--', 'true'], { HOSTLOCK_DIR: t.dir });
   assert.equal(quiet.stderr, '', 'the default level (warn) says nothing on success');
   const j = cli(['run', 'logged', '--', 'true'], { ...env, HOSTLOCK_LOG_FORMAT: 'json' });
@@ -139,6 +159,5 @@ test('logs go to stderr only: Waiting, Acquired, Released with the prefix; JSON 
   );
   assert.equal(lines[0].prefix, 'logged');
   assert.equal(lines[0].path, join(t.dir, 'logged.lock'));
-  holder.kill();
   t.cleanup();
 });
