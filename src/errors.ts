@@ -10,11 +10,13 @@ export const ErrorCode = {
   Internal: -32603,
   LockDirUnusable: -32001,
   PathRefused: -32002,
+  LockLost: -32003,
   RunHoldConflict: -32004,
   IoError: -32005,
   Deadlock: -32006,
   StoreUnavailable: -32007,
   SlotsMismatch: -32008,
+  ProtocolMismatch: -32009,
 } as const;
 
 export interface ErrorData {

@@ -1,6 +1,6 @@
 // The protocol's methods, one handler each, typed by their parameters
 // (src/schemas/params.json has already checked them).
-import { invalidParams } from './errors';
+import { ErrorCode, HostlockError, invalidParams } from './errors';
 import type { HandleTable } from './handles';
 import { controllerName, type Holder, type Owner } from './holders';
 import type { Id } from './jsonrpc';
@@ -30,6 +30,7 @@ export interface AcquireParams extends TargetParams {
   prefix?: string;
   batch?: BatchParams;
   slots?: number;
+  protocol?: number;
 }
 
 // The names of one task's batch (a linear play's hosts), taken in one order (runholds.ts).
@@ -43,7 +44,7 @@ export interface Params {
   acquire: AcquireParams;
   try: AcquireParams;
   block: { handle: string; timeout?: number | null; notify?: number };
-  release: TargetParams & { handle?: string; scope?: 'run'; member?: string; batch?: BatchParams };
+  release: TargetParams & { handle?: string; scope?: 'run'; member?: string; batch?: BatchParams; protocol?: number };
   status: TargetParams;
   list: { dir?: string; backend?: string };
 }
@@ -73,7 +74,36 @@ export function methods(c: Connection): Handlers {
     req.onWaiting = (info) => c.notify('waiting', { handle, name: req.target.name, path: req.target.path, ...info });
   };
 
+  // A request that names the client's protocol is refused by a helper of
+  // another one before it does anything (a helper older than the parameter
+  // refuses the unknown key): clients need no `hello` first.
+  function checkProtocol(p: { protocol?: number }): void {
+    if (p.protocol === undefined || p.protocol === PROTOCOL) return;
+    throw new HostlockError(
+      ErrorCode.ProtocolMismatch,
+      `this hostlock helper (${VERSION}) speaks protocol ${PROTOCOL}, the client protocol ${p.protocol}: ` +
+        'install the helper and the collection of one release',
+      { protocol: PROTOCOL, version: VERSION },
+    );
+  }
+
+  // A member whose holds were lost hears of it on its next run-scope request,
+  // which is refused before it does anything (as `hello` with `member` reports it).
+  function checkLost(member: string | undefined): void {
+    if (member === undefined) return;
+    const lost = server.lostHolds?.take(member) ?? [];
+    if (!lost.length) return;
+    const names = lost.map((l) => `'${l.name ?? l.path}'`).join(', ');
+    throw new HostlockError(
+      ErrorCode.LockLost,
+      `lock lost: ${member} held ${names} when this run's agent stopped or the store lost the hold; ` +
+        'another run may have entered the guarded section',
+      { lost: lost.map(({ name, path, mode, since }) => ({ name, path, mode, since })) },
+    );
+  }
+
   function acquire(p: AcquireParams, wait: boolean): unknown {
+    checkProtocol(p);
     if (!wait && p.timeout !== undefined && p.timeout !== null && p.timeout > 0) {
       throw invalidParams('params.timeout does not apply to "try", which never waits; use "acquire" or "block"');
     }
@@ -92,7 +122,10 @@ export function methods(c: Connection): Handlers {
       prefix: p.prefix,
       notifyEvery: p.notify,
     };
-    if (p.scope === 'run') return acquireRun(p, req, handles.issue('r'));
+    if (p.scope === 'run') {
+      checkLost(p.member ?? p.owner?.host ?? '-');
+      return acquireRun(p, req, handles.issue('r'));
+    }
     return acquireOwn(handles.issue('h'), req, p);
   }
 
@@ -221,6 +254,8 @@ export function methods(c: Connection): Handlers {
     },
 
     release(p) {
+      checkProtocol(p);
+      if (p.scope === 'run') checkLost(p.member);
       if (p.batch) server.runHolds.batchSeen(p.batch.id);
       if (p.handle !== undefined) {
         const st = handles.own(p.handle);

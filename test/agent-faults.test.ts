@@ -165,8 +165,9 @@ describe('agent faults', () => {
     const first = spawnAgent(o.pid!, env);
     const sockPath = cli(['agent', '--owner-pid', String(o.pid), '--print-socket'], env).stdout.trim();
     const c = await connectWhenUp(sockPath);
-    for (const member of ['web1', 'web2', 'web3']) await c.rpc.call('acquire', { name: 'db', scope: 'run', member });
-    await c.rpc.call('acquire', { name: 'cache', scope: 'run', member: 'web2' });
+    for (const member of ['web1', 'web2', 'web3', 'web4'])
+      await c.rpc.call('acquire', { name: 'db', scope: 'run', member });
+    for (const member of ['web2', 'web5']) await c.rpc.call('acquire', { name: 'cache', scope: 'run', member });
     first.kill('SIGKILL');
     await new Promise((r) => first.on('exit', r));
     c.sock.destroy();
@@ -195,6 +196,18 @@ describe('agent faults', () => {
       ['db'],
     );
     assert.deepEqual(await lostOf('web3'), []);
+    // Without a hello, a member's next run-scope request is refused "lock lost", once.
+    const refused = await c3.rpc.raw('try', { name: 'db', scope: 'run', member: 'web4', protocol: 2 });
+    assert.equal(refused.error?.code, -32003, JSON.stringify(refused));
+    assert.match(refused.error.message, /lock lost: web4 held 'db'/);
+    assert.deepEqual(
+      refused.error.data.lost.map((l: any) => l.name),
+      ['db'],
+    );
+    const released = await c3.rpc.raw('release', { name: 'cache', scope: 'run', member: 'web5', protocol: 2 });
+    assert.equal(released.error?.code, -32003, JSON.stringify(released));
+    assert.equal((await c3.rpc.call('release', { name: 'cache', scope: 'run', member: 'web5' })).released, false);
+    assert.deepEqual(await lostOf('web4'), []);
     // The run can lock again.
     const again = await c2.rpc.call('acquire', { name: 'db', scope: 'run', member: 'web1', timeout: 2 });
     assert.equal(again.acquired, true);

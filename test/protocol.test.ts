@@ -150,6 +150,8 @@ describe('serve: bad input', () => {
     ['unknown handle', 'release', { handle: 'h999' }, -32602],
     ['block of a held handle', 'block', { handle: 'nope' }, -32602],
     ['missing directory', 'acquire', { name: 'x', dir: '/nonexistent/hostlock' }, -32001],
+    ['another protocol (acquire)', 'acquire', { name: 'x', protocol: 99 }, -32009],
+    ['another protocol (release)', 'release', { name: 'x', scope: 'run', protocol: 1 }, -32009],
   ];
   for (const [what, method, params, code] of bad) {
     test(what, async () => {

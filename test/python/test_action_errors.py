@@ -111,7 +111,8 @@ def test_node_missing(env):
 
 OLD_HELPER = r"""
 import json, os, socket, sys
-# A stand-in for an old helper: it answers hello with protocol 0.
+# A stand-in for an old helper: it answers hello with protocol 0, and refuses
+# every other request as an old helper refuses the parameter `protocol`.
 
 
 def answer(rfile, wfile):
@@ -119,6 +120,9 @@ def answer(rfile, wfile):
         req = json.loads(line)
         reply = {"jsonrpc": "2.0", "id": req["id"],
                  "result": {"version": "0.0.1", "protocol": 0, "pid": os.getpid(), "lost": []}}
+        if req["method"] != "hello":
+            reply = {"jsonrpc": "2.0", "id": req["id"],
+                     "error": {"code": -32602, "message": "params has unknown key protocol"}}
         wfile.write(json.dumps(reply) + "\n")
         wfile.flush()
 

@@ -11,9 +11,9 @@ from ansible.errors import AnsibleActionFail
 from ansible.utils.display import Display
 
 from ansible.plugins.action import ActionBase
-from ansible_collections.hostlock.core.plugins.plugin_utils.agent import connect_agent
+from ansible_collections.hostlock.core.plugins.plugin_utils.agent import LOCK_LOST, check_refusal, connect_agent
 from ansible_collections.hostlock.core.plugins.plugin_utils.batch import batch_id, batch_members
-from ansible_collections.hostlock.core.plugins.plugin_utils.discovery import HelperError, find_helper
+from ansible_collections.hostlock.core.plugins.plugin_utils.discovery import PROTOCOL, HelperError, find_helper
 from ansible_collections.hostlock.core.plugins.plugin_utils.holders import holders_text
 from ansible_collections.hostlock.core.plugins.plugin_utils.owner import owner_metadata
 from ansible_collections.hostlock.core.plugins.plugin_utils.procinfo import run_owner_pid
@@ -55,6 +55,14 @@ def _lost_text(lost):
         else:
             parts.append(str(item))
     return ', '.join(parts)
+
+
+def _lost_failure(host, lost):
+    return (
+        'lock lost: the hostlock agent of this run stopped, or its store lost the hold, while host %s held %s; '
+        'another run may have entered the guarded section. Stopping instead of continuing unprotected.'
+        % (host, _lost_text(lost))
+    )
 
 
 def _ordinal(n):
@@ -111,39 +119,26 @@ class ActionModule(ActionBase):
         if lock_dir:
             lock_dir = os.path.abspath(os.path.expanduser(str(lock_dir)))
 
+        def find_cmd():
+            return find_helper(arg=args['helper'], var=self._var(task_vars, 'hostlock_helper'))
+
+        # Taking and releasing need no hello: their requests name the protocol, and the
+        # agent refuses them for a host whose holds were lost. One round trip per task.
+        greet = state == 'status' or self._task.check_mode
         try:
             owner_pid = run_owner_pid()
             owner = owner_metadata(self._task, host, owner_pid, task_vars.get('ansible_play_name'))
-            conn, hello = connect_agent(
-                lambda: find_helper(arg=args['helper'], var=self._var(task_vars, 'hostlock_helper')),
-                owner_pid,
-                client='hostlock.core.lock',
-                member=host,
-            )
+            conn, hello = connect_agent(find_cmd, owner_pid, client='hostlock.core.lock', member=host, greet=greet)
         except HelperError as e:
             raise AnsibleActionFail(str(e)) from e
 
         with conn:
             display.vvv(
-                'hostlock: %s: agent pid %s (helper %s, protocol %s) for run %s, state=%s name=%s dir=%s'
-                % (
-                    host,
-                    hello.get('pid'),
-                    hello.get('version'),
-                    hello.get('protocol'),
-                    owner.get('run'),
-                    state,
-                    name,
-                    lock_dir or '(helper default)',
-                )
+                'hostlock: %s: %s for run %s, state=%s name=%s dir=%s'
+                % (host, conn.describe, owner.get('run'), state, name, lock_dir or '(helper default)')
             )
-            lost = (hello or {}).get('lost') or []
-            if lost:
-                raise AnsibleActionFail(
-                    'lock lost: the hostlock agent of this run stopped while host %s held %s; the kernel '
-                    'released those locks, so another run may have entered the guarded section. '
-                    'Stopping instead of continuing unprotected.' % (host, _lost_text(lost))
-                )
+            if hello and hello.get('lost'):
+                raise AnsibleActionFail(_lost_failure(host, hello['lost']))
             target = {'name': name}
             if lock_dir:
                 target['dir'] = lock_dir
@@ -162,6 +157,12 @@ class ActionModule(ActionBase):
                         conn, target, state, args['shared'], timeout, owner, member, batch, args['slots']
                     )
             except RpcError as e:
+                if e.code == LOCK_LOST:
+                    raise AnsibleActionFail(_lost_failure(host, e.data.get('lost') or [])) from e
+                try:
+                    check_refusal(conn, find_cmd, e)
+                except HelperError as mismatch:
+                    raise AnsibleActionFail(str(mismatch)) from e
                 verb = {'acquired': 'acquire', 'try': 'try', 'released': 'release', 'status': 'read the status of'}[
                     state
                 ]
@@ -211,7 +212,9 @@ class ActionModule(ActionBase):
     def _acquire(self, conn, target, state, shared, timeout, owner, member, batch, slots=None):
         name = target['name']
         host = owner['host']
-        params = dict(target, shared=shared, owner=owner, scope='run', member=member, notify=NOTIFY_EVERY)
+        params = dict(
+            target, shared=shared, owner=owner, scope='run', member=member, notify=NOTIFY_EVERY, protocol=PROTOCOL
+        )
         if slots is not None:
             params['slots'] = slots
         if batch:
@@ -273,7 +276,7 @@ class ActionModule(ActionBase):
         )
 
     def _release(self, conn, target, member, batch):
-        params = dict(target, scope='run')
+        params = dict(target, scope='run', protocol=PROTOCOL)
         if member != RUN_MEMBER:
             # run_once releases the run's whole hold: whichever host took it, and every host's share.
             params['member'] = member

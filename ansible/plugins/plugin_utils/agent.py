@@ -20,9 +20,14 @@ from ansible_collections.hostlock.core.plugins.plugin_utils.discovery import (
     check_hello,
 )
 from ansible_collections.hostlock.core.plugins.plugin_utils.procinfo import run_id
-from ansible_collections.hostlock.core.plugins.plugin_utils.rpc import HelperGone, RpcConnection
+from ansible_collections.hostlock.core.plugins.plugin_utils.rpc import HelperGone, RpcConnection, RpcError
 
-__all__ = ['connect_agent', 'default_runtime_dir']
+__all__ = ['connect_agent', 'check_refusal', 'default_runtime_dir', 'LOCK_LOST']
+
+# Error codes of docs/PROTOCOL.md the shim acts on.
+INVALID_PARAMS = -32602
+LOCK_LOST = -32003
+PROTOCOL_MISMATCH = -32009
 
 
 def default_runtime_dir(environ=None):
@@ -178,13 +183,17 @@ def _start_lock(run_dir):
     return fd
 
 
-def connect_agent(find_cmd, owner_pid, client='ansible', member=None):
+def connect_agent(find_cmd, owner_pid, client='ansible', member=None, greet=True):
     """Connect to the agent of the run owned by ``owner_pid``, starting it if needed.
 
     ``find_cmd()`` returns the helper's command line; it is called only when the agent must be
     started or refuses us, so a task that finds the run's agent up never searches for the helper.
     Returns ``(connection, hello_result)``. Many workers may race here: one starts
     the agent under a flock of the runtime directory, the others then connect.
+
+    ``greet=False`` skips ``hello`` (the result is then None): the caller's requests name
+    the protocol and a member's lost holds fail them, so one round trip does a task's work;
+    see ``check_refusal`` for the errors that may mean another protocol.
     """
     found = []
 
@@ -211,6 +220,8 @@ def connect_agent(find_cmd, owner_pid, client='ansible', member=None):
     finally:
         if start_lock is not None:
             os.close(start_lock)
+    if not greet:
+        return conn, None
     try:
         params = {'client': client}
         if member is not None:
@@ -226,6 +237,20 @@ def connect_agent(find_cmd, owner_pid, client='ansible', member=None):
         conn.close()
         raise
     return conn, hello
+
+
+def check_refusal(conn, find_cmd, err):
+    """After an agent refused a request that named the protocol (``err``): raise HelperError
+    if the agent speaks another protocol (an older one refuses the unknown parameter as
+    invalid), else return so that the caller reports ``err`` itself."""
+    if err.code not in (INVALID_PARAMS, PROTOCOL_MISMATCH):
+        return
+    try:
+        hello = conn.call('hello', {}, timeout=START_TIMEOUT)
+    except (HelperGone, RpcError):
+        return
+    if (hello or {}).get('protocol') != PROTOCOL:
+        check_hello(hello, find_cmd())
 
 
 def _log_hint(log_path):
