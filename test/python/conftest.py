@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,13 @@ VENV_BIN = Path(sys.executable).parent
 CLI = REPO / 'dist' / 'cli.js'
 JOURNAL_CLI = REPO / 'molecule' / 'shared' / 'journal_cli.py'
 HOSTS = ['h%d' % i for i in range(1, 21)]
+
+# Started under nohup or as a shell's background job, the suite would hand SIGHUP or
+# SIGINT ignored to every process it starts, and the tests that stop runs with them
+# would wait for runs that never stop. Processes started from here get the defaults.
+for _sig, _handler in ((signal.SIGHUP, signal.SIG_DFL), (signal.SIGINT, signal.default_int_handler)):
+    if signal.getsignal(_sig) == signal.SIG_IGN:
+        signal.signal(_sig, _handler)
 
 
 def pytest_configure(config):
