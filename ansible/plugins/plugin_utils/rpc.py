@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
+import select
 import socket
 import time
 
@@ -52,6 +52,8 @@ class RpcConnection:
         self._buf = b''
         self._next_id = 0
         self.closed = False
+        self._poll = select.poll()
+        self._poll.register(read_fd, select.POLLIN)
 
     @classmethod
     def over_socket(cls, sock, describe='hostlock agent'):
@@ -99,10 +101,8 @@ class RpcConnection:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise HelperGone('%s did not answer in time' % self.describe)
-            with selectors.DefaultSelector() as sel:
-                sel.register(self._rfd, selectors.EVENT_READ)
-                if not sel.select(remaining):
-                    continue
+            if not self._poll.poll(None if remaining is None else max(1, int(remaining * 1000 + 0.999))):
+                continue
             try:
                 chunk = os.read(self._rfd, 65536)
             except (ConnectionError, OSError) as e:
