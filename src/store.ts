@@ -24,6 +24,7 @@
 //    owner.
 //  - Passwords never leave the store: `describe` and every error message use
 //    a masked URL.
+import type { HistoryRecord } from './history';
 import type { Holder, Owner } from './holders';
 
 // A store that can answer at once (the local store: one non-blocking flock)
@@ -167,4 +168,16 @@ export interface LockStore {
   // Appends one event to the key's bounded history. Best effort: it never
   // throws, and a lock is never refused for want of a history line.
   record?(event: HistoryEvent): void;
+
+  // The recorded history of one name or of the whole store, oldest first,
+  // `since` in ms since the epoch (`hostlock history|timeline --backend`; the
+  // local store's journal is read per directory by history.ts instead).
+  history?(query: { name?: string; since?: number }): MaybePromise<HistoryRecord[]>;
+
+  // Ends the hold of `key` whose fencing token is `token`, from any
+  // controller (`hostlock break --backend`): the next waiter proceeds and the
+  // holder's helper sees the hold lost (onLost: "lock lost"). Resolves once the
+  // hold is gone; rejects with an error saying why when there is no such hold
+  // or it may not be ended. Records a `break` event naming `by` and `reason`.
+  breakHold?(key: LockKey, token: number, by: Requester, reason: string): MaybePromise<Holder>;
 }
