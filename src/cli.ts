@@ -204,6 +204,7 @@ function printStore(
       mode: string | null;
       holders: Holder[];
       waiters: Waiter[];
+      slots?: number;
     }>;
   },
   json: boolean,
@@ -216,9 +217,17 @@ function printStore(
   const who = (h: Holder | Waiter) =>
     `${h.user}@${h.controller} pid ${h.pid}${h.playbook ? ` ${h.playbook}` : ''}${h.task ? ` [${h.task}]` : ''}${h.host ? ` host ${h.host}` : ''}`;
   for (const l of res.locks) {
-    process.stdout.write(`${l.key.name ?? l.key.id}  ${l.held ? (l.mode ?? 'held') : 'free'}\n`);
+    const state =
+      l.slots !== undefined
+        ? `${l.holders.filter((h) => !h.lost).length}/${l.slots} slots`
+        : l.held
+          ? (l.mode ?? 'held')
+          : 'free';
+    process.stdout.write(`${l.key.name ?? l.key.id}  ${state}\n`);
     for (const h of l.holders)
-      process.stdout.write(`  held by ${who(h)} (${h.mode}) since ${h.since}${h.lost ? ' LOST' : ''}\n`);
+      process.stdout.write(
+        `  held by ${h.slot !== undefined ? `slot ${h.slot}: ` : ''}${who(h)} (${h.mode}) since ${h.since}${h.token !== undefined ? ` token ${h.token}` : ''}${h.lost ? ' LOST' : ''}\n`,
+      );
     l.waiters.forEach((w, i) => process.stdout.write(`  ${i + 1}. waiting: ${who(w)} (${w.mode}) since ${w.since}\n`));
   }
 }

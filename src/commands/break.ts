@@ -4,19 +4,70 @@
 // kernel then releases the lock and the next waiter proceeds. SIGKILL also
 // ends a stopped (SIGSTOP, ^Z) helper, and leaves a run agent's record of its
 // holds behind, so the run's next hostlock task fails "lock lost".
+// With a server store (`--backend`), the holder's helper may run on another
+// controller: the store itself ends that hold (its `breakHold`), and the
+// holder's helper finds it lost.
 import { createInterface } from 'node:readline/promises';
 import type { Argv, CommandModule } from 'yargs';
 import { controllerName, type Holder } from '../holders';
 import { currentUser, processStartTime } from '../proc';
 import { LockManager } from '../manager';
-import { localStore } from '../stores';
+import { closeStores, isLocal, localStore } from '../stores';
+import { backendOption } from './history';
 import { describeHolder } from './status';
 
 interface Args {
   name: string;
   reason: string;
   dir?: string;
+  backend?: string;
   yes: boolean;
+}
+
+// Asks on a terminal; elsewhere only --yes confirms. True to go on.
+async function confirmed(a: Args, list: string, what: string): Promise<boolean> {
+  if (a.yes) return true;
+  if (!process.stdin.isTTY) {
+    process.stderr.write(`hostlock: breaking ${a.name} ends:\n${list}\nconfirm with --yes (not on a terminal)\n`);
+    return false;
+  }
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  const answer = await rl.question(`Break ${a.name}? This ends ${what}:\n${list}\n[y/N] `);
+  rl.close();
+  if (/^y(es)?$/i.test(answer.trim())) return true;
+  process.stderr.write('hostlock: not broken\n');
+  return false;
+}
+
+async function breakInStore(a: Args, backend: string): Promise<number> {
+  if (a.dir !== undefined) {
+    process.stderr.write('hostlock: --dir applies to the local store only; omit it with --backend\n');
+    return 64;
+  }
+  try {
+    const target = new LockManager().targetForName(a.name, undefined, backend);
+    const { store, key } = target;
+    if (!store.breakHold) {
+      process.stderr.write(`hostlock: the ${store.kind} store cannot end a hold from here\n`);
+      return 1;
+    }
+    const holders = (await store.status(key)).holders.filter((h) => !h.lost && h.token !== undefined);
+    if (!holders.length) {
+      process.stderr.write(`hostlock: ${a.name} is not held in ${store.describe}; nothing to break\n`);
+      return 1;
+    }
+    const list = holders.map((h) => `  ${describeHolder(h)} (token ${h.token}) since ${h.since}`).join('\n');
+    if (!(await confirmed(a, list, `the hold in ${store.describe} of`))) return process.stdin.isTTY ? 1 : 64;
+    const me = { pid: process.pid, user: currentUser(), controller: controllerName() };
+    for (const h of holders) await store.breakHold(key, h.token!, me, a.reason);
+    process.stderr.write(
+      `hostlock: broke ${a.name} in ${store.describe}: ended ${holders.map((h) => `token ${h.token}`).join(', ')}; ` +
+        'the holder finds its hold lost\n',
+    );
+    return 0;
+  } finally {
+    await closeStores();
+  }
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -33,6 +84,8 @@ function mayEnd(pid: number): string | null {
 }
 
 export async function breakLock(a: Args): Promise<number> {
+  const backend = a.backend ?? process.env.HOSTLOCK_BACKEND;
+  if (!isLocal(backend)) return breakInStore(a, backend!);
   const m = new LockManager();
   const target = m.targetForName(a.name, a.dir);
   const status = localStore().status(target.key);
@@ -57,19 +110,7 @@ export async function breakLock(a: Args): Promise<number> {
     }
   }
   const list = ours.map((h) => `  ${describeHolder(h)} (helper pid ${h.helper_pid}) since ${h.since}`).join('\n');
-  if (!a.yes) {
-    if (!process.stdin.isTTY) {
-      process.stderr.write(`hostlock: breaking ${a.name} ends:\n${list}\nconfirm with --yes (not on a terminal)\n`);
-      return 64;
-    }
-    const rl = createInterface({ input: process.stdin, output: process.stderr });
-    const answer = await rl.question(`Break ${a.name}? This ends (SIGKILL) the helper of:\n${list}\n[y/N] `);
-    rl.close();
-    if (!/^y(es)?$/i.test(answer.trim())) {
-      process.stderr.write('hostlock: not broken\n');
-      return 1;
-    }
-  }
+  if (!(await confirmed(a, list, '(SIGKILL) the helper of'))) return process.stdin.isTTY ? 1 : 64;
   const me = { pid: process.pid, user: currentUser(), controller: controllerName() };
   for (const h of ours) {
     localStore().record({
@@ -124,6 +165,7 @@ export const breakCommand: CommandModule<object, Args> = {
       .positional('name', { type: 'string', describe: 'lock name' })
       .option('reason', { type: 'string', demandOption: true, describe: 'why (kept in the history)' })
       .option('dir', { type: 'string', describe: 'lock directory' })
+      .option('backend', backendOption)
       .option('yes', { alias: 'y', type: 'boolean', default: false, describe: 'do not ask for confirmation' })
       .check((a) => {
         if (!String(a.reason ?? '').trim()) throw new Error('--reason must say why');

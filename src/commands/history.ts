@@ -1,8 +1,9 @@
-// `hostlock history [NAME]`: the journal of a lock directory (history.ts),
-// oldest first, as lines or JSON.
+// `hostlock history [NAME]`: the journal of a lock directory (history.ts), or
+// the history a server store keeps (`--backend`), oldest first, as lines or JSON.
 import type { Argv, CommandModule } from 'yargs';
 import { readHistory, type HistoryRecord } from '../history';
 import { checkLockDir } from '../names';
+import { closeStores, isLocal, storeFor } from '../stores';
 
 // "90s", "15m", "2h", "3d" ago, or a date; null when the text is neither.
 export function parseSince(text: string, now = Date.now()): number | null {
@@ -14,23 +15,45 @@ export function parseSince(text: string, now = Date.now()): number | null {
 
 export interface HistoryQuery {
   dir?: string;
+  backend?: string;
   name?: string;
   since?: string;
 }
 
-export function queryHistory(q: HistoryQuery): { dir: string; from: number | null; records: HistoryRecord[] } {
-  const dir = checkLockDir(q.dir);
+// `dir`: where the history was read, as shown to the user (a lock directory,
+// or a server store's masked URL).
+export async function queryHistory(
+  q: HistoryQuery,
+): Promise<{ dir: string; from: number | null; records: HistoryRecord[] }> {
   let from: number | null = null;
   if (q.since !== undefined) {
     from = parseSince(q.since);
     if (from === null)
       throw new Error(`--since ${q.since}: give a duration (90s, 15m, 2h, 3d) or a date (2026-11-26T10:00)`);
   }
-  const records = readHistory(dir).filter(
-    (r) => (q.name === undefined || r.name === q.name) && (from === null || Date.parse(r.t) >= from),
-  );
-  return { dir, from, records };
+  const wanted = (r: HistoryRecord) =>
+    (q.name === undefined || r.name === q.name) && (from === null || Date.parse(r.t) >= from);
+  const backend = q.backend ?? process.env.HOSTLOCK_BACKEND;
+  if (isLocal(backend)) {
+    const dir = checkLockDir(q.dir);
+    return { dir, from, records: readHistory(dir).filter(wanted) };
+  }
+  if (q.dir !== undefined) throw new Error('--dir applies to the local store only; omit it with --backend');
+  try {
+    const store = storeFor(backend);
+    if (!store.history) throw new Error(`the ${store.kind} store keeps no history`);
+    const records = await store.history({ name: q.name, since: from ?? undefined });
+    return { dir: store.describe, from, records: records.filter(wanted) };
+  } finally {
+    await closeStores();
+  }
 }
+
+export const backendOption = {
+  type: 'string',
+  describe:
+    'where the locks live: local (default: $HOSTLOCK_BACKEND, else lock files) or a postgresql:// or etcd:// URL',
+} as const;
 
 function who(r: HistoryRecord): string {
   return [
@@ -58,21 +81,24 @@ export function describeRecord(r: HistoryRecord): string {
 interface Args {
   name?: string;
   dir?: string;
+  backend?: string;
   since?: string;
   json: boolean;
 }
 
 export const historyCommand: CommandModule<object, Args> = {
   command: 'history [name]',
-  describe: 'list the history of a lock directory (grants, releases, waits, timeouts, lost holds, deadlocks, breaks)',
+  describe:
+    'list the history of a lock directory or server store (grants, releases, waits, timeouts, lost holds, deadlocks, breaks)',
   builder: (y: Argv) =>
     y
       .positional('name', { type: 'string', describe: 'only this lock' })
       .option('dir', { type: 'string', describe: 'lock directory' })
+      .option('backend', backendOption)
       .option('since', { type: 'string', describe: 'only events since: 90s, 15m, 2h, 3d ago or a date' })
       .option('json', { type: 'boolean', default: false, describe: 'print JSON' }),
-  handler: (a) => {
-    const { dir, records } = queryHistory(a);
+  handler: async (a) => {
+    const { dir, records } = await queryHistory(a);
     if (a.json) process.stdout.write(JSON.stringify({ dir, events: records }, null, 2) + '\n');
     else for (const r of records) process.stdout.write(describeRecord(r) + '\n');
     process.exitCode = 0;

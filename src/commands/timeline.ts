@@ -3,7 +3,7 @@
 import { writeFileSync } from 'node:fs';
 import type { Argv, CommandModule } from 'yargs';
 import type { HistoryRecord } from '../history';
-import { queryHistory } from './history';
+import { backendOption, queryHistory } from './history';
 
 export interface Bar {
   lock: string;
@@ -332,6 +332,7 @@ export function buildTimeline(records: HistoryRecord[], from: number | null, now
 
 interface Args {
   dir?: string;
+  backend?: string;
   since?: string;
   svg?: string;
   width?: number;
@@ -343,11 +344,12 @@ export const timelineCommand: CommandModule<object, Args> = {
   builder: (y: Argv) =>
     y
       .option('dir', { type: 'string', describe: 'lock directory' })
+      .option('backend', backendOption)
       .option('since', { type: 'string', describe: 'from: 90s, 15m, 2h, 3d ago or a date (default: all)' })
       .option('svg', { type: 'string', describe: 'also write the timeline as SVG to this file' })
       .option('width', { type: 'number', describe: 'columns of the terminal chart' }),
-  handler: (a) => {
-    const { dir, from, records } = queryHistory(a);
+  handler: async (a) => {
+    const { dir, from, records } = await queryHistory(a);
     const tl = buildTimeline(records, from);
     const width = a.width ?? Math.max(40, Math.min(110, (process.stdout.columns || 100) - 20));
     if (!tl.locks.length) process.stdout.write(`no history in ${dir}${a.since ? ` since ${a.since}` : ''}\n`);
