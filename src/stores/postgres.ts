@@ -17,7 +17,7 @@ import { Client, type ClientConfig, type Notification } from 'pg';
 import { ErrorCode, HostlockError } from '../errors';
 import type { Holder } from '../holders';
 import type { KeyStatus, LockKey, LockStore, Mode, Requester, StoreAcquire, StoreHold, Waiter } from '../store';
-import { CREATE_SQL, LOCK_CLASS, SCHEMA, SCHEMA_VERSION } from './pgschema';
+import { CREATE_SQL, LOCK_CLASS, SCHEMA, SCHEMA_VERSION, upgradeSql } from './pgschema';
 import { PgUrlError, isSocket, resolveTarget, tlsOptions, type PgTarget, type SslMode } from './pgurl';
 
 // How often a waiting run polls for grants that a dead holder made possible.
@@ -177,24 +177,29 @@ export async function ensureSchema(client: Client, target: PgTarget): Promise<nu
     }
     return v;
   };
+  let what = `creating schema ${SCHEMA}`;
   try {
     const v = await read();
     if (v === SCHEMA_VERSION) return v;
-    if (v !== null) return check(v);
+    if (v !== null) check(v);
     await client.query('BEGIN');
     try {
       await client.query(`SELECT pg_advisory_xact_lock(${LOCK_CLASS}, 0)`);
       const again = await read();
       if (again === null) await client.query(CREATE_SQL);
+      else if (again < SCHEMA_VERSION) {
+        what = `upgrading schema ${SCHEMA} from version ${again} to ${SCHEMA_VERSION}`;
+        await client.query(upgradeSql(again));
+      }
       await client.query('COMMIT');
-      return check(again ?? SCHEMA_VERSION);
+      return check(again === null ? SCHEMA_VERSION : Math.max(again, SCHEMA_VERSION));
     } catch (err) {
       await client.query('ROLLBACK').catch(() => undefined);
       throw err;
     }
   } catch (err) {
     if (err instanceof HostlockError) throw err;
-    throw explainQueryError(err, target, `creating schema ${SCHEMA}`);
+    throw explainQueryError(err, target, what);
   }
 }
 
@@ -242,22 +247,26 @@ function resolveOrThrow(url: string, env?: NodeJS.ProcessEnv): PgTarget {
 
 class PgHold implements StoreHold {
   readonly since = new Date();
+  readonly key: LockKey;
+  readonly mode: Mode;
   lost = false;
   released = false;
   constructor(
     private readonly session: Session,
     readonly seq: number,
-    readonly key: LockKey,
-    readonly mode: Mode,
+    private readonly req: StoreAcquire,
     readonly token: number,
-    private readonly onLost?: (reason: string) => void,
-  ) {}
+    readonly slot: number | undefined,
+  ) {
+    this.key = req.key;
+    this.mode = req.slots === undefined ? req.mode : 'exclusive';
+  }
 
   markLost(reason: string): void {
     if (this.lost || this.released) return;
     this.lost = true;
     try {
-      this.onLost?.(reason);
+      this.req.onLost?.(reason);
     } catch {
       /* the policy's handler must not break the store */
     }
@@ -274,8 +283,8 @@ class PgHold implements StoreHold {
 class Session {
   readonly holds = new Map<number, PgHold>();
   readonly waits = new Map<number, Wait>();
-  // Grants that arrived before their enqueue call returned.
-  private readonly early = new Map<number, number>();
+  // Grants that arrived before their enqueue call returned: token and slot.
+  private readonly early = new Map<number, [number, number | undefined]>();
   private poller?: NodeJS.Timeout;
   private beat?: NodeJS.Timeout;
   private beating = false;
@@ -321,17 +330,18 @@ class Session {
 
   private onNotify(n: Notification): void {
     if (n.channel !== `hostlock_${this.runId}` || !n.payload) return;
-    const [seq, token] = n.payload.split(' ').map(Number);
-    if (!this.grant(seq, token)) this.early.set(seq, token);
+    const [seq, token, slot] = n.payload.split(' ').map(Number);
+    const s = Number.isInteger(slot) ? slot : undefined;
+    if (!this.grant(seq, token, s)) this.early.set(seq, [token, s]);
   }
 
   // Turns a granted row into a hold for the wait that asked for it.
-  private grant(seq: number, token: number): boolean {
+  private grant(seq: number, token: number, slot: number | undefined): boolean {
     const w = this.waits.get(seq);
     if (!w) return false;
     this.waits.delete(seq);
     this.stopPollingIfIdle();
-    const hold = new PgHold(this, seq, w.req.key, w.req.mode, token, w.req.onLost);
+    const hold = new PgHold(this, seq, w.req, token, slot);
     this.holds.set(seq, hold);
     w.resolve(hold);
     return true;
@@ -344,16 +354,20 @@ class Session {
       token: string | null;
       granted: boolean;
       cycle: CycleStep[] | null;
-    }>(`SELECT * FROM ${SCHEMA}.enqueue($1, $2, $3, $4, $5)`, [
+      slot: number | null;
+      mismatch: Mismatch | null;
+    }>(`SELECT * FROM ${SCHEMA}.enqueue($1, $2, $3, $4, $5, $6)`, [
       req.key.id,
       req.key.name ?? null,
-      req.mode,
+      req.slots === undefined ? req.mode : 'exclusive',
       req.wait,
       JSON.stringify(owner),
+      req.slots ?? null,
     ]);
     const r = rows[0];
+    if (r.mismatch) throw slotsMismatch(req.key, req.slots, r.mismatch);
     if (r.granted) {
-      const hold = new PgHold(this, Number(r.seq), req.key, req.mode, Number(r.token), req.onLost);
+      const hold = new PgHold(this, Number(r.seq), req, Number(r.token), r.slot ?? undefined);
       this.holds.set(hold.seq, hold);
       if (req.signal?.aborted) {
         await hold.release();
@@ -390,7 +404,7 @@ class Session {
       const early = this.early.get(seq);
       if (early !== undefined) {
         this.early.delete(seq);
-        this.grant(seq, early);
+        this.grant(seq, ...early);
       } else this.startPolling();
       if (req.signal?.aborted) onAbort();
     });
@@ -425,8 +439,10 @@ class Session {
   private async poll(): Promise<void> {
     if (this.ended || this.waits.size === 0) return;
     try {
-      const rows = await this.query<{ seq: string; token: string }>(`SELECT * FROM ${SCHEMA}.poll()`);
-      for (const r of rows) this.grant(Number(r.seq), Number(r.token));
+      const rows = await this.query<{ seq: string; token: string; slot: number | null }>(
+        `SELECT * FROM ${SCHEMA}.poll()`,
+      );
+      for (const r of rows) this.grant(Number(r.seq), Number(r.token), r.slot ?? undefined);
     } catch {
       /* a failing session reports itself through lose() */
     }
@@ -510,6 +526,33 @@ interface CycleStep {
   controller?: string;
   pid?: number;
   user?: string;
+}
+
+// The live row that asked other slots than this request (enqueue's `mismatch`).
+interface Mismatch {
+  slots: number | null;
+  granted: boolean;
+  owner: Requester;
+  controller: string | null;
+}
+
+function slotsMismatch(key: LockKey, asked: number | undefined, m: Mismatch): HostlockError {
+  const say = (n: number | null | undefined) => (n === undefined || n === null ? 'without slots' : `with slots: ${n}`);
+  const o = m.owner ?? {};
+  const by = [
+    `controller ${m.controller ?? o.controller ?? '?'}`,
+    `pid ${o.pid ?? '?'}`,
+    o.run ? `run ${o.run}` : '',
+    o.task ? `task ${o.task}` : '',
+  ]
+    .filter(Boolean)
+    .join(', ');
+  return new HostlockError(
+    ErrorCode.SlotsMismatch,
+    `'${key.name ?? key.id}' is ${m.granted ? 'in use' : 'waited for'} ${say(m.slots)} (${by}), but this request asks ` +
+      `${say(asked)}: every user of a lock must give the same slots`,
+    { asked: asked ?? null, found: m.slots ?? null },
+  );
 }
 
 function deadlockError(key: LockKey, cycle: CycleStep[], describe: string): HostlockError {
@@ -674,13 +717,23 @@ export class PostgresStore implements LockStore {
       if (r.seq === null) continue;
       const o = r.owner as Requester;
       const mode = r.mode as Mode;
+      const slots = r.slots === null ? {} : { slots: r.slots };
       if (r.granted) {
-        const h: Holder = { ...o, controller: r.controller ?? o.controller, mode, since: iso(r.granted_at ?? r.since) };
+        const h: Holder = {
+          ...o,
+          controller: r.controller ?? o.controller,
+          mode,
+          since: iso(r.granted_at ?? r.since),
+          token: Number(r.token),
+          ...(r.slot === null ? {} : { slot: r.slot }),
+          ...slots,
+        };
         st.holders.push(h);
         st.held = true;
         st.mode = mode;
+        if (r.slots !== null) st.slots = r.slots;
       } else {
-        const w: Waiter = { ...o, controller: r.controller ?? o.controller, mode, since: iso(r.since) };
+        const w: Waiter = { ...o, controller: r.controller ?? o.controller, mode, since: iso(r.since), ...slots };
         st.waiters.push(w);
       }
     }
@@ -705,6 +758,8 @@ interface StatusRow {
   since: Date;
   granted_at: Date | null;
   controller: string | null;
+  slots: number | null;
+  slot: number | null;
 }
 
 function iso(d: Date | string): string {

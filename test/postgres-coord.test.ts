@@ -1,0 +1,265 @@
+// The PostgreSQL store's coordination features, at the store level, against a
+// private server: slots (a counting semaphore across controllers), the
+// store's history, and breaking another controller's hold.
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { ErrorCode, HostlockError } from '../src/errors';
+import { SCHEMA, SCHEMA_VERSION, TABLES_V1_SQL } from '../src/stores/pgschema';
+import { PostgresStore, setup } from '../src/stores/postgres';
+import type { LockKey, Requester } from '../src/store';
+import { sleep, until } from './rpc';
+import { LOCK_PASSWORD, LOCK_ROLE, startPostgres, type PgServer } from './servers/postgres';
+
+let pg: PgServer;
+const stores: PostgresStore[] = [];
+const children: ChildProcess[] = [];
+
+const lockUrl = () => pg.url(LOCK_ROLE, LOCK_PASSWORD, '?sslmode=disable');
+
+function store(controller: string, url = lockUrl()): PostgresStore {
+  const s = new PostgresStore(url, { controller, log: () => undefined });
+  stores.push(s);
+  return s;
+}
+
+const key = (name: string): LockKey => ({ id: name, name });
+const who = (controller: string, task = 't'): Requester => ({ pid: process.pid, user: 'tester', controller, task });
+
+function slot(s: PostgresStore, name: string, slots: number | undefined, wait = true, onLost?: (r: string) => void) {
+  return s.acquire({ key: key(name), mode: 'exclusive', requester: who(s.controller), wait, slots, onLost });
+}
+
+async function settled<T>(p: Promise<T>, ms = 300): Promise<boolean> {
+  return Promise.race([
+    p.then(
+      () => true,
+      () => true,
+    ),
+    sleep(ms).then(() => false),
+  ]);
+}
+
+// Another process holding one slot of `name` through its own store object;
+// resolves once it holds, with the slot and token it printed.
+async function slotHolderProcess(name: string, slots: number, controller: string) {
+  const src = join(__dirname, '..', 'src', 'stores', 'postgres');
+  const script = `
+    const { PostgresStore } = require(${JSON.stringify(src)});
+    const s = new PostgresStore(process.argv[1], { controller: ${JSON.stringify(controller)}, log: () => undefined });
+    s.acquire({ key: { id: ${JSON.stringify(name)}, name: ${JSON.stringify(name)} }, mode: 'exclusive', wait: true,
+      slots: ${slots}, requester: { pid: process.pid, user: 'tester', controller: ${JSON.stringify(controller)} } })
+      .then((h) => process.stdout.write('held ' + h.slot + ' ' + h.token + '\\n'),
+            (e) => { process.stderr.write(String(e)); process.exit(1); });
+    setInterval(() => undefined, 1000);
+  `;
+  const child = spawn(process.execPath, ['-e', script, lockUrl()], { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (err += d));
+  await until(() => {
+    if (child.exitCode !== null) throw new Error(`slot holder exited: ${err}`);
+    return /held \d+ \d+/.test(out);
+  }, 10_000);
+  const [, s, t] = /held (\d+) (\d+)/.exec(out)!;
+  return { child, slot: Number(s), token: Number(t) };
+}
+
+before(async () => {
+  pg = await startPostgres();
+  await setup(pg.url(), { grantTo: LOCK_ROLE });
+});
+
+after(async () => {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+  await Promise.all(stores.map((s) => s.close().catch(() => undefined)));
+  await pg?.stop();
+});
+
+describe('postgresql slots', { timeout: 120_000 }, () => {
+  test('N+2 holders from two controllers: never more than N at once, each in a slot of its own', async () => {
+    const N = 3;
+    const a = store('slots-a');
+    const b = store('slots-b');
+    let inside = 0;
+    let most = 0;
+    const taken = new Set<number>();
+    const tokens = new Map<PostgresStore, number[]>([
+      [a, []],
+      [b, []],
+    ]);
+    const worker = async (s: PostgresStore, rounds: number) => {
+      for (let i = 0; i < rounds; i++) {
+        const h = await slot(s, 'sem', N);
+        assert.ok(h, 'a waiting request is granted');
+        inside++;
+        most = Math.max(most, inside);
+        assert.ok(inside <= N, `${inside} holders at once with slots: ${N}`);
+        assert.ok(h.slot !== undefined && h.slot >= 1 && h.slot <= N, `slot ${h.slot}`);
+        assert.ok(!taken.has(h.slot), `slot ${h.slot} given twice`);
+        taken.add(h.slot);
+        tokens.get(s)!.push(h.token);
+        await sleep(5 + Math.random() * 20);
+        taken.delete(h.slot);
+        inside--;
+        await h.release();
+      }
+    };
+    // Half way through, status from a third controller shows N holders, their slots, and the rest waiting.
+    const seen = (async () => {
+      const c = store('slots-watch');
+      await until(async () => {
+        const st = await c.status(key('sem'));
+        return st.holders.length === N && st.waiters.length > 0;
+      }, 10_000);
+      const st = await c.status(key('sem'));
+      return st;
+    })();
+    await Promise.all(Array.from({ length: N + 2 }, (_, i) => worker(i % 2 ? b : a, 15)));
+    const st = await seen;
+    assert.equal(most, N, `at most ${N} at once, and ${N} reached`);
+    assert.equal(st.slots, N);
+    assert.deepEqual(st.holders.map((h) => h.slot).sort(), [1, 2, 3].slice(0, N));
+    for (const h of st.holders) assert.equal(h.slots, N);
+    for (const w of st.waiters) assert.equal(w.slots, N);
+    assert.ok(st.holders.every((h) => typeof h.token === 'number' && h.token > 0));
+    const all = [...tokens.values()].flat();
+    assert.equal(new Set(all).size, all.length, 'every grant took a token of its own');
+    for (const ts of tokens.values()) for (let i = 1; i < ts.length; i++) assert.ok(ts[i] > ts[i - 1]);
+    const done = await a.status(key('sem'));
+    assert.equal(done.held, false);
+    assert.equal(done.slots, undefined);
+  });
+
+  test('waiters for a slot are served in FIFO order across controllers', async () => {
+    const [a, b, c, d] = [store('fifo-a'), store('fifo-b'), store('fifo-c'), store('fifo-d')];
+    const h1 = await slot(a, 'semfifo', 2);
+    const h2 = await slot(a, 'semfifo', 2);
+    assert.ok(h1 && h2);
+    assert.deepEqual([h1.slot, h2.slot], [1, 2]);
+    assert.equal(await slot(b, 'semfifo', 2, false), null, 'a try with every slot taken is refused');
+    const order: string[] = [];
+    const pb = slot(b, 'semfifo', 2).then((h) => (order.push('b'), h));
+    await until(async () => (await a.status(key('semfifo'))).waiters.length === 1);
+    const pc = slot(c, 'semfifo', 2).then((h) => (order.push('c'), h));
+    await until(async () => (await a.status(key('semfifo'))).waiters.length === 2);
+    const pd = slot(d, 'semfifo', 2).then((h) => (order.push('d'), h));
+    await until(async () => (await a.status(key('semfifo'))).waiters.length === 3);
+    await h2.release();
+    const hb = await pb;
+    assert.equal(hb!.slot, 2, 'the freed slot');
+    assert.equal(await settled(pc), false);
+    await h1.release();
+    const hc = await pc;
+    assert.equal(hc!.slot, 1);
+    assert.ok(hc!.token > hb!.token && hb!.token > h2.token);
+    await hb!.release();
+    const hd = await pd;
+    assert.deepEqual(order, ['b', 'c', 'd']);
+    await Promise.all([hc!.release(), hd!.release()]);
+  });
+
+  test('a request with other slots, or without them, is refused naming both values', async () => {
+    const a = store('mis-a');
+    const b = store('mis-b');
+    const h = await slot(a, 'semmis', 3);
+    assert.ok(h);
+    const refused = (asked: string, found: string) => (err: unknown) => {
+      assert.ok(err instanceof HostlockError, String(err));
+      assert.equal(err.code, ErrorCode.SlotsMismatch);
+      assert.equal(err.code, -32008);
+      assert.match(err.message, new RegExp(`is in use ${found} \\(controller mis-a, pid ${process.pid}`));
+      assert.match(
+        err.message,
+        new RegExp(`this request asks ${asked}: every user of a lock must give the same slots`),
+      );
+      return true;
+    };
+    await assert.rejects(slot(b, 'semmis', 2), refused('with slots: 2', 'with slots: 3'));
+    await assert.rejects(slot(b, 'semmis', 2, false), refused('with slots: 2', 'with slots: 3'));
+    await assert.rejects(slot(b, 'semmis', undefined), refused('without slots', 'with slots: 3'));
+    await assert.rejects(
+      b.acquire({ key: key('semmis'), mode: 'shared', requester: who('mis-b'), wait: true }),
+      refused('without slots', 'with slots: 3'),
+    );
+    assert.equal((await b.status(key('semmis'))).waiters.length, 0, 'nothing was queued');
+    await h.release();
+    const plain = await slot(a, 'semmis', undefined);
+    assert.ok(plain);
+    await assert.rejects(slot(b, 'semmis', 3), (err: unknown) => {
+      assert.ok(err instanceof HostlockError && err.code === ErrorCode.SlotsMismatch, String(err));
+      assert.match(err.message, /is in use without slots .*this request asks with slots: 3/);
+      assert.deepEqual(err.data, { asked: 3, found: null });
+      return true;
+    });
+    await plain.release();
+    const again = await slot(b, 'semmis', 2);
+    assert.ok(again, 'once nobody holds it, any count may start');
+    await again.release();
+  });
+
+  test('a killed holder and a closed one free their slots for waiters', async () => {
+    const killed = await slotHolderProcess('semkill', 2, 'kill-ctl');
+    const b = store('kill-b');
+    const hb = await slot(b, 'semkill', 2);
+    assert.ok(hb && hb.slot !== killed.slot);
+    const c = store('kill-c');
+    const pc = slot(c, 'semkill', 2);
+    await until(async () => (await b.status(key('semkill'))).waiters.length === 1);
+    const t0 = Date.now();
+    killed.child.kill('SIGKILL');
+    const hc = await pc;
+    const ms = Date.now() - t0;
+    assert.ok(ms < 2000, `the killed holder's slot passed on after ${ms} ms`);
+    assert.equal(hc!.slot, killed.slot, 'the killed holder’s slot');
+    assert.ok(hc!.token > killed.token);
+    const d = store('kill-d');
+    const pd = slot(d, 'semkill', 2);
+    await until(async () => (await c.status(key('semkill'))).waiters.length === 1);
+    await b.close();
+    const hd = await pd;
+    assert.equal(hd!.slot, hb.slot);
+    process.stderr.write(`[pg-coord] killed slot holder's slot passed on in ${ms} ms\n`);
+    await Promise.all([hc!.release(), hd!.release()]);
+  });
+});
+
+describe('postgresql schema upgrade', { timeout: 120_000 }, () => {
+  test('a version 1 schema is upgraded in place by its owner, keeping tokens and grants', async () => {
+    await pg.query(`DROP SCHEMA ${SCHEMA} CASCADE`);
+    await pg.query(TABLES_V1_SQL);
+    // Version 1 as an owner who limited locking to the lock role left it.
+    await pg.query(`INSERT INTO ${SCHEMA}.names (key, name, token) VALUES ('old', 'old', 41)`);
+    await pg.query(
+      `CREATE FUNCTION ${SCHEMA}.me() RETURNS integer LANGUAGE sql AS 'SELECT 1'; ` +
+        `REVOKE EXECUTE ON FUNCTION ${SCHEMA}.me() FROM PUBLIC; ` +
+        `GRANT USAGE ON SCHEMA ${SCHEMA} TO ${LOCK_ROLE}, hl_noperm; GRANT EXECUTE ON FUNCTION ${SCHEMA}.me() TO ${LOCK_ROLE}`,
+    );
+    const locker = store('upg-lock');
+    await assert.rejects(slot(locker, 'old', undefined), (err: unknown) => {
+      assert.ok(err instanceof HostlockError, String(err));
+      assert.match(err.message, /upgrading schema hostlock from version 1 to \d+/);
+      assert.match(err.message, /hostlock setup/);
+      assert.doesNotMatch(err.message, new RegExp(LOCK_PASSWORD));
+      return true;
+    });
+    const owner = store('upg-owner', pg.url(undefined, undefined, '?sslmode=disable'));
+    const h = await slot(owner, 'old', undefined);
+    assert.equal(h!.token, 42, 'the token goes on from the version 1 table');
+    await h!.release();
+    assert.deepEqual(await pg.query(`SELECT version FROM ${SCHEMA}.meta`), [{ version: SCHEMA_VERSION }]);
+    const [priv] = await pg.query(
+      `SELECT has_function_privilege('${LOCK_ROLE}', '${SCHEMA}.enqueue(text,text,text,boolean,jsonb,integer)', 'EXECUTE') AS lock, ` +
+        `has_function_privilege('hl_noperm', '${SCHEMA}.enqueue(text,text,text,boolean,jsonb,integer)', 'EXECUTE') AS other`,
+    );
+    assert.deepEqual(priv, { lock: true, other: false }, 'EXECUTE stays with the lock role only');
+    const again = await slot(locker, 'old', 2);
+    assert.ok(again && again.token === 43 && again.slot === 1, 'the lock role locks on the upgraded schema');
+    await again.release();
+    await pg.query(`DROP SCHEMA ${SCHEMA} CASCADE`);
+    await setup(pg.url(), { grantTo: LOCK_ROLE });
+  });
+});
