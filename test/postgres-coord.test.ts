@@ -6,7 +6,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ErrorCode, HostlockError } from '../src/errors';
-import { SCHEMA, SCHEMA_VERSION, TABLES_V1_SQL } from '../src/stores/pgschema';
+import type { HistoryRecord } from '../src/history';
+import { HISTORY_PRUNE_EVERY, HISTORY_ROWS, SCHEMA, SCHEMA_VERSION, TABLES_V1_SQL } from '../src/stores/pgschema';
 import { PostgresStore, setup } from '../src/stores/postgres';
 import type { LockKey, Requester } from '../src/store';
 import { sleep, until } from './rpc';
@@ -15,6 +16,9 @@ import { LOCK_PASSWORD, LOCK_ROLE, startPostgres, type PgServer } from './server
 let pg: PgServer;
 const stores: PostgresStore[] = [];
 const children: ChildProcess[] = [];
+
+// Longer than the store's batching of history records.
+const HISTORY_WAIT = 200;
 
 const lockUrl = () => pg.url(LOCK_ROLE, LOCK_PASSWORD, '?sslmode=disable');
 
@@ -224,6 +228,119 @@ describe('postgresql slots', { timeout: 120_000 }, () => {
     assert.equal(hd!.slot, hb.slot);
     process.stderr.write(`[pg-coord] killed slot holder's slot passed on in ${ms} ms\n`);
     await Promise.all([hc!.release(), hd!.release()]);
+  });
+});
+
+describe('postgresql history', { timeout: 120_000 }, () => {
+  test('grants, releases, a timeout and a lost hold from two controllers, in order; name and since filter', async () => {
+    const a = store('hist-a');
+    const b = store('hist-b');
+    const t0 = Date.now();
+    // The policy's records around a store's grants (manager.ts), by hand.
+    const ha = await slot(a, 'hist', undefined);
+    a.record({ event: 'grant', key: key('hist'), mode: 'exclusive', who: who('hist-a', 'deploy'), token: ha!.token });
+    const ac = new AbortController();
+    const pb = b.acquire({
+      key: key('hist'),
+      mode: 'exclusive',
+      requester: who('hist-b'),
+      wait: true,
+      signal: ac.signal,
+    });
+    await sleep(100);
+    ac.abort();
+    await assert.rejects(pb, { name: 'AbortError' });
+    b.record({
+      event: 'timeout',
+      key: key('hist'),
+      mode: 'exclusive',
+      who: who('hist-b', 'migrate'),
+      wait: 'w-1',
+      waited: 0.1,
+    });
+    await sleep(20);
+    const mid = Date.now();
+    await sleep(20);
+    await ha!.release();
+    a.record({ event: 'release', key: key('hist'), mode: 'exclusive', who: who('hist-a', 'deploy'), token: ha!.token });
+    let lostReason = '';
+    const hb = await b.acquire({
+      key: key('hist'),
+      mode: 'exclusive',
+      requester: who('hist-b', 'migrate'),
+      wait: true,
+      onLost: (r) => (lostReason = r),
+    });
+    b.record({ event: 'grant', key: key('hist'), mode: 'exclusive', who: who('hist-b', 'migrate'), token: hb!.token });
+    const other = await slot(a, 'hist-other', undefined);
+    a.record({ event: 'grant', key: key('hist-other'), mode: 'exclusive', who: who('hist-a'), token: other!.token });
+    await sleep(HISTORY_WAIT); // b's grant is written before its session ends
+    await pg.query('SELECT pg_terminate_backend($1)', [b.backendPid]);
+    await until(() => lostReason !== '', 5000);
+
+    const c = store('hist-reader');
+    let recs: HistoryRecord[] = [];
+    await until(async () => (recs = await c.history({ name: 'hist' })).length === 5, 5000);
+    assert.deepEqual(
+      recs.map((r) => `${r.event} ${r.controller}`),
+      ['grant hist-a', 'timeout hist-b', 'release hist-a', 'grant hist-b', 'lost hist-b'],
+    );
+    for (const r of recs) {
+      assert.equal(r.name, 'hist');
+      assert.equal(r.path, 'hist');
+      assert.equal(r.pid, process.pid);
+      assert.equal(r.user, 'tester');
+      assert.ok(Date.parse(r.t) >= t0 - 1000);
+    }
+    assert.equal(recs[0].token, ha!.token);
+    assert.equal(recs[0].task, 'deploy');
+    assert.equal(recs[1].wait, 'w-1');
+    assert.equal(recs[2].token, ha!.token);
+    assert.equal(recs[3].token, hb!.token);
+    assert.equal(recs[4].token, hb!.token);
+    assert.equal(recs[4].task, 'migrate');
+    assert.match(recs[4].reason!, /session/);
+    for (let i = 1; i < recs.length; i++) assert.ok(recs[i].t >= recs[i - 1].t, 'oldest first');
+
+    const since = await c.history({ name: 'hist', since: mid });
+    assert.deepEqual(
+      since.map((r) => r.event),
+      ['release', 'grant', 'lost'],
+    );
+    const all = await c.history({ since: t0 - 1000 });
+    assert.ok(all.some((r) => r.name === 'hist-other' && r.event === 'grant' && r.token === other!.token));
+    assert.equal(all.filter((r) => r.name === 'hist').length, 5);
+    assert.deepEqual(await c.history({ name: 'hist-none' }), []);
+    await other!.release();
+  });
+
+  test('records are queued at once and written in order; the history keeps the newest rows', async () => {
+    const a = store('hist-many');
+    const h = await slot(a, 'hist-many', undefined);
+    const t0 = performance.now();
+    for (let i = 0; i < 1000; i++)
+      a.record({ event: 'wait', key: key('hist-many'), mode: 'exclusive', who: who('hist-many'), wait: `w${i}` });
+    const ms = performance.now() - t0;
+    assert.ok(ms < 200, `1000 records queued in ${ms.toFixed(1)} ms`);
+    await h!.release();
+    const recs = await a.history({ name: 'hist-many' });
+    assert.equal(recs.length, 1000);
+    assert.deepEqual(
+      recs.slice(0, 3).map((r) => r.wait),
+      ['w0', 'w1', 'w2'],
+    );
+    // The bound: rows past the newest HISTORY_ROWS go when the next thousand is written.
+    await pg.query(
+      `INSERT INTO ${SCHEMA}.history (at, key, name, rec) SELECT now() - interval '1 day', 'pad', 'pad', '{}'::jsonb ` +
+        `FROM generate_series(1, ${HISTORY_ROWS})`,
+    );
+    for (let i = 0; i < HISTORY_PRUNE_EVERY; i++)
+      a.record({ event: 'wait', key: key('hist-bound'), mode: 'exclusive', who: who('hist-many'), wait: `b${i}` });
+    await a.history({ name: 'hist-bound' });
+    const [{ n }] = await pg.query(`SELECT count(*)::int AS n FROM ${SCHEMA}.history`);
+    assert.ok((n as number) <= HISTORY_ROWS, `${String(n)} rows kept`);
+    assert.equal((await a.history({ name: 'hist-bound' })).length, HISTORY_PRUNE_EVERY, 'the newest are kept');
+    assert.equal((await a.history({ name: 'hist-many' })).length, 0, 'the oldest went');
   });
 });
 

@@ -15,6 +15,11 @@ export const SCHEMA_VERSION = 2;
 export const LOCK_CLASS = 0x686c6b31;
 
 const Q = `${SCHEMA}.queue`;
+const H = `${SCHEMA}.history`;
+// The history keeps the newest HISTORY_ROWS rows, pruned each time another
+// HISTORY_PRUNE_EVERY have been added (so at most the sum of both).
+export const HISTORY_ROWS = 100_000;
+export const HISTORY_PRUNE_EVERY = 1_000;
 const LIVE_SELECT = `objid::bigint::integer FROM pg_locks WHERE locktype = 'advisory' AND classid = ${LOCK_CLASS}::oid AND objsubid = 2 AND objid <> 0 AND granted`;
 const LIVE = `(SELECT ${LIVE_SELECT})`;
 
@@ -58,6 +63,15 @@ CREATE INDEX queue_run ON ${Q} (run_id);
 const UPGRADES: Record<number, string> = {
   1: `
 ALTER TABLE ${Q} ADD COLUMN slots integer CHECK (slots > 0), ADD COLUMN slot integer;
+CREATE TABLE ${H} (
+  id bigserial PRIMARY KEY,
+  at timestamptz NOT NULL,
+  key text NOT NULL,
+  name text,
+  rec jsonb NOT NULL
+);
+CREATE INDEX history_at ON ${H} (at, id);
+CREATE INDEX history_name ON ${H} (name, at, id);
 `,
 };
 
@@ -320,6 +334,36 @@ END $$;
 CREATE FUNCTION ${SCHEMA}.held() RETURNS bigint[] LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
   SELECT coalesce(array_agg(seq), '{}') FROM ${Q} WHERE run_id = (SELECT ${SCHEMA}.me()) AND granted
+$$;
+
+-- Appends history records (a JSON array of history.ts records, each with its
+-- time t, key path and name), and now and then drops all but the newest
+-- ${HISTORY_ROWS} rows. Touches no queue row and takes no queue lock.
+CREATE FUNCTION ${SCHEMA}.record_events(events jsonb) RETURNS void LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  first_id bigint;
+  last_id bigint;
+BEGIN
+  WITH added AS (
+    INSERT INTO ${H} (at, key, name, rec)
+      SELECT (e->>'t')::timestamptz, e->>'path', coalesce(e->>'name', e->>'path'), e FROM jsonb_array_elements(events) e
+      WHERE jsonb_typeof(e) = 'object' AND e ? 't' AND e ? 'path' AND e ? 'event'
+    RETURNING id
+  ) SELECT min(id), max(id) INTO first_id, last_id FROM added;
+  IF last_id IS NOT NULL AND last_id / ${HISTORY_PRUNE_EVERY} > (first_id - 1) / ${HISTORY_PRUNE_EVERY} THEN
+    DELETE FROM ${H} WHERE id <= last_id - ${HISTORY_ROWS};
+  END IF;
+END $$;
+
+-- History records, oldest first: of one lock (its name, or its key when it
+-- has none) or of all, from a time on.
+CREATE FUNCTION ${SCHEMA}.history(name text, since timestamptz) RETURNS SETOF jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  SELECT h.rec FROM ${H} h
+  WHERE (history.name IS NULL OR h.name = history.name)
+    AND (since IS NULL OR h.at >= since)
+  ORDER BY h.at, h.id
 $$;
 
 -- Holders and waiters of live runs, in queue order, for keys equal to k or,

@@ -16,12 +16,32 @@ import { hostname, userInfo } from 'node:os';
 import { Client, type ClientConfig, type Notification } from 'pg';
 import { ErrorCode, HostlockError } from '../errors';
 import type { Holder } from '../holders';
-import type { KeyStatus, LockKey, LockStore, Mode, Requester, StoreAcquire, StoreHold, Waiter } from '../store';
+import type { HistoryRecord } from '../history';
+import type {
+  HistoryEvent,
+  KeyStatus,
+  LockKey,
+  LockStore,
+  Mode,
+  Requester,
+  StoreAcquire,
+  StoreHold,
+  Waiter,
+} from '../store';
 import { CREATE_SQL, LOCK_CLASS, SCHEMA, SCHEMA_VERSION, upgradeSql } from './pgschema';
 import { PgUrlError, isSocket, resolveTarget, tlsOptions, type PgTarget, type SslMode } from './pgurl';
 
 // How often a waiting run polls for grants that a dead holder made possible.
 const POLL_MS = 500;
+
+// History records wait this long to be written together, in one statement
+// after the replies that caused them; at most HISTORY_PENDING wait (the
+// oldest go first when the server cannot take them), tried HISTORY_TRIES times.
+const HISTORY_BATCH_MS = 50;
+const HISTORY_PENDING = 2000;
+const HISTORY_TRIES = 3;
+// A record's text fields are cut to this many characters, a cycle to 8 links.
+const HISTORY_FIELD_MAX = 1000;
 
 export interface PostgresStoreOptions {
   controller?: string;
@@ -265,6 +285,14 @@ class PgHold implements StoreHold {
   markLost(reason: string): void {
     if (this.lost || this.released) return;
     this.lost = true;
+    this.session.store.record({
+      event: 'lost',
+      key: this.key,
+      mode: this.mode,
+      who: this.req.requester,
+      token: this.token,
+      reason,
+    });
     try {
       this.req.onLost?.(reason);
     } catch {
@@ -295,7 +323,7 @@ class Session {
   constructor(
     readonly client: Client,
     readonly runId: number,
-    private readonly store: PostgresStore,
+    readonly store: PostgresStore,
   ) {
     client.on('notification', (n: Notification) => this.onNotify(n));
     client.on('error', (err: Error) => this.lose(`the PostgreSQL session failed: ${store.mask(err.message)}`));
@@ -583,6 +611,10 @@ export class PostgresStore implements LockStore {
   private opening: Promise<Session> | null = null;
   private closed = false;
   private readonly log: (msg: string) => void;
+  private pendingHistory: HistoryRecord[] = [];
+  private historyTimer?: NodeJS.Timeout;
+  private historyWrite: Promise<void> = Promise.resolve();
+  private historyTries = 0;
 
   constructor(url: string, opts: PostgresStoreOptions = {}) {
     this.target = resolveOrThrow(url, opts.env);
@@ -740,7 +772,64 @@ export class PostgresStore implements LockStore {
     return out;
   }
 
+  // Queues one history record; a timer writes the batch (never on the way
+  // to a grant or a reply).
+  record(e: HistoryEvent): void {
+    try {
+      if (this.closed) return;
+      this.pendingHistory.push(historyRecord(e));
+      if (this.pendingHistory.length > HISTORY_PENDING) this.pendingHistory.shift();
+      this.historyTimer ??= setTimeout(() => void this.flushHistory(), HISTORY_BATCH_MS);
+      this.historyTimer.unref();
+    } catch {
+      /* history is best effort */
+    }
+  }
+
+  // Writes the queued records in one statement, one batch at a time; never rejects.
+  flushHistory(): Promise<void> {
+    clearTimeout(this.historyTimer);
+    this.historyTimer = undefined;
+    this.historyWrite = this.historyWrite.then(async () => {
+      const batch = this.pendingHistory;
+      if (!batch.length) return;
+      this.pendingHistory = [];
+      try {
+        const session = await this.open();
+        await session.query(`SELECT ${SCHEMA}.record_events($1::jsonb)`, [JSON.stringify(batch)]);
+        this.historyTries = 0;
+      } catch (err) {
+        // Kept for another try unless the server has refused it enough times.
+        if (++this.historyTries >= HISTORY_TRIES || this.closed) {
+          this.historyTries = 0;
+          this.report(`${batch.length} history record(s) not written: ${(err as Error).message}`);
+          return;
+        }
+        this.pendingHistory = batch.concat(this.pendingHistory).slice(-HISTORY_PENDING);
+        this.historyTimer ??= setTimeout(() => void this.flushHistory(), 1000);
+        this.historyTimer.unref();
+      }
+    });
+    return this.historyWrite;
+  }
+
+  async history(query: { name?: string; since?: number }): Promise<HistoryRecord[]> {
+    await this.flushHistory(); // this store's own records first
+    const session = await this.open();
+    try {
+      const rows = await session.query<{ rec: HistoryRecord }>(`SELECT ${SCHEMA}.history($1, $2) AS rec`, [
+        query.name ?? null,
+        query.since === undefined ? null : new Date(query.since),
+      ]);
+      return rows.map((r) => r.rec);
+    } catch (err) {
+      if (err instanceof HostlockError) throw err;
+      throw explainQueryError(err, this.target, 'reading the history');
+    }
+  }
+
   async close(): Promise<void> {
+    if (!this.closed && (this.pendingHistory.length || this.historyTimer)) await this.flushHistory();
     this.closed = true;
     const s = this.session ?? (this.opening ? await this.opening.catch(() => null) : null);
     if (s) await s.end();
@@ -760,6 +849,36 @@ interface StatusRow {
   controller: string | null;
   slots: number | null;
   slot: number | null;
+}
+
+// One history line as history.ts writes it, long fields cut.
+function historyRecord(e: HistoryEvent): HistoryRecord {
+  const cut = (v: string | undefined) =>
+    v !== undefined && v.length > HISTORY_FIELD_MAX ? v.slice(0, HISTORY_FIELD_MAX) + '…' : v;
+  const { pid, user, controller, run, playbook, play, task, host } = e.who;
+  const rec: HistoryRecord = {
+    t: (e.at ?? new Date()).toISOString(),
+    event: e.event,
+    name: cut(e.key.name),
+    path: cut(e.key.id)!,
+    mode: e.mode,
+    token: e.token,
+    wait: cut(e.wait),
+    waited: e.waited,
+    reason: cut(e.reason),
+    cycle: e.cycle?.slice(0, 8),
+    victim: e.victim,
+    pid,
+    helper_pid: process.pid,
+    user: cut(user),
+    controller: cut(controller),
+    run: cut(run),
+    playbook: cut(playbook),
+    play: cut(play),
+    task: cut(task),
+    host: cut(host),
+  };
+  return rec;
 }
 
 function iso(d: Date | string): string {
