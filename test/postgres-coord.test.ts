@@ -344,6 +344,89 @@ describe('postgresql history', { timeout: 120_000 }, () => {
   });
 });
 
+describe('postgresql break', { timeout: 120_000 }, () => {
+  test('a hold broken from a third controller: the waiter gets it within 1 s, the holder hears who broke it', async () => {
+    const a = store('brk-a');
+    const b = store('brk-b');
+    const c = store('brk-c');
+    let lost = '';
+    let lostCalls = 0;
+    const ha = await a.acquire({
+      key: key('brk'),
+      mode: 'exclusive',
+      requester: who('brk-a', 'stuck'),
+      wait: true,
+      onLost: (r) => ((lost = r), lostCalls++),
+    });
+    const kept = await slot(a, 'brk-kept', undefined);
+    const pb = b.acquire({ key: key('brk'), mode: 'exclusive', requester: who('brk-b'), wait: true });
+    await until(async () => (await c.status(key('brk'))).waiters.length === 1);
+    const [shown] = (await c.status(key('brk'))).holders;
+    assert.equal(shown.token, ha!.token, 'status shows the token to break');
+    const t0 = Date.now();
+    const breaker: Requester = { pid: 4242, user: 'oncall', controller: 'brk-c' };
+    const victim = await c.breakHold(key('brk'), ha!.token, breaker, 'stuck for an hour');
+    const hb = await pb;
+    const ms = Date.now() - t0;
+    assert.ok(ms < 1000, `the waiter got it ${ms} ms after the break`);
+    process.stderr.write(`[pg-coord] waiter granted ${ms} ms after the break\n`);
+    assert.ok(hb!.token > ha!.token);
+    assert.equal(victim.controller, 'brk-a');
+    assert.equal(victim.task, 'stuck');
+    assert.equal(victim.token, ha!.token);
+    await until(() => lost !== '', 2000);
+    assert.equal(ha!.lost, true);
+    assert.match(lost, /broken by oncall@brk-c pid 4242: stuck for an hour/);
+    assert.equal(kept!.lost, false, "the run's other holds stay");
+    assert.equal((await c.status(key('brk-kept'))).holders[0]?.controller, 'brk-a');
+    await ha!.release(); // the holder's late release touches nothing
+    assert.equal((await c.status(key('brk'))).holders[0]?.controller, 'brk-b');
+    await sleep(HISTORY_WAIT);
+    assert.equal(lostCalls, 1, 'onLost once');
+
+    const recs = await c.history({ name: 'brk' });
+    const br = recs.find((r) => r.event === 'break');
+    assert.ok(br, JSON.stringify(recs));
+    assert.equal(br.controller, 'brk-c');
+    assert.equal(br.user, 'oncall');
+    assert.equal(br.reason, 'stuck for an hour');
+    assert.equal(br.token, ha!.token);
+    assert.equal(br.victim?.controller, 'brk-a');
+    assert.equal(br.victim?.pid, process.pid);
+    assert.equal(br.victim?.task, 'stuck');
+    const lr = recs.find((r) => r.event === 'lost');
+    assert.ok(lr && lr.controller === 'brk-a' && lr.token === ha!.token, JSON.stringify(recs));
+    assert.ok(recs.indexOf(br) < recs.indexOf(lr), 'the break, then the loss it caused');
+    await hb!.release();
+    await kept!.release();
+  });
+
+  test('breaking a hold that is not there is refused, saying what is held', async () => {
+    const a = store('brk2-a');
+    const c = store('brk2-c');
+    const breaker: Requester = { pid: 1, user: 'oncall', controller: 'brk2-c' };
+    await assert.rejects(c.breakHold(key('brk-free'), 1, breaker, 'why'), (err: unknown) => {
+      assert.ok(err instanceof HostlockError, String(err));
+      assert.equal(err.code, ErrorCode.InvalidParams);
+      assert.match(err.message, /no hold of 'brk-free' .* has token 1: it is not held/);
+      assert.doesNotMatch(err.message, new RegExp(LOCK_PASSWORD));
+      return true;
+    });
+    const h = await slot(a, 'brk-other', undefined);
+    await assert.rejects(c.breakHold(key('brk-other'), h!.token + 100, breaker, 'why'), (err: unknown) => {
+      assert.ok(err instanceof HostlockError && err.code === ErrorCode.InvalidParams, String(err));
+      assert.match(err.message, new RegExp(`it is held with token ${h!.token} \\(tester@brk2-a pid ${process.pid}\\)`));
+      assert.match(err.message, /hostlock status --backend/);
+      return true;
+    });
+    assert.equal(h!.lost, false);
+    await h!.release();
+    await assert.rejects(c.breakHold(key('brk-other'), h!.token, breaker, 'why'), /it is not held/);
+    const recs = await c.history({ name: 'brk-other' });
+    assert.equal(recs.filter((r) => r.event === 'break').length, 0, 'a refused break records nothing');
+  });
+});
+
 describe('postgresql schema upgrade', { timeout: 120_000 }, () => {
   test('a version 1 schema is upgraded in place by its owner, keeping tokens and grants', async () => {
     await pg.query(`DROP SCHEMA ${SCHEMA} CASCADE`);

@@ -366,6 +366,36 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
   ORDER BY h.at, h.id
 $$;
 
+-- Ends the hold of key k whose token is tok, for any caller: its row goes,
+-- the key moves on (the next waiter is granted in this transaction), the
+-- holder's run is told on its channel ('lost <json>'), and rec, the caller's
+-- history record of the break, is written with the victim in it. Returns the
+-- victim as status shows a holder, or NULL when no live run holds k with tok.
+-- Only the hold ends, not the holder's session (pg_terminate_backend): that
+-- session carries every other hold and wait of its run, and ending another
+-- role's session needs a privilege the lock role does not have.
+CREATE FUNCTION ${SCHEMA}.break_hold(k text, tok bigint, breaker jsonb, reason text, rec jsonb, OUT victim jsonb)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  r record;
+BEGIN
+  PERFORM pg_advisory_xact_lock(${LOCK_CLASS}, 0);
+  DELETE FROM ${Q} q WHERE q.key = k AND q.run_id NOT IN ${LIVE};
+  IF FOUND THEN PERFORM ${SCHEMA}.advance(k); END IF;
+  SELECT q.seq, q.run_id, q.mode, q.owner, q.granted_at, q.slot, q.slots, ru.controller INTO r
+    FROM ${Q} q LEFT JOIN ${SCHEMA}.runs ru ON ru.run_id = q.run_id
+    WHERE q.key = k AND q.token = tok AND q.granted;
+  IF NOT FOUND THEN RETURN; END IF;
+  victim := r.owner || jsonb_strip_nulls(jsonb_build_object('controller', coalesce(r.controller, r.owner->>'controller'),
+    'mode', r.mode, 'since', to_char(r.granted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+    'token', tok, 'slot', r.slot, 'slots', r.slots));
+  DELETE FROM ${Q} WHERE seq = r.seq;
+  PERFORM ${SCHEMA}.advance(k);
+  PERFORM pg_notify('hostlock_' || r.run_id,
+    'lost ' || jsonb_build_object('seq', r.seq, 'by', breaker, 'reason', left(reason, 1000))::text);
+  PERFORM ${SCHEMA}.record_events(jsonb_build_array(rec || jsonb_build_object('victim', victim, 'mode', r.mode)));
+END $$;
+
 -- Holders and waiters of live runs, in queue order, for keys equal to k or,
 -- with prefix, starting with k; with names, also keys nobody holds.
 CREATE FUNCTION ${SCHEMA}.status(k text, prefix boolean)

@@ -358,9 +358,27 @@ class Session {
 
   private onNotify(n: Notification): void {
     if (n.channel !== `hostlock_${this.runId}` || !n.payload) return;
+    if (n.payload.startsWith('lost ')) return this.onBroken(n.payload.slice(5));
     const [seq, token, slot] = n.payload.split(' ').map(Number);
     const s = Number.isInteger(slot) ? slot : undefined;
     if (!this.grant(seq, token, s)) this.early.set(seq, [token, s]);
+  }
+
+  // Another controller ended one of our holds (break_hold).
+  private onBroken(payload: string): void {
+    let b: { seq: number; by: Partial<Requester>; reason: string };
+    try {
+      b = JSON.parse(payload) as typeof b;
+    } catch {
+      return;
+    }
+    const h = this.holds.get(Number(b.seq));
+    if (!h) return;
+    this.holds.delete(h.seq);
+    const by = `${b.by?.user ?? '?'}@${b.by?.controller ?? '?'} pid ${b.by?.pid ?? '?'}`;
+    const why = `broken by ${by}: ${b.reason}`;
+    this.store.report(`lock ${h.key.name ?? h.key.id} lost: ${why}`);
+    h.markLost(why);
   }
 
   // Turns a granted row into a hold for the wait that asked for it.
@@ -494,12 +512,14 @@ class Session {
         return;
       }
       const held = new Set(rows[0].held.map(Number));
-      for (const h of before) {
-        if (!h.released && !held.has(h.seq)) {
-          this.holds.delete(h.seq);
-          h.markLost(`its row in ${SCHEMA}.queue was deleted on the server`);
-          this.store.report(`lock ${h.key.name ?? h.key.id} lost: its row in ${SCHEMA}.queue was deleted`);
-        }
+      const gone = before.filter((h) => !h.released && !held.has(h.seq));
+      // A break's notice may follow this answer on the wire: it says who broke the hold.
+      if (gone.length) await new Promise((r) => setTimeout(r, 50));
+      for (const h of gone) {
+        if (this.holds.get(h.seq) !== h || h.lost || h.released) continue;
+        this.holds.delete(h.seq);
+        h.markLost(`its row in ${SCHEMA}.queue was deleted on the server`);
+        this.store.report(`lock ${h.key.name ?? h.key.id} lost: its row in ${SCHEMA}.queue was deleted`);
       }
     } catch {
       /* reported through lose() */
@@ -826,6 +846,33 @@ export class PostgresStore implements LockStore {
       if (err instanceof HostlockError) throw err;
       throw explainQueryError(err, this.target, 'reading the history');
     }
+  }
+
+  // Ends another controller's (or our own) hold of `key` with `token`.
+  async breakHold(key: LockKey, token: number, by: Requester, reason: string): Promise<Holder> {
+    const session = await this.open();
+    const rec = historyRecord({ event: 'break', key, who: by, token, reason });
+    let victim: Holder | null;
+    try {
+      const rows = await session.query<{ victim: Holder | null }>(
+        `SELECT ${SCHEMA}.break_hold($1, $2, $3::jsonb, $4, $5::jsonb) AS victim`,
+        [key.id, token, JSON.stringify(by), reason, JSON.stringify(rec)],
+      );
+      victim = rows[0].victim;
+    } catch (err) {
+      if (err instanceof HostlockError) throw err;
+      throw explainQueryError(err, this.target, `breaking ${key.name ?? key.id}`);
+    }
+    if (victim) return victim;
+    const now = await this.status(key);
+    const held = now.holders.map((h) => `token ${h.token} (${h.user}@${h.controller} pid ${h.pid})`);
+    throw new HostlockError(
+      ErrorCode.InvalidParams,
+      `no hold of '${key.name ?? key.id}' on ${this.describe} has token ${token}: ` +
+        (held.length ? `it is held with ${held.join(', ')}` : 'it is not held') +
+        '; `hostlock status --backend URL` lists the holders and their tokens',
+      { token, holders: now.holders },
+    );
   }
 
   async close(): Promise<void> {
