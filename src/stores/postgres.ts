@@ -9,7 +9,8 @@
 // waits for any number of names uses exactly one connection.
 //
 // A hold is lost when the session ends (server restart, pg_terminate_backend,
-// network cut) or its row is deleted; a heartbeat on the session finds a
+// network cut) or its row is deleted (by an admin, or by another controller's
+// break, which tells the run at once); a heartbeat on the session finds a
 // silent server within half the keepalive bound, before the server, told to
 // wait the whole bound, can drop the session and grant the lock to another.
 import { hostname, userInfo } from 'node:os';
@@ -313,6 +314,9 @@ class Session {
   readonly waits = new Map<number, Wait>();
   // Grants that arrived before their enqueue call returned: token and slot.
   private readonly early = new Map<number, [number, number | undefined]>();
+  // Breaks whose notice came before the hold was ours (a grant still on its
+  // way to its caller): why, by row.
+  private readonly brokenEarly = new Map<number, string>();
   private poller?: NodeJS.Timeout;
   private beat?: NodeJS.Timeout;
   private beating = false;
@@ -372,13 +376,27 @@ class Session {
     } catch {
       return;
     }
-    const h = this.holds.get(Number(b.seq));
-    if (!h) return;
-    this.holds.delete(h.seq);
     const by = `${b.by?.user ?? '?'}@${b.by?.controller ?? '?'} pid ${b.by?.pid ?? '?'}`;
     const why = `broken by ${by}: ${b.reason}`;
+    const h = this.holds.get(Number(b.seq));
+    if (h) this.breakLocal(h, why);
+    else this.brokenEarly.set(Number(b.seq), why);
+  }
+
+  private breakLocal(h: PgHold, why: string): void {
+    if (this.holds.get(h.seq) !== h) return;
+    this.holds.delete(h.seq);
     this.store.report(`lock ${h.key.name ?? h.key.id} lost: ${why}`);
     h.markLost(why);
+  }
+
+  // A new hold whose break was told first is lost once its caller has it.
+  private adopt(hold: PgHold): void {
+    this.holds.set(hold.seq, hold);
+    const why = this.brokenEarly.get(hold.seq);
+    if (why === undefined) return;
+    this.brokenEarly.delete(hold.seq);
+    setImmediate(() => this.breakLocal(hold, why));
   }
 
   // Turns a granted row into a hold for the wait that asked for it.
@@ -388,7 +406,7 @@ class Session {
     this.waits.delete(seq);
     this.stopPollingIfIdle();
     const hold = new PgHold(this, seq, w.req, token, slot);
-    this.holds.set(seq, hold);
+    this.adopt(hold);
     w.resolve(hold);
     return true;
   }
@@ -414,7 +432,7 @@ class Session {
     if (r.mismatch) throw slotsMismatch(req.key, req.slots, r.mismatch);
     if (r.granted) {
       const hold = new PgHold(this, Number(r.seq), req, Number(r.token), r.slot ?? undefined);
-      this.holds.set(hold.seq, hold);
+      this.adopt(hold);
       if (req.signal?.aborted) {
         await hold.release();
         throw abortError();
@@ -460,6 +478,7 @@ class Session {
   async drop(seq: number, hold?: PgHold): Promise<void> {
     if (hold) this.holds.delete(seq);
     this.early.delete(seq);
+    this.brokenEarly.delete(seq);
     if (this.ended) return; // the session's end already freed it
     try {
       await this.query(`SELECT ${SCHEMA}.release($1)`, [seq]);
