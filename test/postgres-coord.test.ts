@@ -145,6 +145,11 @@ describe('postgresql slots', { timeout: 120_000 }, () => {
     assert.ok(h1 && h2);
     assert.deepEqual([h1.slot, h2.slot], [1, 2]);
     assert.equal(await slot(b, 'semfifo', 2, false), null, 'a try with every slot taken is refused');
+    await assert.rejects(slot(a, 'semfifo', 2), (err: unknown) => {
+      assert.ok(err instanceof HostlockError && err.code === ErrorCode.Deadlock, String(err));
+      assert.match(err.message, /this run already holds or waits for "semfifo" and would wait for itself/);
+      return true;
+    });
     const order: string[] = [];
     const pb = slot(b, 'semfifo', 2).then((h) => (order.push('b'), h));
     await until(async () => (await a.status(key('semfifo'))).waiters.length === 1);
