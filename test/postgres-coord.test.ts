@@ -3,6 +3,7 @@
 // store's history, and breaking another controller's hold.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ErrorCode, HostlockError } from '../src/errors';
@@ -10,7 +11,7 @@ import type { HistoryRecord } from '../src/history';
 import { HISTORY_PRUNE_EVERY, HISTORY_ROWS, SCHEMA, SCHEMA_VERSION, TABLES_V1_SQL } from '../src/stores/pgschema';
 import { PostgresStore, setup } from '../src/stores/postgres';
 import type { LockKey, Requester } from '../src/store';
-import { sleep, until } from './rpc';
+import { sleep, tempDir, until } from './rpc';
 import { LOCK_PASSWORD, LOCK_ROLE, startPostgres, type PgServer } from './servers/postgres';
 
 let pg: PgServer;
@@ -136,6 +137,70 @@ describe('postgresql slots', { timeout: 120_000 }, () => {
     const done = await a.status(key('sem'));
     assert.equal(done.held, false);
     assert.equal(done.slots, undefined);
+  });
+
+  test('N+2 processes of two controllers: a shared journal never shows more than N inside', async () => {
+    const N = 2;
+    const tmp = tempDir('hl-pgslots');
+    try {
+      const journal = join(tmp.dir, 'journal');
+      writeFileSync(journal, '');
+      const src = join(__dirname, '..', 'src', 'stores', 'postgres');
+      // Each process: its own store (one run), rounds of take a slot, journal in, sleep, journal out, release.
+      const script = `
+        const { appendFileSync } = require('node:fs');
+        const { PostgresStore } = require(${JSON.stringify(src)});
+        const [url, controller, journal] = process.argv.slice(1);
+        const s = new PostgresStore(url, { controller, log: () => undefined });
+        (async () => {
+          for (let i = 0; i < 12; i++) {
+            const h = await s.acquire({ key: { id: 'semproc', name: 'semproc' }, mode: 'exclusive', wait: true,
+              slots: ${N}, requester: { pid: process.pid, user: 'tester', controller } });
+            appendFileSync(journal, 'in ' + h.slot + ' ' + h.token + ' ' + process.pid + '\\n');
+            await new Promise((r) => setTimeout(r, Math.random() * 15));
+            appendFileSync(journal, 'out ' + h.slot + ' ' + h.token + ' ' + process.pid + '\\n');
+            await h.release();
+          }
+          await s.close();
+        })().catch((e) => { process.stderr.write(String(e)); process.exit(1); });
+      `;
+      const runs = Array.from({ length: N + 2 }, (_, i) => {
+        const child = spawn(process.execPath, ['-e', script, lockUrl(), `proc-${i % 2 ? 'b' : 'a'}`, journal], {
+          stdio: ['ignore', 'ignore', 'pipe'],
+        });
+        children.push(child);
+        let err = '';
+        child.stderr.on('data', (d) => (err += d));
+        return new Promise<void>((resolve, reject) =>
+          child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`worker failed: ${err}`)))),
+        );
+      });
+      await Promise.all(runs);
+      const lines = readFileSync(journal, 'utf8').trim().split('\n');
+      assert.equal(lines.length, (N + 2) * 12 * 2);
+      const inside = new Map<number, number>(); // slot -> token
+      const tokens = new Set<number>();
+      let most = 0;
+      for (const line of lines) {
+        const [ev, slotText, tokenText] = line.split(' ');
+        const [sl, tok] = [Number(slotText), Number(tokenText)];
+        if (ev === 'in') {
+          assert.ok(!inside.has(sl), `slot ${sl} taken twice: ${line}`);
+          assert.ok(sl >= 1 && sl <= N, line);
+          assert.ok(!tokens.has(tok), `token ${tok} given twice`);
+          tokens.add(tok);
+          inside.set(sl, tok);
+          most = Math.max(most, inside.size);
+          assert.ok(inside.size <= N, `${inside.size} inside with slots: ${N}`);
+        } else {
+          assert.equal(inside.get(sl), tok, line);
+          inside.delete(sl);
+        }
+      }
+      assert.equal(most, N, `${N} reached`);
+    } finally {
+      tmp.cleanup();
+    }
   });
 
   test('waiters for a slot are served in FIFO order across controllers', async () => {
