@@ -9,18 +9,23 @@
 // never rights on the tables, and cannot act for another run.
 
 export const SCHEMA = 'hostlock';
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 // First key of every advisory lock the store takes (`hlk1`); the second is a
 // run id, or 0 for the lock that serialises queue changes and DDL.
 export const LOCK_CLASS = 0x686c6b31;
 
 const Q = `${SCHEMA}.queue`;
+const H = `${SCHEMA}.history`;
+// The history keeps the newest HISTORY_ROWS rows, pruned each time another
+// HISTORY_PRUNE_EVERY have been added (so at most the sum of both).
+export const HISTORY_ROWS = 100_000;
+export const HISTORY_PRUNE_EVERY = 1_000;
 const LIVE_SELECT = `objid::bigint::integer FROM pg_locks WHERE locktype = 'advisory' AND classid = ${LOCK_CLASS}::oid AND objsubid = 2 AND objid <> 0 AND granted`;
 const LIVE = `(SELECT ${LIVE_SELECT})`;
 
-// DDL for a fresh schema; run under the serialising lock, so that 20 runs
-// starting at once create it once.
-export const CREATE_SQL = `
+// The tables as version 1 made them; UPGRADES brings them to the current
+// version, and FUNCTIONS (replaced whole on every upgrade) work on them.
+const TABLES_V1 = `
 CREATE SCHEMA IF NOT EXISTS ${SCHEMA};
 CREATE TABLE ${SCHEMA}.meta (version integer NOT NULL);
 CREATE SEQUENCE ${SCHEMA}.run_ids AS integer MINVALUE 1 CYCLE;
@@ -52,6 +57,25 @@ CREATE TABLE ${Q} (
 );
 CREATE INDEX queue_key ON ${Q} (key, seq);
 CREATE INDEX queue_run ON ${Q} (run_id);
+`;
+
+// UPGRADES[v] takes the tables from version v to v + 1.
+const UPGRADES: Record<number, string> = {
+  1: `
+ALTER TABLE ${Q} ADD COLUMN slots integer CHECK (slots > 0), ADD COLUMN slot integer;
+CREATE TABLE ${H} (
+  id bigserial PRIMARY KEY,
+  at timestamptz NOT NULL,
+  key text NOT NULL,
+  name text,
+  rec jsonb NOT NULL
+);
+CREATE INDEX history_at ON ${H} (at, id);
+CREATE INDEX history_name ON ${H} (name, at, id);
+`,
+};
+
+const FUNCTIONS = `
 
 -- The caller's run, from its backend PID; NULL when it has none. A row left
 -- by a dead run whose PID the caller now has is harmless: that run's rows
@@ -61,18 +85,40 @@ SET search_path = pg_catalog, pg_temp AS $$
   SELECT run_id FROM ${SCHEMA}.runs WHERE backend_pid = pg_backend_pid()
 $$;
 
+-- The lowest slot of key k (1..n) that no granted row has taken.
+CREATE FUNCTION ${SCHEMA}.free_slot(k text, n integer) RETURNS integer LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+  SELECT min(s) FROM generate_series(1, n) s
+  WHERE s NOT IN (SELECT q.slot FROM ${Q} q WHERE q.key = k AND q.granted AND q.slot IS NOT NULL)
+$$;
+
 -- Grants every waiting row of key k that the rows before it allow, in queue
 -- order: an exclusive row when no row is before it, a shared row when no
--- exclusive row is before it; each grant takes the key's next token and
--- tells its run on channel hostlock_<run>.
+-- exclusive row is before it, a row with slots while fewer than its slots
+-- are granted and no waiting row is before it (all rows of a key agree on
+-- slots: enqueue sees to it); each grant takes the key's next token and
+-- tells its run on channel hostlock_<run> ('<seq> <token> <slot>').
 CREATE FUNCTION ${SCHEMA}.advance(k text) RETURNS void LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   r record;
   tok bigint;
   any_before boolean := false;
+  used integer := 0;
+  s integer;
 BEGIN
-  FOR r IN SELECT seq, run_id, mode, granted FROM ${Q} WHERE key = k ORDER BY seq LOOP
+  FOR r IN SELECT seq, run_id, mode, granted, slots FROM ${Q} WHERE key = k ORDER BY seq LOOP
+    IF r.slots IS NOT NULL THEN
+      IF NOT r.granted THEN
+        EXIT WHEN used >= r.slots;
+        s := ${SCHEMA}.free_slot(k, r.slots);
+        UPDATE ${SCHEMA}.names SET token = token + 1 WHERE key = k RETURNING token INTO tok;
+        UPDATE ${Q} SET granted = true, token = tok, slot = s, granted_at = clock_timestamp() WHERE seq = r.seq;
+        PERFORM pg_notify('hostlock_' || r.run_id, r.seq || ' ' || tok || ' ' || s);
+      END IF;
+      used := used + 1;
+      CONTINUE;
+    END IF;
     IF NOT r.granted AND (r.mode = 'shared' OR NOT any_before) THEN
       UPDATE ${SCHEMA}.names SET token = token + 1 WHERE key = k RETURNING token INTO tok;
       UPDATE ${Q} SET granted = true, token = tok, granted_at = clock_timestamp() WHERE seq = r.seq;
@@ -143,12 +189,14 @@ BEGIN
   PERFORM pg_advisory_unlock(${LOCK_CLASS}, id);
 END $$;
 
--- Asks for key k. Granted at once when the queue allows it (a token is
--- taken); otherwise, with wait, queued at the end unless the wait would close
--- a cycle of runs waiting for each other (then nothing is queued and the
--- cycle is returned); without wait, nothing is queued.
-CREATE FUNCTION ${SCHEMA}.enqueue(k text, name text, mode text, wait boolean, owner jsonb,
-  OUT seq bigint, OUT token bigint, OUT granted boolean, OUT cycle jsonb)
+-- Asks for key k, with slots a slot of it. Granted at once when the queue
+-- allows it (a token is taken); otherwise, with wait, queued at the end unless
+-- the wait would close a cycle of runs waiting for each other (then nothing is
+-- queued and the cycle is returned); without wait, nothing is queued. A live
+-- row of k asking other slots (or slots where this asks none, or the reverse)
+-- refuses the request: nothing is queued and that row is returned.
+CREATE FUNCTION ${SCHEMA}.enqueue(k text, name text, mode text, wait boolean, owner jsonb, slots integer DEFAULT NULL,
+  OUT seq bigint, OUT token bigint, OUT granted boolean, OUT cycle jsonb, OUT slot integer, OUT mismatch jsonb)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
@@ -167,23 +215,42 @@ DECLARE
 BEGIN
   IF id IS NULL THEN RAISE EXCEPTION 'this session has no hostlock run' USING ERRCODE = '55000'; END IF;
   IF mode NOT IN ('exclusive', 'shared') THEN RAISE EXCEPTION 'bad mode %', mode USING ERRCODE = '22023'; END IF;
+  IF enqueue.slots IS NOT NULL AND (enqueue.slots < 1 OR mode <> 'exclusive') THEN
+    RAISE EXCEPTION 'bad slots % (mode %)', enqueue.slots, mode USING ERRCODE = '22023';
+  END IF;
   PERFORM pg_advisory_xact_lock(${LOCK_CLASS}, 0);
   INSERT INTO ${SCHEMA}.names (key, name) VALUES (k, name) ON CONFLICT ON CONSTRAINT names_pkey DO NOTHING;
   DELETE FROM ${Q} q WHERE q.key = k AND q.run_id NOT IN ${LIVE};
   IF FOUND THEN PERFORM ${SCHEMA}.advance(k); END IF;
-  SELECT NOT EXISTS (SELECT 1 FROM ${Q} q WHERE q.key = k AND (enqueue.mode = 'exclusive' OR q.mode = 'exclusive'))
-    INTO free;
+  granted := false;
+  -- Rows of dead runs are gone: every row left is a live holder or waiter.
+  SELECT jsonb_build_object('slots', q.slots, 'granted', q.granted, 'owner', q.owner, 'controller', ru.controller)
+    INTO mismatch
+    FROM ${Q} q LEFT JOIN ${SCHEMA}.runs ru ON ru.run_id = q.run_id
+    WHERE q.key = k AND q.slots IS DISTINCT FROM enqueue.slots ORDER BY q.granted DESC, q.seq LIMIT 1;
+  IF mismatch IS NOT NULL THEN RETURN; END IF;
+  IF enqueue.slots IS NULL THEN
+    SELECT NOT EXISTS (SELECT 1 FROM ${Q} q WHERE q.key = k AND (enqueue.mode = 'exclusive' OR q.mode = 'exclusive'))
+      INTO free;
+  ELSE
+    SELECT NOT EXISTS (SELECT 1 FROM ${Q} q WHERE q.key = k AND NOT q.granted)
+      AND (SELECT count(*) FROM ${Q} q WHERE q.key = k) < enqueue.slots INTO free;
+  END IF;
   granted := free;
   IF free THEN
     UPDATE ${SCHEMA}.names n SET token = n.token + 1 WHERE n.key = k RETURNING n.token INTO token;
-    INSERT INTO ${Q} (key, run_id, mode, granted, token, owner, granted_at)
-      VALUES (k, id, enqueue.mode, true, enqueue.token, enqueue.owner, clock_timestamp())
+    IF enqueue.slots IS NOT NULL THEN slot := ${SCHEMA}.free_slot(k, enqueue.slots); END IF;
+    INSERT INTO ${Q} (key, run_id, mode, granted, token, owner, granted_at, slots, slot)
+      VALUES (k, id, enqueue.mode, true, enqueue.token, enqueue.owner, clock_timestamp(), enqueue.slots, enqueue.slot)
       RETURNING ${Q}.seq INTO seq;
     RETURN;
   END IF;
   IF NOT wait THEN RETURN; END IF;
-  -- The run's own earlier row would block it for ever.
-  IF EXISTS (SELECT 1 FROM ${Q} q WHERE q.key = k AND q.run_id = id AND (enqueue.mode = 'exclusive' OR q.mode = 'exclusive')) THEN
+  -- The run's own earlier rows would block it for ever: a conflicting one,
+  -- or with slots as many as there are slots.
+  IF (enqueue.slots IS NULL AND EXISTS (SELECT 1 FROM ${Q} q WHERE q.key = k AND q.run_id = id
+        AND (enqueue.mode = 'exclusive' OR q.mode = 'exclusive')))
+    OR (SELECT count(*) FROM ${Q} q WHERE q.key = k AND q.run_id = id) >= enqueue.slots THEN
     cycle := jsonb_build_array(jsonb_build_object('run', id, 'waits_for', k));
     RETURN;
   END IF;
@@ -191,7 +258,9 @@ BEGIN
   -- of the new row's blockers must (transitively) wait for this run. Search
   -- backwards from this run, set at a time, each run visited once: the runs
   -- queued behind a newcomer's rows are few, so the usual search is one step.
-  IF EXISTS (SELECT 1 FROM ${Q} q WHERE q.run_id = id) THEN
+  -- A wait for a slot waits for whichever holder ends first, not for each:
+  -- it takes no part in the search (only the run's own rows are checked, above).
+  IF enqueue.slots IS NULL AND EXISTS (SELECT 1 FROM ${Q} q WHERE q.run_id = id) THEN
     live_ids := ARRAY(SELECT ${LIVE_SELECT});
     blockers := ARRAY(SELECT DISTINCT q.run_id FROM ${Q} q WHERE q.key = k AND q.run_id <> id
       AND q.run_id = ANY (live_ids) AND (enqueue.mode = 'exclusive' OR q.mode = 'exclusive'));
@@ -204,7 +273,7 @@ BEGIN
       FOR r IN
         SELECT DISTINCT ON (w.run_id) w.run_id AS waiter, m.run_id AS waited, w.key AS via
         FROM ${Q} m JOIN ${Q} w ON w.key = m.key AND w.seq > m.seq AND NOT w.granted AND w.run_id <> m.run_id
-          AND (w.mode = 'exclusive' OR m.mode = 'exclusive')
+          AND (w.mode = 'exclusive' OR m.mode = 'exclusive') AND w.slots IS NULL
         WHERE m.run_id = ANY (frontier) AND w.run_id = ANY (live_ids) AND w.run_id <> ALL (visited)
       LOOP
         visited := visited || r.waiter;
@@ -227,7 +296,7 @@ BEGIN
       RETURN;
     END IF;
   END IF;
-  INSERT INTO ${Q} (key, run_id, mode, owner) VALUES (k, id, enqueue.mode, enqueue.owner)
+  INSERT INTO ${Q} (key, run_id, mode, owner, slots) VALUES (k, id, enqueue.mode, enqueue.owner, enqueue.slots)
     RETURNING ${Q}.seq INTO seq;
 END $$;
 
@@ -248,7 +317,7 @@ END $$;
 
 -- The caller's granted rows, after dead runs are swept: waiters call it now
 -- and then to learn of grants a dead holder made possible.
-CREATE FUNCTION ${SCHEMA}.poll(OUT seq bigint, OUT token bigint) RETURNS SETOF record
+CREATE FUNCTION ${SCHEMA}.poll(OUT seq bigint, OUT token bigint, OUT slot integer) RETURNS SETOF record
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
@@ -257,7 +326,7 @@ BEGIN
     PERFORM pg_advisory_xact_lock(${LOCK_CLASS}, 0);
     PERFORM ${SCHEMA}.sweep();
   END IF;
-  RETURN QUERY SELECT q.seq, q.token FROM ${Q} q WHERE q.run_id = (SELECT ${SCHEMA}.me()) AND q.granted;
+  RETURN QUERY SELECT q.seq, q.token, q.slot FROM ${Q} q WHERE q.run_id = (SELECT ${SCHEMA}.me()) AND q.granted;
 END $$;
 
 -- The caller's granted rows, read only: the heartbeat checks that none of
@@ -267,19 +336,148 @@ SET search_path = pg_catalog, pg_temp AS $$
   SELECT coalesce(array_agg(seq), '{}') FROM ${Q} WHERE run_id = (SELECT ${SCHEMA}.me()) AND granted
 $$;
 
+-- Appends history records (a JSON array of history.ts records, each with its
+-- time t, key path and name), and now and then drops all but the newest
+-- ${HISTORY_ROWS} rows. Touches no queue row and takes no queue lock.
+CREATE FUNCTION ${SCHEMA}.record_events(events jsonb) RETURNS void LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  first_id bigint;
+  last_id bigint;
+BEGIN
+  WITH added AS (
+    INSERT INTO ${H} (at, key, name, rec)
+      SELECT (e->>'t')::timestamptz, e->>'path', coalesce(e->>'name', e->>'path'), e FROM jsonb_array_elements(events) e
+      WHERE jsonb_typeof(e) = 'object' AND e ? 't' AND e ? 'path' AND e ? 'event'
+    RETURNING id
+  ) SELECT min(id), max(id) INTO first_id, last_id FROM added;
+  IF last_id IS NOT NULL AND last_id / ${HISTORY_PRUNE_EVERY} > (first_id - 1) / ${HISTORY_PRUNE_EVERY} THEN
+    DELETE FROM ${H} WHERE id <= last_id - ${HISTORY_ROWS};
+  END IF;
+END $$;
+
+-- History records, oldest first: of one lock (its name, or its key when it
+-- has none) or of all, from a time on.
+CREATE FUNCTION ${SCHEMA}.history(name text, since timestamptz) RETURNS SETOF jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  SELECT h.rec FROM ${H} h
+  WHERE (history.name IS NULL OR h.name = history.name)
+    AND (since IS NULL OR h.at >= since)
+  ORDER BY h.at, h.id
+$$;
+
+-- Ends the hold of key k whose token is tok, for any caller: its row goes,
+-- the key moves on (the next waiter is granted in this transaction), the
+-- holder's run is told on its channel ('lost <json>'), and rec, the caller's
+-- history record of the break, is written with the victim in it. Returns the
+-- victim as status shows a holder, or NULL when no live run holds k with tok.
+-- Only the hold ends, not the holder's session (pg_terminate_backend): that
+-- session carries every other hold and wait of its run, and ending another
+-- role's session needs a privilege the lock role does not have.
+CREATE FUNCTION ${SCHEMA}.break_hold(k text, tok bigint, breaker jsonb, reason text, rec jsonb, OUT victim jsonb)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  r record;
+BEGIN
+  PERFORM pg_advisory_xact_lock(${LOCK_CLASS}, 0);
+  DELETE FROM ${Q} q WHERE q.key = k AND q.run_id NOT IN ${LIVE};
+  IF FOUND THEN PERFORM ${SCHEMA}.advance(k); END IF;
+  SELECT q.seq, q.run_id, q.mode, q.owner, q.granted_at, q.slot, q.slots, ru.controller INTO r
+    FROM ${Q} q LEFT JOIN ${SCHEMA}.runs ru ON ru.run_id = q.run_id
+    WHERE q.key = k AND q.token = tok AND q.granted;
+  IF NOT FOUND THEN RETURN; END IF;
+  victim := r.owner || jsonb_strip_nulls(jsonb_build_object('controller', coalesce(r.controller, r.owner->>'controller'),
+    'mode', r.mode, 'since', to_char(r.granted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+    'token', tok, 'slot', r.slot, 'slots', r.slots));
+  DELETE FROM ${Q} WHERE seq = r.seq;
+  PERFORM ${SCHEMA}.advance(k);
+  PERFORM pg_notify('hostlock_' || r.run_id,
+    'lost ' || jsonb_build_object('seq', r.seq, 'by', breaker, 'reason', left(reason, 1000))::text);
+  PERFORM ${SCHEMA}.record_events(jsonb_build_array(rec || jsonb_build_object('victim', victim, 'mode', r.mode)));
+END $$;
+
 -- Holders and waiters of live runs, in queue order, for keys equal to k or,
 -- with prefix, starting with k; with names, also keys nobody holds.
 CREATE FUNCTION ${SCHEMA}.status(k text, prefix boolean)
 RETURNS TABLE (key text, name text, seq bigint, mode text, granted boolean, token bigint, owner jsonb,
-  since timestamptz, granted_at timestamptz, controller text)
+  since timestamptz, granted_at timestamptz, controller text, slots integer, slot integer)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-  SELECT n.key, n.name, q.seq, q.mode, q.granted, q.token, q.owner, q.since, q.granted_at, r.controller
+  SELECT n.key, n.name, q.seq, q.mode, q.granted, q.token, q.owner, q.since, q.granted_at, r.controller, q.slots, q.slot
   FROM ${SCHEMA}.names n
   LEFT JOIN (${Q} q JOIN ${SCHEMA}.runs r ON r.run_id = q.run_id AND q.run_id IN ${LIVE}) ON q.key = n.key
   WHERE CASE WHEN prefix THEN starts_with(n.key, k) ELSE n.key = k END
   ORDER BY n.key, q.seq
 $$;
 
+`;
+
+// Every function of the schema goes, its EXECUTE grants remembered (beyond
+// PUBLIC's default), so that FUNCTIONS can recreate them with new signatures.
+const DROP_FUNCTIONS = `
+CREATE TEMP TABLE hostlock_grantees ON COMMIT DROP AS
+  SELECT DISTINCT a.grantee::regrole::text AS role
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace, aclexplode(p.proacl) a
+  WHERE n.nspname = '${SCHEMA}' AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner
+  UNION
+  -- PUBLIC's default EXECUTE revoked (docs/STORES.md): revoked again.
+  SELECT '-PUBLIC' FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+  WHERE n.nspname = '${SCHEMA}' AND p.proacl IS NOT NULL
+    AND NOT EXISTS (SELECT 1 FROM aclexplode(p.proacl) a WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE');
+DO $$
+DECLARE f regprocedure;
+BEGIN
+  FOR f IN SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    WHERE n.nspname = '${SCHEMA}' LOOP
+    EXECUTE 'DROP FUNCTION ' || f::text;
+  END LOOP;
+END $$;
+`;
+
+const REGRANT = `
+DO $$
+DECLARE g text;
+BEGIN
+  FOR g IN SELECT role FROM hostlock_grantees LOOP
+    IF g = '-PUBLIC' THEN
+      REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA ${SCHEMA} FROM PUBLIC;
+    ELSE
+      EXECUTE format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA ${SCHEMA} TO %s', g);
+    END IF;
+  END LOOP;
+END $$;
+`;
+
+function upgradesFrom(version: number): string {
+  let sql = '';
+  for (let v = version; v < SCHEMA_VERSION; v++) sql += UPGRADES[v];
+  return sql;
+}
+
+// DDL for a fresh schema; run under the serialising lock, so that 20 runs
+// starting at once create it once.
+export const CREATE_SQL = `
+${TABLES_V1}
+${upgradesFrom(1)}
+${FUNCTIONS}
 INSERT INTO ${SCHEMA}.meta (version) VALUES (${SCHEMA_VERSION});
+GRANT SELECT ON ${SCHEMA}.meta TO PUBLIC;
+`;
+
+// DDL that brings a schema at `version` to SCHEMA_VERSION, run under the
+// same lock: the tables keep their rows (queue, tokens), the functions are
+// replaced.
+export function upgradeSql(version: number): string {
+  return `
+${upgradesFrom(version)}
+${DROP_FUNCTIONS}
+${FUNCTIONS}
+${REGRANT}
+UPDATE ${SCHEMA}.meta SET version = ${SCHEMA_VERSION};
+`;
+}
+
+// Version 1's tables alone, for tests of the upgrade.
+export const TABLES_V1_SQL = `${TABLES_V1}
+INSERT INTO ${SCHEMA}.meta (version) VALUES (1);
 GRANT SELECT ON ${SCHEMA}.meta TO PUBLIC;
 `;

@@ -9,19 +9,40 @@
 // waits for any number of names uses exactly one connection.
 //
 // A hold is lost when the session ends (server restart, pg_terminate_backend,
-// network cut) or its row is deleted; a heartbeat on the session finds a
+// network cut) or its row is deleted (by an admin, or by another controller's
+// break, which tells the run at once); a heartbeat on the session finds a
 // silent server within half the keepalive bound, before the server, told to
 // wait the whole bound, can drop the session and grant the lock to another.
 import { hostname, userInfo } from 'node:os';
 import { Client, type ClientConfig, type Notification } from 'pg';
 import { ErrorCode, HostlockError } from '../errors';
 import type { Holder } from '../holders';
-import type { KeyStatus, LockKey, LockStore, Mode, Requester, StoreAcquire, StoreHold, Waiter } from '../store';
-import { CREATE_SQL, LOCK_CLASS, SCHEMA, SCHEMA_VERSION } from './pgschema';
+import type { HistoryRecord } from '../history';
+import type {
+  HistoryEvent,
+  KeyStatus,
+  LockKey,
+  LockStore,
+  Mode,
+  Requester,
+  StoreAcquire,
+  StoreHold,
+  Waiter,
+} from '../store';
+import { CREATE_SQL, LOCK_CLASS, SCHEMA, SCHEMA_VERSION, upgradeSql } from './pgschema';
 import { PgUrlError, isSocket, resolveTarget, tlsOptions, type PgTarget, type SslMode } from './pgurl';
 
 // How often a waiting run polls for grants that a dead holder made possible.
 const POLL_MS = 500;
+
+// History records wait this long to be written together, in one statement
+// after the replies that caused them; at most HISTORY_PENDING wait (the
+// oldest go first when the server cannot take them), tried HISTORY_TRIES times.
+const HISTORY_BATCH_MS = 50;
+const HISTORY_PENDING = 2000;
+const HISTORY_TRIES = 3;
+// A record's text fields are cut to this many characters, a cycle to 8 links.
+const HISTORY_FIELD_MAX = 1000;
 
 export interface PostgresStoreOptions {
   controller?: string;
@@ -177,24 +198,29 @@ export async function ensureSchema(client: Client, target: PgTarget): Promise<nu
     }
     return v;
   };
+  let what = `creating schema ${SCHEMA}`;
   try {
     const v = await read();
     if (v === SCHEMA_VERSION) return v;
-    if (v !== null) return check(v);
+    if (v !== null) check(v);
     await client.query('BEGIN');
     try {
       await client.query(`SELECT pg_advisory_xact_lock(${LOCK_CLASS}, 0)`);
       const again = await read();
       if (again === null) await client.query(CREATE_SQL);
+      else if (again < SCHEMA_VERSION) {
+        what = `upgrading schema ${SCHEMA} from version ${again} to ${SCHEMA_VERSION}`;
+        await client.query(upgradeSql(again));
+      }
       await client.query('COMMIT');
-      return check(again ?? SCHEMA_VERSION);
+      return check(again === null ? SCHEMA_VERSION : Math.max(again, SCHEMA_VERSION));
     } catch (err) {
       await client.query('ROLLBACK').catch(() => undefined);
       throw err;
     }
   } catch (err) {
     if (err instanceof HostlockError) throw err;
-    throw explainQueryError(err, target, `creating schema ${SCHEMA}`);
+    throw explainQueryError(err, target, what);
   }
 }
 
@@ -242,22 +268,34 @@ function resolveOrThrow(url: string, env?: NodeJS.ProcessEnv): PgTarget {
 
 class PgHold implements StoreHold {
   readonly since = new Date();
+  readonly key: LockKey;
+  readonly mode: Mode;
   lost = false;
   released = false;
   constructor(
     private readonly session: Session,
     readonly seq: number,
-    readonly key: LockKey,
-    readonly mode: Mode,
+    private readonly req: StoreAcquire,
     readonly token: number,
-    private readonly onLost?: (reason: string) => void,
-  ) {}
+    readonly slot: number | undefined,
+  ) {
+    this.key = req.key;
+    this.mode = req.slots === undefined ? req.mode : 'exclusive';
+  }
 
   markLost(reason: string): void {
     if (this.lost || this.released) return;
     this.lost = true;
+    this.session.store.record({
+      event: 'lost',
+      key: this.key,
+      mode: this.mode,
+      who: this.req.requester,
+      token: this.token,
+      reason,
+    });
     try {
-      this.onLost?.(reason);
+      this.req.onLost?.(reason);
     } catch {
       /* the policy's handler must not break the store */
     }
@@ -274,8 +312,11 @@ class PgHold implements StoreHold {
 class Session {
   readonly holds = new Map<number, PgHold>();
   readonly waits = new Map<number, Wait>();
-  // Grants that arrived before their enqueue call returned.
-  private readonly early = new Map<number, number>();
+  // Grants that arrived before their enqueue call returned: token and slot.
+  private readonly early = new Map<number, [number, number | undefined]>();
+  // Breaks whose notice came before the hold was ours (a grant still on its
+  // way to its caller): why, by row.
+  private readonly brokenEarly = new Map<number, string>();
   private poller?: NodeJS.Timeout;
   private beat?: NodeJS.Timeout;
   private beating = false;
@@ -286,7 +327,7 @@ class Session {
   constructor(
     readonly client: Client,
     readonly runId: number,
-    private readonly store: PostgresStore,
+    readonly store: PostgresStore,
   ) {
     client.on('notification', (n: Notification) => this.onNotify(n));
     client.on('error', (err: Error) => this.lose(`the PostgreSQL session failed: ${store.mask(err.message)}`));
@@ -321,18 +362,51 @@ class Session {
 
   private onNotify(n: Notification): void {
     if (n.channel !== `hostlock_${this.runId}` || !n.payload) return;
-    const [seq, token] = n.payload.split(' ').map(Number);
-    if (!this.grant(seq, token)) this.early.set(seq, token);
+    if (n.payload.startsWith('lost ')) return this.onBroken(n.payload.slice(5));
+    const [seq, token, slot] = n.payload.split(' ').map(Number);
+    const s = Number.isInteger(slot) ? slot : undefined;
+    if (!this.grant(seq, token, s)) this.early.set(seq, [token, s]);
+  }
+
+  // Another controller ended one of our holds (break_hold).
+  private onBroken(payload: string): void {
+    let b: { seq: number; by: Partial<Requester>; reason: string };
+    try {
+      b = JSON.parse(payload) as typeof b;
+    } catch {
+      return;
+    }
+    const by = `${b.by?.user ?? '?'}@${b.by?.controller ?? '?'} pid ${b.by?.pid ?? '?'}`;
+    const why = `broken by ${by}: ${b.reason}`;
+    const h = this.holds.get(Number(b.seq));
+    if (h) this.breakLocal(h, why);
+    else this.brokenEarly.set(Number(b.seq), why);
+  }
+
+  private breakLocal(h: PgHold, why: string): void {
+    if (this.holds.get(h.seq) !== h) return;
+    this.holds.delete(h.seq);
+    this.store.report(`lock ${h.key.name ?? h.key.id} lost: ${why}`);
+    h.markLost(why);
+  }
+
+  // A new hold whose break was told first is lost once its caller has it.
+  private adopt(hold: PgHold): void {
+    this.holds.set(hold.seq, hold);
+    const why = this.brokenEarly.get(hold.seq);
+    if (why === undefined) return;
+    this.brokenEarly.delete(hold.seq);
+    setImmediate(() => this.breakLocal(hold, why));
   }
 
   // Turns a granted row into a hold for the wait that asked for it.
-  private grant(seq: number, token: number): boolean {
+  private grant(seq: number, token: number, slot: number | undefined): boolean {
     const w = this.waits.get(seq);
     if (!w) return false;
     this.waits.delete(seq);
     this.stopPollingIfIdle();
-    const hold = new PgHold(this, seq, w.req.key, w.req.mode, token, w.req.onLost);
-    this.holds.set(seq, hold);
+    const hold = new PgHold(this, seq, w.req, token, slot);
+    this.adopt(hold);
     w.resolve(hold);
     return true;
   }
@@ -344,17 +418,21 @@ class Session {
       token: string | null;
       granted: boolean;
       cycle: CycleStep[] | null;
-    }>(`SELECT * FROM ${SCHEMA}.enqueue($1, $2, $3, $4, $5)`, [
+      slot: number | null;
+      mismatch: Mismatch | null;
+    }>(`SELECT * FROM ${SCHEMA}.enqueue($1, $2, $3, $4, $5, $6)`, [
       req.key.id,
       req.key.name ?? null,
-      req.mode,
+      req.slots === undefined ? req.mode : 'exclusive',
       req.wait,
       JSON.stringify(owner),
+      req.slots ?? null,
     ]);
     const r = rows[0];
+    if (r.mismatch) throw slotsMismatch(req.key, req.slots, r.mismatch);
     if (r.granted) {
-      const hold = new PgHold(this, Number(r.seq), req.key, req.mode, Number(r.token), req.onLost);
-      this.holds.set(hold.seq, hold);
+      const hold = new PgHold(this, Number(r.seq), req, Number(r.token), r.slot ?? undefined);
+      this.adopt(hold);
       if (req.signal?.aborted) {
         await hold.release();
         throw abortError();
@@ -390,7 +468,7 @@ class Session {
       const early = this.early.get(seq);
       if (early !== undefined) {
         this.early.delete(seq);
-        this.grant(seq, early);
+        this.grant(seq, ...early);
       } else this.startPolling();
       if (req.signal?.aborted) onAbort();
     });
@@ -400,6 +478,7 @@ class Session {
   async drop(seq: number, hold?: PgHold): Promise<void> {
     if (hold) this.holds.delete(seq);
     this.early.delete(seq);
+    this.brokenEarly.delete(seq);
     if (this.ended) return; // the session's end already freed it
     try {
       await this.query(`SELECT ${SCHEMA}.release($1)`, [seq]);
@@ -425,8 +504,10 @@ class Session {
   private async poll(): Promise<void> {
     if (this.ended || this.waits.size === 0) return;
     try {
-      const rows = await this.query<{ seq: string; token: string }>(`SELECT * FROM ${SCHEMA}.poll()`);
-      for (const r of rows) this.grant(Number(r.seq), Number(r.token));
+      const rows = await this.query<{ seq: string; token: string; slot: number | null }>(
+        `SELECT * FROM ${SCHEMA}.poll()`,
+      );
+      for (const r of rows) this.grant(Number(r.seq), Number(r.token), r.slot ?? undefined);
     } catch {
       /* a failing session reports itself through lose() */
     }
@@ -450,12 +531,14 @@ class Session {
         return;
       }
       const held = new Set(rows[0].held.map(Number));
-      for (const h of before) {
-        if (!h.released && !held.has(h.seq)) {
-          this.holds.delete(h.seq);
-          h.markLost(`its row in ${SCHEMA}.queue was deleted on the server`);
-          this.store.report(`lock ${h.key.name ?? h.key.id} lost: its row in ${SCHEMA}.queue was deleted`);
-        }
+      const gone = before.filter((h) => !h.released && !held.has(h.seq));
+      // A break's notice may follow this answer on the wire: it says who broke the hold.
+      if (gone.length) await new Promise((r) => setTimeout(r, 50));
+      for (const h of gone) {
+        if (this.holds.get(h.seq) !== h || h.lost || h.released) continue;
+        this.holds.delete(h.seq);
+        h.markLost(`its row in ${SCHEMA}.queue was deleted on the server`);
+        this.store.report(`lock ${h.key.name ?? h.key.id} lost: its row in ${SCHEMA}.queue was deleted`);
       }
     } catch {
       /* reported through lose() */
@@ -512,6 +595,33 @@ interface CycleStep {
   user?: string;
 }
 
+// The live row that asked other slots than this request (enqueue's `mismatch`).
+interface Mismatch {
+  slots: number | null;
+  granted: boolean;
+  owner: Requester;
+  controller: string | null;
+}
+
+function slotsMismatch(key: LockKey, asked: number | undefined, m: Mismatch): HostlockError {
+  const say = (n: number | null | undefined) => (n === undefined || n === null ? 'without slots' : `with slots: ${n}`);
+  const o = m.owner ?? {};
+  const by = [
+    `controller ${m.controller ?? o.controller ?? '?'}`,
+    `pid ${o.pid ?? '?'}`,
+    o.run ? `run ${o.run}` : '',
+    o.task ? `task ${o.task}` : '',
+  ]
+    .filter(Boolean)
+    .join(', ');
+  return new HostlockError(
+    ErrorCode.SlotsMismatch,
+    `'${key.name ?? key.id}' is ${m.granted ? 'in use' : 'waited for'} ${say(m.slots)} (${by}), but this request asks ` +
+      `${say(asked)}: every user of a lock must give the same slots`,
+    { asked: asked ?? null, found: m.slots ?? null },
+  );
+}
+
 function deadlockError(key: LockKey, cycle: CycleStep[], describe: string): HostlockError {
   if (cycle.length === 1) {
     return new HostlockError(
@@ -540,6 +650,10 @@ export class PostgresStore implements LockStore {
   private opening: Promise<Session> | null = null;
   private closed = false;
   private readonly log: (msg: string) => void;
+  private pendingHistory: HistoryRecord[] = [];
+  private historyTimer?: NodeJS.Timeout;
+  private historyWrite: Promise<void> = Promise.resolve();
+  private historyTries = 0;
 
   constructor(url: string, opts: PostgresStoreOptions = {}) {
     this.target = resolveOrThrow(url, opts.env);
@@ -674,20 +788,114 @@ export class PostgresStore implements LockStore {
       if (r.seq === null) continue;
       const o = r.owner as Requester;
       const mode = r.mode as Mode;
+      const slots = r.slots === null ? {} : { slots: r.slots };
       if (r.granted) {
-        const h: Holder = { ...o, controller: r.controller ?? o.controller, mode, since: iso(r.granted_at ?? r.since) };
+        const h: Holder = {
+          ...o,
+          controller: r.controller ?? o.controller,
+          mode,
+          since: iso(r.granted_at ?? r.since),
+          token: Number(r.token),
+          ...(r.slot === null ? {} : { slot: r.slot }),
+          ...slots,
+        };
         st.holders.push(h);
         st.held = true;
         st.mode = mode;
+        if (r.slots !== null) st.slots = r.slots;
       } else {
-        const w: Waiter = { ...o, controller: r.controller ?? o.controller, mode, since: iso(r.since) };
+        const w: Waiter = { ...o, controller: r.controller ?? o.controller, mode, since: iso(r.since), ...slots };
         st.waiters.push(w);
       }
     }
     return out;
   }
 
+  // Queues one history record; a timer writes the batch (never on the way
+  // to a grant or a reply).
+  record(e: HistoryEvent): void {
+    try {
+      if (this.closed) return;
+      this.pendingHistory.push(historyRecord(e));
+      if (this.pendingHistory.length > HISTORY_PENDING) this.pendingHistory.shift();
+      this.historyTimer ??= setTimeout(() => void this.flushHistory(), HISTORY_BATCH_MS);
+      this.historyTimer.unref();
+    } catch {
+      /* history is best effort */
+    }
+  }
+
+  // Writes the queued records in one statement, one batch at a time; never rejects.
+  flushHistory(): Promise<void> {
+    clearTimeout(this.historyTimer);
+    this.historyTimer = undefined;
+    this.historyWrite = this.historyWrite.then(async () => {
+      const batch = this.pendingHistory;
+      if (!batch.length) return;
+      this.pendingHistory = [];
+      try {
+        const session = await this.open();
+        await session.query(`SELECT ${SCHEMA}.record_events($1::jsonb)`, [JSON.stringify(batch)]);
+        this.historyTries = 0;
+      } catch (err) {
+        // Kept for another try unless the server has refused it enough times.
+        if (++this.historyTries >= HISTORY_TRIES || this.closed) {
+          this.historyTries = 0;
+          this.report(`${batch.length} history record(s) not written: ${(err as Error).message}`);
+          return;
+        }
+        this.pendingHistory = batch.concat(this.pendingHistory).slice(-HISTORY_PENDING);
+        this.historyTimer ??= setTimeout(() => void this.flushHistory(), 1000);
+        this.historyTimer.unref();
+      }
+    });
+    return this.historyWrite;
+  }
+
+  async history(query: { name?: string; since?: number }): Promise<HistoryRecord[]> {
+    await this.flushHistory(); // this store's own records first
+    const session = await this.open();
+    try {
+      const rows = await session.query<{ rec: HistoryRecord }>(`SELECT ${SCHEMA}.history($1, $2) AS rec`, [
+        query.name ?? null,
+        query.since === undefined ? null : new Date(query.since),
+      ]);
+      return rows.map((r) => r.rec);
+    } catch (err) {
+      if (err instanceof HostlockError) throw err;
+      throw explainQueryError(err, this.target, 'reading the history');
+    }
+  }
+
+  // Ends another controller's (or our own) hold of `key` with `token`.
+  async breakHold(key: LockKey, token: number, by: Requester, reason: string): Promise<Holder> {
+    const session = await this.open();
+    const rec = historyRecord({ event: 'break', key, who: by, token, reason });
+    let victim: Holder | null;
+    try {
+      const rows = await session.query<{ victim: Holder | null }>(
+        `SELECT ${SCHEMA}.break_hold($1, $2, $3::jsonb, $4, $5::jsonb) AS victim`,
+        [key.id, token, JSON.stringify(by), reason, JSON.stringify(rec)],
+      );
+      victim = rows[0].victim;
+    } catch (err) {
+      if (err instanceof HostlockError) throw err;
+      throw explainQueryError(err, this.target, `breaking ${key.name ?? key.id}`);
+    }
+    if (victim) return victim;
+    const now = await this.status(key);
+    const held = now.holders.map((h) => `token ${h.token} (${h.user}@${h.controller} pid ${h.pid})`);
+    throw new HostlockError(
+      ErrorCode.InvalidParams,
+      `no hold of '${key.name ?? key.id}' on ${this.describe} has token ${token}: ` +
+        (held.length ? `it is held with ${held.join(', ')}` : 'it is not held') +
+        '; `hostlock status --backend URL` lists the holders and their tokens',
+      { token, holders: now.holders },
+    );
+  }
+
   async close(): Promise<void> {
+    if (!this.closed && (this.pendingHistory.length || this.historyTimer)) await this.flushHistory();
     this.closed = true;
     const s = this.session ?? (this.opening ? await this.opening.catch(() => null) : null);
     if (s) await s.end();
@@ -705,6 +913,38 @@ interface StatusRow {
   since: Date;
   granted_at: Date | null;
   controller: string | null;
+  slots: number | null;
+  slot: number | null;
+}
+
+// One history line as history.ts writes it, long fields cut.
+function historyRecord(e: HistoryEvent): HistoryRecord {
+  const cut = (v: string | undefined) =>
+    v !== undefined && v.length > HISTORY_FIELD_MAX ? v.slice(0, HISTORY_FIELD_MAX) + '…' : v;
+  const { pid, user, controller, run, playbook, play, task, host } = e.who;
+  const rec: HistoryRecord = {
+    t: (e.at ?? new Date()).toISOString(),
+    event: e.event,
+    name: cut(e.key.name),
+    path: cut(e.key.id)!,
+    mode: e.mode,
+    token: e.token,
+    wait: cut(e.wait),
+    waited: e.waited,
+    reason: cut(e.reason),
+    cycle: e.cycle?.slice(0, 8),
+    victim: e.victim,
+    pid,
+    helper_pid: process.pid,
+    user: cut(user),
+    controller: cut(controller),
+    run: cut(run),
+    playbook: cut(playbook),
+    play: cut(play),
+    task: cut(task),
+    host: cut(host),
+  };
+  return rec;
 }
 
 function iso(d: Date | string): string {
