@@ -93,6 +93,8 @@ interface Waiter {
   // The wait as others see it in the store's queue; removed once settled.
   ticket?: WaitTicket | Promise<WaitTicket>;
   ticketId?: string;
+  // The wait is in the history: its end (timeout, cancel) is recorded too.
+  waitRecorded?: boolean;
   visibleTimer?: NodeJS.Timeout;
 }
 
@@ -343,7 +345,16 @@ export class LockManager {
   // A run's wait is recorded at once (deadlock detection needs it), others
   // once they have lasted VISIBLE_AFTER_MS.
   private enqueue(w: Waiter): void {
-    if (!w.req.target.store.enqueue) return;
+    if (!w.req.target.store.enqueue) {
+      // A store that queues its waiters itself (a server store) still records the wait.
+      if (!w.req.target.store.record) return;
+      w.visibleTimer = setTimeout(() => {
+        if (w.settled) return;
+        w.waitRecorded = true;
+        this.record(w.req.target, { event: 'wait', mode: w.req.mode, who: this.requesterOf(w.req.owner) });
+      }, VISIBLE_AFTER_MS);
+      return;
+    }
     if (w.req.owner?.run) {
       this.writeTicket(w);
       this.checkDeadlockSoon(w);
@@ -362,6 +373,7 @@ export class LockManager {
       w.ticket = t;
       const known = (t: WaitTicket) => {
         w.ticketId = t.id;
+        w.waitRecorded = true;
         this.holderCache.delete(w.req.target.path);
         this.record(w.req.target, { event: 'wait', mode: w.req.mode, who: this.requesterOf(w.req.owner), wait: t.id });
       };
@@ -616,7 +628,7 @@ export class LockManager {
     const wait = w.storeWait;
     w.storeWait = undefined;
     const finish = () => {
-      if (w.ticket) {
+      if (w.ticket || w.waitRecorded) {
         this.record(w.req.target, {
           event: reason === 'timeout' ? 'timeout' : 'cancel',
           mode: w.req.mode,

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { ErrorCode, HostlockError } from '../src/errors';
-import { SCHEMA } from '../src/stores/pgschema';
+import { SCHEMA, SCHEMA_VERSION } from '../src/stores/pgschema';
 import { PostgresStore, setup } from '../src/stores/postgres';
 import type { LockKey, Mode, Requester, StoreHold } from '../src/store';
 import { sleep, until } from './rpc';
@@ -376,7 +376,7 @@ describe('postgresql schema', { timeout: 120_000 }, () => {
     const holds = await Promise.all(runs.map((r, i) => take(r, `fresh-${i}`)));
     assert.ok(holds.every(Boolean));
     const v = await pg.query(`SELECT version FROM ${SCHEMA}.meta`);
-    assert.deepEqual(v, [{ version: 1 }]);
+    assert.deepEqual(v, [{ version: SCHEMA_VERSION }]);
     await Promise.all(runs.map((r) => r.close()));
     await setup(pg.url(), { grantTo: LOCK_ROLE });
   });
