@@ -190,6 +190,7 @@ export class LockManager {
         if (got instanceof Promise) {
           // A server store answers later: its try is this waiter's first step.
           entry.queue.push(waiter);
+          if (req.wait && req.timeout !== 0) this.enqueue(waiter);
           this.startTimers(waiter);
           this.follow(waiter, { abort: new AbortController(), done: got }, !req.wait || req.timeout === 0);
           return;

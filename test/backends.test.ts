@@ -10,7 +10,7 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startAgent, type TestAgent } from './agents';
-import { CLI, cli, startServe, tempDir, until, type Helper } from './rpc';
+import { CLI, cli, sleep, startServe, tempDir, until, type Helper } from './rpc';
 import { etcdForTests, type EtcdCluster } from './servers/etcd';
 import { LOCK_PASSWORD, LOCK_ROLE, startPostgres, type PgServer } from './servers/postgres';
 
@@ -139,6 +139,82 @@ for (const b of backends) {
       assert.equal(lock?.holders[0]?.controller, 'ctl-a');
       assert.equal(lock?.holders[0]?.task, 'hold');
       assert.doesNotMatch(st.stdout + st.stderr, /pw-s3cret/);
+    });
+
+    test('slots, break and history from the command line, across controllers', { timeout: 90_000 }, async () => {
+      const backend = b.url();
+      // Slots: two holders of a 2-slot name, one per controller; a third count is refused.
+      const s1 = await a.rpc.call('acquire', { name: 'pool', backend, slots: 2, timeout: 10 });
+      const s2 = await c.rpc.call('acquire', { name: 'pool', backend, slots: 2, timeout: 10 });
+      assert.equal(s1.acquired && s2.acquired, true);
+      assert.deepEqual([s1.slot, s2.slot].sort(), [1, 2]);
+      const mismatch = await c.rpc.raw('try', { name: 'pool', backend, slots: 3 });
+      assert.equal(mismatch.error?.code, -32008, JSON.stringify(mismatch));
+      assert.match(mismatch.error.message, /2.*3|3.*2/);
+      const listed = cli(['status', '--backend', backend], envB);
+      assert.match(listed.stdout, /pool +2\/2 slots/);
+      await a.rpc.call('release', { handle: s1.handle });
+      await c.rpc.call('release', { handle: s2.handle });
+
+      // Break: controller A's run holds `stuck`; B waits; B breaks A's hold.
+      let agent: TestAgent | undefined;
+      try {
+        agent = await startAgent(envA);
+        const { sock, rpc } = await agent.connect();
+        const held = await rpc.call('acquire', {
+          name: 'stuck',
+          backend,
+          scope: 'run',
+          member: 'web1',
+          owner: { host: 'web1', task: 'hangs' },
+        });
+        assert.equal(held.acquired, true);
+        const waiting = c.rpc.call('acquire', { name: 'stuck', backend, timeout: 30 });
+        await sleep(300);
+        const unconfirmed = cli(['break', 'stuck', '--backend', backend, '--reason', 'stuck deploy'], envB);
+        assert.equal(unconfirmed.status, 64, 'not on a terminal, --yes is needed');
+        const t0 = performance.now();
+        const broke = cli(['break', 'stuck', '--backend', backend, '--reason', 'stuck deploy', '--yes'], envB);
+        assert.equal(broke.status, 0, broke.stderr);
+        assert.match(broke.stderr, /broke stuck/);
+        assert.doesNotMatch(broke.stdout + broke.stderr, /pw-s3cret/);
+        const got = await waiting;
+        assert.equal(got.acquired, true);
+        assert.ok(performance.now() - t0 < 5000, 'the waiter got the broken hold at once');
+        await c.rpc.call('release', { handle: got.handle });
+        // The broken run's next request for that host fails "lock lost".
+        await until(
+          async () =>
+            (await rpc.raw('try', { name: 'next', backend, scope: 'run', member: 'web1', protocol: 2 })).error?.code ===
+            -32003,
+          10_000,
+          100,
+        );
+        sock.destroy();
+      } finally {
+        await agent?.stop();
+      }
+
+      // History: any controller reads the grants, the wait and the break.
+      type Ev = { event: string; name: string; reason?: string; controller?: string };
+      let events: Ev[] = [];
+      await until(
+        () => {
+          const h = cli(['history', 'stuck', '--backend', backend, '--json'], envB);
+          assert.equal(h.status, 0, h.stderr);
+          events = (JSON.parse(h.stdout) as { events: Ev[] }).events;
+          return events.some((e) => e.event === 'break') && events.some((e) => e.event === 'wait');
+        },
+        10_000,
+        200,
+      ).catch(() => assert.fail(`history of stuck: ${JSON.stringify(events)}`));
+      const brk = events.find((e) => e.event === 'break');
+      assert.equal(brk?.reason, 'stuck deploy');
+      assert.ok(events.some((e) => e.event === 'grant' && e.controller === 'ctl-a'));
+      assert.ok(events.every((e) => e.name === 'stuck'));
+      const tl = cli(['timeline', '--backend', backend], envB);
+      assert.equal(tl.status, 0, tl.stderr);
+      assert.match(tl.stdout, /stuck/);
     });
 
     test('a run hold the server loses fails the run’s next task "lock lost"', { timeout: 60_000 }, async () => {
