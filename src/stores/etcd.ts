@@ -16,6 +16,7 @@
 // the key itself) as a lost hold; the keepalive reports a lease the cluster
 // has not renewed for a TTL.
 import { readFileSync } from 'node:fs';
+import { ErrorCode, HostlockError } from '../errors';
 import type { Holder } from '../holders';
 import { log } from '../log';
 import type { KeyStatus, LockKey, LockStore, Mode, StoreAcquire, StoreHold, Waiter } from '../store';
@@ -35,6 +36,10 @@ interface KeyRecord {
   play?: string;
   task?: string;
   host?: string;
+  // With slots: how many the lock has (every key of a name agrees), and,
+  // once held, which one this key took.
+  slots?: number;
+  slot?: number;
 }
 
 interface Kv {
@@ -91,6 +96,7 @@ export class EtcdHold implements StoreHold {
     readonly mode: Mode,
     readonly token: number,
     readonly since: Date,
+    readonly slot: number | undefined,
     readonly etcdKey: string,
     private readonly onLost: ((reason: string) => void) | undefined,
     private readonly drop: (h: EtcdHold) => Promise<void>,
@@ -470,8 +476,11 @@ export class EtcdStore implements LockStore {
     const prefix = this.namePrefix(req.key.id);
     const etcdKey = `${prefix}${BigInt(lease.id).toString(16)}-${++this.seq}`;
     const { requester } = req;
+    const slots = req.slots;
+    const mode: Mode = slots === undefined ? req.mode : 'exclusive';
+    const room = slots ?? 1;
     const record: KeyRecord = {
-      mode: req.mode,
+      mode,
       held: false,
       since: new Date().toISOString(),
       pid: requester.pid,
@@ -482,6 +491,7 @@ export class EtcdStore implements LockStore {
       play: requester.play,
       task: requester.task,
       host: requester.host,
+      ...(slots !== undefined && { slots }),
     };
     const entry: Entry = { etcdKey, hold: null, wake: null, fail: null };
     lease.entries.set(etcdKey, entry);
@@ -510,32 +520,54 @@ export class EtcdStore implements LockStore {
         : await this.whileLeased(lease, etcdKey, req.signal, () => this.rangeName(prefix).then((r) => r.kvs));
       let mine = kvs.find((kv) => unb64(kv.key) === etcdKey);
       if (!mine || lease.lost) throw this.lostWaiting(lease, etcdKey);
-      const ahead = blockersOf(kvs, mine, req.mode);
+      // Every key written before ours is in this snapshot: of two requests
+      // that disagree on slots, the later one always sees the earlier.
+      for (const kv of kvs) {
+        const other = kv === mine ? null : parseRecord(kv);
+        if (other && other.slots !== slots) throw slotsMismatch(req.key, slots, other);
+      }
+      const ahead = blockersOf(kvs, mine, mode);
       for (const k of ahead) if (this.recentlyDeleted.has(k)) ahead.delete(k);
-      if (ahead.size > 0) {
+      if (ahead.size >= room) {
         if (!req.wait) {
           lease.entries.delete(etcdKey);
           await this.deleteKey(etcdKey).catch(() => {});
           return null;
         }
-        mine = await this.waitClear(lease, entry, ahead, prefix, mine, req.mode, req.signal);
+        mine = await this.waitClear(lease, entry, ahead, room, prefix, mine, mode, req.signal);
       }
       if (lease.lost) throw this.lostWaiting(lease, etcdKey);
       if (req.signal?.aborted) throw new AbortError();
-      const since = new Date();
-      const hold = new EtcdHold(req.key, req.mode, rev(mine.create_revision), since, etcdKey, req.onLost, (h) =>
-        this.dropHold(lease, h),
-      );
-      entry.hold = hold;
-      // Mark the key held, for status; off the handoff's path. Only while the
-      // key is still ours, so a release or loss racing it resurrects nothing.
+      let since = new Date();
       record.held = true;
       record.since = since.toISOString();
-      void this.call<TxnResponse>('/v3/kv/txn', {
-        compare: [{ key: k64, target: 'LEASE', lease: lease.id, result: 'EQUAL' }],
-        success: [{ request_put: { key: k64, value: b64(JSON.stringify(record)), lease: lease.id } }],
-        failure: [],
-      }).catch(() => {});
+      if (slots !== undefined) {
+        // The slot is written before the grant is told: it is the hold's identity.
+        record.slot = await this.claimSlot(lease, prefix, etcdKey, record, slots, req.signal);
+        since = new Date(record.since);
+        if (lease.lost) throw this.lostWaiting(lease, etcdKey);
+        if (req.signal?.aborted) throw new AbortError();
+      }
+      const hold = new EtcdHold(
+        req.key,
+        mode,
+        rev(mine.create_revision),
+        since,
+        record.slot,
+        etcdKey,
+        req.onLost,
+        (h) => this.dropHold(lease, h),
+      );
+      entry.hold = hold;
+      if (slots === undefined) {
+        // Mark the key held, for status; off the handoff's path. Only while the
+        // key is still ours, so a release or loss racing it resurrects nothing.
+        void this.call<TxnResponse>('/v3/kv/txn', {
+          compare: [{ key: k64, target: 'LEASE', lease: lease.id, result: 'EQUAL' }],
+          success: [{ request_put: { key: k64, value: b64(JSON.stringify(record)), lease: lease.id } }],
+          failure: [],
+        }).catch(() => {});
+      }
       return hold;
     } catch (e) {
       lease.entries.delete(etcdKey);
@@ -578,8 +610,56 @@ export class EtcdStore implements LockStore {
     );
   }
 
-  // Waits until every key in `ahead` is deleted (or the wait is aborted, or
-  // the lease is lost) and returns our key as last seen. Keys ahead can only
+  // Takes the lowest slot that no other holder of the name has written into
+  // its key. The write succeeds only if no holder's key changed since the
+  // read, so of two holders granted at once, the second reads again and sees
+  // the first one's slot.
+  private async claimSlot(
+    lease: Lease,
+    prefix: string,
+    etcdKey: string,
+    record: KeyRecord,
+    n: number,
+    signal: AbortSignal | undefined,
+  ): Promise<number> {
+    const k64 = b64(etcdKey);
+    for (let tries = 0; tries < 100; tries++) {
+      const { kvs } = await this.whileLeased(lease, etcdKey, signal, () => this.rangeName(prefix));
+      const holders = kvs.slice(0, n);
+      const mine = holders.find((kv) => unb64(kv.key) === etcdKey);
+      if (!mine) throw this.lostWaiting(lease, etcdKey);
+      const taken = new Set(holders.filter((kv) => kv !== mine).map((kv) => parseRecord(kv)?.slot));
+      let slot = 1;
+      while (taken.has(slot)) slot++;
+      const claimed = { ...record, slot, since: new Date().toISOString() };
+      const t = await this.whileLeased(lease, etcdKey, signal, () =>
+        this.call<TxnResponse>('/v3/kv/txn', {
+          compare: holders.map((kv) => ({
+            key: kv.key,
+            target: 'MOD',
+            mod_revision: kv.mod_revision,
+            result: 'EQUAL',
+          })),
+          success: [{ request_put: { key: k64, value: b64(JSON.stringify(claimed)), lease: lease.id } }],
+          failure: [],
+        }),
+      );
+      if (t.succeeded) {
+        record.since = claimed.since;
+        return slot;
+      }
+      if (lease.lost) throw this.lostWaiting(lease, etcdKey);
+      if (signal?.aborted) throw new AbortError();
+    }
+    throw new EtcdError(
+      `etcd backend ${this.describe}: could not take a slot of ${etcdKey}: its holders keep changing`,
+      '',
+    );
+  }
+
+  // Waits until fewer than `room` keys of `ahead` are left (all of them for a
+  // plain lock; with slots, fewer than the slot count), or the wait is
+  // aborted, or the lease is lost, and returns our key as last seen. Keys ahead can only
   // go, never come, so the watch's deletions suffice: a release costs no
   // request to anyone but the waiter it lets in. After a watch restart
   // (`wake`), the queue is read again in case the gap hid a deletion.
@@ -587,6 +667,7 @@ export class EtcdStore implements LockStore {
     lease: Lease,
     entry: Entry,
     ahead: Set<string>,
+    room: number,
     prefix: string,
     mine: Kv,
     mode: Mode,
@@ -600,7 +681,7 @@ export class EtcdStore implements LockStore {
           offs.get(k)?.();
           offs.delete(k);
           ahead.delete(k);
-          if (ahead.size === 0) resolve();
+          if (ahead.size < room) resolve();
         };
         for (const k of ahead)
           offs.set(
@@ -724,9 +805,40 @@ function statusOf(key: LockKey, kvs: Kv[]): KeyStatus {
       ...(r.play !== undefined && { play: r.play }),
       ...(r.task !== undefined && { task: r.task }),
       ...(r.host !== undefined && { host: r.host }),
+      ...(r.slots !== undefined && { slots: r.slots }),
     };
-    if (blockersOf(kvs, kv, r.mode).size === 0) holders.push(who);
-    else waiters.push(who);
+    if (blockersOf(kvs, kv, r.mode).size < (r.slots ?? 1)) {
+      holders.push({
+        ...who,
+        token: rev(kv.create_revision),
+        ...(r.slot !== undefined && r.held && { slot: r.slot }),
+      });
+    } else waiters.push(who);
   }
-  return { key, held: holders.length > 0, mode: holders[0]?.mode ?? null, holders, waiters };
+  const slots = holders.find((h) => h.slots !== undefined)?.slots;
+  return {
+    key,
+    held: holders.length > 0,
+    mode: holders[0]?.mode ?? null,
+    holders,
+    waiters,
+    ...(slots !== undefined && { slots }),
+  };
+}
+
+function slotsMismatch(key: LockKey, asked: number | undefined, other: KeyRecord): HostlockError {
+  const say = (n: number | undefined) => (n === undefined ? 'without slots' : `with slots: ${n}`);
+  const by = [
+    `pid ${other.pid}`,
+    `controller ${other.controller}`,
+    other.run ? `run ${other.run}` : '',
+    other.task ? `task ${other.task}` : '',
+  ]
+    .filter(Boolean)
+    .join(', ');
+  return new HostlockError(
+    ErrorCode.SlotsMismatch,
+    `'${key.name ?? key.id}' is in use ${say(other.slots)} (${by}), but this request asks ${say(asked)}: every user of a lock must give the same slots`,
+    { asked: asked ?? null, found: other.slots ?? null },
+  );
 }
