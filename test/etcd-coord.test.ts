@@ -2,7 +2,9 @@
 // slots (a counting semaphore across controllers), the history kept in etcd,
 // and breaking a hold from another controller.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
+import type { HistoryRecord } from '../src/history';
 import type { Requester, StoreAcquire } from '../src/store';
 import { EtcdStore } from '../src/stores/etcd';
 import { sleep, until } from './rpc';
@@ -17,8 +19,8 @@ const fresh = () => (prefix = `coord${process.pid}-${++testNo}/`);
 
 type Store = EtcdStore & { who: Requester };
 
-function store(controller: string, pid = process.pid): Store {
-  const s = new EtcdStore(`${cluster.url}?ttl=${TTL}&prefix=${encodeURIComponent(prefix)}`) as Store;
+function store(controller: string, pid = process.pid, options = ''): Store {
+  const s = new EtcdStore(`${cluster.url}?ttl=${TTL}&prefix=${encodeURIComponent(prefix)}${options}`) as Store;
   s.who = { pid, user: 'tester', controller, run: `run-${controller}-${pid}`, host: 'web1', task: 'deploy' };
   stores.push(s);
   return s;
@@ -26,6 +28,16 @@ function store(controller: string, pid = process.pid): Store {
 
 const take = (s: Store, id: string, opts: Partial<StoreAcquire> = {}) =>
   s.acquire({ key: { id, name: id }, mode: 'exclusive', requester: s.who, wait: true, ...opts });
+
+function etcdctl(...args: string[]) {
+  const r = spawnSync('etcdctl', ['--endpoints', cluster.endpoints.join(','), ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, ETCDCTL_API: '3' },
+    timeout: 10_000,
+  });
+  assert.equal(r.status, 0, `etcdctl ${args.join(' ')}: ${r.error?.message ?? r.stderr}`);
+  return r.stdout;
+}
 
 before(async () => {
   cluster = await etcdForTests();
@@ -170,5 +182,117 @@ describe('etcd slots', { timeout: 120_000 }, () => {
     assert.equal(g2!.slot, 2);
     await g1!.release();
     await g2!.release();
+  });
+});
+
+describe('etcd history', { timeout: 120_000 }, () => {
+  test('grants, releases, a timeout and a lost hold from two controllers, in order; since and name filter', async () => {
+    fresh();
+    const a = store('ctl-a');
+    const b = store('ctl-b', process.pid + 1);
+    const x = { id: 'x', name: 'x' };
+    const t0 = Date.now();
+    const ha = (await take(a, 'x'))!;
+    a.record({ event: 'grant', key: x, mode: 'exclusive', who: a.who, token: ha.token, at: ha.since, waited: 0 });
+
+    // b times out behind a.
+    const abort = new AbortController();
+    const started = Date.now();
+    const waiting = take(b, 'x', { signal: abort.signal });
+    setTimeout(() => abort.abort(), 300);
+    await assert.rejects(waiting, { name: 'AbortError' });
+    b.record({ event: 'timeout', key: x, mode: 'exclusive', who: b.who, waited: (Date.now() - started) / 1000 });
+
+    // a lets go (recorded as the policy does, as it releases); b gets it.
+    const lost: string[] = [];
+    const bWait = take(b, 'x', { onLost: (r) => lost.push(r) });
+    await until(async () => (await a.status(x)).waiters.length === 1, 5000, 20);
+    await sleep(5);
+    a.record({ event: 'release', key: x, mode: 'exclusive', who: a.who, token: ha.token });
+    await sleep(5);
+    await ha.release();
+    const hb = (await bWait)!;
+    b.record({ event: 'grant', key: x, mode: 'exclusive', who: b.who, token: hb.token, at: hb.since });
+    await sleep(20);
+    const mid = Date.now();
+    await sleep(20);
+
+    // An admin deletes b's key: b's store records the lost hold itself.
+    etcdctl('del', '--prefix', `${prefix}locks/x/`);
+    await until(() => lost.length === 1, 5000, 10);
+    assert.ok(hb.lost);
+
+    // Another name, for the filter.
+    const hy = (await take(a, 'y'))!;
+    a.record({ event: 'grant', key: { id: 'y', name: 'y' }, mode: 'exclusive', who: a.who, token: hy.token });
+
+    const observer = store('ctl-c');
+    let all: HistoryRecord[] = [];
+    await until(async () => (all = await observer.history({ since: t0 })).length === 6, 5000, 50);
+    assert.deepEqual(
+      all.map((r) => [r.event, r.name]),
+      [
+        ['grant', 'x'],
+        ['timeout', 'x'],
+        ['release', 'x'],
+        ['grant', 'x'],
+        ['lost', 'x'],
+        ['grant', 'y'],
+      ],
+    );
+    const xs = await observer.history({ name: 'x' });
+    assert.deepEqual(
+      xs.map((r) => [r.event, r.controller, r.token]),
+      [
+        ['grant', 'ctl-a', ha.token],
+        ['timeout', 'ctl-b', undefined],
+        ['release', 'ctl-a', ha.token],
+        ['grant', 'ctl-b', hb.token],
+        ['lost', 'ctl-b', hb.token],
+      ],
+    );
+    assert.ok(hb.token > ha.token);
+    for (const r of xs) {
+      assert.equal(r.name, 'x');
+      assert.equal(r.user, 'tester');
+      assert.equal(r.task, 'deploy');
+      assert.equal(r.pid, r.controller === 'ctl-a' ? process.pid : process.pid + 1);
+      assert.equal(r.run, r.controller === 'ctl-a' ? a.who.run : b.who.run);
+      assert.ok(Date.parse(r.t) >= t0 - 1000, r.t);
+    }
+    assert.ok(xs[1].waited! >= 0.25, `waited ${xs[1].waited}`);
+    assert.match(xs[4].reason!, /lock lost: .*deleted/);
+    assert.deepEqual(
+      (await observer.history({ name: 'y' })).map((r) => [r.event, r.name, r.token]),
+      [['grant', 'y', hy.token]],
+    );
+    assert.deepEqual(
+      (await observer.history({ since: mid })).map((r) => [r.event, r.name]),
+      [
+        ['lost', 'x'],
+        ['grant', 'y'],
+      ],
+    );
+    assert.deepEqual(await observer.history({ name: 'x', since: Date.now() + 60_000 }), []);
+    await hy.release();
+  });
+
+  test('the history keeps its newest records up to the cap', async () => {
+    fresh();
+    const s = store('ctl-a', process.pid, '&history=20');
+    const key = { id: 'z', name: 'z' };
+    const base = Date.now();
+    for (let i = 0; i < 45; i++) {
+      s.record({ event: 'grant', key, mode: 'exclusive', who: s.who, token: i, at: new Date(base + i) });
+    }
+    await until(async () => (await s.history({})).length === 20, 5000, 50);
+    assert.deepEqual(
+      (await s.history({})).map((r) => r.token),
+      Array.from({ length: 20 }, (_, i) => 25 + i),
+    );
+    const off = store('ctl-a', process.pid, '&history=0');
+    off.record({ event: 'grant', key, mode: 'exclusive', who: s.who, token: 99 });
+    await sleep(200);
+    assert.equal((await s.history({})).length, 20, 'history=0 still recorded');
   });
 });

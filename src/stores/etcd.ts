@@ -15,11 +15,17 @@
 // The same watch reports a held key deleted (lease revoked by an admin, or
 // the key itself) as a lost hold; the keepalive reports a lease the cluster
 // has not renewed for a TTL.
+//
+// History records are keys under `<prefix>history/`, named by time so that a
+// range read returns them oldest first, written in batches off every grant's
+// path and pruned to a count cap.
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { ErrorCode, HostlockError } from '../errors';
+import type { HistoryRecord } from '../history';
 import type { Holder } from '../holders';
 import { log } from '../log';
-import type { KeyStatus, LockKey, LockStore, Mode, StoreAcquire, StoreHold, Waiter } from '../store';
+import type { HistoryEvent, KeyStatus, LockKey, LockStore, Mode, StoreAcquire, StoreHold, Waiter } from '../store';
 import { EtcdError, Gateway, b64, prefixEnd, unb64, type WatchResult, type WatchStream } from './etcd-gateway';
 import { parseEtcdUrl, type EtcdConfig } from './etcd-url';
 
@@ -143,6 +149,14 @@ export class EtcdStore implements LockStore {
   private readonly oldLeases = new Set<string>();
   private cleanupTimer: NodeJS.Timeout | null = null;
   private closed = false;
+  // History records not yet written, and the writer draining them.
+  private historyQueue: HistoryRecord[] = [];
+  private historyWriter: Promise<void> = Promise.resolve();
+  private historyWriting = false;
+  private historySeq = 0;
+  private historySincePrune = 0;
+  // Tells this store object's records apart from others written the same millisecond.
+  private readonly historyTag = randomBytes(4).toString('hex');
 
   constructor(url: string, opts: EtcdStoreOptions = {}) {
     this.cfg = parseEtcdUrl(url);
@@ -555,7 +569,10 @@ export class EtcdStore implements LockStore {
         since,
         record.slot,
         etcdKey,
-        req.onLost,
+        (reason) => {
+          this.record({ event: 'lost', key: req.key, mode, who: requester, token: hold.token, reason });
+          req.onLost?.(reason);
+        },
         (h) => this.dropHold(lease, h),
       );
       entry.hold = hold;
@@ -739,6 +756,143 @@ export class EtcdStore implements LockStore {
       .map(([name, list]) => statusOf({ id: name, name }, list));
   }
 
+  // ---- history ---------------------------------------------------------
+
+  private get historyBase(): string {
+    return `${this.cfg.prefix}history/`;
+  }
+
+  // Queued and written at the end of this turn of the event loop, in one
+  // transaction per batch: a grant never waits for its line.
+  record(e: HistoryEvent): void {
+    try {
+      if (this.cfg.historyCap === 0 || this.closed) return;
+      const { pid, user, controller, run, playbook, play, task, host } = e.who;
+      this.historyQueue.push({
+        t: (e.at ?? new Date()).toISOString(),
+        event: e.event,
+        ...(e.key.name !== undefined && { name: e.key.name }),
+        path: e.key.id,
+        mode: e.mode,
+        token: e.token,
+        wait: e.wait,
+        waited: e.waited,
+        reason: e.reason,
+        cycle: e.cycle,
+        victim: e.victim,
+        pid,
+        helper_pid: process.pid,
+        user,
+        controller,
+        run,
+        playbook,
+        play,
+        task,
+        host,
+      });
+      if (!this.historyWriting) {
+        this.historyWriting = true;
+        this.historyWriter = new Promise<void>((r) => setImmediate(r)).then(() => this.writeHistory());
+      }
+    } catch {
+      /* history is best effort */
+    }
+  }
+
+  private async writeHistory(): Promise<void> {
+    try {
+      while (this.historyQueue.length > 0) {
+        // etcd refuses transactions of more than 128 operations by default.
+        const batch = this.historyQueue.splice(0, 100);
+        const puts = batch.map((rec) => ({
+          request_put: { key: b64(this.historyKey(rec)), value: b64(fitRecord(rec)) },
+        }));
+        try {
+          await this.call('/v3/kv/txn', { compare: [], success: puts, failure: [] });
+          this.historySincePrune += batch.length;
+        } catch (e) {
+          log.debug(`etcd history on ${this.describe}: ${batch.length} record(s) not written: ${(e as Error).message}`);
+        }
+        // Pruned now and then, not on every write: a count per batch would
+        // double the requests.
+        if (this.historySincePrune >= Math.max(1, Math.min(500, this.cfg.historyCap / 10))) {
+          this.historySincePrune = 0;
+          await this.pruneHistory().catch((e: Error) =>
+            log.debug(`etcd history prune on ${this.describe}: ${e.message}`),
+          );
+        }
+      }
+    } finally {
+      // Reset with no await after the last look at the queue: a record
+      // queued after it starts a writer of its own.
+      this.historyWriting = false;
+    }
+  }
+
+  // `<prefix>history/<ms since epoch, 15 digits>-<store tag>-<seq>`: key
+  // order is time order (by the recording controller's clock).
+  private historyKey(rec: HistoryRecord): string {
+    const ms = String(Date.parse(rec.t)).padStart(15, '0');
+    return `${this.historyBase}${ms}-${this.historyTag}-${String(++this.historySeq).padStart(10, '0')}`;
+  }
+
+  // Deletes the oldest records beyond the cap, in one range delete.
+  private async pruneHistory(): Promise<void> {
+    const base = this.historyBase;
+    const { count } = await this.call<{ count?: string }>('/v3/kv/range', {
+      key: b64(base),
+      range_end: prefixEnd(base),
+      count_only: true,
+    });
+    const excess = Number(count ?? 0) - this.cfg.historyCap;
+    if (excess <= 0) return;
+    const r = await this.call<{ kvs?: Kv[] }>('/v3/kv/range', {
+      key: b64(base),
+      range_end: prefixEnd(base),
+      keys_only: true,
+      limit: String(excess),
+    });
+    const last = r.kvs?.at(-1);
+    if (!last) return;
+    await this.call('/v3/kv/deleterange', {
+      key: b64(base),
+      range_end: b64(unb64(last.key) + '\0'),
+    });
+  }
+
+  // Records of one name or of every name, oldest first; `since` in ms since
+  // the epoch. Read in pages, from the first key at or after `since`.
+  async history(query: { name?: string; since?: number } = {}): Promise<HistoryRecord[]> {
+    const base = this.historyBase;
+    const since = Math.max(0, Math.floor(query.since ?? 0));
+    let from = b64(`${base}${String(since).padStart(15, '0')}`);
+    const out: HistoryRecord[] = [];
+    for (;;) {
+      const r = await this.call<{ kvs?: Kv[]; more?: boolean }>('/v3/kv/range', {
+        key: from,
+        range_end: prefixEnd(base),
+        limit: '500',
+      });
+      for (const kv of r.kvs ?? []) {
+        let rec: HistoryRecord;
+        try {
+          rec = JSON.parse(unb64(kv.value)) as HistoryRecord;
+        } catch {
+          continue;
+        }
+        if (typeof rec?.t !== 'string' || typeof rec.event !== 'string') continue;
+        if (query.name !== undefined && rec.name !== query.name) continue;
+        if (Date.parse(rec.t) < since) continue;
+        out.push(rec);
+      }
+      const last = r.kvs?.at(-1);
+      if (!r.more || !last) break;
+      from = b64(unb64(last.key) + '\0');
+    }
+    // Records written the same millisecond by several controllers: by time, then as read.
+    return out.sort((a, b) => (a.t < b.t ? -1 : a.t > b.t ? 1 : 0));
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -760,7 +914,8 @@ export class EtcdStore implements LockStore {
     }
     // Revoking deletes every key at once; if no member answers, the keys go
     // with the lease TTL since nothing keeps it alive any more.
-    await Promise.all([...this.oldLeases].map((id) => this.revoke(id)));
+    // What was recorded before the close is written too.
+    await Promise.all([...[...this.oldLeases].map((id) => this.revoke(id)), this.historyWriter]);
     this.gw.close();
   }
 }
@@ -841,4 +996,17 @@ function slotsMismatch(key: LockKey, asked: number | undefined, other: KeyRecord
     `'${key.name ?? key.id}' is in use ${say(other.slots)} (${by}), but this request asks ${say(asked)}: every user of a lock must give the same slots`,
     { asked: asked ?? null, found: other.slots ?? null },
   );
+}
+
+// A history record as a key's value; long fields are cut so that no record
+// grows past a few kilobytes.
+function fitRecord(rec: HistoryRecord): string {
+  const text = JSON.stringify(rec);
+  if (text.length <= 8000) return text;
+  const cut: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(rec))
+    cut[k] = typeof v === 'string' && v.length > 200 ? v.slice(0, 200) + '…' : v;
+  if (Array.isArray(cut.cycle)) cut.cycle = (cut.cycle as unknown[]).slice(0, 8);
+  delete cut.victim;
+  return JSON.stringify(cut);
 }
