@@ -167,10 +167,10 @@ describe('etcd slots', { timeout: 120_000 }, () => {
     assert.deepEqual(order, ['w1'], 'the later waiter got in too');
     const st = await s2.status({ id: 'pool' });
     assert.deepEqual(
-      st.holders.map((h) => [h.controller, h.pid, h.slot]),
+      st.holders.map((h) => [h.controller, h.pid, h.slot, h.token]),
       [
-        ['ctl-b', process.pid, 2],
-        ['ctl-a', process.pid + 1, 1],
+        ['ctl-b', process.pid, 2, h2!.token],
+        ['ctl-a', process.pid + 1, 1, g1!.token],
       ],
     );
     assert.deepEqual(
@@ -294,5 +294,103 @@ describe('etcd history', { timeout: 120_000 }, () => {
     off.record({ event: 'grant', key, mode: 'exclusive', who: s.who, token: 99 });
     await sleep(200);
     assert.equal((await s.history({})).length, 20, 'history=0 still recorded');
+  });
+});
+
+describe('etcd break', { timeout: 120_000 }, () => {
+  test("another controller breaks a hold: the waiter gets it within 1 s, the holder hears it lost, the run's other holds stay", async (t) => {
+    fresh();
+    const a = store('ctl-a');
+    const b = store('ctl-b', process.pid + 1);
+    const c = store('ctl-c', process.pid + 2);
+    const x = { id: 'x', name: 'x' };
+    const lostA: string[] = [];
+    const ha = (await take(a, 'x', { onLost: (r) => lostA.push(r) }))!;
+    const other = (await take(a, 'other'))!;
+    const bWait = take(b, 'x');
+    await until(async () => (await c.status(x)).waiters.length === 1, 5000, 20);
+    await sleep(100);
+
+    const t0 = performance.now();
+    const victim = await c.breakHold(x, ha.token, c.who, 'stuck for an hour');
+    const hb = (await bWait)!;
+    const took = performance.now() - t0;
+    assert.ok(took < 1000, `the waiter got the lock ${took.toFixed(0)} ms after the break began`);
+    t.diagnostic(`break to the waiter's grant: ${took.toFixed(1)} ms`);
+    assert.equal(victim.controller, 'ctl-a');
+    assert.equal(victim.token, ha.token);
+    assert.equal(victim.run, a.who.run);
+    assert.ok(hb.token > ha.token);
+    await until(() => lostA.length > 0, 1000, 5);
+    assert.equal(lostA.length, 1);
+    assert.match(lostA[0], /lock lost: broken by tester \(pid \d+\) on controller ctl-c: stuck for an hour/);
+    assert.ok(ha.lost);
+
+    // Only that hold went: the run's lease and its other hold stay.
+    await sleep(TTL * 1000);
+    assert.equal(other.lost, false);
+    const st = await c.status({ id: 'other', name: 'other' });
+    assert.deepEqual(
+      st.holders.map((h) => h.controller),
+      ['ctl-a'],
+    );
+    assert.deepEqual(
+      (await c.status(x)).holders.map((h) => [h.controller, h.token]),
+      [['ctl-b', hb.token]],
+    );
+    await ha.release(); // a lost hold's release deletes nothing
+    assert.equal((await c.status(x)).holders.length, 1);
+
+    // The history shows the break (from c) and the loss (from a).
+    let recs: HistoryRecord[] = [];
+    await until(async () => (recs = await c.history({ name: 'x' })).length === 2, 5000, 50);
+    const brk = recs.find((r) => r.event === 'break')!;
+    assert.equal(brk.controller, 'ctl-c');
+    assert.equal(brk.pid, process.pid + 2);
+    assert.equal(brk.token, ha.token);
+    assert.equal(brk.reason, 'stuck for an hour');
+    assert.equal(brk.victim?.controller, 'ctl-a');
+    assert.equal(brk.victim?.run, a.who.run);
+    const lost = recs.find((r) => r.event === 'lost')!;
+    assert.equal(lost.controller, 'ctl-a');
+    assert.equal(lost.token, ha.token);
+    assert.match(lost.reason!, /broken by .* ctl-c: stuck for an hour/);
+    await hb.release();
+    await other.release();
+  });
+
+  test('breaking a hold that is not there is refused saying why', async () => {
+    fresh();
+    const a = store('ctl-a');
+    const b = store('ctl-b', process.pid + 1);
+    const x = { id: 'x', name: 'x' };
+    const refused = (re: RegExp) => (e: unknown) => {
+      const err = e as { code?: number; message: string };
+      assert.equal(err.code, -32602, err.message);
+      assert.match(err.message, re);
+      assert.match(err.message, /cannot break 'x'/);
+      return true;
+    };
+    await assert.rejects(a.breakHold(x, 12345, a.who, 'r'), refused(/no hold of it has token 12345; it is not held/));
+    const h = (await take(a, 'x'))!;
+    const bWait = take(b, 'x');
+    await until(async () => (await a.status(x)).waiters.length === 1, 5000, 20);
+    await assert.rejects(
+      a.breakHold(x, h.token - 1, a.who, 'r'),
+      refused(new RegExp(`no hold of it has token ${h.token - 1}; its holders' tokens: ${h.token}`)),
+    );
+    // The waiter's key: its create revision is the token it would hold with.
+    const queue = JSON.parse(etcdctl('get', '--prefix', `${prefix}locks/x/`, '-w', 'json')) as {
+      kvs: { create_revision: number }[];
+    };
+    const waiterToken = queue.kvs.map((kv) => kv.create_revision).find((r) => r !== h.token)!;
+    await assert.rejects(a.breakHold(x, waiterToken, a.who, 'r'), refused(/is a waiter's, not a hold's/));
+    assert.equal(h.lost, false);
+    await h.release();
+    const hb = (await bWait)!;
+    assert.equal(hb.token, waiterToken);
+    await assert.rejects(a.breakHold(x, h.token, a.who, 'r'), refused(/no hold of it has token/));
+    assert.equal(hb.lost, false);
+    await hb.release();
   });
 });

@@ -25,7 +25,17 @@ import { ErrorCode, HostlockError } from '../errors';
 import type { HistoryRecord } from '../history';
 import type { Holder } from '../holders';
 import { log } from '../log';
-import type { HistoryEvent, KeyStatus, LockKey, LockStore, Mode, StoreAcquire, StoreHold, Waiter } from '../store';
+import type {
+  HistoryEvent,
+  KeyStatus,
+  LockKey,
+  LockStore,
+  Mode,
+  Requester,
+  StoreAcquire,
+  StoreHold,
+  Waiter,
+} from '../store';
 import { EtcdError, Gateway, b64, prefixEnd, unb64, type WatchResult, type WatchStream } from './etcd-gateway';
 import { parseEtcdUrl, type EtcdConfig } from './etcd-url';
 
@@ -46,6 +56,11 @@ interface KeyRecord {
   // once held, which one this key took.
   slots?: number;
   slot?: number;
+  // Written by `breakHold` just before it deletes the key, so that the
+  // holder's watch (which sees the value a deleted key had) can say who broke it.
+  broken?: { by: string; reason: string };
+  // The hold's token, kept by that mark (which changes the key's mod revision).
+  token?: number;
 }
 
 interface Kv {
@@ -367,6 +382,7 @@ export class EtcdStore implements LockStore {
           range_end: prefixEnd(base),
           start_revision: String(this.watchFrom),
           filters: ['NOPUT'],
+          prev_kv: true,
         },
       },
       (r) => this.onWatch(r),
@@ -406,11 +422,11 @@ export class EtcdStore implements LockStore {
     for (const ev of r.events ?? []) {
       this.watchFrom = Math.max(this.watchFrom, rev(ev.kv.mod_revision) + 1);
       if (ev.type !== 'DELETE') continue;
-      this.deleted(unb64(ev.kv.key));
+      this.deleted(unb64(ev.kv.key), ev.prev_kv?.value);
     }
   }
 
-  private deleted(k: string): void {
+  private deleted(k: string, lastValue?: string): void {
     const now = Date.now();
     this.recentlyDeleted.set(k, now);
     if (this.recentlyDeleted.size > 1000) {
@@ -425,7 +441,12 @@ export class EtcdStore implements LockStore {
     if (!entry) return;
     if (entry.hold) {
       this.lease!.entries.delete(k);
-      entry.hold.markLost(`lock lost: its etcd key ${k} was deleted (by an admin, or its lease was revoked)`);
+      const broken = lastValue ? parseRecord({ value: lastValue })?.broken : undefined;
+      entry.hold.markLost(
+        broken
+          ? `lock lost: broken by ${broken.by}: ${broken.reason}`
+          : `lock lost: its etcd key ${k} was deleted (by an admin, or its lease was revoked)`,
+      );
     } else {
       entry.wake?.();
     }
@@ -553,11 +574,14 @@ export class EtcdStore implements LockStore {
       if (lease.lost) throw this.lostWaiting(lease, etcdKey);
       if (req.signal?.aborted) throw new AbortError();
       let since = new Date();
+      let token = rev(mine.create_revision);
       record.held = true;
       record.since = since.toISOString();
       if (slots !== undefined) {
         // The slot is written before the grant is told: it is the hold's identity.
-        record.slot = await this.claimSlot(lease, prefix, etcdKey, record, slots, req.signal);
+        const claim = await this.claimSlot(lease, prefix, etcdKey, record, slots, req.signal);
+        record.slot = claim.slot;
+        token = claim.token;
         since = new Date(record.since);
         if (lease.lost) throw this.lostWaiting(lease, etcdKey);
         if (req.signal?.aborted) throw new AbortError();
@@ -565,7 +589,7 @@ export class EtcdStore implements LockStore {
       const hold = new EtcdHold(
         req.key,
         mode,
-        rev(mine.create_revision),
+        token,
         since,
         record.slot,
         etcdKey,
@@ -630,7 +654,9 @@ export class EtcdStore implements LockStore {
   // Takes the lowest slot that no other holder of the name has written into
   // its key. The write succeeds only if no holder's key changed since the
   // read, so of two holders granted at once, the second reads again and sees
-  // the first one's slot.
+  // the first one's slot. The write's revision is the hold's token: holders
+  // let in by one release may notice it at different times, but whoever
+  // writes its slot after another holder has released gets a greater token.
   private async claimSlot(
     lease: Lease,
     prefix: string,
@@ -638,7 +664,7 @@ export class EtcdStore implements LockStore {
     record: KeyRecord,
     n: number,
     signal: AbortSignal | undefined,
-  ): Promise<number> {
+  ): Promise<{ slot: number; token: number }> {
     const k64 = b64(etcdKey);
     for (let tries = 0; tries < 100; tries++) {
       const { kvs } = await this.whileLeased(lease, etcdKey, signal, () => this.rangeName(prefix));
@@ -663,7 +689,7 @@ export class EtcdStore implements LockStore {
       );
       if (t.succeeded) {
         record.since = claimed.since;
-        return slot;
+        return { slot, token: rev(t.header.revision) };
       }
       if (lease.lost) throw this.lostWaiting(lease, etcdKey);
       if (signal?.aborted) throw new AbortError();
@@ -754,6 +780,59 @@ export class EtcdStore implements LockStore {
     return [...byName.entries()]
       .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
       .map(([name, list]) => statusOf({ id: name, name }, list));
+  }
+
+  // ---- break -----------------------------------------------------------
+
+  // Ends one hold, from any controller: its key is marked with who broke it
+  // and why, then deleted, each step only if the key has not changed since
+  // (the holder's own "held" write may land in between: then both again).
+  // The holder's lease and its other keys stay; its watch sees the deletion
+  // and reports the hold lost, and the next waiter is let in by the same
+  // deletion.
+  async breakHold(key: LockKey, token: number, by: Requester, reason: string): Promise<Holder> {
+    const prefix = this.namePrefix(key.id);
+    const who = `${by.user} (pid ${by.pid}) on controller ${by.controller}`;
+    const name = key.name ?? key.id;
+    for (let tries = 0; tries < 20; tries++) {
+      const { kvs } = await this.rangeName(prefix);
+      const st = statusOf(key, kvs);
+      const victim = st.holders.find((h) => h.token === token);
+      const kv = kvs.find((k) => rev(k.create_revision) === token || tokenOf(k, parseRecord(k)) === token);
+      const rec = kv && parseRecord(kv);
+      if (!victim || !kv || !rec) {
+        const why = kv ? `token ${token} is a waiter's, not a hold's` : `no hold of it has token ${token}`;
+        const tokens = st.holders.map((h) => h.token).join(', ');
+        throw new HostlockError(
+          ErrorCode.InvalidParams,
+          `cannot break '${name}' (backend ${this.describe}): ${why}; ` +
+            (st.holders.length ? `its holders' tokens: ${tokens}` : 'it is not held') +
+            ' (see hostlock status --backend)',
+          { name, token, holders: st.holders.map((h) => h.token ?? null) },
+        );
+      }
+      const k64 = kv.key;
+      const marked: KeyRecord = { ...rec, token, broken: { by: who, reason } };
+      const t1 = await this.call<TxnResponse>('/v3/kv/txn', {
+        compare: [{ key: k64, target: 'MOD', mod_revision: kv.mod_revision, result: 'EQUAL' }],
+        success: [{ request_put: { key: k64, value: b64(JSON.stringify(marked)), ignore_lease: true } }],
+        failure: [],
+      });
+      if (!t1.succeeded) continue;
+      const t2 = await this.call<TxnResponse>('/v3/kv/txn', {
+        compare: [{ key: k64, target: 'MOD', mod_revision: t1.header.revision, result: 'EQUAL' }],
+        success: [{ request_delete_range: { key: k64 } }],
+        failure: [],
+      });
+      if (!t2.succeeded) continue;
+      this.record({ event: 'break', key, mode: victim.mode, who: by, token, reason, victim });
+      return victim;
+    }
+    throw new HostlockError(
+      ErrorCode.StoreUnavailable,
+      `cannot break '${name}' (backend ${this.describe}): the hold with token ${token} kept changing; try again`,
+      { name, token },
+    );
   }
 
   // ---- history ---------------------------------------------------------
@@ -920,7 +999,7 @@ export class EtcdStore implements LockStore {
   }
 }
 
-function parseRecord(kv: Kv): KeyRecord | null {
+function parseRecord(kv: { value?: string }): KeyRecord | null {
   try {
     return JSON.parse(unb64(kv.value)) as KeyRecord;
   } catch {
@@ -965,7 +1044,7 @@ function statusOf(key: LockKey, kvs: Kv[]): KeyStatus {
     if (blockersOf(kvs, kv, r.mode).size < (r.slots ?? 1)) {
       holders.push({
         ...who,
-        token: rev(kv.create_revision),
+        token: tokenOf(kv, r),
         ...(r.slot !== undefined && r.held && { slot: r.slot }),
       });
     } else waiters.push(who);
@@ -1009,4 +1088,12 @@ function fitRecord(rec: HistoryRecord): string {
   if (Array.isArray(cut.cycle)) cut.cycle = (cut.cycle as unknown[]).slice(0, 8);
   delete cut.victim;
   return JSON.stringify(cut);
+}
+
+// A hold's fencing token: its key's create revision; with slots, the revision
+// of the write that took its slot (the key's mod revision, kept in the value
+// once a break marks it).
+function tokenOf(kv: Kv, r: KeyRecord | null): number {
+  if (r?.token !== undefined) return r.token;
+  return r?.slot !== undefined && r.held ? rev(kv.mod_revision) : rev(kv.create_revision);
 }
