@@ -890,7 +890,10 @@ export class EtcdStore implements LockStore {
           await this.call('/v3/kv/txn', { compare: [], success: puts, failure: [] });
           this.historySincePrune += batch.length;
         } catch (e) {
-          log.debug(`etcd history on ${this.describe}: ${batch.length} record(s) not written: ${(e as Error).message}`);
+          // What is queued goes too: a cluster that cannot take one batch
+          // would make `close` wait a request's whole budget per batch.
+          const lost = batch.length + this.historyQueue.splice(0).length;
+          log.debug(`etcd history on ${this.describe}: ${lost} record(s) not written: ${(e as Error).message}`);
         }
         // Pruned now and then, not on every write: a count per batch would
         // double the requests.
