@@ -700,9 +700,9 @@ export class EtcdStore implements LockStore {
     );
   }
 
-  // Waits until fewer than `room` keys of `ahead` are left (all of them for a
-  // plain lock; with slots, fewer than the slot count), or the wait is
-  // aborted, or the lease is lost, and returns our key as last seen. Keys ahead can only
+  // Waits until fewer than `room` keys of `ahead` are left (none for a plain
+  // lock; with slots, fewer than the slot count), or the wait is aborted, or
+  // the lease is lost, and returns our key as last seen. Keys ahead can only
   // go, never come, so the watch's deletions suffice: a release costs no
   // request to anyone but the waiter it lets in. After a watch restart
   // (`wake`), the queue is read again in case the gap hid a deletion.
