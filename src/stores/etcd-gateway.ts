@@ -276,7 +276,12 @@ export interface WatchResult {
   canceled?: boolean;
   compact_revision?: string;
   cancel_reason?: string;
-  events?: { type?: 'PUT' | 'DELETE'; kv: { key: string; mod_revision?: string } }[];
+  events?: {
+    type?: 'PUT' | 'DELETE';
+    kv: { key: string; mod_revision?: string };
+    // The value before the event, when the watch asked for it.
+    prev_kv?: { value?: string };
+  }[];
 }
 
 function describeTransport(e: NodeJS.ErrnoException): string {

@@ -4,7 +4,8 @@
 //
 // Options: prefix (key prefix, default "hostlock/"), ttl (lease seconds,
 // default 10, at least 2), timeout_ms (per request, before the next member),
-// cacert, cert, key (PEM files, as etcdctl's --cacert/--cert/--key).
+// history (history records kept, default 10000, 0 = none), cacert, cert, key
+// (PEM files, as etcdctl's --cacert/--cert/--key).
 import { invalidParams } from '../errors';
 
 export interface EtcdConfig {
@@ -14,6 +15,8 @@ export interface EtcdConfig {
   prefix: string;
   ttlSeconds: number;
   timeoutMs: number;
+  // How many history records the store keeps (the oldest go first); 0 keeps none.
+  historyCap: number;
   cacert?: string;
   cert?: string;
   key?: string;
@@ -21,7 +24,7 @@ export interface EtcdConfig {
   masked: string;
 }
 
-const OPTIONS = new Set(['prefix', 'ttl', 'timeout_ms', 'cacert', 'cert', 'key']);
+const OPTIONS = new Set(['prefix', 'ttl', 'timeout_ms', 'history', 'cacert', 'cert', 'key']);
 
 // Replaces the password of an etcd URL (or any URL-like string) with ***.
 export function maskUrl(url: string): string {
@@ -47,7 +50,14 @@ export function parseEtcdUrl(url: string): EtcdConfig {
     if (port < 1 || port > 65535) throw bad(`port ${port} out of range`);
     return `${proto}://${hm[1]}:${port}`;
   });
-  const cfg: EtcdConfig = { endpoints, prefix: 'hostlock/', ttlSeconds: 10, timeoutMs: 3000, masked };
+  const cfg: EtcdConfig = {
+    endpoints,
+    prefix: 'hostlock/',
+    ttlSeconds: 10,
+    timeoutMs: 3000,
+    historyCap: 10_000,
+    masked,
+  };
   if (user) cfg.user = decodeURIComponent(user);
   if (password !== undefined) cfg.password = decodeURIComponent(password);
   for (const [k, v] of new URLSearchParams(query ?? '')) {
@@ -61,6 +71,10 @@ export function parseEtcdUrl(url: string): EtcdConfig {
       const n = Number(v);
       if (!Number.isInteger(n) || n < 100) throw bad('timeout_ms must be a whole number, at least 100');
       cfg.timeoutMs = n;
+    } else if (k === 'history') {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0) throw bad('history must be a whole number of records (0 keeps none)');
+      cfg.historyCap = n;
     } else if (k === 'prefix') {
       cfg.prefix = v;
     } else {

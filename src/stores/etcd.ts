@@ -15,10 +15,27 @@
 // The same watch reports a held key deleted (lease revoked by an admin, or
 // the key itself) as a lost hold; the keepalive reports a lease the cluster
 // has not renewed for a TTL.
+//
+// History records are keys under `<prefix>history/`, named by time so that a
+// range read returns them oldest first, written in batches off every grant's
+// path and pruned to a count cap.
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { ErrorCode, HostlockError } from '../errors';
+import type { HistoryRecord } from '../history';
 import type { Holder } from '../holders';
 import { log } from '../log';
-import type { KeyStatus, LockKey, LockStore, Mode, StoreAcquire, StoreHold, Waiter } from '../store';
+import type {
+  HistoryEvent,
+  KeyStatus,
+  LockKey,
+  LockStore,
+  Mode,
+  Requester,
+  StoreAcquire,
+  StoreHold,
+  Waiter,
+} from '../store';
 import { EtcdError, Gateway, b64, prefixEnd, unb64, type WatchResult, type WatchStream } from './etcd-gateway';
 import { parseEtcdUrl, type EtcdConfig } from './etcd-url';
 
@@ -35,6 +52,15 @@ interface KeyRecord {
   play?: string;
   task?: string;
   host?: string;
+  // With slots: how many the lock has (every key of a name agrees), and,
+  // once held, which one this key took.
+  slots?: number;
+  slot?: number;
+  // Written by `breakHold` just before it deletes the key, so that the
+  // holder's watch (which sees the value a deleted key had) can say who broke it.
+  broken?: { by: string; reason: string };
+  // The hold's token, kept by that mark (which changes the key's mod revision).
+  token?: number;
 }
 
 interface Kv {
@@ -91,6 +117,7 @@ export class EtcdHold implements StoreHold {
     readonly mode: Mode,
     readonly token: number,
     readonly since: Date,
+    readonly slot: number | undefined,
     readonly etcdKey: string,
     private readonly onLost: ((reason: string) => void) | undefined,
     private readonly drop: (h: EtcdHold) => Promise<void>,
@@ -137,6 +164,14 @@ export class EtcdStore implements LockStore {
   private readonly oldLeases = new Set<string>();
   private cleanupTimer: NodeJS.Timeout | null = null;
   private closed = false;
+  // History records not yet written, and the writer draining them.
+  private historyQueue: HistoryRecord[] = [];
+  private historyWriter: Promise<void> = Promise.resolve();
+  private historyWriting = false;
+  private historySeq = 0;
+  private historySincePrune = 0;
+  // Tells this store object's records apart from others written the same millisecond.
+  private readonly historyTag = randomBytes(4).toString('hex');
 
   constructor(url: string, opts: EtcdStoreOptions = {}) {
     this.cfg = parseEtcdUrl(url);
@@ -347,6 +382,7 @@ export class EtcdStore implements LockStore {
           range_end: prefixEnd(base),
           start_revision: String(this.watchFrom),
           filters: ['NOPUT'],
+          prev_kv: true,
         },
       },
       (r) => this.onWatch(r),
@@ -386,11 +422,11 @@ export class EtcdStore implements LockStore {
     for (const ev of r.events ?? []) {
       this.watchFrom = Math.max(this.watchFrom, rev(ev.kv.mod_revision) + 1);
       if (ev.type !== 'DELETE') continue;
-      this.deleted(unb64(ev.kv.key));
+      this.deleted(unb64(ev.kv.key), ev.prev_kv?.value);
     }
   }
 
-  private deleted(k: string): void {
+  private deleted(k: string, lastValue?: string): void {
     const now = Date.now();
     this.recentlyDeleted.set(k, now);
     if (this.recentlyDeleted.size > 1000) {
@@ -405,7 +441,12 @@ export class EtcdStore implements LockStore {
     if (!entry) return;
     if (entry.hold) {
       this.lease!.entries.delete(k);
-      entry.hold.markLost(`lock lost: its etcd key ${k} was deleted (by an admin, or its lease was revoked)`);
+      const broken = lastValue ? parseRecord({ value: lastValue })?.broken : undefined;
+      entry.hold.markLost(
+        broken
+          ? `lock lost: broken by ${broken.by}: ${broken.reason}`
+          : `lock lost: its etcd key ${k} was deleted (by an admin, or its lease was revoked)`,
+      );
     } else {
       entry.wake?.();
     }
@@ -470,8 +511,11 @@ export class EtcdStore implements LockStore {
     const prefix = this.namePrefix(req.key.id);
     const etcdKey = `${prefix}${BigInt(lease.id).toString(16)}-${++this.seq}`;
     const { requester } = req;
+    const slots = req.slots;
+    const mode: Mode = slots === undefined ? req.mode : 'exclusive';
+    const room = slots ?? 1;
     const record: KeyRecord = {
-      mode: req.mode,
+      mode,
       held: false,
       since: new Date().toISOString(),
       pid: requester.pid,
@@ -482,6 +526,7 @@ export class EtcdStore implements LockStore {
       play: requester.play,
       task: requester.task,
       host: requester.host,
+      ...(slots !== undefined && { slots }),
     };
     const entry: Entry = { etcdKey, hold: null, wake: null, fail: null };
     lease.entries.set(etcdKey, entry);
@@ -510,32 +555,60 @@ export class EtcdStore implements LockStore {
         : await this.whileLeased(lease, etcdKey, req.signal, () => this.rangeName(prefix).then((r) => r.kvs));
       let mine = kvs.find((kv) => unb64(kv.key) === etcdKey);
       if (!mine || lease.lost) throw this.lostWaiting(lease, etcdKey);
-      const ahead = blockersOf(kvs, mine, req.mode);
+      // Every key written before ours is in this snapshot: of two requests
+      // that disagree on slots, the later one always sees the earlier.
+      for (const kv of kvs) {
+        const other = kv === mine ? null : parseRecord(kv);
+        if (other && other.slots !== slots) throw slotsMismatch(req.key, slots, other);
+      }
+      const ahead = blockersOf(kvs, mine, mode);
       for (const k of ahead) if (this.recentlyDeleted.has(k)) ahead.delete(k);
-      if (ahead.size > 0) {
+      if (ahead.size >= room) {
         if (!req.wait) {
           lease.entries.delete(etcdKey);
           await this.deleteKey(etcdKey).catch(() => {});
           return null;
         }
-        mine = await this.waitClear(lease, entry, ahead, prefix, mine, req.mode, req.signal);
+        mine = await this.waitClear(lease, entry, ahead, room, prefix, mine, mode, req.signal);
       }
       if (lease.lost) throw this.lostWaiting(lease, etcdKey);
       if (req.signal?.aborted) throw new AbortError();
-      const since = new Date();
-      const hold = new EtcdHold(req.key, req.mode, rev(mine.create_revision), since, etcdKey, req.onLost, (h) =>
-        this.dropHold(lease, h),
-      );
-      entry.hold = hold;
-      // Mark the key held, for status; off the handoff's path. Only while the
-      // key is still ours, so a release or loss racing it resurrects nothing.
+      let since = new Date();
+      let token = rev(mine.create_revision);
       record.held = true;
       record.since = since.toISOString();
-      void this.call<TxnResponse>('/v3/kv/txn', {
-        compare: [{ key: k64, target: 'LEASE', lease: lease.id, result: 'EQUAL' }],
-        success: [{ request_put: { key: k64, value: b64(JSON.stringify(record)), lease: lease.id } }],
-        failure: [],
-      }).catch(() => {});
+      if (slots !== undefined) {
+        // The slot is written before the grant is told: it is the hold's identity.
+        const claim = await this.claimSlot(lease, prefix, etcdKey, record, slots, req.signal);
+        record.slot = claim.slot;
+        token = claim.token;
+        since = new Date(record.since);
+        if (lease.lost) throw this.lostWaiting(lease, etcdKey);
+        if (req.signal?.aborted) throw new AbortError();
+      }
+      const hold = new EtcdHold(
+        req.key,
+        mode,
+        token,
+        since,
+        record.slot,
+        etcdKey,
+        (reason) => {
+          this.record({ event: 'lost', key: req.key, mode, who: requester, token: hold.token, reason });
+          req.onLost?.(reason);
+        },
+        (h) => this.dropHold(lease, h),
+      );
+      entry.hold = hold;
+      if (slots === undefined) {
+        // Mark the key held, for status; off the handoff's path. Only while the
+        // key is still ours, so a release or loss racing it resurrects nothing.
+        void this.call<TxnResponse>('/v3/kv/txn', {
+          compare: [{ key: k64, target: 'LEASE', lease: lease.id, result: 'EQUAL' }],
+          success: [{ request_put: { key: k64, value: b64(JSON.stringify(record)), lease: lease.id } }],
+          failure: [],
+        }).catch(() => {});
+      }
       return hold;
     } catch (e) {
       lease.entries.delete(etcdKey);
@@ -578,8 +651,58 @@ export class EtcdStore implements LockStore {
     );
   }
 
-  // Waits until every key in `ahead` is deleted (or the wait is aborted, or
-  // the lease is lost) and returns our key as last seen. Keys ahead can only
+  // Takes the lowest slot that no other holder of the name has written into
+  // its key. The write succeeds only if no holder's key changed since the
+  // read, so of two holders granted at once, the second reads again and sees
+  // the first one's slot. The write's revision is the hold's token: holders
+  // let in by one release may notice it at different times, but whoever
+  // writes its slot after another holder has released gets a greater token.
+  private async claimSlot(
+    lease: Lease,
+    prefix: string,
+    etcdKey: string,
+    record: KeyRecord,
+    n: number,
+    signal: AbortSignal | undefined,
+  ): Promise<{ slot: number; token: number }> {
+    const k64 = b64(etcdKey);
+    for (let tries = 0; tries < 100; tries++) {
+      const { kvs } = await this.whileLeased(lease, etcdKey, signal, () => this.rangeName(prefix));
+      const holders = kvs.slice(0, n);
+      const mine = holders.find((kv) => unb64(kv.key) === etcdKey);
+      if (!mine) throw this.lostWaiting(lease, etcdKey);
+      const taken = new Set(holders.filter((kv) => kv !== mine).map((kv) => parseRecord(kv)?.slot));
+      let slot = 1;
+      while (taken.has(slot)) slot++;
+      const claimed = { ...record, slot, since: new Date().toISOString() };
+      const t = await this.whileLeased(lease, etcdKey, signal, () =>
+        this.call<TxnResponse>('/v3/kv/txn', {
+          compare: holders.map((kv) => ({
+            key: kv.key,
+            target: 'MOD',
+            mod_revision: kv.mod_revision,
+            result: 'EQUAL',
+          })),
+          success: [{ request_put: { key: k64, value: b64(JSON.stringify(claimed)), lease: lease.id } }],
+          failure: [],
+        }),
+      );
+      if (t.succeeded) {
+        record.since = claimed.since;
+        return { slot, token: rev(t.header.revision) };
+      }
+      if (lease.lost) throw this.lostWaiting(lease, etcdKey);
+      if (signal?.aborted) throw new AbortError();
+    }
+    throw new EtcdError(
+      `etcd backend ${this.describe}: could not take a slot of ${etcdKey}: its holders keep changing`,
+      '',
+    );
+  }
+
+  // Waits until fewer than `room` keys of `ahead` are left (none for a plain
+  // lock; with slots, fewer than the slot count), or the wait is aborted, or
+  // the lease is lost, and returns our key as last seen. Keys ahead can only
   // go, never come, so the watch's deletions suffice: a release costs no
   // request to anyone but the waiter it lets in. After a watch restart
   // (`wake`), the queue is read again in case the gap hid a deletion.
@@ -587,6 +710,7 @@ export class EtcdStore implements LockStore {
     lease: Lease,
     entry: Entry,
     ahead: Set<string>,
+    room: number,
     prefix: string,
     mine: Kv,
     mode: Mode,
@@ -600,7 +724,7 @@ export class EtcdStore implements LockStore {
           offs.get(k)?.();
           offs.delete(k);
           ahead.delete(k);
-          if (ahead.size === 0) resolve();
+          if (ahead.size < room) resolve();
         };
         for (const k of ahead)
           offs.set(
@@ -658,6 +782,199 @@ export class EtcdStore implements LockStore {
       .map(([name, list]) => statusOf({ id: name, name }, list));
   }
 
+  // ---- break -----------------------------------------------------------
+
+  // Ends one hold, from any controller: its key is marked with who broke it
+  // and why, then deleted, each step only if the key has not changed since
+  // (the holder's own "held" write may land in between: then both again).
+  // The holder's lease and its other keys stay; its watch sees the deletion
+  // and reports the hold lost, and the next waiter is let in by the same
+  // deletion.
+  async breakHold(key: LockKey, token: number, by: Requester, reason: string): Promise<Holder> {
+    const prefix = this.namePrefix(key.id);
+    const who = `${by.user} (pid ${by.pid}) on controller ${by.controller}`;
+    const name = key.name ?? key.id;
+    for (let tries = 0; tries < 20; tries++) {
+      const { kvs } = await this.rangeName(prefix);
+      const st = statusOf(key, kvs);
+      const victim = st.holders.find((h) => h.token === token);
+      const kv = kvs.find((k) => rev(k.create_revision) === token || tokenOf(k, parseRecord(k)) === token);
+      const rec = kv && parseRecord(kv);
+      if (!victim || !kv || !rec) {
+        const why = kv ? `token ${token} is a waiter's, not a hold's` : `no hold of it has token ${token}`;
+        const tokens = st.holders.map((h) => h.token).join(', ');
+        throw new HostlockError(
+          ErrorCode.InvalidParams,
+          `cannot break '${name}' (backend ${this.describe}): ${why}; ` +
+            (st.holders.length ? `its holders' tokens: ${tokens}` : 'it is not held') +
+            ' (see hostlock status --backend)',
+          { name, token, holders: st.holders.map((h) => h.token ?? null) },
+        );
+      }
+      const k64 = kv.key;
+      const marked: KeyRecord = { ...rec, token, broken: { by: who, reason } };
+      const t1 = await this.call<TxnResponse>('/v3/kv/txn', {
+        compare: [{ key: k64, target: 'MOD', mod_revision: kv.mod_revision, result: 'EQUAL' }],
+        success: [{ request_put: { key: k64, value: b64(JSON.stringify(marked)), ignore_lease: true } }],
+        failure: [],
+      });
+      if (!t1.succeeded) continue;
+      const t2 = await this.call<TxnResponse>('/v3/kv/txn', {
+        compare: [{ key: k64, target: 'MOD', mod_revision: t1.header.revision, result: 'EQUAL' }],
+        success: [{ request_delete_range: { key: k64 } }],
+        failure: [],
+      });
+      if (!t2.succeeded) continue;
+      this.record({ event: 'break', key, mode: victim.mode, who: by, token, reason, victim });
+      return victim;
+    }
+    throw new HostlockError(
+      ErrorCode.StoreUnavailable,
+      `cannot break '${name}' (backend ${this.describe}): the hold with token ${token} kept changing; try again`,
+      { name, token },
+    );
+  }
+
+  // ---- history ---------------------------------------------------------
+
+  private get historyBase(): string {
+    return `${this.cfg.prefix}history/`;
+  }
+
+  // Queued and written at the end of this turn of the event loop, in one
+  // transaction per batch: a grant never waits for its line.
+  record(e: HistoryEvent): void {
+    try {
+      if (this.cfg.historyCap === 0 || this.closed) return;
+      const { pid, user, controller, run, playbook, play, task, host } = e.who;
+      this.historyQueue.push({
+        t: (e.at ?? new Date()).toISOString(),
+        event: e.event,
+        ...(e.key.name !== undefined && { name: e.key.name }),
+        path: e.key.id,
+        mode: e.mode,
+        token: e.token,
+        wait: e.wait,
+        waited: e.waited,
+        reason: e.reason,
+        cycle: e.cycle,
+        victim: e.victim,
+        pid,
+        helper_pid: process.pid,
+        user,
+        controller,
+        run,
+        playbook,
+        play,
+        task,
+        host,
+      });
+      if (!this.historyWriting) {
+        this.historyWriting = true;
+        this.historyWriter = new Promise<void>((r) => setImmediate(r)).then(() => this.writeHistory());
+      }
+    } catch {
+      /* history is best effort */
+    }
+  }
+
+  private async writeHistory(): Promise<void> {
+    try {
+      while (this.historyQueue.length > 0) {
+        // etcd refuses transactions of more than 128 operations by default.
+        const batch = this.historyQueue.splice(0, 100);
+        const puts = batch.map((rec) => ({
+          request_put: { key: b64(this.historyKey(rec)), value: b64(fitRecord(rec)) },
+        }));
+        try {
+          await this.call('/v3/kv/txn', { compare: [], success: puts, failure: [] });
+          this.historySincePrune += batch.length;
+        } catch (e) {
+          // What is queued goes too: a cluster that cannot take one batch
+          // would make `close` wait a request's whole budget per batch.
+          const lost = batch.length + this.historyQueue.splice(0).length;
+          log.debug(`etcd history on ${this.describe}: ${lost} record(s) not written: ${(e as Error).message}`);
+        }
+        // Pruned now and then, not on every write: a count per batch would
+        // double the requests.
+        if (this.historySincePrune >= Math.max(1, Math.min(500, this.cfg.historyCap / 10))) {
+          this.historySincePrune = 0;
+          await this.pruneHistory().catch((e: Error) =>
+            log.debug(`etcd history prune on ${this.describe}: ${e.message}`),
+          );
+        }
+      }
+    } finally {
+      // Reset with no await after the last look at the queue: a record
+      // queued after it starts a writer of its own.
+      this.historyWriting = false;
+    }
+  }
+
+  // `<prefix>history/<ms since epoch, 15 digits>-<store tag>-<seq>`: key
+  // order is time order (by the recording controller's clock).
+  private historyKey(rec: HistoryRecord): string {
+    const ms = String(Date.parse(rec.t)).padStart(15, '0');
+    return `${this.historyBase}${ms}-${this.historyTag}-${String(++this.historySeq).padStart(10, '0')}`;
+  }
+
+  // Deletes the oldest records beyond the cap, in one range delete.
+  private async pruneHistory(): Promise<void> {
+    const base = this.historyBase;
+    const { count } = await this.call<{ count?: string }>('/v3/kv/range', {
+      key: b64(base),
+      range_end: prefixEnd(base),
+      count_only: true,
+    });
+    const excess = Number(count ?? 0) - this.cfg.historyCap;
+    if (excess <= 0) return;
+    const r = await this.call<{ kvs?: Kv[] }>('/v3/kv/range', {
+      key: b64(base),
+      range_end: prefixEnd(base),
+      keys_only: true,
+      limit: String(excess),
+    });
+    const last = r.kvs?.at(-1);
+    if (!last) return;
+    await this.call('/v3/kv/deleterange', {
+      key: b64(base),
+      range_end: b64(unb64(last.key) + '\0'),
+    });
+  }
+
+  // Records of one name or of every name, oldest first; `since` in ms since
+  // the epoch. Read in pages, from the first key at or after `since`.
+  async history(query: { name?: string; since?: number } = {}): Promise<HistoryRecord[]> {
+    const base = this.historyBase;
+    const since = Math.max(0, Math.floor(query.since ?? 0));
+    let from = b64(`${base}${String(since).padStart(15, '0')}`);
+    const out: HistoryRecord[] = [];
+    for (;;) {
+      const r = await this.call<{ kvs?: Kv[]; more?: boolean }>('/v3/kv/range', {
+        key: from,
+        range_end: prefixEnd(base),
+        limit: '500',
+      });
+      for (const kv of r.kvs ?? []) {
+        let rec: HistoryRecord;
+        try {
+          rec = JSON.parse(unb64(kv.value)) as HistoryRecord;
+        } catch {
+          continue;
+        }
+        if (typeof rec?.t !== 'string' || typeof rec.event !== 'string') continue;
+        if (query.name !== undefined && rec.name !== query.name) continue;
+        if (Date.parse(rec.t) < since) continue;
+        out.push(rec);
+      }
+      const last = r.kvs?.at(-1);
+      if (!r.more || !last) break;
+      from = b64(unb64(last.key) + '\0');
+    }
+    // Records written the same millisecond by several controllers: by time, then as read.
+    return out.sort((a, b) => (a.t < b.t ? -1 : a.t > b.t ? 1 : 0));
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -679,12 +996,13 @@ export class EtcdStore implements LockStore {
     }
     // Revoking deletes every key at once; if no member answers, the keys go
     // with the lease TTL since nothing keeps it alive any more.
-    await Promise.all([...this.oldLeases].map((id) => this.revoke(id)));
+    // What was recorded before the close is written too.
+    await Promise.all([...[...this.oldLeases].map((id) => this.revoke(id)), this.historyWriter]);
     this.gw.close();
   }
 }
 
-function parseRecord(kv: Kv): KeyRecord | null {
+function parseRecord(kv: { value?: string }): KeyRecord | null {
   try {
     return JSON.parse(unb64(kv.value)) as KeyRecord;
   } catch {
@@ -724,9 +1042,61 @@ function statusOf(key: LockKey, kvs: Kv[]): KeyStatus {
       ...(r.play !== undefined && { play: r.play }),
       ...(r.task !== undefined && { task: r.task }),
       ...(r.host !== undefined && { host: r.host }),
+      ...(r.slots !== undefined && { slots: r.slots }),
     };
-    if (blockersOf(kvs, kv, r.mode).size === 0) holders.push(who);
-    else waiters.push(who);
+    if (blockersOf(kvs, kv, r.mode).size < (r.slots ?? 1)) {
+      holders.push({
+        ...who,
+        token: tokenOf(kv, r),
+        ...(r.slot !== undefined && r.held && { slot: r.slot }),
+      });
+    } else waiters.push(who);
   }
-  return { key, held: holders.length > 0, mode: holders[0]?.mode ?? null, holders, waiters };
+  const slots = holders.find((h) => h.slots !== undefined)?.slots;
+  return {
+    key,
+    held: holders.length > 0,
+    mode: holders[0]?.mode ?? null,
+    holders,
+    waiters,
+    ...(slots !== undefined && { slots }),
+  };
+}
+
+function slotsMismatch(key: LockKey, asked: number | undefined, other: KeyRecord): HostlockError {
+  const say = (n: number | undefined) => (n === undefined ? 'without slots' : `with slots: ${n}`);
+  const by = [
+    `pid ${other.pid}`,
+    `controller ${other.controller}`,
+    other.run ? `run ${other.run}` : '',
+    other.task ? `task ${other.task}` : '',
+  ]
+    .filter(Boolean)
+    .join(', ');
+  return new HostlockError(
+    ErrorCode.SlotsMismatch,
+    `'${key.name ?? key.id}' is in use ${say(other.slots)} (${by}), but this request asks ${say(asked)}: every user of a lock must give the same slots`,
+    { asked: asked ?? null, found: other.slots ?? null },
+  );
+}
+
+// A history record as a key's value; long fields are cut so that no record
+// grows past a few kilobytes.
+function fitRecord(rec: HistoryRecord): string {
+  const text = JSON.stringify(rec);
+  if (text.length <= 8000) return text;
+  const cut: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(rec))
+    cut[k] = typeof v === 'string' && v.length > 200 ? v.slice(0, 200) + '…' : v;
+  if (Array.isArray(cut.cycle)) cut.cycle = (cut.cycle as unknown[]).slice(0, 8);
+  delete cut.victim;
+  return JSON.stringify(cut);
+}
+
+// A hold's fencing token: its key's create revision; with slots, the revision
+// of the write that took its slot (the key's mod revision, kept in the value
+// once a break marks it).
+function tokenOf(kv: Kv, r: KeyRecord | null): number {
+  if (r?.token !== undefined) return r.token;
+  return r?.slot !== undefined && r.held ? rev(kv.mod_revision) : rev(kv.create_revision);
 }
