@@ -179,7 +179,7 @@ describe('etcd store', { timeout: 120_000 }, () => {
     assert.equal(st.held, true);
     assert.equal(st.mode, 'exclusive');
     assert.deepEqual(
-      { ...st.holders[0], since: 'x' },
+      { ...st.holders[0], since: 'x', token: 0 },
       {
         pid: process.pid,
         user: 'tester',
@@ -188,8 +188,10 @@ describe('etcd store', { timeout: 120_000 }, () => {
         host: 'web1',
         mode: 'exclusive',
         since: 'x',
+        token: 0,
       },
     );
+    assert.ok(st.holders[0].token! > 0, 'the holder shows its fencing token');
     assert.equal(st.waiters[0].controller, 'ctl-b');
     const all = await observer.list('web/');
     assert.deepEqual(
