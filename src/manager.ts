@@ -500,6 +500,11 @@ export class LockManager {
       onLost: (reason: string) => {
         if (w.hold) req.onLost?.(w.hold, reason);
       },
+      onQueued: (id: string) => {
+        if (w.settled || w.ticketId !== undefined) return;
+        w.ticketId = id;
+        if (req.owner?.run && req.target.store.waitGraph) this.checkDeadlockSoon(w);
+      },
     };
   }
 

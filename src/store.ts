@@ -60,6 +60,10 @@ export interface StoreAcquire {
   signal?: AbortSignal;
   // Called once if the hold is later lost under its holder.
   onLost?: (reason: string) => void;
+  // A store that queues waits itself (no `enqueue`) calls this once the wait
+  // is in its queue, with the id `status` gives that waiter: the policy can
+  // then look for a deadlock through `waitGraph`.
+  onQueued?: (id: string) => void;
   // Optional (a counting semaphore): at most `slots` holders of the key at
   // once, each in a slot of its own (mode is then 'exclusive'). Every holder
   // and waiter must ask for the same number, and a key held without slots

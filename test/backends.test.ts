@@ -217,6 +217,69 @@ for (const b of backends) {
       assert.match(tl.stdout, /stuck/);
     });
 
+    test(
+      'two runs on two controllers in opposite order: the wait that closes the cycle is refused at once',
+      { timeout: 90_000 },
+      async () => {
+        const backend = b.url();
+        let runA: TestAgent | undefined;
+        let runB: TestAgent | undefined;
+        try {
+          runA = await startAgent(envA);
+          runB = await startAgent(envB);
+          const a1 = await runA.connect();
+          const b1 = await runB.connect();
+          const own = (run: string) => ({ run, host: 'h1', task: 'cross' });
+          const take = (c: typeof a1, name: string, run: string, timeout?: number) =>
+            c.rpc.raw('acquire', {
+              name,
+              backend,
+              scope: 'run',
+              member: 'h1',
+              owner: own(run),
+              ...(timeout !== undefined && { timeout }),
+            });
+          assert.equal((await take(a1, 'db', 'run-a')).result?.acquired, true);
+          assert.equal((await take(b1, 'web', 'run-b')).result?.acquired, true);
+          const aWaits = take(a1, 'web', 'run-a', 60);
+          await sleep(500);
+          const t0 = performance.now();
+          const closing = await take(b1, 'db', 'run-b', 60);
+          const secs = (performance.now() - t0) / 1000;
+          const refused = closing.error?.code === -32006 || closing.result?.reason === 'deadlock';
+          assert.ok(refused, `the closing wait is refused as a deadlock: ${JSON.stringify(closing)}`);
+          assert.ok(secs < 5, `refused after ${secs.toFixed(2)} s, not at its timeout`);
+          const said = closing.error?.message ?? closing.result?.message ?? '';
+          assert.match(said, /deadlock/);
+          assert.match(said, /db/);
+          assert.match(said, /web/);
+          // The refused run lets go; the other one then gets what it waited for.
+          await b1.rpc.call('release', { name: 'web', backend, scope: 'run' });
+          const got = await aWaits;
+          assert.equal(got.result?.acquired, true, JSON.stringify(got));
+          await a1.rpc.call('release', { name: 'web', backend, scope: 'run' });
+          await a1.rpc.call('release', { name: 'db', backend, scope: 'run' });
+
+          // Both close the cycle at the same moment: exactly one is refused.
+          assert.equal((await take(a1, 'db2', 'run-a')).result?.acquired, true);
+          assert.equal((await take(b1, 'web2', 'run-b')).result?.acquired, true);
+          const both = [take(a1, 'web2', 'run-a', 60), take(b1, 'db2', 'run-b', 60)];
+          const first = await Promise.race(both.map((p, i) => p.then((r) => ({ i, r }))));
+          const isRefusal = (r: Awaited<(typeof both)[0]>) =>
+            r.error?.code === -32006 || r.result?.reason === 'deadlock';
+          assert.ok(isRefusal(first.r), `the first answer is a refusal: ${JSON.stringify(first.r)}`);
+          const loser = first.i === 0 ? a1 : b1;
+          await loser.rpc.call('release', { name: first.i === 0 ? 'db2' : 'web2', backend, scope: 'run' });
+          const other = await both[1 - first.i];
+          assert.equal(other.result?.acquired, true, `the other run gets its lock: ${JSON.stringify(other)}`);
+          a1.sock.destroy();
+          b1.sock.destroy();
+        } finally {
+          await Promise.allSettled([runA?.stop(), runB?.stop()]);
+        }
+      },
+    );
+
     test('a run hold the server loses fails the run’s next task "lock lost"', { timeout: 60_000 }, async () => {
       const backend = b.url();
       let agent: TestAgent | undefined;

@@ -569,6 +569,7 @@ export class EtcdStore implements LockStore {
           await this.deleteKey(etcdKey).catch(() => {});
           return null;
         }
+        req.onQueued?.(waitId(mine));
         mine = await this.waitClear(lease, entry, ahead, room, prefix, mine, mode, req.signal);
       }
       if (lease.lost) throw this.lostWaiting(lease, etcdKey);
@@ -763,6 +764,12 @@ export class EtcdStore implements LockStore {
   async status(key: LockKey): Promise<KeyStatus> {
     const { kvs } = await this.rangeName(this.namePrefix(key.id));
     return statusOf(key, kvs);
+  }
+
+  // Deadlock detection (the policy's) looks at every name of the store: a
+  // run's hosts hold and wait by name, whatever the name.
+  waitGraph(): Promise<KeyStatus[]> {
+    return this.list();
   }
 
   async list(prefix = ''): Promise<KeyStatus[]> {
@@ -1023,6 +1030,11 @@ function blockersOf(kvs: Kv[], mine: Kv, mode: Mode): Set<string> {
   return out;
 }
 
+// A waiter's id: its key's create revision, padded so that ids sort as numbers.
+function waitId(kv: Kv): string {
+  return String(rev(kv.create_revision)).padStart(20, '0');
+}
+
 function statusOf(key: LockKey, kvs: Kv[]): KeyStatus {
   // Who holds follows from the queue by the same rule the requests apply; the
   // record's `held` mark (written after the grant) only dates the grant.
@@ -1050,7 +1062,7 @@ function statusOf(key: LockKey, kvs: Kv[]): KeyStatus {
         token: tokenOf(kv, r),
         ...(r.slot !== undefined && r.held && { slot: r.slot }),
       });
-    } else waiters.push(who);
+    } else waiters.push({ ...who, id: waitId(kv) });
   }
   const slots = holders.find((h) => h.slots !== undefined)?.slots;
   return {
