@@ -646,6 +646,8 @@ export class EtcdStore implements LockStore {
   }
 
   private lostWaiting(lease: Lease, etcdKey: string): Error {
+    // Closing the store revokes its lease: a request still on its way back says so.
+    if (this.closed) return new Error(`etcd backend ${this.describe}: store closed while waiting`);
     return new EtcdError(
       `lock lost while waiting: the etcd key ${etcdKey} or its lease ${lease.id} is gone (backend ${this.describe})`,
       '',
