@@ -23,7 +23,7 @@ import { constants } from 'node:fs';
 import { join } from 'node:path';
 import { LockFile } from './lockfile';
 import type { Holder } from './holders';
-import type { DeadlockLink, HistoryEventKind, Mode } from './store';
+import type { DeadlockLink, HistoryEvent, HistoryEventKind, Mode } from './store';
 
 export const HISTORY_DIR = '.history';
 const MAX_RECORD = 4000; // below PIPE_BUF: one write holds whole lines only
@@ -56,6 +56,33 @@ export interface HistoryRecord {
   play?: string;
   task?: string;
   host?: string;
+}
+
+// An event as every store keeps it: the time, the lock, and who (this helper's PID too).
+export function historyRecordOf(e: HistoryEvent): HistoryRecord {
+  const { pid, user, controller, run, playbook, play, task, host } = e.who;
+  return {
+    t: (e.at ?? new Date()).toISOString(),
+    event: e.event,
+    name: e.key.name,
+    path: e.key.id,
+    mode: e.mode,
+    token: e.token,
+    wait: e.wait,
+    waited: e.waited,
+    reason: e.reason,
+    cycle: e.cycle,
+    victim: e.victim,
+    pid,
+    helper_pid: process.pid,
+    user,
+    controller,
+    run,
+    playbook,
+    play,
+    task,
+    host,
+  };
 }
 
 export function historyDir(lockDir: string): string {

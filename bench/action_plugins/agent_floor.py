@@ -12,21 +12,11 @@ of the locking work itself."""
 from __future__ import annotations
 
 from ansible.plugins.action import ActionBase
+from ansible_collections.hostlock.core.plugins.action.lock import ARGUMENT_SPEC
 from ansible_collections.hostlock.core.plugins.plugin_utils.agent import connect_agent
 from ansible_collections.hostlock.core.plugins.plugin_utils.discovery import find_helper
 from ansible_collections.hostlock.core.plugins.plugin_utils.owner import owner_metadata
 from ansible_collections.hostlock.core.plugins.plugin_utils.procinfo import run_owner_pid
-
-ARGUMENT_SPEC = dict(
-    name=dict(type='str'),
-    state=dict(type='str', default='acquired', choices=['acquired', 'try', 'released', 'status']),
-    timeout=dict(type='float'),
-    shared=dict(type='bool', default=False),
-    lock_dir=dict(type='path'),
-    backend=dict(type='str', no_log=True),
-    slots=dict(type='int'),
-    helper=dict(type='raw'),
-)
 
 
 class ActionModule(ActionBase):

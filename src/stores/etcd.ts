@@ -22,7 +22,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { ErrorCode, HostlockError } from '../errors';
-import type { HistoryRecord } from '../history';
+import { historyRecordOf, type HistoryRecord } from '../history';
 import type { Holder } from '../holders';
 import { log } from '../log';
 import type {
@@ -855,29 +855,9 @@ export class EtcdStore implements LockStore {
   record(e: HistoryEvent): void {
     try {
       if (this.cfg.historyCap === 0 || this.closed) return;
-      const { pid, user, controller, run, playbook, play, task, host } = e.who;
-      this.historyQueue.push({
-        t: (e.at ?? new Date()).toISOString(),
-        event: e.event,
-        ...(e.key.name !== undefined && { name: e.key.name }),
-        path: e.key.id,
-        mode: e.mode,
-        token: e.token,
-        wait: e.wait,
-        waited: e.waited,
-        reason: e.reason,
-        cycle: e.cycle,
-        victim: e.victim,
-        pid,
-        helper_pid: process.pid,
-        user,
-        controller,
-        run,
-        playbook,
-        play,
-        task,
-        host,
-      });
+      const rec = historyRecordOf(e);
+      if (rec.name === undefined) delete rec.name;
+      this.historyQueue.push(rec);
       if (!this.historyWriting) {
         this.historyWriting = true;
         this.historyWriter = new Promise<void>((r) => setImmediate(r)).then(() => this.writeHistory());

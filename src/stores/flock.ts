@@ -7,7 +7,7 @@ import { readdirSync, readSync, statSync, writeSync } from 'node:fs';
 import { ErrorCode as Code } from '../errors';
 import { basename, dirname, join } from 'node:path';
 import { ErrorCode, HostlockError } from '../errors';
-import { appendHistory, type HistoryRecord } from '../history';
+import { appendHistory, historyRecordOf } from '../history';
 import { HolderRegistry, holdersOf, lostHoldersOf, type Holder, type StoredRecord } from '../holders';
 import { kernelWait, LockFile, type KernelWait, type Mode } from '../lockfile';
 import { log } from '../log';
@@ -460,29 +460,7 @@ export class FlockStore implements LockStore {
   // The history of named locks lives in their directory (history.ts).
   record(e: HistoryEvent): void {
     if (e.key.name === undefined) return;
-    const { pid, user, controller, run, playbook, play, task, host } = e.who;
-    const rec: HistoryRecord = {
-      t: (e.at ?? new Date()).toISOString(),
-      event: e.event,
-      name: e.key.name,
-      path: e.key.id,
-      mode: e.mode,
-      token: e.token,
-      wait: e.wait,
-      waited: e.waited,
-      reason: e.reason,
-      cycle: e.cycle,
-      victim: e.victim,
-      pid,
-      helper_pid: process.pid,
-      user,
-      controller,
-      run,
-      playbook,
-      play,
-      task,
-      host,
-    };
+    const rec = historyRecordOf(e);
     const dir = dirname(e.key.id);
     appendHistory(dir, rec, isSharedGroupDir(dir), URGENT.has(e.event));
   }

@@ -17,7 +17,7 @@ import { hostname, userInfo } from 'node:os';
 import { Client, type ClientConfig, type Notification } from 'pg';
 import { ErrorCode, HostlockError } from '../errors';
 import type { Holder } from '../holders';
-import type { HistoryRecord } from '../history';
+import { historyRecordOf, type HistoryRecord } from '../history';
 import type {
   HistoryEvent,
   KeyStatus,
@@ -919,31 +919,25 @@ interface StatusRow {
 
 // One history line as history.ts writes it, long fields cut.
 function historyRecord(e: HistoryEvent): HistoryRecord {
-  const cut = (v: string | undefined) =>
-    v !== undefined && v.length > HISTORY_FIELD_MAX ? v.slice(0, HISTORY_FIELD_MAX) + '…' : v;
-  const { pid, user, controller, run, playbook, play, task, host } = e.who;
-  const rec: HistoryRecord = {
-    t: (e.at ?? new Date()).toISOString(),
-    event: e.event,
-    name: cut(e.key.name),
-    path: cut(e.key.id)!,
-    mode: e.mode,
-    token: e.token,
-    wait: cut(e.wait),
-    waited: e.waited,
-    reason: cut(e.reason),
-    cycle: e.cycle?.slice(0, 8),
-    victim: e.victim,
-    pid,
-    helper_pid: process.pid,
-    user: cut(user),
-    controller: cut(controller),
-    run: cut(run),
-    playbook: cut(playbook),
-    play: cut(play),
-    task: cut(task),
-    host: cut(host),
-  };
+  const cut = (v: string) => (v.length > HISTORY_FIELD_MAX ? v.slice(0, HISTORY_FIELD_MAX) + '…' : v);
+  const rec = historyRecordOf(e);
+  for (const k of [
+    'name',
+    'path',
+    'wait',
+    'reason',
+    'user',
+    'controller',
+    'run',
+    'playbook',
+    'play',
+    'task',
+    'host',
+  ] as const) {
+    const v = rec[k];
+    if (v !== undefined) rec[k] = cut(v);
+  }
+  rec.cycle = e.cycle?.slice(0, 8);
   return rec;
 }
 
