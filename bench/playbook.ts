@@ -3,54 +3,79 @@
 // (per-run agent over its socket) and once with a pure-Python fcntl action
 // plugin (bench/action_plugins/fcntl_lock.py); whole ansible-playbook wall
 // time, runs alternating, medians. 2: 10 tasks; 2b: 40 tasks, where the
-// per-task cost outweighs the agent's start; 2b-floor (info): 2b's playbook with
-// an action that only reaches the agent. Needs the venv (make venv).
+// per-task cost outweighs the agent's start; 2b-floor, 2b-null-node and
+// 2b-null-python (info): 2b's playbook with less and less of hostlock in it
+// (below). Needs the venv (make venv).
 import { join } from 'node:path';
 import { alternate, haveAnsible, PLAYBOOK_BIN, runPlaybook, stage, writePlaybook } from './ansible';
-import { median, note, report, size } from './lib';
+import { PROTOCOL } from '../src/version';
+import { median, note, report, size, ROOT } from './lib';
 
-// `floor`: the subject is bench/action_plugins/agent_floor.py, which reaches the
-// run's agent as hostlock.core.lock does (start, connect, one round trip) and
-// locks nothing: what any per-run agent costs, reported for information.
+// Subjects beside hostlock.core.lock, reported for information: `floor` is
+// bench/action_plugins/agent_floor.py, which reaches the run's real agent as
+// hostlock.core.lock does (start, connect, one round trip) and locks nothing;
+// `null-node` and `null-python` run hostlock.core.lock itself against an agent
+// that answers at once and holds nothing (bench/null-agent.ts, a Node process
+// with only its built-ins; bench/null_agent.py, a Python one): what a per-run
+// agent costs in Node, and in a process that starts fast and does no work.
+type Subject = 'lock' | 'floor' | 'null-node' | 'null-python';
+
+const SUBJECTS: Record<Subject, { action: string; what: string; helper?: string }> = {
+  lock: { action: 'hostlock.core.lock', what: 'hostlock.core.lock' },
+  floor: { action: 'agent_floor', what: 'agent_floor (reach the agent, lock nothing)' },
+  'null-node': {
+    action: 'hostlock.core.lock',
+    what: 'hostlock.core.lock against a Node agent that holds nothing',
+    helper: `${process.execPath} ${join(ROOT, 'build', 'bench', 'null-agent.js')} --protocol ${PROTOCOL}`,
+  },
+  'null-python': {
+    action: 'hostlock.core.lock',
+    what: 'hostlock.core.lock against a Python agent that holds nothing',
+    helper: `${join(ROOT, '.venv', 'bin', 'python')} ${join(ROOT, 'bench', 'null_agent.py')} --protocol ${PROTOCOL}`,
+  },
+};
+
 async function measure(
   goal: string,
   tasks: number,
   hosts: number,
   rounds: number,
   target: number,
-  floor = false,
+  kind: Subject = 'lock',
 ): Promise<void> {
+  const subject = SUBJECTS[kind];
   const s = stage(`playbook${goal}`, hosts);
   const withHostlock = join(s.dir, 'hostlock.yml');
   const withFcntl = join(s.dir, 'fcntl.yml');
-  writePlaybook(withHostlock, floor ? 'agent_floor' : 'hostlock.core.lock', tasks);
+  writePlaybook(withHostlock, subject.action, tasks);
   writePlaybook(withFcntl, 'fcntl_lock', tasks);
+  const subjectStage = subject.helper ? { ...s, env: { ...s.env, HOSTLOCK_HELPER: subject.helper } } : s;
   let t;
   try {
     t = await alternate(
-      () => runPlaybook(withHostlock, s),
+      () => runPlaybook(withHostlock, subjectStage),
       () => runPlaybook(withFcntl, s),
       rounds,
     );
   } finally {
     s.cleanup();
   }
-  const subject = floor ? 'agent_floor (reach the agent, lock nothing)' : 'hostlock.core.lock';
   note(
-    `${goal}: ${subject}: ${t.subject.map((x) => x.toFixed(0)).join(' ')} ms; fcntl plugin: ${t.anchor.map((x) => x.toFixed(0)).join(' ')} ms`,
+    `${goal}: ${subject.what}: ${t.subject.map((x) => x.toFixed(0)).join(' ')} ms; fcntl plugin: ${t.anchor.map((x) => x.toFixed(0)).join(' ')} ms`,
   );
   const a = median(t.subject);
   const b = median(t.anchor);
+  const info = kind !== 'lock';
   report({
     goal,
-    what: `playbook ${tasks} tasks × ${hosts} hosts, ${subject} (median of ${rounds})`,
+    what: `playbook ${tasks} tasks × ${hosts} hosts, ${subject.what} (median of ${rounds})`,
     figure: a,
     unit: 'ms',
     anchor: b,
     anchorWhat: 'same playbook, pure-Python fcntl action plugin',
-    target: floor ? 'info' : `≤ ${target}×`,
+    target: info ? 'info' : `≤ ${target}×`,
     met: a / b <= target,
-    info: floor,
+    info,
   });
 }
 
@@ -65,7 +90,9 @@ async function main(): Promise<void> {
   }
   await measure('2', size(10, 2), size(4, 1), size(9, 1), 1.15);
   await measure('2b', size(40, 2), size(4, 1), size(7, 1), 1.1);
-  await measure('2b-floor', size(40, 2), size(4, 1), size(7, 1), 1.1, true);
+  await measure('2b-floor', size(40, 2), size(4, 1), size(7, 1), 1.1, 'floor');
+  await measure('2b-null-node', size(40, 2), size(4, 1), size(7, 1), 1.1, 'null-node');
+  await measure('2b-null-python', size(40, 2), size(4, 1), size(7, 1), 1.1, 'null-python');
 }
 
 main().catch((err) => {
