@@ -148,9 +148,12 @@ class Timeline:
             for h in w['hosts']:
                 if h['waited'] < 0.05:
                     detail.append(f'{h["host"]} at once')
-                else:
-                    who = ', '.join(f'{self.glyph[b]}' for b in h['for']) or '?'
+                elif h['for']:
+                    who = ', '.join(f'{self.glyph[b]}' for b in h['for'])
                     detail.append(f'{h["host"]} {h["waited"]:.1f}s for {who}')
+                else:
+                    # Slow to be served (a busy machine, the agent starting), not held up by another run.
+                    detail.append(f'{h["host"]} {h["waited"]:.1f}s, no other run inside')
             rc = '' if w['rc'] in (0, None) else f'  [exit {w["rc"]}]'
             lines.append(f'  {g} {w["run"]:<4} longest wait {w["longest"]:4.1f}s: ' + '; '.join(detail) + rc)
         return '\n'.join(lines)
