@@ -148,7 +148,7 @@ export async function main(argv: string[]): Promise<number> {
     .command(historyCommand)
     .command(timelineCommand)
     .command(breakCommand)
-    .demandCommand(1, 'name a command: status, run, serve or agent')
+    .demandCommand(1, 'name a command: status, run, history, timeline, break, setup, serve or agent')
     .strict()
     .epilogue(EXIT_HELP)
     .version(VERSION)

@@ -18,7 +18,7 @@ export const EXIT_HELP = `Exit codes:
   ${EXIT.ok}      success (run: the command's own status)
   ${EXIT.conflict}      run: the lock is held by another (--nonblock) or --timeout expired; see --conflict-exit-code
   ${EXIT.usage}     usage error
-  ${EXIT.lockUnusable}     the lock directory or lock file is unusable (missing, unwritable, a symlink)
+  ${EXIT.lockUnusable}     the lock directory, lock file or lock store is unusable (missing, unwritable, a symlink; a server store unreachable)
   ${EXIT.cannotExecute}    run: the command cannot be executed
   ${EXIT.notFound}    run: the command was not found
   ${EXIT.signalBase}+N  run: the command was killed by signal N; ${EXIT.interrupted} when the wait was interrupted`;

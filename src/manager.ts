@@ -180,19 +180,21 @@ export class LockManager {
       }
       if (entry.queue.length === 0 && this.compatible(entry, req.mode, req.slots)) {
         let got: StoreHold | null | Promise<StoreHold | null>;
+        const abort = new AbortController();
         try {
-          got = req.target.store.acquire(this.storeRequest(waiter, false));
+          got = req.target.store.acquire(this.storeRequest(waiter, false, abort.signal));
         } catch (err) {
           waiter.fail(err);
           this.forget(entry);
           return;
         }
         if (got instanceof Promise) {
-          // A server store answers later: its try is this waiter's first step.
+          // A server store answers later: its try is this waiter's first step,
+          // and a timeout or cancel that comes first ends it.
           entry.queue.push(waiter);
           if (req.wait && req.timeout !== 0) this.enqueue(waiter);
           this.startTimers(waiter);
-          this.follow(waiter, { abort: new AbortController(), done: got }, !req.wait || req.timeout === 0);
+          this.follow(waiter, { abort, done: got }, !req.wait || req.timeout === 0);
           return;
         }
         if (got) return this.grant(waiter, got);
@@ -651,10 +653,19 @@ export class LockManager {
     // Only once the store's wait has ended is "not held" true.
     w.givingUp = true;
     wait.abort.abort();
-    wait.done.then((held) => {
-      if (held) void held.release();
-      finish();
-    }, finish);
+    wait.done.then(
+      (held) => {
+        if (held) void held.release();
+        finish();
+      },
+      (err) => {
+        // A store that could not be reached says so: nobody was seen holding the lock.
+        if (err instanceof HostlockError && err.code === ErrorCode.StoreUnavailable) {
+          w.fail(err);
+          this.pump(w.entry);
+        } else finish();
+      },
+    );
   }
 
   // Releases everything this manager holds and abandons every wait.

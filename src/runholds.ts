@@ -242,6 +242,12 @@ export class RunHolds {
             const behind = blocked && plan.blocked!.entry !== entry ? plan.blocked!.entry.target.name : undefined;
             // A failed try keeps its place: the block that follows waits in the same plan.
             if (req.wait || gone) this.giveUp(plan, entry, member);
+            if (entry.state === 'taking' && entry.reserved.size === 0 && !cancelled) {
+              // This member's timeout ended the take: a store that never answered it says why.
+              while (entry.state === 'taking') await new Promise<void>((resolve) => plan.wake.add(resolve));
+              if (entry.error instanceof HostlockError && entry.error.code === ErrorCode.StoreUnavailable)
+                throw entry.error;
+            }
             const reason = cancelled || gone ? 'cancelled' : req.wait ? 'timeout' : 'busy';
             return { acquired: false, waited: since(started), reason, holders, changed: false, behind };
           }

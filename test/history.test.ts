@@ -96,6 +96,11 @@ describe('history', { timeout: 120000 }, () => {
       assert.equal(JSON.parse(cli(['history', '--since', '2999-01-01', '--json'], env).stdout).events.length, 0);
       const text = cli(['history'], env).stdout;
       assert.match(text, /grant +ctr +run w\d \[round \d+\] .* token \d+/);
+      // Nothing to list: said on stderr, stdout stays empty for scripts.
+      const none = cli(['history', 'other'], env);
+      assert.equal(none.status, 0);
+      assert.equal(none.stdout, '');
+      assert.match(none.stderr, /no history in .* for other/);
       const bad = cli(['history', '--since', 'yesterday-ish'], env);
       assert.notEqual(bad.status, 0);
       assert.match(bad.stderr, /--since yesterday-ish: give a duration/);

@@ -100,6 +100,10 @@ export const historyCommand: CommandModule<object, Args> = {
   handler: async (a) => {
     const { dir, records } = await queryHistory(a);
     if (a.json) process.stdout.write(JSON.stringify({ dir, events: records }, null, 2) + '\n');
+    else if (!records.length)
+      process.stderr.write(
+        `hostlock: no history in ${dir}${a.name !== undefined ? ` for ${a.name}` : ''}${a.since ? ` since ${a.since}` : ''}\n`,
+      );
     else for (const r of records) process.stdout.write(describeRecord(r) + '\n');
     process.exitCode = 0;
   },

@@ -3,6 +3,7 @@
 // one JSON object per line. Loading it costs nothing beyond Node's core (the
 // gRPC client weighs ~16 MB and 130-195 ms of `require`; see docs/ETCD.md).
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type ClientRequest } from 'node:http';
+import { ErrorCode, HostlockError } from '../errors';
 
 // TLS costs its load time only to clusters that use it.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -18,19 +19,20 @@ export interface GatewayOptions {
   timeoutMs: number;
 }
 
-// An error from etcd or from reaching it: names the member and the cause.
-export class EtcdError extends Error {
+// An error from etcd or from reaching it: names the member and the cause. To
+// a client it is the store's error (StoreUnavailable), whatever etcd said.
+export class EtcdError extends HostlockError {
   constructor(
     message: string,
     readonly endpoint: string,
     // gRPC status code from the gateway, or undefined for a transport failure.
-    readonly code?: number,
+    readonly grpcCode?: number,
   ) {
-    super(message);
+    super(ErrorCode.StoreUnavailable, message);
     this.name = 'EtcdError';
   }
   get transport(): boolean {
-    return this.code === undefined;
+    return this.grpcCode === undefined;
   }
 }
 
@@ -73,6 +75,8 @@ export class Gateway {
   private token: string | null = null;
   private authing: Promise<string | null> | null = null;
   private closed = false;
+  // Why the last unary call that found no member failed, until one succeeds.
+  private failing: string | undefined;
 
   constructor(private readonly opts: GatewayOptions) {
     const secure = opts.endpoints.some((e) => e.startsWith('https:'));
@@ -92,6 +96,11 @@ export class Gateway {
 
   get endpoints(): readonly string[] {
     return this.opts.endpoints;
+  }
+
+  // What the members said while no call could get through, or undefined.
+  get lastFailure(): string | undefined {
+    return this.failing;
   }
 
   // POST a unary call; on a transport failure or an unavailable member, the
@@ -116,10 +125,11 @@ export class Gateway {
         const left = Math.round(Math.max(100, Math.min(timeoutMs, deadline - Date.now())));
         const out = await this.post<T>(endpoint, path, body, left, headers);
         this.current = i;
+        this.failing = undefined;
         return out;
       } catch (e) {
         const err = e as EtcdError;
-        if (!reauthed && this.opts.user && err.code !== undefined && AUTH_EXPIRED.test(err.message)) {
+        if (!reauthed && this.opts.user && err.grpcCode !== undefined && AUTH_EXPIRED.test(err.message)) {
           // Simple tokens expire (5 min by default): authenticate again, once.
           this.token = null;
           reauthed = true;
@@ -128,6 +138,7 @@ export class Gateway {
         }
         if (!err.transport && !UNAVAILABLE.test(err.message)) throw err;
         failures.set(endpoint, err.message);
+        this.failing = [...failures.values()].join('; ');
       }
     }
     throw new EtcdError(`no etcd member answered: ${[...failures.values()].join('; ')}`, this.opts.endpoints.join(','));

@@ -220,7 +220,8 @@ export class EtcdStore implements LockStore {
   private call<T>(path: string, body: unknown, timeoutMs?: number, budgetMs?: number): Promise<T> {
     return this.gw.call<T>(path, body, timeoutMs, budgetMs).catch((e: unknown) => {
       // Every error names the backend (password masked) and the member.
-      if (e instanceof EtcdError) throw new EtcdError(`${e.message} (backend ${this.describe})`, e.endpoint, e.code);
+      if (e instanceof EtcdError)
+        throw new EtcdError(`${e.message} (backend ${this.describe})`, e.endpoint, e.grpcCode);
       throw e;
     });
   }
@@ -232,6 +233,24 @@ export class EtcdStore implements LockStore {
     if (this.lease && !this.lease.lost) return Promise.resolve(this.lease);
     this.leasing ??= this.grantLease().finally(() => (this.leasing = null));
     return this.leasing;
+  }
+
+  // The lease, unless the wait ends (its timeout, its client gone) while the
+  // cluster has not granted one yet: then what the members said so far.
+  private leaseBefore(signal: AbortSignal | undefined): Promise<Lease> {
+    const leasing = this.getLease();
+    if (!signal) return leasing;
+    return new Promise((resolve, reject) => {
+      const ended = () =>
+        reject(
+          new EtcdError(
+            `no etcd member answered before the wait ended: ${this.gw.lastFailure ?? 'no answer yet'} (backend ${this.describe})`,
+            this.gw.endpoints.join(','),
+          ),
+        );
+      signal.addEventListener('abort', ended, { once: true });
+      leasing.then(resolve, reject).finally(() => signal.removeEventListener('abort', ended));
+    });
   }
 
   private async grantLease(): Promise<Lease> {
@@ -485,7 +504,7 @@ export class EtcdStore implements LockStore {
 
   async acquire(req: StoreAcquire): Promise<StoreHold | null> {
     if (req.signal?.aborted) throw new AbortError();
-    let lease = await this.getLease();
+    let lease = await this.leaseBefore(req.signal);
     try {
       return await this.acquireOn(lease, req);
     } catch (e) {
