@@ -56,7 +56,9 @@ export interface StoreAcquire {
   // false: try once, resolve null when busy. true: wait until held or aborted.
   wait: boolean;
   // Aborting ends the wait: the promise then rejects with an AbortError (or
-  // resolves null) and nothing is held.
+  // resolves null) and nothing is held. Aborted before the server was ever
+  // reached (still connecting), it rejects with the store's error
+  // (StoreUnavailable) saying so: nobody was seen holding the key.
   signal?: AbortSignal;
   // Called once if the hold is later lost under its holder.
   onLost?: (reason: string) => void;
@@ -184,4 +186,21 @@ export interface LockStore {
   // hold is gone; rejects with an error saying why when there is no such hold
   // or it may not be ended. Records a `break` event naming `by` and `reason`.
   breakHold?(key: LockKey, token: number, by: Requester, reason: string): MaybePromise<Holder>;
+}
+
+// `connecting` (a store's shared connection or session, which other requests
+// may still use), unless `signal` aborts first: then the error `unreached()`
+// makes, saying the server has not answered yet.
+export function unlessAborted<T>(
+  connecting: Promise<T>,
+  signal: AbortSignal | undefined,
+  unreached: () => Error,
+): Promise<T> {
+  if (!signal) return connecting;
+  if (signal.aborted) return Promise.reject(unreached());
+  return new Promise((resolve, reject) => {
+    const ended = () => reject(unreached());
+    signal.addEventListener('abort', ended, { once: true });
+    connecting.then(resolve, reject).finally(() => signal.removeEventListener('abort', ended));
+  });
 }

@@ -3,6 +3,7 @@
 // password. Nothing claims the lock is held by someone, and a wait's timeout
 // shorter than the store's connection budget still ends at the timeout.
 import assert from 'node:assert/strict';
+import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { ErrorCode } from '../src/errors';
@@ -112,3 +113,42 @@ for (const s of stores) {
     );
   });
 }
+
+// A server that accepts connections and never answers (a hung host, a
+// firewall that swallows packets): a wait's timeout still ends the wait.
+describe('a server store that accepts and never answers', () => {
+  let silent: Server;
+  const held: Socket[] = [];
+  let port = 0;
+  let h: Helper;
+  after(async () => {
+    await h?.close();
+    for (const c of held) c.destroy();
+    silent?.close();
+  });
+
+  test('a wait with a timeout ends at its timeout with the store error', { timeout: 60000 }, async () => {
+    silent = createServer((c) => held.push(c));
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    port = (silent.address() as { port: number }).port;
+    h = startServe();
+    const cases = [
+      {
+        url: `postgresql://bob:hunter2@127.0.0.1:${port}/locks`,
+        says: /no answer from the server before the wait ended/,
+      },
+      { url: `etcd://bob:hunter2@127.0.0.1:${port}`, says: /no etcd member answered before the wait ended/ },
+    ];
+    for (const c of cases) {
+      const started = performance.now();
+      const reply = await h.rpc.raw('acquire', { name: 'x', backend: c.url, timeout: 0.5 });
+      const took = (performance.now() - started) / 1000;
+      assert.ok(reply.error, `${c.url}: expected an error, got ${JSON.stringify(reply.result)}`);
+      assert.equal(reply.error.code, ErrorCode.StoreUnavailable, reply.error.message);
+      assert.match(reply.error.message, c.says);
+      assert.match(reply.error.message, new RegExp(`bob:\\*\\*\\*@127\\.0\\.0\\.1:${port}`));
+      assert.doesNotMatch(reply.error.message, /hunter2/);
+      assert.ok(took < 2, `${c.url}: answered after ${took.toFixed(2)} s`);
+    }
+  });
+});

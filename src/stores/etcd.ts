@@ -25,16 +25,17 @@ import { ErrorCode, HostlockError } from '../errors';
 import { historyRecordOf, type HistoryRecord } from '../history';
 import type { Holder } from '../holders';
 import { log } from '../log';
-import type {
-  HistoryEvent,
-  KeyStatus,
-  LockKey,
-  LockStore,
-  Mode,
-  Requester,
-  StoreAcquire,
-  StoreHold,
-  Waiter,
+import {
+  type HistoryEvent,
+  type KeyStatus,
+  type LockKey,
+  type LockStore,
+  type Mode,
+  type Requester,
+  type StoreAcquire,
+  type StoreHold,
+  type Waiter,
+  unlessAborted,
 } from '../store';
 import { EtcdError, Gateway, b64, prefixEnd, unb64, type WatchResult, type WatchStream } from './etcd-gateway';
 import { parseEtcdUrl, type EtcdConfig } from './etcd-url';
@@ -233,24 +234,6 @@ export class EtcdStore implements LockStore {
     if (this.lease && !this.lease.lost) return Promise.resolve(this.lease);
     this.leasing ??= this.grantLease().finally(() => (this.leasing = null));
     return this.leasing;
-  }
-
-  // The lease, unless the wait ends (its timeout, its client gone) while the
-  // cluster has not granted one yet: then what the members said so far.
-  private leaseBefore(signal: AbortSignal | undefined): Promise<Lease> {
-    const leasing = this.getLease();
-    if (!signal) return leasing;
-    return new Promise((resolve, reject) => {
-      const ended = () =>
-        reject(
-          new EtcdError(
-            `no etcd member answered before the wait ended: ${this.gw.lastFailure ?? 'no answer yet'} (backend ${this.describe})`,
-            this.gw.endpoints.join(','),
-          ),
-        );
-      signal.addEventListener('abort', ended, { once: true });
-      leasing.then(resolve, reject).finally(() => signal.removeEventListener('abort', ended));
-    });
   }
 
   private async grantLease(): Promise<Lease> {
@@ -504,7 +487,15 @@ export class EtcdStore implements LockStore {
 
   async acquire(req: StoreAcquire): Promise<StoreHold | null> {
     if (req.signal?.aborted) throw new AbortError();
-    let lease = await this.leaseBefore(req.signal);
+    let lease = await unlessAborted(
+      this.getLease(),
+      req.signal,
+      () =>
+        new EtcdError(
+          `no etcd member answered before the wait ended: ${this.gw.lastFailure ?? 'no answer yet'} (backend ${this.describe})`,
+          this.gw.endpoints.join(','),
+        ),
+    );
     try {
       return await this.acquireOn(lease, req);
     } catch (e) {

@@ -18,16 +18,17 @@ import { Client, type ClientConfig, type Notification } from 'pg';
 import { ErrorCode, HostlockError } from '../errors';
 import type { Holder } from '../holders';
 import { historyRecordOf, type HistoryRecord } from '../history';
-import type {
-  HistoryEvent,
-  KeyStatus,
-  LockKey,
-  LockStore,
-  Mode,
-  Requester,
-  StoreAcquire,
-  StoreHold,
-  Waiter,
+import {
+  type HistoryEvent,
+  type KeyStatus,
+  type LockKey,
+  type LockStore,
+  type Mode,
+  type Requester,
+  type StoreAcquire,
+  type StoreHold,
+  type Waiter,
+  unlessAborted,
 } from '../store';
 import { CREATE_SQL, LOCK_CLASS, SCHEMA, SCHEMA_VERSION, upgradeSql } from './pgschema';
 import { PgUrlError, isSocket, resolveTarget, tlsOptions, type PgTarget, type SslMode } from './pgurl';
@@ -751,7 +752,12 @@ export class PostgresStore implements LockStore {
 
   async acquire(req: StoreAcquire): Promise<StoreHold | null> {
     if (req.signal?.aborted) throw abortError();
-    const session = await this.open();
+    const session = await unlessAborted(this.open(), req.signal, () =>
+      storeError(
+        `PostgreSQL backend ${this.describe}: no answer from the server before the wait ended (still connecting, ` +
+          `connect_timeout ${this.target.connectTimeoutMs / 1000} s); check the host, port and firewall`,
+      ),
+    );
     try {
       return await session.acquire(req);
     } catch (err) {
