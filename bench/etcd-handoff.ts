@@ -21,9 +21,10 @@ interface Mark {
 function handoffs(marks: Mark[]): number[] {
   const sorted = [...marks].sort((a, b) => a.at - b.at);
   const out: number[] = [];
-  for (let i = 1; i < sorted.length; i++) {
-    const [prev, next] = [sorted[i - 1], sorted[i]];
-    if (prev.kind === 'R' && next.kind === 'G' && prev.pid !== next.pid) out.push(next.at - prev.at);
+  let prev: Mark | undefined;
+  for (const next of sorted) {
+    if (prev?.kind === 'R' && next.kind === 'G' && prev.pid !== next.pid) out.push(next.at - prev.at);
+    prev = next;
   }
   return out;
 }
@@ -33,7 +34,7 @@ function parse(text: string): Mark[] {
     .split('\n')
     .filter((l) => /^[GR] /.test(l))
     .map((l) => {
-      const [kind, at, pid] = l.split(' ');
+      const [kind, at, pid = ''] = l.split(' ');
       return { kind: kind as 'G' | 'R', at: Number(at) * 1000, pid };
     });
 }

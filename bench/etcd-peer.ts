@@ -5,6 +5,7 @@
 import { EtcdStore } from '../src/stores/etcd';
 
 async function main([url, roundsArg, holdArg]: string[]): Promise<void> {
+  if (!url) throw new Error('usage: node etcd-peer.js <etcd url> <rounds> <hold ms>');
   const store = new EtcdStore(url);
   const requester = { pid: process.pid, user: 'bench', controller: `peer-${process.pid}` };
   const now = () => ((performance.timeOrigin + performance.now()) / 1000).toFixed(6);

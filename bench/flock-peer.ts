@@ -5,7 +5,9 @@ import { openSync } from 'node:fs';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports -- fs-ext ships no types; this is the one call used
 const { flockSync } = require('fs-ext') as { flockSync: (fd: number, flags: string) => void };
-const fd = openSync(process.argv[2], 'a');
+const file = process.argv[2];
+if (!file) throw new Error('usage: node flock-peer.js <lock file> (with an IPC channel to its parent)');
+const fd = openSync(file, 'a');
 const now = () => process.hrtime.bigint().toString();
 
 process.on('message', (m: string) => {

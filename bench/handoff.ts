@@ -125,7 +125,7 @@ async function main(): Promise<void> {
   const t = tempDir('hl-bench-handoff');
   const env = { HOSTLOCK_DIR: t.dir, HOSTLOCK_RUNTIME_DIR: join(t.dir, 'run') };
   const agent = await startAgent(join(t.dir, 'run'), env);
-  const helpers = [startServe(env), startServe(env)];
+  const helpers = [startServe(env), startServe(env)] as const;
   try {
     const c1 = await connectSocket(agent.socket);
     const c2 = await connectSocket(agent.socket);

@@ -50,7 +50,8 @@ async function main(): Promise<void> {
       const names = Array.from({ length: hosts }, (_, i) => `host-${i}`);
       const t0 = performance.now();
       await Promise.all(names.map((h) => worker(agent.socket, h, `bench-${round}`)));
-      times.push(performance.now() - t0);
+      const elapsed = performance.now() - t0;
+      times.push(elapsed);
       // Every lock is held by the run, as the kernel sees it.
       const c = await connectSocket(agent.socket);
       const list = await c.rpc.call('list', {});
@@ -61,7 +62,7 @@ async function main(): Promise<void> {
       const kib = (peakRssKiB(agent.proc.pid!) ?? NaN) + kids.reduce((s, p) => s + (rssKiB(p) ?? 0), 0);
       totalKiB = Math.max(totalKiB, kib);
       note(
-        `round ${round}: ${hosts} hosts held after ${times[times.length - 1].toFixed(0)} ms; agent peak RSS ${(kib / 1024).toFixed(1)} MiB, ${kids.length} child process(es)`,
+        `round ${round}: ${hosts} hosts held after ${elapsed.toFixed(0)} ms; agent peak RSS ${(kib / 1024).toFixed(1)} MiB, ${kids.length} child process(es)`,
       );
     } finally {
       await agent.stop();

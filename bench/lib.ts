@@ -21,7 +21,7 @@ export function quantile(values: number[], q: number): number {
   if (values.length === 0) return NaN;
   const s = [...values].sort((a, b) => a - b);
   const i = Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1));
-  return s[i];
+  return s[i]!;
 }
 
 export const median = (v: number[]) => quantile(v, 0.5);

@@ -10,8 +10,9 @@ import { join } from 'node:path';
 
 function arg(name: string): string {
   const i = process.argv.indexOf(name);
-  if (i < 0 || i + 1 >= process.argv.length) throw new Error(`null agent: missing ${name}`);
-  return process.argv[i + 1];
+  const value = i < 0 ? undefined : process.argv[i + 1];
+  if (value === undefined) throw new Error(`null agent: missing ${name}`);
+  return value;
 }
 
 const ownerPid = Number(arg('--owner-pid'));

@@ -36,7 +36,8 @@ for (const line of readFileSync(0, 'utf8').split('\n')) {
     }
   }
 }
-const table = [['goal', 'figure', 'anchor', 'ratio', 'goal', 'met?', 'what (anchor)']];
+const head = ['goal', 'figure', 'anchor', 'ratio', 'goal', 'met?', 'what (anchor)'];
+const table = [head];
 for (const r of rows) {
   table.push([
     r.goal,
@@ -48,6 +49,6 @@ for (const r of rows) {
     `${r.what}${r.anchorWhat ? ` (${r.anchorWhat})` : ''}`,
   ]);
 }
-const width = table[0].map((_, i) => Math.max(...table.map((r) => r[i].length)));
+const width = head.map((_, i) => Math.max(...table.map((r) => r[i]?.length ?? 0)));
 for (const r of table)
-  process.stdout.write(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(width[i]))).join('  ') + '\n');
+  process.stdout.write(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(width[i] ?? 0))).join('  ') + '\n');

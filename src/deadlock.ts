@@ -91,7 +91,7 @@ export function findCycle(statuses: KeyStatus[], me: WaitingRun): Cycle | null {
   if (!start?.length) return null;
   // Breadth first, so that the shortest cycle is the one named.
   const seen = new Set<string>([self]);
-  let frontier: Array<{ at: string; path: Edge[] }> = start.map((e) => ({ at: e.to, path: [e] }));
+  let frontier: Array<{ at: string; path: [Edge, ...Edge[]] }> = start.map((e) => ({ at: e.to, path: [e] }));
   while (frontier.length) {
     const next: typeof frontier = [];
     for (const { at, path } of frontier) {

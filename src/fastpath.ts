@@ -28,13 +28,13 @@ export function fastCommand(argv: string[]): Command | null {
 
 function agentArgs(args: string[]): { ownerPid: number; runtime?: string; idleTimeout: number; print: boolean } | null {
   const seen = new Map<string, string | true>();
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i];
+  const rest = args.values();
+  for (const a of rest) {
     if (seen.has(a)) return null;
     if (a === '--print-socket') {
       seen.set(a, true);
     } else if (a === '--owner-pid' || a === '--runtime-dir' || a === '--idle-timeout') {
-      const v = args[++i];
+      const v = rest.next().value;
       if (v === undefined || v === '' || v.startsWith('-')) return null;
       seen.set(a, v);
     } else {

@@ -571,8 +571,7 @@ export class LockManager {
   // Grants queued waiters in order while they fit; the head that meets a
   // holder outside this helper waits in the store.
   private pump(entry: LockEntry): void {
-    while (entry.queue.length > 0) {
-      const head = entry.queue[0];
+    for (let head = entry.queue[0]; head; head = entry.queue[0]) {
       if (head.storeWait || !this.compatible(entry, head.req.mode, head.req.slots)) return;
       const abort = new AbortController();
       let got: StoreHold | null | Promise<StoreHold | null>;

@@ -15,12 +15,12 @@ export function encodeLockName(name: string): string {
   if (name.length === 0) throw new HostlockError(ErrorCode.InvalidParams, 'a lock name cannot be empty');
   const bytes = Buffer.from(name, 'utf8');
   let out = '';
-  for (let i = 0; i < bytes.length; i++) {
-    const ch = String.fromCharCode(bytes[i]);
+  for (const [i, byte] of bytes.entries()) {
+    const ch = String.fromCharCode(byte);
     out +=
-      bytes[i] < 0x80 && SAFE.test(ch) && !(i === 0 && ch === '.')
+      byte < 0x80 && SAFE.test(ch) && !(i === 0 && ch === '.')
         ? ch
-        : '%' + bytes[i].toString(16).toUpperCase().padStart(2, '0');
+        : '%' + byte.toString(16).toUpperCase().padStart(2, '0');
   }
   if (out.length + LOCK_SUFFIX.length <= MAX_FILE) return out;
   let head = out.slice(0, 120);

@@ -40,8 +40,8 @@ export function userName(uid: number): string {
     passwd = new Map();
     try {
       for (const line of readFileSync('/etc/passwd', 'utf8').split('\n')) {
-        const f = line.split(':');
-        if (f.length > 2) passwd.set(Number(f[2]), f[0]);
+        const [name, , uid] = line.split(':');
+        if (name !== undefined && uid !== undefined) passwd.set(Number(uid), name);
       }
     } catch {
       /* no passwd: fall back to numbers */
@@ -89,9 +89,9 @@ export function readKernelLocks(): KernelLock[] | null {
   }
   const out: KernelLock[] = [];
   for (const line of text.split('\n')) {
-    const f = line.trim().split(/\s+/);
-    if (f.length < 6 || f[1] === '->' || f[1] !== 'FLOCK') continue;
-    out.push({ pid: Number(f[4]), mode: f[3] === 'WRITE' ? 'exclusive' : 'shared', inode: f[5] });
+    const [, type, , access, pid, inode] = line.trim().split(/\s+/);
+    if (inode === undefined || type === '->' || type !== 'FLOCK') continue;
+    out.push({ pid: Number(pid), mode: access === 'WRITE' ? 'exclusive' : 'shared', inode });
   }
   return out;
 }
@@ -120,9 +120,10 @@ export function readProcStat(pid: number): ProcStat | null {
     return null;
   }
   const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  if (rest[0] === 'Z' || rest[0] === 'X' || rest.length < 20) return null;
+  const start = rest[19];
+  if (rest[0] === 'Z' || rest[0] === 'X' || start === undefined) return null;
   // rest[1] is field 4 (ppid), rest[3] field 6 (session).
-  return { pid, ppid: Number(rest[1]), sid: Number(rest[3]), start: rest[19] };
+  return { pid, ppid: Number(rest[1]), sid: Number(rest[3]), start };
 }
 
 // Every live process on the machine (as far as this process may see /proc).

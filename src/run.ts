@@ -1,7 +1,7 @@
 // `hostlock run NAME -- CMD`: flock(1) with names, timeouts and holder records.
 import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
-import { errorLine, EXIT, exitCodeFor } from './exit';
+import { errorLine, EXIT, exitCodeFor, UsageError } from './exit';
 import { log } from './log';
 import { LockManager } from './manager';
 import { closeStores } from './stores';
@@ -20,6 +20,8 @@ export interface RunOptions {
 }
 
 export async function runLocked(o: RunOptions): Promise<number> {
+  const [file, ...args] = o.command;
+  if (file === undefined) throw new UsageError('give the command after --, e.g. hostlock run db -- ./migrate.sh');
   const manager = new LockManager();
   let target;
   try {
@@ -79,7 +81,7 @@ export async function runLocked(o: RunOptions): Promise<number> {
     // Like flock(1), the command inherits the lock (as its fd 3): if hostlock
     // itself is killed, the lock lasts as long as the command still runs.
     const fd = hold.held.fd;
-    const child = spawn(o.command[0], o.command.slice(1), {
+    const child = spawn(file, args, {
       stdio: fd === undefined ? 'inherit' : ['inherit', 'inherit', 'inherit', fd],
       env: {
         ...process.env,
@@ -91,7 +93,7 @@ export async function runLocked(o: RunOptions): Promise<number> {
     const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((s) => [s, forward(s)] as const);
     for (const [s, h] of handlers) process.on(s, h);
     child.on('error', (err: NodeJS.ErrnoException) => {
-      process.stderr.write(`hostlock: cannot run ${o.command[0]}: ${err.message}\n`);
+      process.stderr.write(`hostlock: cannot run ${file}: ${err.message}\n`);
       resolve(err.code === 'ENOENT' ? EXIT.notFound : EXIT.cannotExecute);
     });
     child.on('exit', (status, signal) => {

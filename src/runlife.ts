@@ -235,9 +235,9 @@ export class RunLife {
       }
     }
     // Descendants that stayed in their parent's session.
-    for (let i = 0; i < todo.length; i++) {
-      for (const c of kids.get(todo[i].pid) ?? []) {
-        if (!ours.has(c.pid) && c.sid === todo[i].sid) {
+    for (const p of todo) {
+      for (const c of kids.get(p.pid) ?? []) {
+        if (!ours.has(c.pid) && c.sid === p.sid) {
           ours.add(c.pid);
           todo.push(c);
         }

@@ -214,6 +214,6 @@ describe('agent faults', () => {
     c2.sock.destroy();
     c3.sock.destroy();
     o.kill('SIGKILL');
-    await until(() => serving[0].exitCode !== null, 5000);
+    await until(() => serving[0]!.exitCode !== null, 5000);
   });
 });

@@ -56,7 +56,7 @@ describe('agent', () => {
     await until(() => agents.filter((a) => a.exitCode !== null).length === 19, 10000);
     const alive = agents.filter((a) => a.exitCode === null);
     assert.equal(alive.length, 1);
-    assert.equal(alive[0].pid, hello.pid);
+    assert.equal(alive[0]!.pid, hello.pid);
     for (const a of agents) if (a.exitCode !== null) assert.equal(a.exitCode, 0);
     const st = statSync(join(t.dir, 'rt'));
     assert.equal(st.mode & 0o777, 0o700, 'runtime directory must be private');
@@ -64,7 +64,7 @@ describe('agent', () => {
     s1.destroy();
     o.kill();
     await Promise.race([Promise.all(exits), sleep(5000)]);
-    assert.notEqual(alive[0].exitCode, null, 'agent outlived its owner');
+    assert.notEqual(alive[0]!.exitCode, null, 'agent outlived its owner');
   });
 
   test('connection locks end with the connection; run holds outlive it, counted by member', async () => {

@@ -20,7 +20,7 @@ export async function startAgent(
   const fullEnv = { ...process.env, ...env };
   const owner = spawn('sleep', ['3600'], { stdio: 'ignore' });
   const argv = [...wrap, process.execPath, CLI, 'agent', '--owner-pid', String(owner.pid)];
-  const agent = spawn(argv[0], argv.slice(1), {
+  const agent = spawn(argv[0]!, argv.slice(1), {
     env: fullEnv,
     stdio: ['ignore', 'ignore', stderr],
   });

@@ -123,7 +123,7 @@ for (const b of backends) {
       assert.equal(lines.length, 8);
       let last = 0;
       for (let i = 0; i < lines.length; i += 2) {
-        const [, tokIn] = lines[i].split(' ');
+        const [, tokIn] = lines[i]!.split(' ');
         assert.equal(lines[i], `in ${tokIn}`);
         assert.equal(lines[i + 1], `out ${tokIn}`, 'each section ends before the next begins');
         assert.ok(Number(tokIn) > last, 'tokens increase in section order');
@@ -270,7 +270,7 @@ for (const b of backends) {
           assert.ok(isRefusal(first.r), `the first answer is a refusal: ${JSON.stringify(first.r)}`);
           const loser = first.i === 0 ? a1 : b1;
           await loser.rpc.call('release', { name: first.i === 0 ? 'db2' : 'web2', backend, scope: 'run' });
-          const other = await both[1 - first.i];
+          const other = await both[1 - first.i]!;
           assert.equal(other.result?.acquired, true, `the other run gets its lock: ${JSON.stringify(other)}`);
           a1.sock.destroy();
           b1.sock.destroy();

@@ -72,6 +72,6 @@ describe('benchmarks in smoke mode', () => {
     assert.equal(r.status, 0);
     const lines = r.stdout.trim().split('\n');
     assert.equal(lines.length, 3);
-    assert.match(lines[1], /^1a\s+2\.000 ms\s+1\.000 ms\s+2\.00×\s+≤ 3×\s+yes/);
+    assert.match(lines[1]!, /^1a\s+2\.000 ms\s+1\.000 ms\s+2\.00×\s+≤ 3×\s+yes/);
   });
 });

@@ -68,8 +68,10 @@ describe('deadlock detection', { timeout: 120000 }, () => {
     const agents: TestAgent[] = [];
     try {
       for (let i = 0; i < 3; i++) agents.push(await startAgent(env));
-      const conns = await Promise.all(agents.map((a) => a.connect()));
-      const names = ['n1', 'n2', 'n3'];
+      const [c0, c1, c2] = await Promise.all(agents.map((a) => a.connect()));
+      assert.ok(c0 && c1 && c2);
+      const conns = [c0, c1, c2];
+      const names = ['n1', 'n2', 'n3'] as const;
       const run = (i: number, name: string) => ({
         name,
         dir: t.dir,
@@ -77,18 +79,19 @@ describe('deadlock detection', { timeout: 120000 }, () => {
         member: name,
         owner: { run: `R${i}`, task: `Lock ${name}`, host: 'localhost' },
       });
-      for (let i = 0; i < 3; i++) assert.equal((await conns[i].rpc.call('acquire', run(i, names[i]))).acquired, true);
+      for (const [i, c] of conns.entries())
+        assert.equal((await c.rpc.call('acquire', run(i, names[i]!))).acquired, true);
       // R0 waits for n2 (R1), R1 waits for n3 (R2): a chain, not yet a cycle.
-      const w0 = conns[0].rpc.call('acquire', run(0, names[1]));
-      const w1 = conns[1].rpc.call('acquire', run(1, names[2]));
+      const w0 = c0.rpc.call('acquire', run(0, names[1]));
+      const w1 = c1.rpc.call('acquire', run(1, names[2]));
       await until(async () => {
-        const s = await conns[0].rpc.call('list', { dir: t.dir });
+        const s = await c0.rpc.call('list', { dir: t.dir });
         return s.locks.filter((l: any) => l.waiters.length === 1).length === 2;
       });
       await sleep(100);
       // R2 waiting for n1 (R0) closes it.
       const t0 = performance.now();
-      const closing = await conns[2].rpc.call('acquire', run(2, names[0]));
+      const closing = await c2.rpc.call('acquire', run(2, names[0]));
       const took = performance.now() - t0;
       assert.equal(closing.reason, 'deadlock', JSON.stringify(closing));
       assert.ok(took < 1000, `detected after ${took.toFixed(0)} ms`);
@@ -97,9 +100,9 @@ describe('deadlock detection', { timeout: 120000 }, () => {
         ['R2>n1>R0', 'R0>n2>R1', 'R1>n3>R2'],
       );
       // Nobody else failed: R2 releases, R1 then R0 complete.
-      await conns[2].rpc.call('release', { name: 'n3', dir: t.dir, scope: 'run', member: 'n3' });
+      await c2.rpc.call('release', { name: 'n3', dir: t.dir, scope: 'run', member: 'n3' });
       assert.equal((await w1).acquired, true);
-      await conns[1].rpc.call('release', { name: 'n2', dir: t.dir, scope: 'run', member: 'n2' });
+      await c1.rpc.call('release', { name: 'n2', dir: t.dir, scope: 'run', member: 'n2' });
       assert.equal((await w0).acquired, true);
       for (const c of conns) c.sock.destroy();
     } finally {
@@ -187,8 +190,7 @@ describe('deadlock detection', { timeout: 120000 }, () => {
       // Each run takes a random subset of the locks in ascending order, holds
       // them a moment, and lets go: runs wait on each other all the time, in
       // every combination a consistent order allows, but never in a cycle.
-      const worker = async (i: number) => {
-        const h = helpers[i];
+      const worker = async (h: Helper, i: number) => {
         let seen = 0;
         h.rpc.onNotification = () => {};
         while (waits < 1000) {
@@ -211,7 +213,7 @@ describe('deadlock detection', { timeout: 120000 }, () => {
         }
         return seen;
       };
-      await Promise.all(helpers.map((_, i) => worker(i)));
+      await Promise.all(helpers.map((h, i) => worker(h, i)));
       assert.ok(waits >= 1000, `only ${waits} waits in ${rounds} rounds`);
       process.stderr.write(`# deadlock: ${waits} contended waits in ${rounds} rounds, none refused\n`);
     } finally {

@@ -61,7 +61,7 @@ describe('etcd store under member failures', { timeout: 120_000 }, () => {
     await bh!.release();
     await other.release();
     await cluster.restart(0);
-    await until(() => healthy(cluster.endpoints[0]), 20_000, 100);
+    await until(() => healthy(cluster.endpoints[0]!), 20_000, 100);
   });
 
   test('two of three killed: holds lost after the TTL, waits and acquires fail clearly, no grant; restart resumes', async () => {
@@ -83,14 +83,14 @@ describe('etcd store under member failures', { timeout: 120_000 }, () => {
     // Given up a sixth of the TTL before the cluster could expire the lease,
     // counted from the last renewal (at most TTL/3 before the kill).
     assert.ok(lostAfter >= TTL * 1000 * (1 - 1 / 6 - 1 / 3) - 100, `lost too early (${lostAfter} ms)`);
-    assert.match(lost[0], /lock lost: no etcd member renewed its lease within its 2 s TTL/);
+    assert.match(lost[0]!, /lock lost: no etcd member renewed its lease within its 2 s TTL/);
     await assert.rejects(bWait, /lock lost while waiting/);
     assert.equal(bGot, false, 'granted without quorum');
     const c = store('c', prefix);
     await assert.rejects(c.take('q'), (e: Error) => {
       assert.match(e.message, /no etcd member answered/);
-      assert.match(e.message, new RegExp(`${cluster.endpoints[0].slice(7)}: connection refused`));
-      assert.match(e.message, new RegExp(cluster.endpoints[2].slice(7)));
+      assert.match(e.message, new RegExp(`${cluster.endpoints[0]!.slice(7)}: connection refused`));
+      assert.match(e.message, new RegExp(cluster.endpoints[2]!.slice(7)));
       return true;
     });
     await cluster.restart(0);
@@ -119,7 +119,7 @@ describe('etcd store with authentication', { timeout: 60_000 }, () => {
   });
 
   function etcdctl(...args: string[]) {
-    const r = spawnSync('etcdctl', ['--endpoints', solo.endpoints[0], ...args], {
+    const r = spawnSync('etcdctl', ['--endpoints', solo.endpoints[0]!, ...args], {
       encoding: 'utf8',
       env: { ...process.env, ETCDCTL_API: '3' },
       timeout: 10_000,
@@ -138,7 +138,7 @@ describe('etcd store with authentication', { timeout: 60_000 }, () => {
     etcdctl('role', 'grant-permission', 'locks', 'readwrite', '--prefix=true', 'team/');
     etcdctl('user', 'grant-role', 'alice', 'locks');
     etcdctl('auth', 'enable');
-    const host = solo.endpoints[0].slice('http://'.length);
+    const host = solo.endpoints[0]!.slice('http://'.length);
     const url = `etcd://alice:s3cr3t@${host}?ttl=${TTL}&prefix=team/`;
     const a = new EtcdStore(url);
     const b = new EtcdStore(url);
@@ -198,7 +198,9 @@ describe('etcd store over TLS with a client certificate', { timeout: 60_000 }, (
       (e: Error) => {
         assert.match(
           e.message,
-          new RegExp(`etcd ${secure.endpoints[0].slice('https://'.length)}: the server refused our client certificate`),
+          new RegExp(
+            `etcd ${secure.endpoints[0]!.slice('https://'.length)}: the server refused our client certificate`,
+          ),
         );
         return true;
       },

@@ -59,6 +59,7 @@ test('a cut-off controller gives its hold up before the other controller is gran
     const granted = await other.line(/held \d+ \d+/, (TTL + 3) * 1000);
     const lostAt = Number(lost.split(' ')[1]);
     const [, token, grantedAt] = granted.split(' ').map(Number);
+    assert.ok(token !== undefined && grantedAt !== undefined, granted);
     process.stderr.write(
       `# etcd partition: cut-off holder gave up ${lostAt - cutAt} ms after the cut, ` +
         `the other controller was granted ${grantedAt - cutAt} ms after it\n`,

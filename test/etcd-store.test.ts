@@ -51,7 +51,7 @@ function connectionsTo(port: number): number {
   for (const fd of readdirSync('/proc/self/fd')) {
     try {
       const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/self/fd/${fd}`));
-      if (m) mine.add(m[1]);
+      if (m) mine.add(m[1]!);
     } catch {
       // closed meanwhile
     }
@@ -61,7 +61,7 @@ function connectionsTo(port: number): number {
     .split('\n')
     .slice(1)
     .map((l) => l.trim().split(/\s+/))
-    .filter((f) => f.length > 9 && f[2].endsWith(`:${hex}`) && f[3] === '01' && mine.has(f[9])).length;
+    .filter((f) => f.length > 9 && f[2]!.endsWith(`:${hex}`) && f[3] === '01' && mine.has(f[9]!)).length;
 }
 
 before(async () => {
@@ -111,7 +111,7 @@ describe('etcd store', { timeout: 120_000 }, () => {
         ['r2', 'shared'],
       ],
     );
-    assert.equal(st.holders[0].controller, 'r1');
+    assert.equal(st.holders[0]?.controller, 'r1');
     await sleep(200);
     assert.deepEqual(order, []);
     await r1!.release();
@@ -191,8 +191,8 @@ describe('etcd store', { timeout: 120_000 }, () => {
         token: 0,
       },
     );
-    assert.ok(st.holders[0].token! > 0, 'the holder shows its fencing token');
-    assert.equal(st.waiters[0].controller, 'ctl-b');
+    assert.ok(st.holders[0]!.token! > 0, 'the holder shows its fencing token');
+    assert.equal(st.waiters[0]?.controller, 'ctl-b');
     const all = await observer.list('web/');
     assert.deepEqual(
       all.map((k) => [k.key.name, k.mode, k.holders.length, k.waiters.length]),
@@ -234,7 +234,7 @@ describe('etcd store', { timeout: 120_000 }, () => {
     await until(() => lost.length > 0, 5000, 10);
     const after = Date.now() - revokedAt;
     assert.ok(after < 1000, `onLost came ${after} ms after the revoke`);
-    assert.match(lost[0], /lock lost/);
+    assert.match(lost[0]!, /lock lost/);
     assert.equal(h!.lost, true);
     await assert.rejects(aWait, /lock lost while waiting/);
     assert.ok(await take(b, 'k1', { wait: false }), 'the revoked hold still blocks');
@@ -255,10 +255,10 @@ describe('etcd store', { timeout: 120_000 }, () => {
     const h: StoreHold | null = await take(a, 'k', { onLost: (r) => lost.push(r) });
     const bWait = take(b, 'k');
     await until(async () => (await a.status({ id: 'k' })).waiters.length === 1, 5000, 20);
-    const holderKey = etcdctl('get', '--prefix', '--keys-only', `${prefix}locks/k/`).split('\n').filter(Boolean)[0];
+    const holderKey = etcdctl('get', '--prefix', '--keys-only', `${prefix}locks/k/`).split('\n').filter(Boolean)[0]!;
     etcdctl('del', holderKey);
     await until(() => lost.length > 0, 2000, 10);
-    assert.match(lost[0], /deleted/);
+    assert.match(lost[0]!, /deleted/);
     const bh = await bWait;
     assert.ok(bh!.token > h!.token);
   });

@@ -123,7 +123,7 @@ describe('etcd store: two controllers, one counter', { timeout: 240_000 }, () =>
     assert.equal(r.completed + r.readSections, 2 * PER_CONTROLLER * SECTIONS);
     assert.ok(r.completed > 0 && r.readSections > 0, JSON.stringify(r));
     for (let i = 1; i < r.tokens.length; i++) {
-      assert.ok(r.tokens[i] > r.tokens[i - 1], `token ${r.tokens[i]} after ${r.tokens[i - 1]} (grant ${i})`);
+      assert.ok(r.tokens[i]! > r.tokens[i - 1]!, `token ${r.tokens[i]} after ${r.tokens[i - 1]} (grant ${i})`);
     }
     process.stderr.write(
       `# etcd stress: ${r.completed} writes, ${r.readSections} reads in ${r.seconds.toFixed(1)} s\n`,
@@ -136,7 +136,7 @@ describe('etcd store: two controllers, one counter', { timeout: 240_000 }, () =>
     const done = r.completed + r.readSections;
     assert.ok(done <= r.attempted && done >= r.attempted - r.kills, JSON.stringify(r));
     for (let i = 1; i < r.tokens.length; i++) {
-      assert.ok(r.tokens[i] > r.tokens[i - 1], `token ${r.tokens[i]} after ${r.tokens[i - 1]} (grant ${i})`);
+      assert.ok(r.tokens[i]! > r.tokens[i - 1]!, `token ${r.tokens[i]} after ${r.tokens[i - 1]} (grant ${i})`);
     }
     const worst = Math.max(0, ...r.killLatenciesMs);
     process.stderr.write(
@@ -159,12 +159,13 @@ describe('etcd store: two controllers, one counter', { timeout: 240_000 }, () =>
     try {
       await until(async () => (await observer.status({ id: 'web1' })).waiters.length === 1, 10_000, 50);
       const st = await observer.status({ id: 'web1' });
-      assert.equal(st.holders[0].controller, 'controller-A');
-      assert.equal(st.waiters[0].controller, 'controller-B');
+      assert.equal(st.holders[0]?.controller, 'controller-A');
+      assert.equal(st.waiters[0]?.controller, 'controller-B');
       const killedAt = Date.now();
       holder.kill('SIGKILL');
       const got = await w.next(/held \d+ \d+/, (TTL + 5) * 1000);
       const [, token, at] = got.split(' ').map(Number);
+      assert.ok(token !== undefined && at !== undefined, got);
       const latency = at - killedAt;
       process.stderr.write(`# etcd: waiter on the other controller got the lock ${latency} ms after the kill\n`);
       assert.ok(latency <= TTL * 1000 + 1000, `took ${latency} ms (TTL ${TTL} s): ${w.err()}`);

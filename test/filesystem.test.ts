@@ -55,7 +55,7 @@ function serveAs(user: User | null, env: NodeJS.ProcessEnv, umask = '022'): Help
         ...cmd,
       ]
     : cmd;
-  const proc: ChildProcess = spawn(full[0], full.slice(1), {
+  const proc: ChildProcess = spawn(full[0]!, full.slice(1), {
     env: { ...process.env, ...env },
     stdio: ['pipe', 'pipe', 'pipe'],
   });

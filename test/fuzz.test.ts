@@ -34,7 +34,7 @@ function prng(seed: number) {
   return {
     next,
     int: (n: number) => Math.floor(next() * n),
-    pick: <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)],
+    pick: <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)]!,
     chance: (p: number) => next() < p,
   };
 }
@@ -307,7 +307,7 @@ function generator(rand: ReturnType<typeof prng>, dir: string) {
         return b.subarray(0, at); // truncated
       case 1: {
         const c = Buffer.from(b);
-        if (c.length) c[rand.int(c.length)] ^= 1 << rand.int(8);
+        if (c.length) c[rand.int(c.length)]! ^= 1 << rand.int(8);
         return c;
       }
       case 2:
@@ -368,16 +368,18 @@ async function fuzz(conns: Conn[], pid: number, dir: string, rand: ReturnType<ty
   let hugeSent = 0;
   let peakRss = 0;
   const send = (i: number, bytes: Buffer) => {
+    const conn = conns[i]!;
+    const counts = expected[i]!;
     const stream = Buffer.concat([bytes, Buffer.from('\n')]);
     // Count what the helper will see: lines split at every newline, as it splits them.
     let start = 0;
     for (let nl = stream.indexOf(0x0a); nl >= 0; nl = stream.indexOf(0x0a, start)) {
       const key = expectedReply(stream.subarray(start, nl));
       start = nl + 1;
-      if (key !== undefined) expected[i].set(key, (expected[i].get(key) ?? 0) + 1);
+      if (key !== undefined) counts.set(key, (counts.get(key) ?? 0) + 1);
       sent++;
     }
-    conns[i].write(stream);
+    conn.write(stream);
   };
   const quiet = async () => {
     let last = -1;
@@ -391,8 +393,9 @@ async function fuzz(conns: Conn[], pid: number, dir: string, rand: ReturnType<ty
   for (let done = 0; done < PER_TARGET; done += BATCH) {
     for (let k = 0; k < BATCH; k++) {
       const i = rand.int(conns.length);
+      const conn = conns[i]!;
       // Handles of this connection and of the other one: both must be safe to send.
-      const handles = [...conns[i].handles, ...conns[i].pendingHandles, ...conns[(i + 1) % conns.length].handles];
+      const handles = [...conn.handles, ...conn.pendingHandles, ...conns[(i + 1) % conns.length]!.handles];
       send(i, gen(handles));
     }
     if (done % (PER_TARGET / 2) < BATCH && hugeSent < 2) {
@@ -410,7 +413,7 @@ async function fuzz(conns: Conn[], pid: number, dir: string, rand: ReturnType<ty
   }
   // Release what was granted, until every wait has ended and been answered.
   const deadline = Date.now() + 20000;
-  const missing = () => conns.some((c, i) => [...expected[i]].some(([k, n]) => (c.replies.get(k) ?? 0) < n));
+  const missing = () => conns.some((c, i) => [...expected[i]!].some(([k, n]) => (c.replies.get(k) ?? 0) < n));
   while (missing() && Date.now() < deadline) {
     conns.forEach((c, i) => {
       for (const h of c.handles.splice(0))
@@ -435,9 +438,10 @@ async function fuzz(conns: Conn[], pid: number, dir: string, rand: ReturnType<ty
 function verify(conns: Conn[], expected: Map<string, number>[]) {
   for (const [i, c] of conns.entries()) {
     assert.deepEqual(c.bad, [], `${c.name}: malformed replies`);
+    const counts = expected[i]!;
     const diffs: string[] = [];
-    for (const key of new Set([...expected[i].keys(), ...c.replies.keys()])) {
-      const want = expected[i].get(key) ?? 0;
+    for (const key of new Set([...counts.keys(), ...c.replies.keys()])) {
+      const want = counts.get(key) ?? 0;
       const got = c.replies.get(key) ?? 0;
       if (want !== got) diffs.push(`${key.slice(0, 40)}: expected ${want} replies, got ${got}`);
     }

@@ -9,7 +9,7 @@ export interface Netns {
   hostAddr: string; // this side of the link: servers listen here for the namespace
   nsAddr: string; // the namespace's side
   // argv prefix that runs a command inside the namespace
-  exec: string[];
+  exec: [string, ...string[]];
   cut(): void;
   restore(): void;
   remove(): void;

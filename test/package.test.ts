@@ -46,7 +46,7 @@ test('npm pack → npm install -g (as README and make install do it) → hostloc
       encoding: 'utf8',
       input: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'try', params: { name: 'p', dir: t.dir } }) + '\n',
     });
-    assert.equal(JSON.parse(serve.stdout.split('\n')[0]).result.acquired, true, serve.stderr);
+    assert.equal(JSON.parse(serve.stdout.split('\n')[0]!).result.acquired, true, serve.stderr);
     // The agent's exit watcher ships beside the bundle that starts it.
     assert.ok(
       existsSync(join(prefix, 'lib', 'node_modules', 'hostlock', 'dist', 'pidwatch.py')),

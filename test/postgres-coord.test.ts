@@ -133,7 +133,7 @@ describe('postgresql slots', { timeout: 120_000 }, () => {
     assert.ok(st.holders.every((h) => typeof h.token === 'number' && h.token > 0));
     const all = [...tokens.values()].flat();
     assert.equal(new Set(all).size, all.length, 'every grant took a token of its own');
-    for (const ts of tokens.values()) for (let i = 1; i < ts.length; i++) assert.ok(ts[i] > ts[i - 1]);
+    for (const ts of tokens.values()) for (let i = 1; i < ts.length; i++) assert.ok(ts[i]! > ts[i - 1]!);
     const done = await a.status(key('sem'));
     assert.equal(done.held, false);
     assert.equal(done.slots, undefined);
@@ -362,15 +362,17 @@ describe('postgresql history', { timeout: 120_000 }, () => {
       assert.equal(r.user, 'tester');
       assert.ok(Date.parse(r.t) >= t0 - 1000);
     }
-    assert.equal(recs[0].token, ha!.token);
-    assert.equal(recs[0].task, 'deploy');
-    assert.equal(recs[1].wait, 'w-1');
-    assert.equal(recs[2].token, ha!.token);
-    assert.equal(recs[3].token, hb!.token);
-    assert.equal(recs[4].token, hb!.token);
-    assert.equal(recs[4].task, 'migrate');
-    assert.match(recs[4].reason!, /session/);
-    for (let i = 1; i < recs.length; i++) assert.ok(recs[i].t >= recs[i - 1].t, 'oldest first');
+    const [grantA, timeoutB, releaseA, grantB, lostB] = recs;
+    assert.ok(grantA && timeoutB && releaseA && grantB && lostB);
+    assert.equal(grantA.token, ha!.token);
+    assert.equal(grantA.task, 'deploy');
+    assert.equal(timeoutB.wait, 'w-1');
+    assert.equal(releaseA.token, ha!.token);
+    assert.equal(grantB.token, hb!.token);
+    assert.equal(lostB.token, hb!.token);
+    assert.equal(lostB.task, 'migrate');
+    assert.match(lostB.reason!, /session/);
+    for (let i = 1; i < recs.length; i++) assert.ok(recs[i]!.t >= recs[i - 1]!.t, 'oldest first');
 
     const since = await c.history({ name: 'hist', since: mid });
     assert.deepEqual(
@@ -407,7 +409,7 @@ describe('postgresql history', { timeout: 120_000 }, () => {
     for (let i = 0; i < HISTORY_PRUNE_EVERY; i++)
       a.record({ event: 'wait', key: key('hist-bound'), mode: 'exclusive', who: who('hist-many'), wait: `b${i}` });
     await a.history({ name: 'hist-bound' });
-    const [{ n }] = await pg.query(`SELECT count(*)::int AS n FROM ${SCHEMA}.history`);
+    const [{ n } = {}] = await pg.query(`SELECT count(*)::int AS n FROM ${SCHEMA}.history`);
     assert.ok((n as number) <= HISTORY_ROWS, `${String(n)} rows kept`);
     assert.equal((await a.history({ name: 'hist-bound' })).length, HISTORY_PRUNE_EVERY, 'the newest are kept');
     assert.equal((await a.history({ name: 'hist-many' })).length, 0, 'the oldest went');
@@ -432,7 +434,7 @@ describe('postgresql break', { timeout: 120_000 }, () => {
     const pb = b.acquire({ key: key('brk'), mode: 'exclusive', requester: who('brk-b'), wait: true });
     await until(async () => (await c.status(key('brk'))).waiters.length === 1);
     const [shown] = (await c.status(key('brk'))).holders;
-    assert.equal(shown.token, ha!.token, 'status shows the token to break');
+    assert.equal(shown?.token, ha!.token, 'status shows the token to break');
     const t0 = Date.now();
     const breaker: Requester = { pid: 4242, user: 'oncall', controller: 'brk-c' };
     const victim = await c.breakHold(key('brk'), ha!.token, breaker, 'stuck for an hour');

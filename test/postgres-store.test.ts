@@ -207,7 +207,7 @@ describe('postgresql store', { timeout: 120_000 }, () => {
     const runs = Array.from({ length: 20 }, (_, i) => store(`crowd-${i}`));
     const holds = await Promise.all(runs.map((r, i) => take(r, `crowd-${i % 5}`, 'shared')));
     assert.ok(holds.every(Boolean));
-    const [{ n }] = await pg.query(
+    const [{ n } = {}] = await pg.query(
       `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'hostlock crowd-%'`,
     );
     assert.equal(n, 20);
@@ -229,7 +229,7 @@ describe('postgresql store', { timeout: 120_000 }, () => {
         for (const [i, n] of names.entries()) {
           waits.push(
             take(r, n).then(async (h) => {
-              got[i].push(r.controller);
+              got[i]!.push(r.controller);
               await h!.release();
             }),
           );

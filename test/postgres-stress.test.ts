@@ -81,14 +81,14 @@ test(
       .trim()
       .split('\n')
       .map((l) => Number(l.split(' ')[1]));
-    for (let i = 1; i < toks.length; i++) assert.ok(toks[i] > toks[i - 1], `token ${toks[i]} after ${toks[i - 1]}`);
+    for (let i = 1; i < toks.length; i++) assert.ok(toks[i]! > toks[i - 1]!, `token ${toks[i]} after ${toks[i - 1]}`);
     process.stderr.write(
       `[pg-stress] ${verdict.sections} exclusive + ${verdict.readSections} shared sections, ${killed} processes killed ` +
         `(${verdict.kills} while holding); release after a killed holder: max ${Math.max(0, ...verdict.killLatenciesMs).toFixed(0)} ms\n`,
     );
     assert.ok(verdict.kills > 0, 'some holders were killed');
     for (const ms of verdict.killLatenciesMs) assert.ok(ms < 2000, `a killed holder's lock passed on after ${ms} ms`);
-    const [{ n }] = await pg.query(
+    const [{ n } = {}] = await pg.query(
       `SELECT count(*)::int AS n FROM hostlock.queue q WHERE q.key = 'stress' AND q.run_id IN (SELECT objid::bigint::integer FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted)`,
     );
     assert.equal(n, 0, 'no live row is left behind');

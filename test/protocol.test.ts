@@ -71,7 +71,7 @@ describe('serve: methods', () => {
     assert.ok(r.waited >= 0.3, `waited ${r.waited}`);
     const notes = h.rpc.notifications.slice(before).filter((n) => n.method === 'waiting');
     assert.ok(notes.length >= 2, `only ${notes.length} waiting notifications`);
-    assert.equal(notes[0].params.holders.length, 1);
+    assert.equal(notes[0]!.params.holders.length, 1);
     await h.rpc.call('release', { handle: a.handle });
   });
 

@@ -37,7 +37,7 @@ describe('visible queue', { timeout: 60000 }, () => {
         [1, 2, 3, 4, 5].map((i) => [`r${i}`, `deploy${i}.yml`, `Lock ${i}`, 'web1', 'exclusive']),
       );
       for (const [i, w] of s.waiters.entries()) {
-        assert.equal(w.pid, waiters[i].proc.pid);
+        assert.equal(w.pid, waiters[i]?.proc.pid);
         assert.ok(w.user && w.controller && !Number.isNaN(Date.parse(w.since)), JSON.stringify(w));
       }
       // Waiting notices: the place in the queue.
@@ -59,17 +59,17 @@ describe('visible queue', { timeout: 60000 }, () => {
       for (let i = 1; i <= 5; i++) assert.match(table, new RegExp(`${i}\\. .*run r${i}.*deploy${i}\\.yml`), table);
 
       // A waiter that dies leaves the queue; the others move up.
-      waiters[1].proc.kill('SIGKILL');
-      await waiters[1].exited;
+      waiters[1]!.proc.kill('SIGKILL');
+      await waiters[1]!.exited;
       const after = await holder.rpc.call('status', { name: 'web1' });
       assert.deepEqual(
         after.waiters.map((w: any) => w.run),
         ['r1', 'r3', 'r4', 'r5'],
       );
-      await until(() => lastNotice(waiters[2])?.position === 2 && lastNotice(waiters[4])?.queued === 4, 5000);
+      await until(() => lastNotice(waiters[2]!)?.position === 2 && lastNotice(waiters[4]!)?.queued === 4, 5000);
       // A waiter that gives up leaves it too.
-      waiters[4].proc.stdin!.end();
-      await waiters[4].exited;
+      waiters[4]!.proc.stdin!.end();
+      await waiters[4]!.exited;
       await sleep(50);
       assert.deepEqual(
         (await holder.rpc.call('status', { name: 'web1' })).waiters.map((w: any) => w.run),
@@ -90,7 +90,7 @@ describe('visible queue', { timeout: 60000 }, () => {
     const runs: ChildProcess[] = [];
     try {
       const r = await holder.rpc.call('acquire', { name: 'q' });
-      const errs = ['', ''];
+      const errs: [string, string] = ['', ''];
       for (const i of [0, 1]) {
         const p = spawn(process.execPath, [CLI, 'run', 'q', '--', 'true'], {
           env: { ...process.env, ...env },

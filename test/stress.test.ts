@@ -105,7 +105,7 @@ async function stress(killP: number, sharedP = 0) {
   };
   const started = performance.now();
   try {
-    await Promise.all(Array.from({ length: WORKERS }, (_, i) => slot(KINDS[i % KINDS.length])));
+    await Promise.all(Array.from({ length: WORKERS }, (_, i) => slot(KINDS[i % KINDS.length]!)));
   } finally {
     for (const c of running) c.kill('SIGKILL');
     await agent.stop();

@@ -32,7 +32,7 @@ describe('fencing tokens and backends', () => {
     const s1 = await h.rpc.call('acquire', { name: 'fenced', shared: true });
     const s2 = await g.rpc.call('acquire', { name: 'fenced', shared: true });
     seen.push(s1.token, s2.token);
-    for (let i = 1; i < seen.length; i++) assert.ok(seen[i] > seen[i - 1], `token ${seen[i]} after ${seen[i - 1]}`);
+    for (let i = 1; i < seen.length; i++) assert.ok(seen[i]! > seen[i - 1]!, `token ${seen[i]} after ${seen[i - 1]}`);
     const other = await h.rpc.call('acquire', { name: 'other' });
     assert.equal(other.token, 1, 'each name counts on its own');
   });

@@ -12,29 +12,32 @@ export function statusCommand(dir: string | undefined, json: boolean): number {
     process.stdout.write(JSON.stringify(res, null, 2) + '\n');
     return 0;
   }
-  const rows = res.locks.map((l) => [
-    l.name,
-    l.slots !== undefined
-      ? `${l.holders.filter((h) => h.slot !== undefined && !h.lost).length}/${l.slots} slots`
-      : l.held
-        ? (l.mode ?? 'held')
-        : 'free',
-    l.holders.map(describeHolder).join('; '),
-    l.holders.find((h) => h.since)?.since ?? '',
-  ]);
+  const rows = res.locks.map((l) => ({
+    cells: [
+      l.name,
+      l.slots !== undefined
+        ? `${l.holders.filter((h) => h.slot !== undefined && !h.lost).length}/${l.slots} slots`
+        : l.held
+          ? (l.mode ?? 'held')
+          : 'free',
+      l.holders.map(describeHolder).join('; '),
+      l.holders.find((h) => h.since)?.since ?? '',
+    ],
+    waiters: l.waiters,
+  }));
   process.stdout.write(`lock directory ${res.dir}: ${res.locks.length} lock(s)\n`);
   if (!rows.length) return 0;
   const head = ['NAME', 'STATE', 'HOLDERS', 'SINCE'];
-  const width = head.map((h, i) => Math.min(48, Math.max(h.length, ...rows.map((r) => r[i].length))));
+  const width = head.map((h, i) => Math.min(48, Math.max(h.length, ...rows.map((r) => r.cells[i]?.length ?? 0))));
   const line = (r: string[]) =>
     r
-      .map((c, i) => (i === 3 ? c : c.padEnd(width[i])))
+      .map((c, i) => (i === 3 ? c : c.padEnd(width[i] ?? 0)))
       .join('  ')
       .trimEnd() + '\n';
   process.stdout.write(line(head));
-  for (const [i, l] of res.locks.entries()) {
-    process.stdout.write(line(rows[i]));
-    for (const [n, w] of l.waiters.entries()) process.stdout.write(`    ${n + 1}. ${describeWaiter(w)}\n`);
+  for (const { cells, waiters } of rows) {
+    process.stdout.write(line(cells));
+    for (const [n, w] of waiters.entries()) process.stdout.write(`    ${n + 1}. ${describeWaiter(w)}\n`);
   }
   return 0;
 }

@@ -170,8 +170,8 @@ export class Timeline {
     for (const b of bars) first.set(b.run, Math.min(first.get(b.run) ?? Infinity, b.start));
     this.runs = [...first.keys()].sort((a, b) => first.get(a)! - first.get(b)! || natural(a, b));
     this.runs.forEach((r, i) => {
-      this.glyph.set(r, GLYPHS[i % GLYPHS.length]);
-      this.colour.set(r, PALETTE[i % PALETTE.length]);
+      this.glyph.set(r, GLYPHS.charAt(i % GLYPHS.length));
+      this.colour.set(r, PALETTE[i % PALETTE.length]!);
     });
   }
 

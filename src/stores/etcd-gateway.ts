@@ -43,9 +43,10 @@ export const unb64 = (s: string | undefined) => (s ? Buffer.from(s, 'base64').to
 export function prefixEnd(prefix: string): string {
   const b = Buffer.from(prefix, 'utf8');
   for (let i = b.length - 1; i >= 0; i--) {
-    if (b[i] < 0xff) {
+    const byte = b.readUInt8(i);
+    if (byte < 0xff) {
       const end = Buffer.from(b.subarray(0, i + 1));
-      end[i]++;
+      end[i] = byte + 1;
       return end.toString('base64');
     }
   }
@@ -79,6 +80,7 @@ export class Gateway {
   private failing: string | undefined;
 
   constructor(private readonly opts: GatewayOptions) {
+    if (opts.endpoints.length === 0) throw new Error('an etcd gateway needs at least one member');
     const secure = opts.endpoints.some((e) => e.startsWith('https:'));
     const agent = (maxSockets: number) =>
       secure
@@ -119,7 +121,7 @@ export class Gateway {
         failures = new Map();
       }
       const i = (this.current + tried) % n;
-      const endpoint = this.opts.endpoints[i];
+      const endpoint = this.opts.endpoints[i]!;
       try {
         const headers = await this.authHeaders(endpoint);
         const left = Math.round(Math.max(100, Math.min(timeoutMs, deadline - Date.now())));
@@ -221,7 +223,7 @@ export class Gateway {
   watch(body: unknown, onMessage: (r: WatchResult) => void, onEnd: (err: Error) => void): WatchStream {
     const n = this.opts.endpoints.length;
     const i = this.current % n;
-    const endpoint = this.opts.endpoints[i];
+    const endpoint = this.opts.endpoints[i]!;
     const host = hostOf(endpoint);
     let req: ClientRequest | null = null;
     let ended = false;

@@ -41,7 +41,7 @@ export function parseEtcdUrl(url: string): EtcdConfig {
   const m = /^(etcd|etcd\+https|etcd\+http):\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^/?#]*)\/?(?:\?([^#]*))?$/i.exec(url);
   if (!m) throw bad('not an etcd:// URL');
   const [, scheme, user, password, hostList, query] = m;
-  const proto = scheme.toLowerCase() === 'etcd+https' ? 'https' : 'http';
+  const proto = scheme!.toLowerCase() === 'etcd+https' ? 'https' : 'http';
   if (!hostList) throw bad('no host');
   const endpoints = hostList.split(',').map((h) => {
     const hm = /^(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::(\d{1,5}))?$/i.exec(h.trim());

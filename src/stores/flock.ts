@@ -350,12 +350,14 @@ export class FlockStore implements LockStore {
     const lostHolders = lostHoldersOf(records, place.path, inode, kernel);
     const lost = lostHolders.length > 0 || [...this.holds].some((h) => h.place.path === place.path && h.lost);
     const slotted = slotHoldersOf(records, kernel);
+    const [holder] = current;
+    const [slotHolder] = slotted;
     const status = {
       key,
       exists: !!st,
       held: current.length + slotted.length > 0,
-      mode: current.length ? current[0].mode : slotted.length ? ('exclusive' as const) : null,
-      ...(slotted.length ? { slots: slotted[0].slots } : {}),
+      mode: holder ? holder.mode : slotHolder ? ('exclusive' as const) : null,
+      ...(slotHolder ? { slots: slotHolder.slots } : {}),
       holders: markStopped([...current, ...slotted, ...lostHolders]),
       waiters: [] as Waiter[],
       lost,
@@ -393,6 +395,8 @@ export class FlockStore implements LockStore {
         kernel,
       );
       holders.push(...slotted);
+      const [holder] = holders;
+      const [slotHolder] = slotted;
       const stem = basename(f, LOCK_SUFFIX);
       const name = lockNameOf(path) ?? recs[0]?.name ?? stem;
       locks.push({
@@ -400,8 +404,8 @@ export class FlockStore implements LockStore {
         name,
         path,
         held: holders.length > 0,
-        mode: holders.length ? holders[0].mode : null,
-        ...(slotted.length ? { slots: slotted[0].slots } : {}),
+        mode: holder ? holder.mode : null,
+        ...(slotHolder ? { slots: slotHolder.slots } : {}),
         holders: markStopped([...holders, ...lostHoldersOf(all, path, inode, kernel)]),
         waiters: waitersOf(path),
       });
@@ -559,13 +563,13 @@ function checkSlots(place: Place, n: number): void {
 // A plain grant of a lock that slot holders hold is refused.
 function refuseIfSlotted(place: Place): void {
   if (!statSync(slotsMarker(place.path), { throwIfNoEntry: false })) return;
-  const held = slotHoldersOf(place.registry.readPath(place.path), readKernelLocks());
-  if (held.length)
+  const [held] = slotHoldersOf(place.registry.readPath(place.path), readKernelLocks());
+  if (held)
     throw slotsMismatch(
       place.registry.readPath(place.path)[0]?.name ?? basename(place.path, LOCK_SUFFIX),
       undefined,
-      held[0].slots,
-      held[0],
+      held.slots,
+      held,
     );
 }
 

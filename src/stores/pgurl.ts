@@ -91,7 +91,7 @@ function parseUrl(url: string, masked: string): Raw {
     );
   }
   const raw: Raw = {};
-  let authority = m[2];
+  let authority = m[2]!;
   const at = authority.lastIndexOf('@');
   if (at >= 0) {
     const userinfo = authority.slice(0, at);
@@ -107,7 +107,7 @@ function parseUrl(url: string, masked: string): Raw {
     for (const part of authority.split(',')) {
       const hm = /^(\[[^\]]*\]|[^:]*)(?::(.*))?$/.exec(part);
       if (!hm) throw new PgUrlError(`${masked}: cannot read host "${part}"`);
-      hosts.push(decode(hm[1].replace(/^\[(.*)\]$/, '$1'), 'host', masked));
+      hosts.push(decode(hm[1]!.replace(/^\[(.*)\]$/, '$1'), 'host', masked));
       ports.push(hm[2] ?? '');
     }
     if (hosts.some((h) => h)) raw.host = hosts.join(',');
@@ -192,7 +192,7 @@ export function passfileLookup(
     }
     fields.push(cur.replace(/\r$/, ''));
     if (fields.length !== 5) continue;
-    const [h, p, d, u, pw] = fields;
+    const [h, p, d, u, pw] = fields as [string, string, string, string, string];
     const ok = (pat: string, vals: string[]) => pat === '*' || vals.includes(pat);
     if (ok(h, hostNames) && ok(p, [String(port)]) && ok(d, [database]) && ok(u, [user])) return pw;
   }
@@ -249,7 +249,8 @@ export function resolveTarget(url: string, env: NodeJS.ProcessEnv = process.env)
   }
   if (password === undefined) {
     const passfile = pick('passfile', 'PGPASSFILE') ?? join(home, '.pgpass');
-    password = passfileLookup(passfile, hosts[0].host, hosts[0].port, database, user);
+    const { host, port } = hosts[0]!;
+    password = passfileLookup(passfile, host, port, database, user);
     if (password !== undefined) passwordSource = 'passfile';
   }
 

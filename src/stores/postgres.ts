@@ -63,6 +63,14 @@ function storeError(message: string, data: Record<string, unknown> = {}): Hostlo
   return new HostlockError(ErrorCode.StoreUnavailable, message, data);
 }
 
+// The row of a statement that always returns exactly one (a SELECT of
+// expressions, a function with OUT parameters).
+function onlyRow<T>(rows: T[], statement: string): T {
+  const row = rows[0];
+  if (row === undefined) throw new Error(`${statement} returned no row`);
+  return row;
+}
+
 function abortError(): Error {
   const err = new Error('the wait was aborted');
   err.name = 'AbortError';
@@ -187,9 +195,9 @@ export async function ensureSchema(client: Client, target: PgTarget): Promise<nu
       `SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace ` +
         `WHERE n.nspname = '${SCHEMA}' AND c.relname = 'meta') AS present`,
     );
-    if (!r.rows[0].present) return null;
+    if (!onlyRow(r.rows, 'the schema check').present) return null;
     const v = await client.query<{ version: number }>(`SELECT max(version) AS version FROM ${SCHEMA}.meta`);
-    return v.rows[0].version;
+    return onlyRow(v.rows, `the version of ${SCHEMA}.meta`).version;
   };
   const check = (v: number) => {
     if (v > SCHEMA_VERSION) {
@@ -365,6 +373,7 @@ class Session {
     if (n.channel !== `hostlock_${this.runId}` || !n.payload) return;
     if (n.payload.startsWith('lost ')) return this.onBroken(n.payload.slice(5));
     const [seq, token, slot] = n.payload.split(' ').map(Number);
+    if (seq === undefined || token === undefined) return;
     const s = Number.isInteger(slot) ? slot : undefined;
     if (!this.grant(seq, token, s)) this.early.set(seq, [token, s]);
   }
@@ -429,7 +438,7 @@ class Session {
       JSON.stringify(owner),
       req.slots ?? null,
     ]);
-    const r = rows[0];
+    const r = onlyRow(rows, `${SCHEMA}.enqueue`);
     if (r.mismatch) throw slotsMismatch(req.key, req.slots, r.mismatch);
     if (r.granted) {
       const hold = new PgHold(this, Number(r.seq), req, Number(r.token), r.slot ?? undefined);
@@ -524,14 +533,15 @@ class Session {
       const rows = await this.query<{ pid: number; held: string[] }>(
         `SELECT pg_backend_pid() AS pid, ${SCHEMA}.held() AS held`,
       );
-      if (rows[0].pid !== this.backendPid) {
+      const now = onlyRow(rows, 'the heartbeat');
+      if (now.pid !== this.backendPid) {
         this.lose(
-          `the server session changed under the run (backend ${this.backendPid} became ${rows[0].pid}): ` +
+          `the server session changed under the run (backend ${this.backendPid} became ${now.pid}): ` +
             'a pooler in transaction mode sits between; point the URL at PostgreSQL or a session-mode pool',
         );
         return;
       }
-      const held = new Set(rows[0].held.map(Number));
+      const held = new Set(now.held.map(Number));
       const gone = before.filter((h) => !h.released && !held.has(h.seq));
       // A break's notice may follow this answer on the wire: it says who broke the hold.
       if (gone.length) await new Promise((r) => setTimeout(r, 50));
@@ -624,7 +634,8 @@ function slotsMismatch(key: LockKey, asked: number | undefined, m: Mismatch): Ho
 }
 
 function deadlockError(key: LockKey, cycle: CycleStep[], describe: string): HostlockError {
-  if (cycle.length === 1) {
+  const [mine, ...others] = cycle;
+  if (!mine || others.length === 0) {
     return new HostlockError(
       ErrorCode.Deadlock,
       `deadlock: this run already holds or waits for "${key.name ?? key.id}" and would wait for itself; nothing was queued`,
@@ -632,10 +643,10 @@ function deadlockError(key: LockKey, cycle: CycleStep[], describe: string): Host
     );
   }
   const who = (s: CycleStep) => `run ${s.run} (${s.controller ?? '?'} pid ${s.pid ?? '?'}, user ${s.user ?? '?'})`;
-  const steps = cycle.slice(1).map((s) => `${who(s)} waits for "${s.waits_for}"`);
+  const steps = others.map((s) => `${who(s)} waits for "${s.waits_for}"`);
   return new HostlockError(
     ErrorCode.Deadlock,
-    `deadlock: waiting for "${key.name ?? key.id}" would close a cycle: this run waits for "${cycle[0].waits_for}", held or queued by ` +
+    `deadlock: waiting for "${key.name ?? key.id}" would close a cycle: this run waits for "${mine.waits_for}", held or queued by ` +
       `${steps.join(', held or queued by ')}, held by this run; nothing was queued. ` +
       'Lock names in the same order in every play, or lock them in one task',
     { backend: describe, cycle },
@@ -721,18 +732,19 @@ export class PostgresStore implements LockStore {
           process.pid,
           osUser(),
         ]);
-        runId = r.rows[0].id;
+        runId = onlyRow(r.rows, `${SCHEMA}.begin_run`).id;
       } catch (err) {
         throw explainQueryError(err, t, 'starting a run');
       }
       // A session lock taken in one statement must still be ours in the
       // next: not so behind a pooler in transaction mode.
-      const check = await client.query<{ pid: number; mine: boolean }>(
+      const { rows } = await client.query<{ pid: number; mine: boolean }>(
         `SELECT pg_backend_pid() AS pid, EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() ` +
           `AND classid = ${LOCK_CLASS}::oid AND objid = $1::integer::oid AND objsubid = 2 AND granted) AS mine`,
         [runId],
       );
-      if (!check.rows[0].mine) {
+      const check = onlyRow(rows, 'the session check');
+      if (!check.mine) {
         throw storeError(
           `PostgreSQL backend ${this.describe}: the run's session lock vanished between two statements: a pooler in ` +
             'transaction mode (PgBouncer pool_mode=transaction) sits between; point the URL at PostgreSQL directly or at a session-mode pool',
@@ -740,7 +752,7 @@ export class PostgresStore implements LockStore {
       }
       await client.query(`LISTEN hostlock_${runId}`);
       const session = new Session(client, runId, this);
-      session.backendPid = check.rows[0].pid;
+      session.backendPid = check.pid;
       this.session = session;
       return session;
     } catch (err) {
@@ -883,7 +895,7 @@ export class PostgresStore implements LockStore {
         `SELECT ${SCHEMA}.break_hold($1, $2, $3::jsonb, $4, $5::jsonb) AS victim`,
         [key.id, token, JSON.stringify(by), reason, JSON.stringify(rec)],
       );
-      victim = rows[0].victim;
+      victim = onlyRow(rows, `${SCHEMA}.break_hold`).victim;
     } catch (err) {
       if (err instanceof HostlockError) throw err;
       throw explainQueryError(err, this.target, `breaking ${key.name ?? key.id}`);

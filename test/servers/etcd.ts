@@ -183,6 +183,7 @@ export async function startEtcdCluster(members = 3, opts: { tls?: boolean } = {}
   const logs: string[] = ports.map(() => '');
   const start = (i: number, state: 'new' | 'existing') => {
     const p = ports[i];
+    if (!p) throw new Error(`no etcd member ${i} in a cluster of ${members}`);
     const proc = spawn(
       bin,
       [
@@ -257,7 +258,7 @@ export async function startEtcdCluster(members = 3, opts: { tls?: boolean } = {}
       start(i, 'existing');
       const end = Date.now() + 20000;
       // Alone it cannot be healthy (no quorum), so wait for its port only.
-      while (!(await reachable(endpoints[i], tls))) {
+      while (!(await reachable(endpoints[i]!, tls))) {
         if (Date.now() > end) throw new Error(`etcd member ${i} did not restart:\n${logs[i]}`);
         await new Promise((r) => setTimeout(r, 100));
       }

@@ -75,7 +75,7 @@ function ensureBinaries(): void {
 // Runs a server binary, as `postgres` when we are root.
 function asServerUser(cmd: string, args: string[]): void {
   const argv = isRoot() ? ['runuser', '-u', 'postgres', '--', cmd, ...args] : [cmd, ...args];
-  const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout: 60_000 });
   if (r.status !== 0) throw new Error(`${argv.join(' ')} failed: ${r.stderr || r.stdout || r.error}`);
 }
 
