@@ -394,3 +394,35 @@ describe('etcd break', { timeout: 120_000 }, () => {
     await hb.release();
   });
 });
+
+// A try writes a key and, when the lock is busy, deletes it at once: status
+// and the deadlock graph must never count it as a waiter. Another run's
+// deadlock check reading that passing key would judge the cycle on a wait
+// that is not the one queued next, and two runs closing a cycle together
+// could both be refused.
+describe('etcd waiters', { timeout: 120_000 }, () => {
+  test("a busy try's key never shows as a waiter", async () => {
+    fresh();
+    const a = store('ctl-a');
+    const b = store('ctl-b');
+    const c = store('ctl-c');
+    const h = await take(a, 'busy');
+    assert.ok(h);
+    let tries = 0;
+    let reads = 0;
+    const seen: string[] = [];
+    let trying = true;
+    const tryer = (async () => {
+      for (; tries < 300; tries++) assert.equal(await take(b, 'busy', { wait: false }), null);
+      trying = false;
+    })();
+    while (trying) {
+      const [st] = await c.waitGraph();
+      reads++;
+      for (const w of st?.waiters ?? []) seen.push(JSON.stringify(w));
+    }
+    await tryer;
+    assert.deepEqual(seen, [], `${seen.length} of ${reads} readings listed a try as waiting`);
+    await h.release();
+  });
+});

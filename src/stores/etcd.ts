@@ -62,6 +62,8 @@ interface KeyRecord {
   broken?: { by: string; reason: string };
   // The hold's token, kept by that mark (which changes the key's mod revision).
   token?: number;
+  // Written by a try: its key goes at once unless it holds, so it is never a waiter.
+  trying?: boolean;
 }
 
 interface Kv {
@@ -547,7 +549,13 @@ export class EtcdStore implements LockStore {
       const t = await this.call<TxnResponse>('/v3/kv/txn', {
         compare: [{ key: k64, target: 'CREATE', create_revision: '0', result: 'EQUAL' }],
         success: [
-          { request_put: { key: k64, value: b64(JSON.stringify(record)), lease: lease.id } },
+          {
+            request_put: {
+              key: k64,
+              value: b64(JSON.stringify(req.wait ? record : { ...record, trying: true })),
+              lease: lease.id,
+            },
+          },
           {
             request_range: {
               key: b64(prefix),
@@ -1054,7 +1062,7 @@ function statusOf(key: LockKey, kvs: Kv[]): KeyStatus {
         token: tokenOf(kv, r),
         ...(r.slot !== undefined && r.held && { slot: r.slot }),
       });
-    } else waiters.push({ ...who, id: waitId(kv) });
+    } else if (!r.trying) waiters.push({ ...who, id: waitId(kv) });
   }
   const slots = holders.find((h) => h.slots !== undefined)?.slots;
   return {
