@@ -36,6 +36,11 @@ export class HostlockError extends Error {
   }
 }
 
+// The store could not be reached or refused us: nothing was learnt about the lock.
+export function isStoreUnavailable(err: unknown): err is HostlockError {
+  return err instanceof HostlockError && err.code === ErrorCode.StoreUnavailable;
+}
+
 export function invalidParams(message: string, data: ErrorData = {}): HostlockError {
   return new HostlockError(ErrorCode.InvalidParams, message, data);
 }

@@ -3,7 +3,7 @@
 // helper owns. Where a lock lives (flock files, a server) is the store's job
 // (store.ts); the transports (stdio, socket) sit above.
 import { describeCycle, findCycle } from './deadlock';
-import { ErrorCode, HostlockError, invalidParams } from './errors';
+import { ErrorCode, HostlockError, invalidParams, isStoreUnavailable } from './errors';
 import { controllerName, type Holder, type Owner } from './holders';
 import type { Mode } from './lockfile';
 import { log } from './log';
@@ -659,7 +659,7 @@ export class LockManager {
       },
       (err) => {
         // A store that could not be reached says so: nobody was seen holding the lock.
-        if (err instanceof HostlockError && err.code === ErrorCode.StoreUnavailable) {
+        if (isStoreUnavailable(err)) {
           w.fail(err);
           this.pump(w.entry);
         } else finish();

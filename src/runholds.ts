@@ -8,7 +8,7 @@
 // them, whether or not their workers have started. Every run takes any two
 // names in the same order, so two runs can never each hold a part of what the
 // other waits for; a member is answered as soon as its own name is held.
-import { ErrorCode, HostlockError } from './errors';
+import { ErrorCode, HostlockError, isStoreUnavailable } from './errors';
 import type { Holder, Owner } from './holders';
 import type { Mode } from './lockfile';
 import { secondsSince as since } from './time';
@@ -245,8 +245,7 @@ export class RunHolds {
             if (entry.state === 'taking' && entry.reserved.size === 0 && !cancelled) {
               // This member's timeout ended the take: a store that never answered it says why.
               while (entry.state === 'taking') await new Promise<void>((resolve) => plan.wake.add(resolve));
-              if (entry.error instanceof HostlockError && entry.error.code === ErrorCode.StoreUnavailable)
-                throw entry.error;
+              if (isStoreUnavailable(entry.error)) throw entry.error;
             }
             const reason = cancelled || gone ? 'cancelled' : req.wait ? 'timeout' : 'busy';
             return { acquired: false, waited: since(started), reason, holders, changed: false, behind };
