@@ -75,6 +75,9 @@ let seq = 0;
 
 export class HolderRegistry {
   private ready = false;
+  // The records this process wrote and has not removed, by file name: a scan
+  // takes them from here instead of reading and checking each file again.
+  private readonly mine = new Map<string, StoredRecord>();
   constructor(
     readonly dir: string,
     private readonly dirMode = 0o700,
@@ -117,6 +120,7 @@ export class HolderRegistry {
 
   remove(file: string | undefined): void {
     if (!file) return;
+    this.mine.delete(file);
     try {
       unlinkSync(join(this.dir, file));
     } catch {
@@ -144,6 +148,7 @@ export class HolderRegistry {
         closeSync(fd);
         fd = -1;
         renameSync(tmp, join(this.dir, file));
+        this.mine.set(file, rec);
       } catch {
         if (fd >= 0) closeSync(fd);
         try {
@@ -182,15 +187,25 @@ export class HolderRegistry {
       return [];
     }
     const out: StoredRecord[] = [];
+    const alive = new Map<string, boolean>(); // one /proc read per helper, not per record
     for (const f of files) {
+      const own = this.mine.get(f);
+      if (own) {
+        out.push(own);
+        continue;
+      }
       let rec: StoredRecord;
       try {
         rec = JSON.parse(readFileSync(join(this.dir, f), 'utf8')) as StoredRecord;
       } catch {
         continue;
       }
-      if (rec.helper_pid !== undefined && isSameProcess(rec.helper_pid, rec.helper_start)) out.push(rec);
-      else if (rec.helper_pid !== undefined) this.remove(f);
+      if (rec.helper_pid === undefined) continue;
+      const helper = `${rec.helper_pid}:${rec.helper_start}`;
+      let live = alive.get(helper);
+      if (live === undefined) alive.set(helper, (live = isSameProcess(rec.helper_pid, rec.helper_start)));
+      if (live) out.push(rec);
+      else this.remove(f);
     }
     return out;
   }
