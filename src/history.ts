@@ -101,7 +101,7 @@ export function appendHistory(lockDir: string, rec: HistoryRecord, groupShared =
   const dir = historyDir(lockDir);
   let p = pending.get(dir);
   if (!p) pending.set(dir, (p = { lines: [], groupShared }));
-  p.lines.push(Buffer.from(fit(rec) + '\n'));
+  p.lines.push(Buffer.from(fitRecord(rec) + '\n'));
   if (urgent) return flushHistory();
   if (!flushing) {
     flushing = true;
@@ -176,17 +176,18 @@ function rotate(dir: string, file: string, groupShared: boolean): void {
   }
 }
 
-// Long fields are cut so that a record stays one atomic write.
-function fit(rec: HistoryRecord): string {
+// A record as JSON of at most `maxBytes`: long fields are cut (so that a
+// journal line stays one atomic write, a store's value a few kilobytes).
+export function fitRecord(rec: HistoryRecord, maxBytes = MAX_RECORD): string {
   let text = JSON.stringify(rec);
-  if (Buffer.byteLength(text) <= MAX_RECORD) return text;
+  if (Buffer.byteLength(text) <= maxBytes) return text;
   const cut: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(rec))
     cut[k] = typeof v === 'string' && v.length > 200 ? v.slice(0, 200) + '…' : v;
   if (Array.isArray(cut.cycle)) cut.cycle = (cut.cycle as DeadlockLink[]).slice(0, 8);
   delete cut.victim;
   text = JSON.stringify(cut);
-  if (Buffer.byteLength(text) <= MAX_RECORD) return text;
+  if (Buffer.byteLength(text) <= maxBytes) return text;
   const { t, event, path, name, token, wait, pid, run } = rec;
   return JSON.stringify({ t, event, path: path.slice(0, 1000), name: name?.slice(0, 1000), token, wait, pid, run });
 }

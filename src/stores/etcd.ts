@@ -22,7 +22,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { ErrorCode, HostlockError } from '../errors';
-import { historyRecordOf, type HistoryRecord } from '../history';
+import { fitRecord, historyRecordOf, type HistoryRecord } from '../history';
 import type { Holder } from '../holders';
 import { log } from '../log';
 import {
@@ -111,6 +111,9 @@ class AbortError extends Error {
 }
 
 const rev = (s: string | undefined) => Number(s ?? 0);
+
+// A history record's value stays below this many bytes: long fields are cut.
+const HISTORY_VALUE_MAX = 8000;
 
 export class EtcdHold implements StoreHold {
   lost = false;
@@ -891,7 +894,7 @@ export class EtcdStore implements LockStore {
         // etcd refuses transactions of more than 128 operations by default.
         const batch = this.historyQueue.splice(0, 100);
         const puts = batch.map((rec) => ({
-          request_put: { key: b64(this.historyKey(rec)), value: b64(fitRecord(rec)) },
+          request_put: { key: b64(this.historyKey(rec)), value: b64(fitRecord(rec, HISTORY_VALUE_MAX)) },
         }));
         try {
           await this.call('/v3/kv/txn', { compare: [], success: puts, failure: [] });
@@ -1090,19 +1093,6 @@ function slotsMismatch(key: LockKey, asked: number | undefined, other: KeyRecord
     `'${key.name ?? key.id}' is in use ${say(other.slots)} (${by}), but this request asks ${say(asked)}: every user of a lock must give the same slots`,
     { asked: asked ?? null, found: other.slots ?? null },
   );
-}
-
-// A history record as a key's value; long fields are cut so that no record
-// grows past a few kilobytes.
-function fitRecord(rec: HistoryRecord): string {
-  const text = JSON.stringify(rec);
-  if (text.length <= 8000) return text;
-  const cut: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(rec))
-    cut[k] = typeof v === 'string' && v.length > 200 ? v.slice(0, 200) + '…' : v;
-  if (Array.isArray(cut.cycle)) cut.cycle = (cut.cycle as unknown[]).slice(0, 8);
-  delete cut.victim;
-  return JSON.stringify(cut);
 }
 
 // A hold's fencing token: its key's create revision; with slots, the revision
