@@ -1,6 +1,11 @@
 // Build: type-check and compile everything to build/ (tests import it),
 // precompile the JSON Schema validators to plain code (so no helper compiles
-// a schema at start), then bundle the executable into dist/ (cli.js, main.js).
+// a schema at start), then bundle the helper into dist/: the executable
+// (cli.js), the full command line (main.js), one bundle per library they load
+// on demand (vendor/), and the agent's exit watcher (pidwatch.py). dist/ needs
+// nothing else but Node: no node_modules, no compiler. fs-ext, the one native
+// addon, is used where it loads and replaced by flock(1) where it does not
+// (src/lockfile.ts).
 import { execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -27,34 +32,52 @@ writeFileSync(
 
 rmSync('dist', { recursive: true, force: true }); // dist/ holds exactly what this build makes
 
+// Libraries the helper loads only when it needs them, each bundled on its own
+// so that a helper start parses none of them: winston for the first log line,
+// pg for a PostgreSQL store, ajv if the precompiled validators were missing.
+const VENDOR = ['winston', 'pg', 'ajv'];
+const vendor = {
+  name: 'vendor',
+  setup(b) {
+    b.onResolve({ filter: new RegExp(`^(${VENDOR.join('|')})$`) }, (args) => ({
+      path: `./vendor/${args.path}.js`,
+      external: true,
+    }));
+  },
+};
+
 const common = {
   bundle: true,
   platform: 'node',
   target: 'node20',
   format: 'cjs',
-  plugins: [
-    {
-      name: 'validators',
-      setup(b) {
-        b.onResolve({ filter: /^\.\/validators\.gen$/ }, () => ({ path: VALIDATORS }));
-      },
-    },
-  ],
+  // ASCII only: a bundle is shipped as a text file inside the collection too.
+  charset: 'ascii',
+  // fs-ext is found in node_modules where npm installed it; pg's native client is never used.
+  external: ['fs-ext', 'pg-native'],
   logLevel: 'warning',
 };
+const validators = {
+  name: 'validators',
+  setup(b) {
+    b.onResolve({ filter: /^\.\/validators\.gen$/ }, () => ({ path: VALIDATORS }));
+  },
+};
+
+for (const lib of VENDOR) {
+  await build({ ...common, entryPoints: [require.resolve(lib)], outfile: `dist/vendor/${lib}.js` });
+}
 
 // The executable (src/main.ts): the helper starts — bare `serve` (once per
 // Python Lock) and plain `agent` (once per run) — with only what they need.
-// winston and ajv stay out (loaded from node_modules only if a log line is due,
-// or if the precompiled validators were missing), and the full command line is
-// left in its own bundle, loaded only for the other commands.
+// The full command line is left in its own bundle, loaded only for the other commands.
 await build({
   ...common,
   entryPoints: ['src/main.ts'],
   outfile: 'dist/cli.js',
-  external: ['fs-ext', 'winston', 'ajv', 'pg', './main.js'],
   plugins: [
-    ...common.plugins,
+    validators,
+    vendor,
     {
       name: 'full-cli',
       setup(b) {
@@ -71,7 +94,7 @@ await build({
   ...common,
   entryPoints: ['src/cli.ts'],
   outfile: 'dist/main.js',
-  external: ['fs-ext', 'pg'],
+  plugins: [validators, vendor],
   // yargs is ESM and finds its files through import.meta.url, which a CJS bundle lacks.
   define: { 'import.meta.url': '__hostlockMetaUrl' },
   banner: { js: "const __hostlockMetaUrl = require('node:url').pathToFileURL(__filename).href;" },

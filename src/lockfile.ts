@@ -17,14 +17,53 @@ import { ErrorCode, HostlockError, fromErrno } from './errors';
 import { isHashedStem, LOCK_SUFFIX } from './names';
 import { kernelInodeKey } from './proc';
 
-// fs-ext is a native addon; load it once, on first use.
-let fsExt: {
+// Two ways to flock(2) our own descriptor, with the same kernel lock either
+// way: fs-ext's native binding, where npm built it for this Node, and
+// otherwise flock(1) run on a descriptor it inherits from us (the lock belongs
+// to the open file description, so it stays ours when flock(1) exits). The
+// bundled helper (a collection's, an execution environment's) carries no
+// native addon, so it takes flock(1): a process start per lock, no compiler.
+const FLOCK_BIN = ['/usr/bin/flock', '/bin/flock'].find((p) => existsSync(p));
+
+interface FsExt {
   flockSync(fd: number, flags: string): void;
-  flock(fd: number, flags: string, cb: (err: Error | null) => void): void;
-};
-function flockApi() {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports -- native addon without types, loaded on first use
-  return (fsExt ??= require('fs-ext'));
+}
+let fsExt: FsExt | null | undefined;
+
+export type FlockApi = 'fs-ext' | 'flock(1)';
+
+function nativeFlock(): FsExt | null {
+  if (fsExt === undefined) {
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- native addon without types, loaded on first use
+      fsExt = process.env.HOSTLOCK_FLOCK === 'flock1' ? null : (require('fs-ext') as FsExt);
+    } catch {
+      fsExt = null; // not installed, or built for another Node or architecture
+    }
+  }
+  return fsExt;
+}
+
+// Which of the two this helper uses (HOSTLOCK_FLOCK=flock1 forces flock(1)).
+export function flockApi(): FlockApi {
+  return nativeFlock() ? 'fs-ext' : 'flock(1)';
+}
+
+// flock(1) on our descriptor 3 in a child: exit 0 taken, 1 busy (-n).
+function flockChild(fd: number, args: string[]): number {
+  if (!FLOCK_BIN) {
+    throw new HostlockError(
+      ErrorCode.IoError,
+      'cannot lock: neither the fs-ext binding nor flock(1) is available; install util-linux (it provides flock)',
+    );
+  }
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded lazily: most fs-ext helpers never need it
+  const { spawnSync } = require('node:child_process') as typeof import('node:child_process');
+  const r = spawnSync(FLOCK_BIN, [...args, '3'], { stdio: ['ignore', 'ignore', 'pipe', fd], encoding: 'utf8' });
+  if (r.error) throw r.error;
+  if (r.status === 0 || r.status === 1) return r.status;
+  const why = (r.stderr ?? '').trim().replace(/^flock: /, '') || `flock(1) ended with ${r.status ?? r.signal}`;
+  throw Object.assign(new Error(why), { code: 'EFLOCK' });
 }
 
 export type Mode = 'exclusive' | 'shared';
@@ -79,7 +118,9 @@ export class LockFile {
   // One non-blocking flock(2). True when taken, false on contention.
   tryLock(mode: Mode): boolean {
     try {
-      flockApi().flockSync(this.fd, mode === 'shared' ? 'shnb' : 'exnb');
+      const native = nativeFlock();
+      if (!native) return flockChild(this.fd, ['-n', mode === 'shared' ? '-s' : '-x']) === 0;
+      native.flockSync(this.fd, mode === 'shared' ? 'shnb' : 'exnb');
       return true;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
@@ -91,7 +132,9 @@ export class LockFile {
   // A blocking flock(2), for locks only ever held for a moment (a token counter).
   lockBlocking(): void {
     try {
-      flockApi().flockSync(this.fd, 'ex');
+      const native = nativeFlock();
+      if (native) native.flockSync(this.fd, 'ex');
+      else flockChild(this.fd, ['-x']);
     } catch (err) {
       throw fromErrno(err, this.path, 'lock');
     }
@@ -141,8 +184,6 @@ export interface KernelWait {
 // child costs no libuv pool thread (fs-ext's blocking flock would pin one of
 // only four for the whole wait), and killing it interrupts the wait at once,
 // so a timed-out or cancelled wait can never turn into a ghost holder.
-const FLOCK_BIN = ['/usr/bin/flock', '/bin/flock'].find((p) => existsSync(p));
-
 export function waitStrategy(): 'child' | 'poll' {
   if (process.env.HOSTLOCK_WAIT === 'poll' || !FLOCK_BIN) return 'poll';
   return 'child';
