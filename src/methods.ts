@@ -4,7 +4,7 @@ import { ErrorCode, HostlockError, invalidParams } from './errors';
 import type { HandleTable } from './handles';
 import { controllerName, type Holder, type Owner } from './holders';
 import type { Id } from './jsonrpc';
-import type { Mode } from './lockfile';
+import { flockApi, type Mode } from './lockfile';
 import type { AcquireOutcome, AcquireRequest, Hold, Target } from './manager';
 import { currentUser } from './proc';
 import type { RunOutcome } from './runholds';
@@ -230,7 +230,14 @@ export function methods(c: Connection): Handlers {
   return {
     hello(p) {
       const lost = server.lostHolds?.take(p.member) ?? [];
-      return { version: VERSION, protocol: PROTOCOL, pid: process.pid, agent: server.isAgent, lost };
+      return {
+        version: VERSION,
+        protocol: PROTOCOL,
+        pid: process.pid,
+        agent: server.isAgent,
+        flock: flockApi(),
+        lost,
+      };
     },
 
     acquire: (p) => acquire(p, true),

@@ -11,6 +11,12 @@ export const ROOT = resolve(__dirname, '..', '..');
 export const CLI = join(ROOT, 'dist', 'cli.js');
 // Helper scripts the tests run (the .py and .sh files stay in the source tree).
 export const FIXTURES = join(ROOT, 'test', 'fixtures');
+// The two ways a helper takes flock(2) on a lock file (hello's `flock`), and the
+// environment that makes a helper use each: the tests of exclusion run on both.
+export const FLOCK_APIS: [string, NodeJS.ProcessEnv][] = [
+  ['fs-ext', {}],
+  ['flock(1)', { HOSTLOCK_FLOCK: 'flock1' }],
+];
 // The journal library (molecule/shared/journal.py), for PYTHONPATH.
 export const JOURNAL_PY = join(ROOT, 'molecule', 'shared');
 

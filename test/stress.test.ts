@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
 import { checkJournal, checkTokens } from './journal';
 import { startAgent } from './agents';
-import { FIXTURES, JOURNAL_PY, startServe, tempDir } from './rpc';
+import { FIXTURES, FLOCK_APIS, JOURNAL_PY, startServe, tempDir } from './rpc';
 
 const LONG = process.env.HOSTLOCK_STRESS === 'long';
 const WORKERS = LONG ? 16 : 6;
@@ -26,7 +26,7 @@ const KINDS = ['serve', 'agent', 'flock', 'python'] as const;
 type Kind = (typeof KINDS)[number];
 const WORKER_JS = join(__dirname, 'fixtures', 'stress-worker.js');
 
-async function stress(killP: number, sharedP = 0) {
+async function stress(apiEnv: NodeJS.ProcessEnv, killP: number, sharedP = 0) {
   const t = tempDir('stress');
   const dir = t.dir;
   const lock = join(dir, 'ctr.lock');
@@ -34,7 +34,7 @@ async function stress(killP: number, sharedP = 0) {
   const journal = join(dir, 'journal');
   writeFileSync(counter, '0');
   writeFileSync(journal, '');
-  const env = { ...process.env, HOSTLOCK_DIR: dir, HOSTLOCK_RUNTIME_DIR: join(dir, 'rt') };
+  const env = { ...process.env, ...apiEnv, HOSTLOCK_DIR: dir, HOSTLOCK_RUNTIME_DIR: join(dir, 'rt') };
 
   const agent = await startAgent(env);
   const socket = agent.socket;
@@ -122,41 +122,44 @@ async function stress(killP: number, sharedP = 0) {
   return { ...verdict, tokens, tokenAfterRestart: after.token as number, attempted: attempted.n, seconds };
 }
 
-describe(`stress: ${WORKERS} processes x ${SECTIONS} sections, mixed clients`, () => {
-  before(() => assert.ok(readFileSync(WORKER_JS).length > 0));
+// The lock engine's two ways of taking flock(2), fs-ext and flock(1), under the same load.
+for (const [api, apiEnv] of FLOCK_APIS) {
+  describe(`stress (${api}): ${WORKERS} processes x ${SECTIONS} sections, mixed clients`, () => {
+    before(() => assert.ok(readFileSync(WORKER_JS).length > 0));
 
-  test('no overlap, no lost update: counter == sections', async () => {
-    const r = await stress(0);
-    assert.equal(r.kills, 0);
-    assert.equal(r.sections, WORKERS * SECTIONS);
-    assert.equal(r.completed, WORKERS * SECTIONS);
-    assert.ok(r.tokens.count > 0 && r.tokenAfterRestart > r.tokens.max, JSON.stringify(r.tokens));
-    process.stderr.write(`# stress: ${r.completed} sections in ${r.seconds.toFixed(1)} s\n`);
-  });
+    test('no overlap, no lost update: counter == sections', async () => {
+      const r = await stress(apiEnv, 0);
+      assert.equal(r.kills, 0);
+      assert.equal(r.sections, WORKERS * SECTIONS);
+      assert.equal(r.completed, WORKERS * SECTIONS);
+      assert.ok(r.tokens.count > 0 && r.tokenAfterRestart > r.tokens.max, JSON.stringify(r.tokens));
+      process.stderr.write(`# stress (${api}): ${r.completed} sections in ${r.seconds.toFixed(1)} s\n`);
+    });
 
-  test('with ~10% of hostlock holders SIGKILLed: counter == completed sections, each kill frees within 100 ms', async () => {
-    const r = await stress(0.1);
-    assert.ok(r.kills > 0, 'nothing was killed');
-    assert.ok(r.tokenAfterRestart > r.tokens.max, JSON.stringify(r.tokens));
-    assert.ok(r.completed <= r.attempted && r.completed >= r.attempted - r.kills, JSON.stringify(r));
-    const worst = Math.max(0, ...r.killLatenciesMs);
-    process.stderr.write(
-      `# stress+kill: ${r.completed}/${r.attempted} sections, ${r.kills} kills, ` +
-        `release after kill: max ${worst.toFixed(1)} ms over ${r.killLatenciesMs.length} measured, ${r.seconds.toFixed(1)} s\n`,
-    );
-    assert.ok(
-      worst < 100,
-      `a kill took ${worst.toFixed(1)} ms to free the lock: ${r.killLatenciesMs.map((x) => x.toFixed(0)).join(',')}`,
-    );
-  });
+    test('with ~10% of hostlock holders SIGKILLed: counter == completed sections, each kill frees within 100 ms', async () => {
+      const r = await stress(apiEnv, 0.1);
+      assert.ok(r.kills > 0, 'nothing was killed');
+      assert.ok(r.tokenAfterRestart > r.tokens.max, JSON.stringify(r.tokens));
+      assert.ok(r.completed <= r.attempted && r.completed >= r.attempted - r.kills, JSON.stringify(r));
+      const worst = Math.max(0, ...r.killLatenciesMs);
+      process.stderr.write(
+        `# stress+kill (${api}): ${r.completed}/${r.attempted} sections, ${r.kills} kills, ` +
+          `release after kill: max ${worst.toFixed(1)} ms over ${r.killLatenciesMs.length} measured, ${r.seconds.toFixed(1)} s\n`,
+      );
+      assert.ok(
+        worst < 100,
+        `a kill took ${worst.toFixed(1)} ms to free the lock: ${r.killLatenciesMs.map((x) => x.toFixed(0)).join(',')}`,
+      );
+    });
 
-  test('shared and exclusive mixed: no writer beside a reader, the turnstile deadlocks nobody', async () => {
-    const r = await stress(0, 0.5);
-    assert.equal(r.completed + r.readSections, WORKERS * SECTIONS);
-    assert.ok(r.readSections > 0 && r.completed > 0);
-    assert.ok(r.tokenAfterRestart > r.tokens.max, JSON.stringify(r.tokens));
-    process.stderr.write(
-      `# stress shared+exclusive: ${r.completed} writes, ${r.readSections} reads in ${r.seconds.toFixed(1)} s\n`,
-    );
+    test('shared and exclusive mixed: no writer beside a reader, the turnstile deadlocks nobody', async () => {
+      const r = await stress(apiEnv, 0, 0.5);
+      assert.equal(r.completed + r.readSections, WORKERS * SECTIONS);
+      assert.ok(r.readSections > 0 && r.completed > 0);
+      assert.ok(r.tokenAfterRestart > r.tokens.max, JSON.stringify(r.tokens));
+      process.stderr.write(
+        `# stress shared+exclusive (${api}): ${r.completed} writes, ${r.readSections} reads in ${r.seconds.toFixed(1)} s\n`,
+      );
+    });
   });
-});
+}
