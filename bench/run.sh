@@ -9,7 +9,7 @@ mkdir -p "$out"
 log="$out/bench-$(date -u +%Y%m%dT%H%M%SZ).log"
 echo "hostlock benchmarks on $(uname -n): $(nproc) cores, $(node --version), load average $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$log"
 status=0
-for b in startup playbook playbook-stores handoff hosts200 waiters500 contention pg-store etcd-handoff; do
+for b in startup playbook playbook-stores handoff hosts200 waiters500 contention flock-api pg-store etcd-handoff; do
   echo "== $b" | tee -a "$log"
   if ! node "build/bench/$b.js" 2> >(tee -a "$log.stderr" >&2) | tee -a "$log"; then
     echo "benchmark $b failed" | tee -a "$log"

@@ -36,6 +36,7 @@ const EXPECTED: Record<string, string[]> = {
   hosts200: ['4a', '4b'],
   waiters500: ['5'],
   contention: ['6a', '6b', '6c'],
+  'flock-api': ['fl-a', 'fl-b'],
   'pg-store': ['pg-1', 'pg-2', 'pg-3', 'pg-4'],
   'etcd-handoff': ['etcd-a', 'etcd-b'],
 };
