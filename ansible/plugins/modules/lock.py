@@ -34,12 +34,10 @@ description:
   - With C(run_once), the lock belongs to the run rather than to the host the task lands on; a
     C(run_once) V(released) releases the run's whole hold (every host's share and a C(run_once)
     acquire), whichever host it runs on. A per-host V(released) does not release a C(run_once) acquire.
-  - Requires the hostlock helper (Node.js >= 20) on the controller. It is not on the npm registry;
-    install the packed tarball of a release or of a checkout (C(npm pack)) with
-    C(npm install -g ./hostlock-<version>.tgz), or run C(make install) in a hostlock checkout, or
-    point to a checkout with E(HOSTLOCK_HELPER) (C(node /path/to/hostlock/dist/cli.js)). It is
-    found through O(helper), the variable C(hostlock_helper), the environment variable
-    E(HOSTLOCK_HELPER), then C(hostlock) on E(PATH).
+  - Requires Node.js >= 20 as C(node) on E(PATH) and util-linux on the controller: the collection carries
+    its helper (C(helper/) in the collection). A helper given through O(helper), the variable
+    C(hostlock_helper), the environment variable E(HOSTLOCK_HELPER), or C(hostlock) on E(PATH) (the
+    npm-packed helper, C(npm install -g ./hostlock-<version>.tgz)) is used instead, in that order.
   - The locks are plain C(flock(2)) locks on files in O(lock_dir); C(flock(1)) and Python's
     C(fcntl.flock) on the same files exclude hostlock and the reverse.
 author:
@@ -103,7 +101,8 @@ options:
   helper:
     description:
       - Command line of the hostlock helper, for example C(node /opt/hostlock/dist/cli.js).
-      - Defaults to the variable C(hostlock_helper), then E(HOSTLOCK_HELPER), then C(hostlock) on E(PATH).
+      - Defaults to the variable C(hostlock_helper), then E(HOSTLOCK_HELPER), then C(hostlock) on E(PATH),
+        then the helper this collection carries, run by C(node) from E(PATH).
     type: raw
 attributes:
   action:
