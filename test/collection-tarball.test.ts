@@ -79,6 +79,42 @@ describe('the built collection tarball alone, on every supported Node', () => {
     await pg?.stop();
   });
 
+  test('a Node older than 20 on PATH fails the first task with one clear error', () => {
+    const t = tempDir('tarball-old');
+    try {
+      const home = join(t.dir, 'home');
+      const bin = join(t.dir, 'bin');
+      mkdirSync(home);
+      mkdirSync(bin);
+      writeFileSync(join(bin, 'node'), '#!/bin/sh\necho v18.19.0\n', { mode: 0o755 });
+      const env: NodeJS.ProcessEnv = {
+        HOME: home,
+        PATH: `${bin}:/usr/bin:/bin`,
+        LANG: 'C.UTF-8',
+        ANSIBLE_NOCOLOR: '1',
+      };
+      const inst = run(join(VENV_BIN, 'ansible-galaxy'), ['collection', 'install', tarball()], env, t.dir);
+      assert.equal(inst.status, 0, inst.stdout + inst.stderr);
+      writeFileSync(join(t.dir, 'play.yml'), PLAYBOOK);
+      writeFileSync(
+        join(t.dir, 'hosts.ini'),
+        `h1 ansible_connection=local ansible_python_interpreter=${join(VENV_BIN, 'python')}\n`,
+      );
+      const r = run(
+        join(VENV_BIN, 'ansible-playbook'),
+        ['-i', 'hosts.ini', 'play.yml', '-e', `hostlock_lock_dir=${t.dir}`],
+        env,
+        t.dir,
+      );
+      assert.notEqual(r.status, 0);
+      assert.match(r.stdout, /needs Node\.js >= 20; \S+\/bin\/node is v18\.19\.0\. Install Node\.js 20 or newer/);
+      assert.match(r.stdout, /dnf module enable -y nodejs:20/);
+      assert.doesNotMatch(r.stdout, /Traceback/);
+    } finally {
+      t.cleanup();
+    }
+  });
+
   for (const [major, node] of NODES) {
     test(`Node ${major}: install from the tarball, then lock, try, status, release on the local and PostgreSQL stores`, () => {
       assert.ok(existsSync(node), `${node} is missing: run \`make nodes\` (Node ${major} from the npm registry)`);

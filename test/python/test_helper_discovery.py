@@ -50,3 +50,53 @@ def test_discovery_order(env, tmp_path):
     with pytest.raises(helper.HelperError) as info:
         helper.find_helper(environ={'PATH': str(nothing)})
     assert 'npm install -g ./hostlock-<version>.tgz' in str(info.value)
+
+
+def _fake_node(directory, version):
+    node = directory / 'node'
+    node.write_text('#!/bin/sh\necho %s\n' % version)
+    node.chmod(0o755)
+    return node
+
+
+def test_the_bundled_helper_comes_last_and_runs_on_node_from_path(env, tmp_path):
+    helper = _helper_module(env)
+    bundled = tmp_path / 'collection' / 'helper' / 'cli.js'
+    bundled.parent.mkdir(parents=True)
+    bundled.write_text('')
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    node = _fake_node(bin_dir, 'v22.23.5')
+    environ = {'PATH': str(bin_dir)}
+    assert helper.find_helper(environ=environ, bundled=str(bundled)) == [str(node), str(bundled)]
+    # Anything the user named, and `hostlock` on PATH, come first.
+    named = 'node %s' % CLI
+    assert helper.find_helper(environ=dict(environ, HOSTLOCK_HELPER=named), bundled=str(bundled)) == ['node', str(CLI)]
+    on_path = bin_dir / 'hostlock'
+    on_path.write_text('#!/bin/sh\n')
+    on_path.chmod(0o755)
+    assert helper.find_helper(environ=environ, bundled=str(bundled)) == [str(on_path)]
+
+
+@pytest.mark.parametrize(
+    'version, what',
+    [
+        (None, 'no `node` is on PATH'),
+        ('v18.19.0', 'is v18.19.0'),
+        ('v8.10.0', 'is v8.10.0'),
+        ('not-a-version', 'is not-a-version'),
+    ],
+)
+def test_an_unsuitable_node_is_one_clear_error(env, tmp_path, version, what):
+    helper = _helper_module(env)
+    bundled = tmp_path / 'cli.js'
+    bundled.write_text('')
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    if version is not None:
+        _fake_node(bin_dir, version)
+    with pytest.raises(helper.HelperError) as info:
+        helper.find_helper(environ={'PATH': str(bin_dir)}, bundled=str(bundled))
+    msg = str(info.value)
+    assert 'needs Node.js >= 20' in msg and what in msg, msg
+    assert 'dnf module enable -y nodejs:20' in msg and 'apt-get install nodejs' in msg, msg
