@@ -72,6 +72,8 @@ collection: build venv
 	rm -rf build/collection $(COLLECTION_TARBALL) && mkdir -p build/pkg
 	cp -r ansible build/collection
 	cp -r dist build/collection/helper
+	# Run as `node helper/cli.js`: no shebang, not executable (a collection's scripts are its plugins).
+	sed -i 1d build/collection/helper/cli.js && chmod 0644 build/collection/helper/cli.js
 	$(VENV)/bin/ansible-galaxy collection build build/collection --output-path build/pkg >/dev/null
 	@echo "$(COLLECTION_TARBALL)"
 

@@ -29,7 +29,7 @@ def main():
     pending = b''
     poller.register(0, select.POLLIN)
     while True:
-        for fd, _ in poller.poll():
+        for fd, _events in poller.poll():
             if fd != 0:
                 pid = by_fd.pop(fd)
                 poller.unregister(fd)

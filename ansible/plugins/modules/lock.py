@@ -34,7 +34,7 @@ description:
   - With C(run_once), the lock belongs to the run rather than to the host the task lands on; a
     C(run_once) V(released) releases the run's whole hold (every host's share and a C(run_once)
     acquire), whichever host it runs on. A per-host V(released) does not release a C(run_once) acquire.
-  - Requires Node.js >= 20 as C(node) on E(PATH) and util-linux on the controller: the collection carries
+  - Requires Node.js >= 20 as C(node) on E(PATH) and util-linux on the controller; the collection carries
     its helper (C(helper/) in the collection). A helper given through O(helper), the variable
     C(hostlock_helper), the environment variable E(HOSTLOCK_HELPER), or C(hostlock) on E(PATH) (the
     npm-packed helper, C(npm install -g ./hostlock-<version>.tgz)) is used instead, in that order.

@@ -120,7 +120,12 @@ def _suitable_node(environ):
 def _node_version(node):
     try:
         res = subprocess.run(
-            [node, '--version'], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=START_TIMEOUT
+            [node, '--version'],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None
