@@ -56,3 +56,37 @@ test('npm pack → npm install -g (as README and make install do it) → hostloc
     t.cleanup();
   }
 });
+
+test('npm install -g without building fs-ext (no compiler, no headers): hostlock works, on flock(1)', () => {
+  const t = tempDir('pack-noscripts');
+  try {
+    const pack = spawnSync('npm', ['pack', '--silent', '--pack-destination', t.dir], { cwd: ROOT, encoding: 'utf8' });
+    assert.equal(pack.status, 0, pack.stderr);
+    const tgz = join(t.dir, pack.stdout.trim().split('\n').pop()!);
+    const prefix = join(t.dir, 'prefix');
+    const inst = spawnSync(
+      'npm',
+      ['install', '-g', '--ignore-scripts', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', tgz],
+      { encoding: 'utf8', timeout: 300000 },
+    );
+    assert.equal(inst.status, 0, inst.stderr);
+    const bin = join(prefix, 'bin', 'hostlock');
+    const lines = [
+      { jsonrpc: '2.0', id: 1, method: 'hello', params: {} },
+      { jsonrpc: '2.0', id: 2, method: 'try', params: { name: 'p', dir: t.dir } },
+    ];
+    const serve = spawnSync(bin, ['serve'], {
+      encoding: 'utf8',
+      input: lines.map((l) => JSON.stringify(l)).join('\n') + '\n',
+    });
+    const [hello, tried] = serve.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    assert.equal(hello.result.flock, 'flock(1)', serve.stderr);
+    assert.equal(tried.result.acquired, true, serve.stderr);
+    assert.equal(serve.stderr, '', 'a helper without fs-ext says nothing about it');
+  } finally {
+    t.cleanup();
+  }
+});
