@@ -11,9 +11,11 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import {
   chmodSync,
   chownSync,
+  cpSync,
   existsSync,
   lstatSync,
   mkdirSync,
+  mkdtempSync,
   readdirSync,
   readFileSync,
   renameSync,
@@ -22,6 +24,7 @@ import {
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { kernelInodeKey } from '../src/proc';
@@ -42,8 +45,7 @@ interface User {
 
 // `hostlock serve` as another user (setpriv), with a given umask.
 function serveAs(user: User | null, env: NodeJS.ProcessEnv, umask = '022'): Helper {
-  if (user) canRunHelper(user);
-  const cmd = ['sh', '-c', `umask ${umask}; exec "$0" "$@"`, process.execPath, CLI, 'serve'];
+  const cmd = ['sh', '-c', `umask ${umask}; exec "$0" "$@"`, process.execPath, user ? cliForOthers() : CLI, 'serve'];
   const full = user
     ? [
         'setpriv',
@@ -74,31 +76,19 @@ function serveAs(user: User | null, env: NodeJS.ProcessEnv, umask = '022'): Help
   };
 }
 
-// Another user runs the helper from this checkout only if every directory above
-// it is traversable (not so for a clone under /root or in a 0700 mktemp dir).
-function canRunHelper(user: User): void {
-  const files = [CLI, join(dirname(require.resolve('fs-ext')), 'build', 'Release', 'fs_ext.node')];
-  const r = spawnSync(
-    'setpriv',
-    [
-      '--reuid',
-      String(user.uid),
-      '--regid',
-      String(user.gid),
-      '--clear-groups',
-      'sh',
-      '-c',
-      'for f; do test -r "$f" || exit 1; done',
-      'sh',
-      ...files,
-    ],
-    { timeout: 10000 },
-  );
-  if (r.status !== 0)
-    throw new Error(
-      `uid ${user.uid} cannot read ${files.join(' or ')}: a directory above the checkout is not traversable by other users ` +
-        '(a clone under /root or in a 0700 directory); clone into a directory others can traverse (e.g. /srv or /tmp), or run the tests as a non-root user',
-    );
+// Other users run a copy of the helper (dist/ and the fs-ext binding beside
+// it) in a directory anyone can traverse: the checkout may be one they cannot
+// reach (a clone under /root or in a 0700 mktemp directory).
+let othersCli: string | undefined;
+function cliForOthers(): string {
+  if (othersCli) return othersCli;
+  const base = mkdtempSync(join(tmpdir(), 'hl-helper-'));
+  process.once('exit', () => rmSync(base, { recursive: true, force: true }));
+  cpSync(dirname(CLI), join(base, 'dist'), { recursive: true });
+  cpSync(dirname(require.resolve('fs-ext')), join(base, 'node_modules', 'fs-ext'), { recursive: true });
+  spawnSync('chmod', ['-R', 'a+rX', base]);
+  othersCli = join(base, 'dist', 'cli.js');
+  return othersCli;
 }
 
 async function rejects(p: Promise<unknown>, code: number, message: RegExp) {
