@@ -6,32 +6,28 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { ROOT, tempDir } from './rpc';
 
+// `npm pack` of the checkout, then `npm install -g` of it under a private prefix.
+function packAndInstall(dir: string, how: string): { prefix: string; stderr: string } {
+  const pack = spawnSync('npm', ['pack', '--silent', '--pack-destination', dir], { cwd: ROOT, encoding: 'utf8' });
+  assert.equal(pack.status, 0, pack.stderr);
+  const tgz = join(dir, pack.stdout.trim().split('\n').pop()!);
+  const prefix = join(dir, 'prefix');
+  const inst = spawnSync(
+    'npm',
+    ['install', '-g', how, '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', tgz],
+    { encoding: 'utf8', timeout: 300000 },
+  );
+  assert.equal(inst.status, 0, inst.stderr);
+  return { prefix, stderr: inst.stderr };
+}
+
 test('npm pack → npm install -g (as README and make install do it) → hostlock works, quietly', () => {
   const t = tempDir('pack');
   try {
-    const pack = spawnSync('npm', ['pack', '--silent', '--pack-destination', t.dir], { cwd: ROOT, encoding: 'utf8' });
-    assert.equal(pack.status, 0, pack.stderr);
-    const tgz = join(t.dir, pack.stdout.trim().split('\n').pop()!);
-    const prefix = join(t.dir, 'prefix');
-    const inst = spawnSync(
-      'npm',
-      [
-        'install',
-        '-g',
-        '--allow-scripts=fs-ext',
-        '--prefix',
-        prefix,
-        '--prefer-offline',
-        '--no-audit',
-        '--no-fund',
-        tgz,
-      ],
-      { encoding: 'utf8', timeout: 300000 },
-    );
-    assert.equal(inst.status, 0, inst.stderr);
+    const { prefix, stderr } = packAndInstall(t.dir, '--allow-scripts=fs-ext');
     // Quiet: no npm warning (an install script not covered by allowScripts is one);
     // correct: fs-ext's install script did build its native addon.
-    assert.doesNotMatch(inst.stderr, /npm warn/i);
+    assert.doesNotMatch(stderr, /npm warn/i);
     assert.ok(
       existsSync(
         join(prefix, 'lib', 'node_modules', 'hostlock', 'node_modules', 'fs-ext', 'build', 'Release', 'fs_ext.node'),
@@ -60,16 +56,7 @@ test('npm pack → npm install -g (as README and make install do it) → hostloc
 test('npm install -g without building fs-ext (no compiler, no headers): hostlock works, on flock(1)', () => {
   const t = tempDir('pack-noscripts');
   try {
-    const pack = spawnSync('npm', ['pack', '--silent', '--pack-destination', t.dir], { cwd: ROOT, encoding: 'utf8' });
-    assert.equal(pack.status, 0, pack.stderr);
-    const tgz = join(t.dir, pack.stdout.trim().split('\n').pop()!);
-    const prefix = join(t.dir, 'prefix');
-    const inst = spawnSync(
-      'npm',
-      ['install', '-g', '--ignore-scripts', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', tgz],
-      { encoding: 'utf8', timeout: 300000 },
-    );
-    assert.equal(inst.status, 0, inst.stderr);
+    const { prefix } = packAndInstall(t.dir, '--ignore-scripts');
     const bin = join(prefix, 'bin', 'hostlock');
     const lines = [
       { jsonrpc: '2.0', id: 1, method: 'hello', params: {} },
