@@ -428,6 +428,28 @@ export class FlockStore implements LockStore {
         waiters: waitersOf(path),
       });
     }
+    // Files locked by their own path (`hostlock flock PATH`, or a shell's
+    // descriptor), held now: their records are here, the files elsewhere.
+    for (const path of new Set(all.filter((r) => r.name === undefined).map((r) => r.path))) {
+      if (listed.has(path) || dirname(path) === d) continue;
+      const st = statSync(path, { bigint: true, throwIfNoEntry: false });
+      const inode = st ? kernelInodeKey(st.dev, st.ino) : null;
+      const holders = [
+        ...(inode ? holdersOf(registry, inode, kernel) : []),
+        ...lostHoldersOf(all, path, inode, kernel),
+      ];
+      if (!holders.length) continue;
+      const held = holders.filter((h) => !h.lost);
+      locks.push({
+        key: { id: path, name: path },
+        name: path,
+        path,
+        held: held.length > 0,
+        mode: held[0]?.mode ?? null,
+        holders: markStopped(holders),
+        waiters: [],
+      });
+    }
     return locks;
   }
 
