@@ -6,8 +6,8 @@
 // runs it, with its exit statuses and its silence. On top, and never at the
 // cost of the lock: a holder record and history lines in the lock directory
 // (so `hostlock status` names the holder) and a fencing token, HOSTLOCK_TOKEN.
-import { spawn, type StdioOptions } from 'node:child_process';
-import { accessSync, closeSync, constants, fstatSync, openSync, readlinkSync, writeSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { accessSync, closeSync, constants, fstatSync, openSync, readdirSync, readlinkSync, writeSync } from 'node:fs';
 import { constants as os } from 'node:os';
 import { join, resolve } from 'node:path';
 import { EX, FLOCK_USAGE, parseFlockArgs, type FlockArgs } from './flockargs';
@@ -26,7 +26,6 @@ const warn = (line: string) => process.stderr.write(`flock: ${line}\n`);
 // fs-ext is a native addon, loaded once a descriptor is in hand.
 let fsExt: {
   flockSync(fd: number, flags: string): void;
-  fcntlSync(fd: number, cmd: string, arg: number): number;
 };
 function api() {
   // eslint-disable-next-line @typescript-eslint/no-require-imports -- native addon without types
@@ -40,7 +39,35 @@ class Exit extends Error {
   }
 }
 
+// The descriptors our parent left us (beyond 0-2), for the command: a fork
+// would pass them all. Node marks every descriptor close-on-exec at start, so
+// its own are told apart by what they are: epoll and eventfd inodes, and the
+// pipes it keeps both ends of.
+let inherited: number[] = [];
+function inheritedDescriptors(): number[] {
+  const targets = new Map<number, string>();
+  try {
+    for (const f of readdirSync('/proc/self/fd')) {
+      const n = Number(f);
+      if (n < 3) continue;
+      try {
+        targets.set(n, readlinkSync(`/proc/self/fd/${f}`));
+      } catch {
+        /* the listing's own descriptor */
+      }
+    }
+  } catch {
+    return [];
+  }
+  const count = new Map<string, number>();
+  for (const t of targets.values()) count.set(t, (count.get(t) ?? 0) + 1);
+  return [...targets]
+    .filter(([, t]) => !t.startsWith('anon_inode:') && !(t.startsWith('pipe:') && count.get(t)! > 1))
+    .map(([n]) => n);
+}
+
 export async function flockCommand(argv: string[]): Promise<number> {
+  inherited = inheritedDescriptors();
   const parsed = parseFlockArgs(argv);
   switch (parsed.kind) {
     case 'help':
@@ -67,8 +94,10 @@ async function flock(a: FlockArgs): Promise<number> {
   let fd = opened?.fd ?? a.fd!;
   const started = process.hrtime.bigint();
   let waited = false;
+  // A number our parent did not give us is no descriptor of its: one of Node's own may sit there.
+  const given = a.file !== undefined || fd < 3 || inherited.includes(fd);
   for (;;) {
-    const err = lockOnce(fd, a.op);
+    const err = given ? lockOnce(fd, a.op) : 'EBADF';
     if (err === null) break;
     if (err === 'EWOULDBLOCK' || err === 'EAGAIN') {
       if (a.nonblock) {
@@ -278,16 +307,12 @@ function history(place: Place, e: HistoryEvent, urgent = false): void {
 // the lock by itself, gets the signals sent to us, and we end as it ends.
 async function runCommand(a: FlockArgs, fd: number, token: number | undefined): Promise<number> {
   const [file, ...args] = a.command!;
-  let stdio: StdioOptions = 'inherit';
-  if (a.file !== undefined && !a.close) {
-    // At its own number: the command's other inherited descriptors stay as they are.
-    const s: Array<'inherit' | 'ignore' | number> = ['inherit', 'inherit', 'inherit'];
-    for (let i = 3; i < fd; i++) s.push('ignore');
-    s.push(fd);
-    stdio = s;
-  } else if (a.file === undefined && a.close) {
-    api().fcntlSync(fd, 'setfd', 1); // FD_CLOEXEC: the command does not get it
-  }
+  // Each at its own number, as a fork would leave them.
+  const pass = new Set(inherited);
+  if (a.close) pass.delete(fd);
+  else pass.add(fd);
+  const stdio: Array<'inherit' | 'ignore' | number> = ['inherit', 'inherit', 'inherit'];
+  for (let i = 3; i <= Math.max(2, ...pass); i++) stdio.push(pass.has(i) ? i : 'ignore');
   const env = { ...process.env, ...(token ? { HOSTLOCK_TOKEN: String(token) } : {}) };
   return new Promise<number>((done) => {
     const child = spawn(file!, args, { stdio, env });

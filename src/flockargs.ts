@@ -1,8 +1,9 @@
 // `hostlock flock`'s command line: util-linux flock(1)'s, read the way its
-// getopt_long("+:sexnoFuw:E:hV?") reads it — options stop at the first
+// getopt_long("+sexnoFuw:E:hV?") reads it — options stop at the first
 // operand, long options may be abbreviated to any unique prefix, `-c` and
 // `--command` are recognised where flock(1) recognises them — with its
-// messages and exit statuses. Pure: the caller prints and exits.
+// messages and exit statuses (the installed 2.38's words; --fd, which came
+// later, speaks as upstream's current flock.c). Pure: the caller prints and exits.
 import type { Mode } from './lockfile';
 
 // <sysexits.h>, as flock(1) uses them.
@@ -66,6 +67,7 @@ const SHORT = new Set(['s', 'e', 'x', 'n', 'o', 'F', 'u', 'w', 'E', 'h', 'V', '?
 interface Step {
   opt: string;
   optarg?: string;
+  error?: string; // what getopt says of a '?' or ':'
 }
 
 class Getopt {
@@ -90,9 +92,9 @@ class Getopt {
     const c = a[this.cluster]!;
     this.cluster++;
     const last = this.cluster >= a.length;
-    if (!SHORT.has(c)) {
+    if (!SHORT.has(c) || c === '?') {
       if (last) this.endCluster();
-      return { opt: '?' };
+      return { opt: '?', error: `invalid option -- '${c}'` };
     }
     if (!SHORT_WITH_ARG.has(c)) {
       if (last) this.endCluster();
@@ -102,7 +104,7 @@ class Getopt {
     this.endCluster();
     if (rest !== '') return { opt: c, optarg: rest };
     const v = argv[this.index];
-    if (v === undefined) return { opt: ':' };
+    if (v === undefined) return { opt: ':', error: `option requires an argument -- '${c}'` };
     this.index++;
     return { opt: c, optarg: v };
   }
@@ -117,14 +119,24 @@ class Getopt {
     const eq = spec.indexOf('=');
     const name = eq >= 0 ? spec.slice(0, eq) : spec;
     const exact = LONG.find((o) => o.name === name);
-    const prefixed = LONG.filter((o) => o.name.startsWith(name));
-    const found =
-      exact ?? (prefixed.every((o) => o.val === prefixed[0]!.val && o.arg === prefixed[0]!.arg) ? prefixed[0] : null);
-    if (!found || name === '') return { opt: '?' };
-    if (!found.arg) return eq >= 0 ? { opt: '?' } : { opt: found.val };
+    // Abbreviations: a unique prefix, or prefixes of options that mean the same.
+    const prefixed = LONG.filter((o) => o.name.startsWith(name)).filter(
+      (o, i, all) => all.findIndex((p) => p.val === o.val && p.arg === o.arg) === i,
+    );
+    const unknown = { opt: '?', error: `unrecognized option '--${spec}'` };
+    if (name === '' || (!exact && prefixed.length === 0)) return unknown;
+    if (!exact && prefixed.length > 1) {
+      const them = prefixed.map((o) => `'--${o.name}'`).join(' ');
+      return { opt: '?', error: `option '--${name}' is ambiguous; possibilities: ${them}` };
+    }
+    const found = exact ?? prefixed[0]!;
+    if (!found.arg) {
+      if (eq < 0) return { opt: found.val };
+      return { opt: '?', error: `option '--${found.name}' doesn't allow an argument` };
+    }
     if (eq >= 0) return { opt: found.val, optarg: spec.slice(eq + 1) };
     const v = this.argv[this.index];
-    if (v === undefined) return { opt: ':' };
+    if (v === undefined) return { opt: ':', error: `option '--${found.name}' requires an argument` };
     this.index++;
     return { opt: found.val, optarg: v };
   }
@@ -188,14 +200,14 @@ export function parseFlockArgs(args: string[]): Parsed {
         break;
       case 'w': {
         const n = cNumber(v);
-        if (n === null) return usage(`invalid timeout: '${v}'`);
+        if (n === null) return usage(`invalid timeout value: '${v}'`);
         timeout = n;
         break;
       }
       case 'E': {
-        const n = cInteger(v, false);
-        if (n === null) return usage(`invalid exit code (allowed values: 0-255): '${v}'`);
-        if (n > 255) return usage(`invalid exit code (allowed values: 0-255): '${v}': Numerical result out of range`);
+        const n = cInteger(v, true);
+        if (n === null) return usage(`invalid exit code: '${v}'`);
+        if (n < 0 || n > 255) return usage('exit code out of range (expected 0 to 255)');
         a.conflictExitCode = n;
         break;
       }
@@ -215,12 +227,12 @@ export function parseFlockArgs(args: string[]): Parsed {
       case 'h':
         return { kind: 'help' };
       default: {
-        const prev = argv[g.index - 1];
-        if (isCommandOpt(prev)) {
+        // -c before any operand names the command of the --fd form.
+        if (useFd && isCommandOpt(argv[g.index - 1])) {
           commandOpt = true;
           break;
         }
-        return tryHelp(s.opt === ':' ? `option '${prev}' requires an argument` : `unrecognized option '${prev}'`);
+        return tryHelp(s.error ?? `unrecognized option '${argv[g.index - 1]}'`);
       }
     }
   }
@@ -242,15 +254,13 @@ export function parseFlockArgs(args: string[]): Parsed {
     if (useFd) a.command = argv.slice(i);
     else {
       const n = cInteger(argv[i]!, true);
-      if (n === null) return usage(`invalid file descriptor: '${argv[i]}'`);
-      if (n < 0 || n > 2 ** 31 - 1)
-        return usage(`invalid file descriptor: '${argv[i]}': Numerical result out of range`);
+      if (n === null || n < 0 || n > 2 ** 31 - 1) return usage(`bad file descriptor: '${argv[i]}'`);
       a.fd = n;
     }
   } else {
-    return usage(useFd ? 'missing command' : 'missing file descriptor, file or directory');
+    return usage(useFd ? 'missing command' : 'requires file descriptor, file or directory');
   }
-  if (a.file === undefined && a.fd === undefined) return usage('missing file descriptor, file or directory');
+  if (a.file === undefined && a.fd === undefined) return usage('requires file descriptor, file or directory');
   if (timeout !== undefined) {
     // -w 0 is -n, as in flock(1) (a zero timer would mean no timer at all).
     if (Math.trunc(timeout * 1e6) === 0) a.nonblock = true;
