@@ -39,7 +39,10 @@ export async function main(argv: string[]): Promise<number> {
       'run a command while holding the named lock (like flock(1))',
       (y) =>
         y
-          .positional('name', { type: 'string', describe: 'lock name (any string)' })
+          .positional('name', {
+            type: 'string',
+            describe: 'lock name: a word, not a path (to lock a file by its path: hostlock flock PATH cmd…)',
+          })
           .positional('command', { type: 'string', array: true, describe: 'command and its arguments, after --' })
           .option('dir', { type: 'string', describe: 'lock directory' })
           .option('backend', {
@@ -66,6 +69,7 @@ export async function main(argv: string[]): Promise<number> {
           .conflicts('timeout', 'nonblock')
           .check((a) => {
             if (a.name === '') throw new UsageError('the lock name cannot be empty');
+            if (isPathLike(a.name!)) throw new UsageError(pathNameRefused(a.name!));
             a.command = [...(a.command ?? []), ...((a['--'] as string[] | undefined) ?? [])];
             if (!a.command || a.command.length === 0)
               throw new Error('give the command after --, e.g. hostlock run db -- ./migrate.sh');
@@ -94,6 +98,14 @@ export async function main(argv: string[]): Promise<number> {
           command: (a.command ?? []).map(String),
           quiet: a.quiet,
         });
+      },
+    )
+    .command(
+      'flock [options..]',
+      "util-linux flock(1)'s command line, with holder records and HOSTLOCK_TOKEN: see hostlock flock --help",
+      (y) => y.strict(false).help(false),
+      async () => {
+        code = await (await import('./flock')).flockCommand(argv.slice(argv.indexOf('flock') + 1));
       },
     )
     .command(
@@ -148,7 +160,7 @@ export async function main(argv: string[]): Promise<number> {
     .command(historyCommand)
     .command(timelineCommand)
     .command(breakCommand)
-    .demandCommand(1, 'name a command: status, run, history, timeline, break, setup, serve or agent')
+    .demandCommand(1, 'name a command: status, run, flock, history, timeline, break, setup, serve or agent')
     .strict()
     .epilogue(EXIT_HELP)
     .version(VERSION)
@@ -161,6 +173,16 @@ export async function main(argv: string[]): Promise<number> {
   await cli.parseAsync();
   if (code === -1 && (argv.includes('--help') || argv.includes('--version') || argv.includes('-h'))) code = EXIT.ok;
   return code;
+}
+
+// A name that reads as a path would lock a file other than the one it names
+// (names are encoded into the lock directory): refused, pointing to flock.
+function isPathLike(name: string): boolean {
+  return name.includes('/') || name.startsWith('.') || name.startsWith('~');
+}
+
+function pathNameRefused(name: string): string {
+  return `'${name}' is a path, not a lock name: hostlock run locks names in its lock directory; to lock this file itself use hostlock flock ${name} CMD… (flock(1)'s command line)`;
 }
 
 async function setup(backend: string | undefined, grant: string | undefined): Promise<number> {

@@ -21,7 +21,10 @@ export const EXIT_HELP = `Exit codes:
   ${EXIT.lockUnusable}     the lock directory, lock file or lock store is unusable (missing, unwritable, a symlink; a server store unreachable)
   ${EXIT.cannotExecute}    run: the command cannot be executed
   ${EXIT.notFound}    run: the command was not found
-  ${EXIT.signalBase}+N  run: the command was killed by signal N; ${EXIT.interrupted} when the wait was interrupted`;
+  ${EXIT.signalBase}+N  run: the command was killed by signal N; ${EXIT.interrupted} when the wait was interrupted
+flock: flock(1)'s statuses (the command's own; 1 or -E on conflict or timeout; 64 usage,
+  65 not lockable, 66 cannot open, 69 cannot execute, 71 out of resources, 73 cannot create):
+  see hostlock flock --help`;
 
 export class UsageError extends Error {
   override readonly name = 'UsageError';

@@ -3,6 +3,8 @@
 // so that they never load yargs and start like bare Node. Anything else, or
 // any other spelling of these (--help, --owner-pid=N, repeated options), is
 // left to the full CLI, which gives the same results for these forms.
+// `flock` (a drop-in for flock(1), started as often as a crontab or a script
+// loop asks) is always here: its command line is flock(1)'s own, not yargs'.
 import type { Command } from './exit';
 
 export function fastCommand(argv: string[]): Command | null {
@@ -11,6 +13,9 @@ export function fastCommand(argv: string[]): Command | null {
       (await import('./serve')).serveStdio();
       return -1;
     };
+  }
+  if (argv[0] === 'flock') {
+    return async () => (await import('./flock')).flockCommand(argv.slice(1));
   }
   if (argv[0] !== 'agent') return null;
   const opts = agentArgs(argv.slice(1));

@@ -19,7 +19,7 @@ import {
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Mode } from './lockfile';
-import { isSameProcess, processStartTime, processUser, readKernelLocks, type KernelLock } from './proc';
+import { isSameProcess, kernelInodeKey, processStartTime, processUser, readKernelLocks, type KernelLock } from './proc';
 
 export interface Owner {
   pid?: number;
@@ -55,6 +55,16 @@ export interface StoredRecord extends Holder {
   path: string;
   inode: string;
   helper_start: string;
+  // A lock on a descriptor of another process (`hostlock flock N` in a
+  // shell): the record lasts while that process keeps this descriptor on the inode.
+  fd?: number;
+}
+
+// The process that keeps a hold, when it is not this one (see `fd` above).
+export interface Keeper {
+  pid: number;
+  start: string;
+  fd: number;
 }
 
 // HOSTLOCK_CONTROLLER names this controller in records (several simulated on one machine, or a container's name).
@@ -62,7 +72,7 @@ const controller = process.env.HOSTLOCK_CONTROLLER || hostname();
 
 // A short tag of a lock path for record file names (FNV-1a, 32 bits): a
 // collision only makes `readPath` parse a record it then filters out.
-function pathTag(path: string): string {
+export function pathTag(path: string): string {
   let h = 0x811c9dc5;
   for (let i = 0; i < path.length; i++) {
     h ^= path.charCodeAt(i);
@@ -100,12 +110,35 @@ export class HolderRegistry {
   }
 
   // Writes the record of a new hold; returns its file name (the key to update or remove it).
-  add(inode: string, path: string, name: string | undefined, holder: Holder): string | undefined {
+  add(inode: string, path: string, name: string | undefined, holder: Holder, keeper?: Keeper): string | undefined {
     if (!this.ensure()) return undefined;
     helperStart ??= processStartTime(process.pid) ?? '0';
     const file = `${inode.replace(/:/g, '_')}.${pathTag(path)}.${process.pid}.${++seq}.json`;
-    this.write(file, { ...holder, name, path, inode, helper_pid: process.pid, helper_start: helperStart });
+    const helper = keeper
+      ? { helper_pid: keeper.pid, helper_start: keeper.start, fd: keeper.fd }
+      : { helper_pid: process.pid, helper_start: helperStart };
+    this.write(file, { ...holder, name, path, inode, ...helper });
+    if (keeper) this.mine.delete(file); // kept by another process: judged like anyone else's
     return file;
+  }
+
+  // Drops the records of holds that `pid` keeps on `inode` (it unlocked them).
+  removeKeptBy(inode: string, pid: number): void {
+    const prefix = inode.replace(/:/g, '_') + '.';
+    let files: string[];
+    try {
+      files = readdirSync(this.dir).filter((f) => f.startsWith(prefix) && f.endsWith('.json'));
+    } catch {
+      return;
+    }
+    for (const f of files) {
+      try {
+        const rec = JSON.parse(readFileSync(join(this.dir, f), 'utf8')) as StoredRecord;
+        if (rec.helper_pid === pid && rec.fd !== undefined) this.remove(f);
+      } catch {
+        /* gone meanwhile */
+      }
+    }
   }
 
   update(file: string | undefined, patch: Partial<Holder>): void {
@@ -204,10 +237,20 @@ export class HolderRegistry {
       const helper = `${rec.helper_pid}:${rec.helper_start}`;
       let live = alive.get(helper);
       if (live === undefined) alive.set(helper, (live = isSameProcess(rec.helper_pid, rec.helper_start)));
-      if (live) out.push(rec);
+      if (live && (rec.fd === undefined || descriptorOn(rec.helper_pid, rec.fd, rec.inode))) out.push(rec);
       else this.remove(f);
     }
     return out;
+  }
+}
+
+// Does process `pid` still have descriptor `fd` open on `inode`?
+function descriptorOn(pid: number, fd: number, inode: string): boolean {
+  try {
+    const st = statSync(`/proc/${pid}/fd/${fd}`, { bigint: true });
+    return kernelInodeKey(st.dev, st.ino) === inode;
+  } catch {
+    return false;
   }
 }
 
@@ -252,7 +295,7 @@ export function lostHoldersOf(
 }
 
 function publicHolder(r: StoredRecord): Holder {
-  const { name: _n, path: _p, inode: _i, helper_start: _s, ...h } = r; // the store's own fields stay private
+  const { name: _n, path: _p, inode: _i, helper_start: _s, fd: _f, ...h } = r; // the store's own fields stay private
   const run = typeof r.run === 'string' ? /^(\d+)-(\d+)$/.exec(r.run) : null;
   if (run && processStartTime(Number(run[1])) !== run[2]) h.run_ended = true;
   return h;

@@ -73,7 +73,7 @@ export type Mode = 'exclusive' | 'shared';
 // every file with O_CLOEXEC, so no child process inherits a lock by accident.
 const OPEN_FLAGS = constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 
-export class LockFile {
+export class LockFile implements Lockable {
   private constructor(
     readonly path: string,
     readonly fd: number,
@@ -173,6 +173,13 @@ function refuse(path: string, what: string): never {
   );
 }
 
+// What a kernel wait needs of a file: its descriptor, and one non-blocking try
+// (the fallback polls). A LockFile, or a descriptor `hostlock flock` was given.
+export interface Lockable {
+  readonly fd: number;
+  tryLock(mode: Mode): boolean;
+}
+
 // A blocking wait that can be abandoned at any moment.
 export interface KernelWait {
   done: Promise<boolean>; // true: the lock is now held on our descriptor
@@ -189,7 +196,7 @@ export function waitStrategy(): 'child' | 'poll' {
   return 'child';
 }
 
-export function kernelWait(file: LockFile, mode: Mode): KernelWait {
+export function kernelWait(file: Lockable, mode: Mode): KernelWait {
   return waitStrategy() === 'child' ? childWait(file, mode) : pollWait(file, mode);
 }
 
@@ -210,7 +217,7 @@ function waiterCommand(mode: Mode): [string, string[]] {
   return pdeathWrapper ? [pdeathWrapper, ['--pdeathsig', 'KILL', FLOCK_BIN!, ...flockArgs]] : [FLOCK_BIN!, flockArgs];
 }
 
-function childWait(file: LockFile, mode: Mode): KernelWait {
+function childWait(file: Lockable, mode: Mode): KernelWait {
   let child: ChildProcess | undefined;
   let cancelled = false;
   const done = new Promise<boolean>((resolve) => {
@@ -232,7 +239,7 @@ function childWait(file: LockFile, mode: Mode): KernelWait {
 }
 
 // Fallback where no flock(1) exists: non-blocking attempts with a capped backoff.
-function pollWait(file: LockFile, mode: Mode): KernelWait {
+function pollWait(file: Lockable, mode: Mode): KernelWait {
   let timer: NodeJS.Timeout | undefined;
   let cancelled = false;
   let finish: (v: boolean) => void = () => {};

@@ -161,3 +161,16 @@ test('logs go to stderr only: Waiting, Acquired, Released with the prefix; JSON 
   assert.equal(lines[0].path, join(t.dir, 'logged.lock'));
   t.cleanup();
 });
+
+test('run refuses a path as a lock name (exit 64), pointing to hostlock flock, and runs nothing', () => {
+  const t = tempDir();
+  const marker = join(t.dir, 'ran');
+  for (const name of [join(t.dir, 'p.lock'), './p.lock', '.hidden', '~/p.lock', 'a/b']) {
+    const r = cli(['run', name, '-n', '--', 'touch', marker], { HOSTLOCK_DIR: t.dir });
+    assert.equal(r.status, 64, `${name}: ${r.stderr}`);
+    assert.match(r.stderr, /hostlock flock /, name);
+  }
+  assert.throws(() => readFileSync(marker), 'a refused run ran its command');
+  assert.match(cli(['run', '--help']).stdout, /not a path/);
+  t.cleanup();
+});

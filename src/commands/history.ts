@@ -32,7 +32,7 @@ export async function queryHistory(
       throw new Error(`--since ${q.since}: give a duration (90s, 15m, 2h, 3d) or a date (2026-11-26T10:00)`);
   }
   const wanted = (r: HistoryRecord) =>
-    (q.name === undefined || r.name === q.name) && (from === null || Date.parse(r.t) >= from);
+    (q.name === undefined || (r.name ?? r.path) === q.name) && (from === null || Date.parse(r.t) >= from);
   const backend = q.backend ?? process.env.HOSTLOCK_BACKEND;
   if (isLocal(backend)) {
     const dir = checkLockDir(q.dir);

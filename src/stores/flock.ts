@@ -3,7 +3,7 @@
 // sit beside them (holders.ts), a turnstile file gives writers preference over
 // readers of other processes (turnstile.ts), and a counter file per lock hands
 // out fencing tokens.
-import { readdirSync, readSync, statSync, writeSync } from 'node:fs';
+import { readdirSync, statSync, writeSync } from 'node:fs';
 import { ErrorCode as Code } from '../errors';
 import { basename, dirname, join } from 'node:path';
 import { ErrorCode, HostlockError } from '../errors';
@@ -34,6 +34,7 @@ import type {
   WaitTicket,
   Waiter,
 } from '../store';
+import { nextToken as nextCounter } from '../tokens';
 import { closeTurnstile, passTurnstile, turnstileOpen, turnstilePathFor } from '../turnstile';
 
 // Where a key's file lives and how its records are kept.
@@ -427,6 +428,28 @@ export class FlockStore implements LockStore {
         waiters: waitersOf(path),
       });
     }
+    // Files locked by their own path (`hostlock flock PATH`, or a shell's
+    // descriptor), held now: their records are here, the files elsewhere.
+    for (const path of new Set(all.filter((r) => r.name === undefined).map((r) => r.path))) {
+      if (listed.has(path) || dirname(path) === d) continue;
+      const st = statSync(path, { bigint: true, throwIfNoEntry: false });
+      const inode = st ? kernelInodeKey(st.dev, st.ino) : null;
+      const holders = [
+        ...(inode ? holdersOf(registry, inode, kernel) : []),
+        ...lostHoldersOf(all, path, inode, kernel),
+      ];
+      if (!holders.length) continue;
+      const held = holders.filter((h) => !h.lost);
+      locks.push({
+        key: { id: path, name: path },
+        name: path,
+        path,
+        held: held.length > 0,
+        mode: held[0]?.mode ?? null,
+        holders: markStopped(holders),
+        waiters: [],
+      });
+    }
     return locks;
   }
 
@@ -580,30 +603,8 @@ function closeAttempt(a: Attempt): void {
   a.gate = undefined;
 }
 
-// Fencing tokens: a counter file beside each lock (hidden, like the turnstile),
-// incremented under its own brief flock, so it survives restarts and strictly
-// increases across every holder of the lock, shared holders included.
+// Fencing tokens: a counter file beside each lock (hidden, like the turnstile).
 function nextToken(place: Place): number {
   const path = turnstilePathFor(place.path).replace(/\.turnstile$/, '.token');
-  let file: LockFile;
-  try {
-    file = LockFile.open(path, place.groupShared);
-  } catch (err) {
-    log.warn(`no fencing token for ${place.path}: ${(err as Error).message}`, { path });
-    return 0;
-  }
-  try {
-    file.lockBlocking();
-    const buf = Buffer.alloc(24);
-    const n = readSync(file.fd, buf, 0, buf.length, 0);
-    const next = (Number.parseInt(buf.subarray(0, n).toString('latin1').trim() || '0', 10) || 0) + 1;
-    const text = Buffer.from(String(next).padEnd(20, ' ') + '\n');
-    writeSync(file.fd, text, 0, text.length, 0);
-    return next;
-  } catch (err) {
-    log.warn(`no fencing token for ${place.path}: ${(err as Error).message}`, { path });
-    return 0;
-  } finally {
-    file.close();
-  }
+  return nextCounter(path, place.groupShared, place.path);
 }
