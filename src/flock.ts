@@ -13,7 +13,7 @@ import { join, resolve } from 'node:path';
 import { EX, FLOCK_USAGE, parseFlockArgs, type FlockArgs } from './flockargs';
 import { appendHistory, historyRecordOf } from './history';
 import { controllerName, HolderRegistry, pathTag, type Keeper } from './holders';
-import { kernelWait, type Lockable, type Mode } from './lockfile';
+import { flockOnce, kernelWait, type Lockable, type Mode } from './lockfile';
 import { checkLockDir, isSharedGroupDir } from './names';
 import { currentUser, kernelInodeKey, processIdentity, processStartTime } from './proc';
 import type { HistoryEvent, Requester } from './store';
@@ -22,15 +22,6 @@ import { VERSION } from './version';
 
 // flock(1)'s messages carry its name: a script's logs read the same.
 const warn = (line: string) => process.stderr.write(`flock: ${line}\n`);
-
-// fs-ext is a native addon, loaded once a descriptor is in hand.
-let fsExt: {
-  flockSync(fd: number, flags: string): void;
-};
-function api() {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports -- native addon without types
-  return (fsExt ??= require('fs-ext'));
-}
 
 // flock(1) exits where it fails; here an error carries the status up.
 class Exit extends Error {
@@ -97,7 +88,7 @@ async function flock(a: FlockArgs): Promise<number> {
   // A number our parent did not give us is no descriptor of its: one of Node's own may sit there.
   const given = a.file !== undefined || fd < 3 || inherited.includes(fd);
   for (;;) {
-    const err = given ? lockOnce(fd, a.op) : 'EBADF';
+    const err = given ? flockOnce(fd, a.op) : 'EBADF';
     if (err === null) break;
     if (err === 'EWOULDBLOCK' || err === 'EAGAIN') {
       if (a.nonblock) {
@@ -105,7 +96,7 @@ async function flock(a: FlockArgs): Promise<number> {
         return a.conflictExitCode;
       }
       waited = true;
-      const file: Lockable = { fd, tryLock: (m) => lockOnce(fd, m) === null };
+      const file: Lockable = { fd, tryLock: (m) => flockOnce(fd, m) === null };
       if (await waitForLock(file, a.op as Mode, a.timeout)) break;
       if (a.verbose) warn('timeout while waiting to get lock');
       return a.conflictExitCode;
@@ -167,16 +158,6 @@ function canReadWrite(path: string): boolean {
     return true;
   } catch {
     return false;
-  }
-}
-
-// One flock(2), non-blocking: null when done, else the errno's code.
-function lockOnce(fd: number, op: Mode | 'unlock'): string | null {
-  try {
-    api().flockSync(fd, op === 'unlock' ? 'un' : op === 'shared' ? 'shnb' : 'exnb');
-    return null;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code ?? 'EIO';
   }
 }
 

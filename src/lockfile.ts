@@ -63,7 +63,21 @@ function flockChild(fd: number, args: string[]): number {
   if (r.error) throw r.error;
   if (r.status === 0 || r.status === 1) return r.status;
   const why = (r.stderr ?? '').trim().replace(/^flock: /, '') || `flock(1) ended with ${r.status ?? r.signal}`;
-  throw Object.assign(new Error(why), { code: 'EFLOCK' });
+  const code = /bad file descriptor/i.test(why) ? 'EBADF' : /no locks available/i.test(why) ? 'ENOLCK' : 'EIO';
+  throw Object.assign(new Error(why), { code });
+}
+
+// One non-blocking flock(2) on any descriptor of ours (or LOCK_UN): null when
+// done, else the errno's code (EWOULDBLOCK on contention).
+export function flockOnce(fd: number, op: Mode | 'unlock'): string | null {
+  try {
+    const native = nativeFlock();
+    if (native) native.flockSync(fd, op === 'unlock' ? 'un' : op === 'shared' ? 'shnb' : 'exnb');
+    else if (flockChild(fd, ['-n', op === 'unlock' ? '-u' : op === 'shared' ? '-s' : '-x']) !== 0) return 'EWOULDBLOCK';
+    return null;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code ?? 'EIO';
+  }
 }
 
 export type Mode = 'exclusive' | 'shared';
