@@ -14,6 +14,8 @@ help:
 	@echo "make bench   run the benchmarks (figures as ratios against anchors)"
 	@echo "make stress  long stress variants"
 	@echo "make lint    eslint, prettier, ruff, ansible-test sanity (also part of make test; ansible-lint runs in test-py)"
+	@echo "make galaxy-check  galaxy-importer on the collection tarball, as Galaxy and Automation Hub run it"
+	@echo "make ee-check      ansible-builder create and introspect on the documented execution environment"
 	@echo "make fmt     format TypeScript and Python in place"
 
 node_modules/.stamp: package.json package-lock.json
@@ -62,7 +64,16 @@ fmt: node_modules/.stamp venv
 	npx prettier --write .
 	$(VENV)/bin/ruff format .
 
-test: lint test-ts test-py test-molecule
+test: lint test-ts test-py test-molecule galaxy-check ee-check
+
+# galaxy-importer (what Galaxy and Automation Hub run) accepts the tarball.
+galaxy-check: collection
+	bash scripts/galaxy-check.sh $(COLLECTION_TARBALL)
+
+# ansible-builder turns docs/examples/execution-environment.yml and the tarball into
+# a build context that installs the collection and its system packages.
+ee-check: collection
+	bash scripts/ee-check.sh $(COLLECTION_TARBALL)
 
 # The collection as users install it: ansible/ with the bundled helper (dist/)
 # as helper/, built by ansible-galaxy into build/pkg.
@@ -97,6 +108,6 @@ stress: build venv
 	HOSTLOCK_STRESS=long node --test --test-concurrency=1 --test-timeout=3600000 build/test/*.test.js
 
 clean:
-	rm -rf dist build node_modules $(VENV)
+	rm -rf dist build node_modules $(VENV) .venv-importer .venv-builder
 
-.PHONY: help build venv collection nodes lint fmt install test test-ts test-py test-molecule demo bench stress clean
+.PHONY: help build venv collection nodes lint fmt install test test-ts test-py test-molecule galaxy-check ee-check demo bench stress clean

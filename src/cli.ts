@@ -117,9 +117,11 @@ export async function main(argv: string[]): Promise<number> {
             type: 'string',
             describe: 'the postgresql:// URL of a role allowed to create the schema (default $HOSTLOCK_BACKEND)',
           })
-          .option('grant', { type: 'string', describe: 'role to give what locking needs (USAGE and EXECUTE only)' }),
+          .option('grant', { type: 'string', describe: 'role to give what locking needs (USAGE and EXECUTE only)' })
+          .option('check', { type: 'boolean', default: false, describe: 'say what setup would change, change nothing' })
+          .option('json', { type: 'boolean', default: false, describe: 'print the result as one JSON object' }),
       async (a) => {
-        code = await setup(a.backend ?? process.env.HOSTLOCK_BACKEND, a.grant);
+        code = await setup(a.backend ?? process.env.HOSTLOCK_BACKEND, a.grant, a.check, a.json);
       },
     )
     .command(
@@ -185,17 +187,34 @@ function pathNameRefused(name: string): string {
   return `'${name}' is a path, not a lock name: hostlock run locks names in its lock directory; to lock this file itself use hostlock flock ${name} CMD… (flock(1)'s command line)`;
 }
 
-async function setup(backend: string | undefined, grant: string | undefined): Promise<number> {
+async function setup(
+  backend: string | undefined,
+  grant: string | undefined,
+  check: boolean,
+  json: boolean,
+): Promise<number> {
   if (!backend || !/^postgres(ql)?:\/\//i.test(backend)) {
     throw new UsageError(
       'hostlock setup prepares a PostgreSQL store: give --backend postgresql://… (the local store and etcd need no setup)',
     );
   }
   const { setup: pgSetup } = await import('./stores/postgres');
-  const r = await pgSetup(backend, { grantTo: grant });
-  process.stdout.write(
-    `schema ${r.schema} (version ${r.version}) ready on ${r.backend}${r.granted ? `; role ${r.granted} may lock` : ''}\n`,
-  );
+  const r = await pgSetup(backend, { grantTo: grant, check });
+  if (json) {
+    process.stdout.write(JSON.stringify(r) + '\n');
+  } else if (check) {
+    const would = [
+      r.created ? `create schema ${r.schema}` : '',
+      r.upgradedFrom !== undefined ? `upgrade schema ${r.schema} from version ${r.upgradedFrom}` : '',
+      r.grantChanged ? `grant role ${r.granted} what locking needs` : '',
+    ].filter(Boolean);
+    process.stdout.write(`${r.backend}: ${would.length ? `would ${would.join(', ')}` : 'nothing to change'}\n`);
+  } else {
+    const did = r.changed ? '' : ' (unchanged)';
+    process.stdout.write(
+      `schema ${r.schema} (version ${r.version}) ready on ${r.backend}${r.granted ? `; role ${r.granted} may lock` : ''}${did}\n`,
+    );
+  }
   return EXIT.ok;
 }
 

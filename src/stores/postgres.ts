@@ -186,19 +186,27 @@ async function openClient(target: PgTarget, applicationName: string): Promise<Cl
   throw storeError(last);
 }
 
+// The schema's version, or null while there is none. A catalog query, not
+// to_regclass: its cache may not yet see a schema another session created
+// while we waited for the lock.
+async function schemaVersion(client: Client): Promise<number | null> {
+  const r = await client.query<{ present: boolean }>(
+    `SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace ` +
+      `WHERE n.nspname = '${SCHEMA}' AND c.relname = 'meta') AS present`,
+  );
+  if (!onlyRow(r.rows, 'the schema check').present) return null;
+  const v = await client.query<{ version: number }>(`SELECT max(version) AS version FROM ${SCHEMA}.meta`);
+  return onlyRow(v.rows, `the version of ${SCHEMA}.meta`).version;
+}
+
+// What ensureSchema did to the schema, for `hostlock setup` to report.
+export interface SchemaChange {
+  created?: boolean;
+  upgradedFrom?: number;
+}
+
 // Creates or checks the schema; DDL only under the serialising lock.
-export async function ensureSchema(client: Client, target: PgTarget): Promise<number> {
-  const read = async () => {
-    // A catalog query, not to_regclass: its cache may not yet see a schema
-    // another session created while we waited for the lock.
-    const r = await client.query<{ present: boolean }>(
-      `SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace ` +
-        `WHERE n.nspname = '${SCHEMA}' AND c.relname = 'meta') AS present`,
-    );
-    if (!onlyRow(r.rows, 'the schema check').present) return null;
-    const v = await client.query<{ version: number }>(`SELECT max(version) AS version FROM ${SCHEMA}.meta`);
-    return onlyRow(v.rows, `the version of ${SCHEMA}.meta`).version;
-  };
+export async function ensureSchema(client: Client, target: PgTarget, change?: SchemaChange): Promise<number> {
   const check = (v: number) => {
     if (v > SCHEMA_VERSION) {
       throw storeError(
@@ -209,17 +217,20 @@ export async function ensureSchema(client: Client, target: PgTarget): Promise<nu
   };
   let what = `creating schema ${SCHEMA}`;
   try {
-    const v = await read();
+    const v = await schemaVersion(client);
     if (v === SCHEMA_VERSION) return v;
     if (v !== null) check(v);
     await client.query('BEGIN');
     try {
       await client.query(`SELECT pg_advisory_xact_lock(${LOCK_CLASS}, 0)`);
-      const again = await read();
-      if (again === null) await client.query(CREATE_SQL);
-      else if (again < SCHEMA_VERSION) {
+      const again = await schemaVersion(client);
+      if (again === null) {
+        await client.query(CREATE_SQL);
+        if (change) change.created = true;
+      } else if (again < SCHEMA_VERSION) {
         what = `upgrading schema ${SCHEMA} from version ${again} to ${SCHEMA_VERSION}`;
         await client.query(upgradeSql(again));
+        if (change) change.upgradedFrom = again;
       }
       await client.query('COMMIT');
       return check(again === null ? SCHEMA_VERSION : Math.max(again, SCHEMA_VERSION));
@@ -238,32 +249,95 @@ export interface SetupResult {
   schema: string;
   version: number;
   granted?: string;
+  // Whether setup changed the store (with `check`, would change it), and how.
+  changed: boolean;
+  created: boolean;
+  upgradedFrom?: number;
+  grantChanged: boolean;
+  check: boolean;
 }
 
-// `hostlock setup --backend URL`: creates the schema ahead of time (as a role
-// allowed to), and with `grantTo` gives a lock-only role what it needs.
+// Whether `role` holds, by grants of its own, what GRANT in setup gives: USAGE
+// on the schema and EXECUTE on each of its functions.
+async function hasLockGrants(client: Client, role: string): Promise<boolean> {
+  const r = await client.query<{ granted: boolean }>(
+    `SELECT EXISTS (SELECT 1 FROM pg_namespace n, aclexplode(n.nspacl) a
+        WHERE n.nspname = '${SCHEMA}' AND a.grantee = $1::regrole AND a.privilege_type = 'USAGE')
+      AND NOT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = '${SCHEMA}' AND NOT EXISTS (
+          SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+          WHERE a.grantee = $1::regrole AND a.privilege_type = 'EXECUTE')) AS granted`,
+    [role],
+  );
+  return onlyRow(r.rows, 'the grant check').granted;
+}
+
+// `hostlock setup --backend URL`: creates or upgrades the schema ahead of time
+// (as a role allowed to), and with `grantTo` gives a lock-only role what it
+// needs. It says what it changed; with `check` it only says what it would.
 export async function setup(
   url: string,
-  opts: { grantTo?: string; env?: NodeJS.ProcessEnv } = {},
+  opts: { grantTo?: string; env?: NodeJS.ProcessEnv; check?: boolean } = {},
 ): Promise<SetupResult> {
   const target = resolveOrThrow(url, opts.env);
   const client = await openClient(target, 'hostlock setup');
   try {
-    const version = await ensureSchema(client, target);
+    const change: SchemaChange = {};
+    let version: number;
+    if (opts.check) {
+      let current: number | null;
+      try {
+        current = await schemaVersion(client);
+      } catch (err) {
+        throw explainQueryError(err, target, `reading schema ${SCHEMA}`);
+      }
+      if (current !== null && current > SCHEMA_VERSION) await ensureSchema(client, target); // fails, naming both versions
+      if (current === null) change.created = true;
+      else if (current < SCHEMA_VERSION) change.upgradedFrom = current;
+      version = SCHEMA_VERSION;
+    } else {
+      version = await ensureSchema(client, target, change);
+    }
+    let grantChanged = false;
     if (opts.grantTo) {
       const role = '"' + opts.grantTo.replace(/"/g, '""') + '"';
       try {
-        await client.query(
-          `GRANT USAGE ON SCHEMA ${SCHEMA} TO ${role}; GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA ${SCHEMA} TO ${role}`,
-        );
+        // A new or upgraded schema's functions are new: their grants are given again.
+        if (opts.check && (change.created || change.upgradedFrom !== undefined)) {
+          await roleExists(client, role);
+          grantChanged = true;
+        } else {
+          grantChanged = !(await hasLockGrants(client, role));
+        }
+        if (grantChanged && !opts.check) {
+          await client.query(
+            `GRANT USAGE ON SCHEMA ${SCHEMA} TO ${role}; GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA ${SCHEMA} TO ${role}`,
+          );
+        }
       } catch (err) {
         throw explainQueryError(err, target, `granting the lock role ${opts.grantTo}`);
       }
     }
-    return { backend: target.masked, schema: SCHEMA, version, granted: opts.grantTo };
+    const created = !!change.created;
+    return {
+      backend: target.masked,
+      schema: SCHEMA,
+      version,
+      granted: opts.grantTo,
+      changed: created || change.upgradedFrom !== undefined || grantChanged,
+      created,
+      ...(change.upgradedFrom !== undefined ? { upgradedFrom: change.upgradedFrom } : {}),
+      grantChanged,
+      check: !!opts.check,
+    };
   } finally {
     await client.end().catch(() => undefined);
   }
+}
+
+// Fails as GRANT would when `role` (quoted) does not exist.
+async function roleExists(client: Client, role: string): Promise<void> {
+  await client.query('SELECT $1::regrole', [role]);
 }
 
 function resolveOrThrow(url: string, env?: NodeJS.ProcessEnv): PgTarget {

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 
+import pytest
 from conftest import REPO, VENV_BIN
 
 LINT = shutil.which('ansible-lint', path=str(VENV_BIN) + os.pathsep + os.environ.get('PATH', ''))
@@ -20,8 +21,9 @@ def _lint(target, cwd, collections_root):
     )
 
 
-def test_examples_pass_ansible_lint(tmp_path, collections_root):
-    tree = ast.parse((REPO / 'ansible/plugins/modules/lock.py').read_text())
+@pytest.mark.parametrize('module', ['lock', 'setup'])
+def test_examples_pass_ansible_lint(tmp_path, collections_root, module):
+    tree = ast.parse((REPO / 'ansible' / 'plugins' / 'modules' / ('%s.py' % module)).read_text())
     examples = next(n.value.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == 'EXAMPLES')
     (tmp_path / 'examples.yml').write_text('---\n' + examples.lstrip('\n'))
     res = _lint('examples.yml', tmp_path, collections_root)
