@@ -28,6 +28,14 @@ $(VENV)/.stamp: requirements.txt
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt
 	touch $@
 
+# The Galaxy and execution-environment checks, each with its own pinned tools.
+.venv-importer/.stamp: requirements-galaxy.txt
+.venv-builder/.stamp: requirements-ee.txt
+.venv-importer/.stamp .venv-builder/.stamp:
+	rm -rf $(@D) && python3 -m venv $(@D)
+	$(@D)/bin/pip install -q --disable-pip-version-check -r $<
+	touch $@
+
 build: node_modules/.stamp
 	node scripts/build.mjs
 
@@ -67,12 +75,12 @@ fmt: node_modules/.stamp venv
 test: lint test-ts test-py test-molecule galaxy-check ee-check
 
 # galaxy-importer (what Galaxy and Automation Hub run) accepts the tarball.
-galaxy-check: collection
+galaxy-check: collection .venv-importer/.stamp
 	bash scripts/galaxy-check.sh $(COLLECTION_TARBALL)
 
 # ansible-builder turns docs/examples/execution-environment.yml and the tarball into
 # a build context that installs the collection and its system packages.
-ee-check: collection
+ee-check: collection .venv-builder/.stamp
 	bash scripts/ee-check.sh $(COLLECTION_TARBALL)
 
 # The collection as users install it: ansible/ with the bundled helper (dist/)
