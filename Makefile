@@ -30,6 +30,15 @@ build: node_modules/.stamp
 
 venv: $(VENV)/.stamp
 
+# The other ansible-core lines the collection supports, each in its own venv with its own Python
+# (test/versions/requirements-X.Y.txt); the main .venv above has 2.19 and runs the full suite.
+OTHER_VERSIONS := 2.16 2.17 2.18 2.20
+.venv-%/.stamp: test/versions/requirements-%.txt scripts/version-venv.sh
+	bash scripts/version-venv.sh $*
+	touch $@
+
+venvs: $(foreach v,$(OTHER_VERSIONS),.venv-$(v)/.stamp)
+
 # Every test has a deadline: a hung test fails at it instead of holding the suite.
 TEST_TIMEOUT_MS ?= 300000
 test-ts: build
@@ -77,4 +86,4 @@ stress: build venv
 clean:
 	rm -rf dist build node_modules $(VENV)
 
-.PHONY: help build venv lint fmt install test test-ts test-py test-molecule demo bench stress clean
+.PHONY: help build venv venvs test-versions lint fmt install test test-ts test-py test-molecule demo bench stress clean
