@@ -8,6 +8,7 @@ NODE_SRC := $(shell find src -name '*.ts' -o -name '*.json' 2>/dev/null)
 help:
 	@echo "make demo    run concurrent playbooks and draw who held which host when"
 	@echo "make test    install everything, build, run TypeScript, Python and molecule tests"
+	@echo "             (test-versions: the version-sensitive tests on ansible-core 2.16, 2.17, 2.18, 2.20)"
 	@echo "make install put hostlock on PATH (npm install -g of the packed helper) and the collection"
 	@echo "             in ~/.ansible/collections (COLLECTIONS_PATH=...; npm's PREFIX=... for the helper)"
 	@echo "make bench   run the benchmarks (figures as ratios against anchors)"
@@ -39,6 +40,17 @@ OTHER_VERSIONS := 2.16 2.17 2.18 2.20
 
 venvs: $(foreach v,$(OTHER_VERSIONS),.venv-$(v)/.stamp)
 
+# What depends on the ansible-core version, on each other line: the action's tests, the batch
+# order (the quick start at a barrier included), the linear_batch scenario and ansible-test sanity.
+VERSION_TESTS := $(wildcard test/python/test_action_*.py) test/python/test_batch_order.py
+test-version-%: build .venv-%/.stamp
+	@echo "=== ansible-core $* ($$(.venv-$*/bin/python --version))"
+	.venv-$*/bin/pytest -q $(VERSION_TESTS)
+	HOSTLOCK_VENV=$(CURDIR)/.venv-$* bash molecule/run-one.sh linear_batch
+	VENV=$(CURDIR)/.venv-$* bash scripts/sanity.sh
+
+test-versions: $(foreach v,$(OTHER_VERSIONS),test-version-$(v))
+
 # Every test has a deadline: a hung test fails at it instead of holding the suite.
 TEST_TIMEOUT_MS ?= 300000
 test-ts: build
@@ -61,7 +73,7 @@ fmt: node_modules/.stamp venv
 	npx prettier --write .
 	$(VENV)/bin/ruff format .
 
-test: lint test-ts test-py test-molecule
+test: lint test-ts test-py test-molecule test-versions
 
 # The helper from its packed tarball, as a user installs it; fs-ext's install
 # script builds its native addon (a global install has no package.json to allow it).
@@ -84,6 +96,6 @@ stress: build venv
 	HOSTLOCK_STRESS=long node --test --test-concurrency=1 --test-timeout=3600000 build/test/*.test.js
 
 clean:
-	rm -rf dist build node_modules $(VENV)
+	rm -rf dist build node_modules $(VENV) $(foreach v,$(OTHER_VERSIONS),.venv-$(v))
 
 .PHONY: help build venv venvs test-versions lint fmt install test test-ts test-py test-molecule demo bench stress clean

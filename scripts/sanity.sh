@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # `ansible-test sanity` on the collection, placed as ansible_collections/hostlock/core
 # in a temporary tree (the layout ansible-test requires), with the pinned ansible-core.
+# VENV=.venv-2.16 runs another ansible-core's ansible-test, on that venv's Python; each
+# ansible-core reads its own ansible/tests/sanity/ignore-2.X.txt.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${VENV:-$ROOT/.venv}
-PYTHON_VERSION=3.11
+PYTHON_VERSION=$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
 # --- Needed only where ansible-test's pip bootstrap host is unreachable. ---
 # ansible-test downloads a get-pip script from ci-files.testing.ansible.com into
 # ~/.ansible/test/cache unless one is already there. This stand-in does the same
 # job: ensurepip, then `pip install` with the arguments ansible-test passes, with
 # the machine's CA bundle written into each new venv (its pip does not read it).
+# Each ansible-core pins its own pip for each Python, hence one stand-in per pip version.
 CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 pip_version=$("$VENV/bin/python" -c '
 import types

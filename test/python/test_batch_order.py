@@ -277,7 +277,7 @@ QUICK_START_AT_BARRIER = """
       hostlock.core.lock:
         state: released
 """
-WHEN_EVERY_HOST = "\n      when: inventory_hostname in ansible_play_batch"
+WHEN_EVERY_HOST = '\n      when: inventory_hostname in ansible_play_batch'
 
 
 @pytest.mark.parametrize('when', [False, True], ids=['no-when', 'when'])
@@ -290,5 +290,7 @@ def test_quick_start_at_a_barrier_never_deadlocks(env, when):
             f.unlink()
         (env.out / ('barrier-%d' % rnd)).mkdir()
         # A deadlock ends at the lock task's 30 s timeout; a hang, at communicate()'s deadline.
-        _concurrent(env, pb, 2, '-e', 'barrier=barrier-%d' % rnd, '-e', 'runs=2', forks=6, limit=':'.join(hosts), timeout=120)
+        _concurrent(
+            env, pb, 2, '-e', 'barrier=barrier-%d' % rnd, '-e', 'runs=2', forks=6, limit=':'.join(hosts), timeout=120
+        )
         _check_turns(env, hosts, 2)
