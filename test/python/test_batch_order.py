@@ -294,3 +294,26 @@ def test_quick_start_at_a_barrier_never_deadlocks(env, when):
             env, pb, 2, '-e', 'barrier=barrier-%d' % rnd, '-e', 'runs=2', forks=6, limit=':'.join(hosts), timeout=120
         )
         _check_turns(env, hosts, 2)
+
+
+# h3's condition reads a variable nobody defined: h3's own task fails on it, and the plan of the
+# other hosts leaves h3 out, saying so at -v.
+BROKEN_WHEN = """
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: lock
+      hostlock.core.lock:
+        timeout: 30
+      when: inventory_hostname != 'h3' or nobody_defined_this
+"""
+
+
+def test_host_whose_condition_fails_is_left_out_and_said(env):
+    pb = env.playbook('broken.yml', BROKEN_WHEN)
+    code, out = env.run(pb, '-v', '-f', '3', limit='h1:h2:h3', timeout=120)
+    assert code != 0, out
+    assert env.record('run', 'lock', 'h1')['result']['acquired'] is True
+    assert env.record('run', 'lock', 'h2')['result']['acquired'] is True
+    assert 'nobody_defined_this' in str(env.record('run', 'lock', 'h3')['result']), out
+    assert "hostlock: h3 is left out of the batch of task 'lock'" in out, out
