@@ -280,6 +280,7 @@ QUICK_START_AT_BARRIER = """
 WHEN_EVERY_HOST = '\n      when: inventory_hostname in ansible_play_batch'
 
 
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize('when', [False, True], ids=['no-when', 'when'])
 def test_quick_start_at_a_barrier_never_deadlocks(env, when):
     """6 hosts, forks 6, 2 runs meeting at a barrier, 5 rounds: no run times out or hangs."""
