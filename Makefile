@@ -9,6 +9,7 @@ help:
 	@echo "make demo    run concurrent playbooks and draw who held which host when"
 	@echo "make test    install everything, build, run TypeScript, Python and molecule tests"
 	@echo "make collection  build/pkg/hostlock-core-VERSION.tar.gz: the collection with its helper (needs only Node 20+)"
+	@echo "             (test-versions: the version-sensitive tests on ansible-core 2.16, 2.17, 2.18, 2.20)"
 	@echo "make install put hostlock on PATH (npm install -g of the packed helper) and the collection"
 	@echo "             in ~/.ansible/collections (COLLECTIONS_PATH=...; npm's PREFIX=... for the helper)"
 	@echo "make bench   run the benchmarks (figures as ratios against anchors)"
@@ -50,6 +51,26 @@ build/nodes/%/.stamp:
 	touch $@
 nodes: $(NODE_STAMPS)
 
+# The other ansible-core lines the collection supports, each in its own venv with its own Python
+# (test/versions/requirements-X.Y.txt); the main .venv above has 2.19 and runs the full suite.
+OTHER_VERSIONS := 2.16 2.17 2.18 2.20
+.venv-%/.stamp: test/versions/requirements-%.txt scripts/version-venv.sh
+	bash scripts/version-venv.sh $*
+	touch $@
+
+venvs: $(foreach v,$(OTHER_VERSIONS),.venv-$(v)/.stamp)
+
+# What depends on the ansible-core version, on each other line: the action's tests, the batch
+# order (the quick start at a barrier included), the linear_batch scenario and ansible-test sanity.
+VERSION_TESTS := $(wildcard test/python/test_action_*.py) test/python/test_batch_order.py
+test-version-%: build collection .venv-%/.stamp
+	@echo "=== ansible-core $* ($$(.venv-$*/bin/python --version))"
+	.venv-$*/bin/pytest -q $(VERSION_TESTS)
+	HOSTLOCK_VENV=$(CURDIR)/.venv-$* bash molecule/run-one.sh linear_batch
+	VENV=$(CURDIR)/.venv-$* bash scripts/sanity.sh $(COLLECTION_TARBALL)
+
+test-versions: $(foreach v,$(OTHER_VERSIONS),test-version-$(v))
+
 # Every test has a deadline: a hung test fails at it instead of holding the suite.
 TEST_TIMEOUT_MS ?= 300000
 test-ts: build collection nodes
@@ -61,18 +82,18 @@ test-py: build venv
 test-molecule: build venv
 	bash molecule/run-all.sh
 
-lint: build venv
+lint: build venv collection
 	npx eslint .
 	npx prettier --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	bash scripts/sanity.sh
+	bash scripts/sanity.sh $(COLLECTION_TARBALL)
 
 fmt: node_modules/.stamp venv
 	npx prettier --write .
 	$(VENV)/bin/ruff format .
 
-test: lint test-ts test-py test-molecule galaxy-check ee-check
+test: lint test-ts test-py test-molecule test-versions galaxy-check ee-check
 
 # galaxy-importer (what Galaxy and Automation Hub run) accepts the tarball.
 galaxy-check: collection .venv-importer/.stamp
@@ -116,6 +137,6 @@ stress: build venv
 	HOSTLOCK_STRESS=long node --test --test-concurrency=1 --test-timeout=3600000 build/test/*.test.js
 
 clean:
-	rm -rf dist build node_modules $(VENV) .venv-importer .venv-builder
+	rm -rf dist build node_modules $(VENV) .venv-importer .venv-builder $(foreach v,$(OTHER_VERSIONS),.venv-$(v))
 
-.PHONY: help build venv collection nodes lint fmt install test test-ts test-py test-molecule galaxy-check ee-check demo bench stress clean
+.PHONY: help build venv venvs collection nodes lint fmt install test test-ts test-py test-molecule test-versions galaxy-check ee-check demo bench stress clean

@@ -3,18 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  {
-    ignores: [
-      'build/',
-      'dist/',
-      'node_modules/',
-      '.venv/',
-      '.venv-importer/',
-      '.venv-builder/',
-      'bench/out/',
-      'demo-out/',
-    ],
-  },
+  { ignores: ['build/', 'dist/', 'node_modules/', '.venv/', '.venv-*/', 'bench/out/', 'demo-out/'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

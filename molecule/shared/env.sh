@@ -1,9 +1,11 @@
 # Environment for molecule scenarios and the demo; source it, don't run it.
-# Sets PATH to the repo's .venv, points Ansible at the collection in ansible/
+# Sets PATH to the repo's .venv (or $HOSTLOCK_VENV, another ansible-core's venv such as
+# .venv-2.16), points Ansible at the collection in ansible/
 # through a symlink tree, and tells the collection where the helper is.
 HOSTLOCK_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 export HOSTLOCK_REPO
-export PATH="$HOSTLOCK_REPO/.venv/bin:$PATH"
+HOSTLOCK_VENV="${HOSTLOCK_VENV:-$HOSTLOCK_REPO/.venv}"
+export PATH="$HOSTLOCK_VENV/bin:$PATH"
 
 # The collection root is ansible/, not a galaxy install: molecule >= 25.2 sets
 # no collections path itself, so give Ansible a tree it can search.
@@ -22,7 +24,7 @@ export HOSTLOCK_RUNTIME_DIR
 mkdir -p -m 700 "$HOSTLOCK_RUNTIME_DIR"
 export ANSIBLE_NOCOLOR="${ANSIBLE_NOCOLOR:-1}"
 
-if [ ! -f "$HOSTLOCK_REPO/dist/cli.js" ] || [ ! -x "$HOSTLOCK_REPO/.venv/bin/ansible-playbook" ]; then
-    echo "hostlock: run 'make build venv' first (need dist/cli.js and .venv)" >&2
+if [ ! -f "$HOSTLOCK_REPO/dist/cli.js" ] || [ ! -x "$HOSTLOCK_VENV/bin/ansible-playbook" ]; then
+    echo "hostlock: run 'make build venv' first (need dist/cli.js and $HOSTLOCK_VENV)" >&2
     return 1 2>/dev/null || exit 1
 fi

@@ -245,3 +245,76 @@ def test_serial_and_throttle(env, extra):
     pb = env.playbook('serial.yml', SERIAL)
     _concurrent(env, pb, 3, *extra, limit='h1:h2:h3:h4:h5:h6:h7:h8:h9:h10')
     _check_turns(env, ['h%d' % i for i in range(1, 11)], 3)
+
+
+# The quick start with the runs meeting before the lock task, so every host of every run asks at
+# once; the lock task as README has it, or with a `when:` that holds for every host (the batch is
+# then worked out host by host, evaluating the condition for each).
+QUICK_START_AT_BARRIER = """
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: meet
+      ansible.builtin.shell: |
+        touch {{ out }}/{{ barrier }}/{{ who }}-{{ inventory_hostname }}
+        for i in $(seq 600); do
+          set -- {{ out }}/{{ barrier }}/*-{{ inventory_hostname }}
+          [ "$#" -ge {{ runs }} ] && exit 0
+          sleep 0.05
+        done
+        exit 1
+      changed_when: false
+    - name: lock
+      hostlock.core.lock:
+        timeout: 30%s
+    - name: work
+      ansible.builtin.command:
+        argv: ["{{ ansible_playbook_python }}", "{{ journal_cli }}", section,
+               --journal, "{{ out }}/journal-{{ inventory_hostname }}",
+               --run, "{{ who }}", --host, "{{ inventory_hostname }}",
+               --hold, '0.05']
+    - name: unlock
+      hostlock.core.lock:
+        state: released
+"""
+WHEN_EVERY_HOST = '\n      when: inventory_hostname in ansible_play_batch'
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize('when', [False, True], ids=['no-when', 'when'])
+def test_quick_start_at_a_barrier_never_deadlocks(env, when):
+    """6 hosts, forks 6, 2 runs meeting at a barrier, 5 rounds: no run times out or hangs."""
+    pb = env.playbook('barrier.yml', QUICK_START_AT_BARRIER % (WHEN_EVERY_HOST if when else ''))
+    hosts = ['h%d' % i for i in range(1, 7)]
+    for rnd in range(5):
+        for f in env.out.glob('journal-*'):
+            f.unlink()
+        (env.out / ('barrier-%d' % rnd)).mkdir()
+        # A deadlock ends at the lock task's 30 s timeout; a hang, at communicate()'s deadline.
+        _concurrent(
+            env, pb, 2, '-e', 'barrier=barrier-%d' % rnd, '-e', 'runs=2', forks=6, limit=':'.join(hosts), timeout=120
+        )
+        _check_turns(env, hosts, 2)
+
+
+# h3's condition reads a variable nobody defined: h3's own task fails on it, and the plan of the
+# other hosts leaves h3 out, saying so at -v.
+BROKEN_WHEN = """
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: lock
+      hostlock.core.lock:
+        timeout: 30
+      when: inventory_hostname != 'h3' or nobody_defined_this
+"""
+
+
+def test_host_whose_condition_fails_is_left_out_and_said(env):
+    pb = env.playbook('broken.yml', BROKEN_WHEN)
+    code, out = env.run(pb, '-v', '-f', '3', limit='h1:h2:h3', timeout=120)
+    assert code != 0, out
+    assert env.record('run', 'lock', 'h1')['result']['acquired'] is True
+    assert env.record('run', 'lock', 'h2')['result']['acquired'] is True
+    assert 'nobody_defined_this' in str(env.record('run', 'lock', 'h3')['result']), out
+    assert "hostlock: h3 is left out of the batch of task 'lock'" in out, out

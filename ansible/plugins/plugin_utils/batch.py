@@ -7,14 +7,21 @@ all of them are done. If each host's worker took its own name, two runs could ea
 batch and wait for the rest for ever. Instead every worker hands the agent the names of the whole
 batch; the agent takes them one after the other in path order on behalf of all hosts, including
 hosts whose workers have not started yet (``forks`` below the batch size), and answers each worker
-when its own name is held. Hosts the task will skip (``when``) are left out.
+when its own name is held. Hosts the task will skip (``when``) are left out: each worker evaluates
+the task's condition for every other host of the batch as that host's worker will.
 """
 
 from __future__ import annotations
 
 import hashlib
 
+from ansible.errors import AnsibleActionFail, AnsibleError
+from ansible.module_utils.ansible_release import __version__ as ansible_version
+from ansible.utils.display import Display
+
 __all__ = ['batch_id', 'batch_members']
+
+display = Display()
 
 # Strategies that run a task on every host of the batch before the next task starts.
 LOCKSTEP_STRATEGIES = ('linear', 'ansible.builtin.linear', 'debug', 'ansible.builtin.debug')
@@ -54,12 +61,19 @@ def _raw_name(task):
 def batch_members(task, task_vars, templar, host, name):
     """``[{'member': host, 'name': lock name}]`` for the hosts of the batch that will run this task.
 
-    Returns None when the batch cannot be worked out (a loop: each item may name another lock).
+    Returns None when the batch cannot be worked out (a loop: each item may name another lock), and
+    says so at ``-v``. A host whose condition or lock name cannot be worked out for a reason its own
+    worker meets too (an undefined variable, a template error) is left out, also said at ``-v``: its
+    task fails on the same error and never waits. Any other failure to tell whether a host runs the
+    task, or under which name, fails the task: a batch planned without a host that then waits for its
+    lock on its own can deadlock against another run.
     """
     if task.loop is not None or task.loop_with:
+        _not_planned(task, host, 'the task has a loop, and each item may name another lock')
         return None
     batch = [str(h) for h in task_vars.get('ansible_play_batch') or []]
     if host not in batch:
+        _not_planned(task, host, 'the host is not in ansible_play_batch %s' % batch)
         return None
     if 'name' not in task.args:
         # The quick start: every host's lock is named after the host.
@@ -67,7 +81,8 @@ def batch_members(task, task_vars, templar, host, name):
     else:
         try:
             raw = _raw_name(task)
-        except Exception:
+        except Exception as e:
+            _not_planned(task, host, 'its name argument could not be read as written (%s)' % _why(e))
             return None
     per_host_name = raw is not None and templar.is_possibly_template(raw)
     if raw is not None and not per_host_name:
@@ -83,7 +98,7 @@ def batch_members(task, task_vars, templar, host, name):
             continue
         try:
             other_vars = _host_vars(task, task_vars, other)
-            if conditional and not task._resolve_conditional(conditional, other_vars):
+            if conditional and not _runs_task(task, templar, other_vars):
                 continue
             if raw is None:
                 other_name = other
@@ -91,12 +106,48 @@ def batch_members(task, task_vars, templar, host, name):
                 other_name = templar.copy_with_new_env(available_variables=other_vars).template(raw)
             else:
                 other_name = raw
-        except Exception:
-            # Its worker will find the same problem, or ask on its own.
+        except AnsibleError as e:
+            display.v(
+                "hostlock: %s is left out of the batch of task '%s' (asked by %s): %s; "
+                'its own run of the task fails on the same error' % (other, task.get_name(), host, _why(e))
+            )
             continue
+        except Exception as e:
+            raise AnsibleActionFail(
+                "hostlock cannot plan the batch of task '%s' on ansible-core %s: it cannot tell whether %s "
+                'runs the task, or under which lock name (%s). Without the plan the hosts of two runs can '
+                'wait for each other for ever, so the task fails instead.'
+                % (task.get_name(), ansible_version, other, _why(e))
+            ) from e
         if isinstance(other_name, str) and other_name and '\0' not in other_name:
             members.append({'member': other, 'name': other_name})
+        else:
+            display.v(
+                "hostlock: %s is left out of the batch of task '%s' (asked by %s): its lock name %r is not "
+                'a name; its own run of the task fails on it' % (other, task.get_name(), host, other_name)
+            )
     return members
+
+
+def _runs_task(task, templar, variables):
+    """Whether the task's ``when`` holds for a host with these variables, decided as its worker does."""
+    host_templar = templar.copy_with_new_env(available_variables=variables)
+    if hasattr(host_templar, 'evaluate_conditional'):
+        # ansible-core 2.19 and later: the templar evaluates one condition at a time.
+        return all(host_templar.evaluate_conditional(c) for c in task.when)
+    # ansible-core 2.18 and earlier: the task's Conditional evaluates its whole ``when``.
+    return task.evaluate_conditional(host_templar, variables)
+
+
+def _not_planned(task, host, why):
+    display.v(
+        "hostlock: task '%s' on %s takes its lock on its own, outside its batch's one order: %s"
+        % (task.get_name(), host, why)
+    )
+
+
+def _why(e):
+    return '%s: %s' % (type(e).__name__, e)
 
 
 def _host_vars(task, task_vars, other):
