@@ -43,6 +43,11 @@ def _concurrent(env, playbook, runs, *args, forks=20, limit=None, timeout=240):
     return outs
 
 
+def _clear_journals(env):
+    for f in env.out.glob('journal-*'):
+        f.unlink()
+
+
 def _check_turns(env, hosts, runs):
     for host in hosts:
         spans = journal_sections(env.out / ('journal-%s' % host))
@@ -55,8 +60,7 @@ def test_quick_start_never_deadlocks(env, runs):
     """20 hosts, forks 20: every run of every round completes, each host's sections take turns."""
     pb = env.playbook('quick.yml', QUICK_START)
     for _ in range(5):
-        for f in env.out.glob('journal-*'):
-            f.unlink()
+        _clear_journals(env)
         _concurrent(env, pb, runs)
         _check_turns(env, HOSTS, runs)
 
@@ -111,8 +115,7 @@ TEMPLATED = """
 def test_per_host_templated_names(env):
     pb = env.playbook('templated.yml', TEMPLATED)
     for _ in range(2):
-        for f in env.out.glob('journal-*'):
-            f.unlink()
+        _clear_journals(env)
         _concurrent(env, pb, 3)
         _check_turns(env, HOSTS, 3)
 
@@ -287,8 +290,7 @@ def test_quick_start_at_a_barrier_never_deadlocks(env, when):
     pb = env.playbook('barrier.yml', QUICK_START_AT_BARRIER % (WHEN_EVERY_HOST if when else ''))
     hosts = ['h%d' % i for i in range(1, 7)]
     for rnd in range(5):
-        for f in env.out.glob('journal-*'):
-            f.unlink()
+        _clear_journals(env)
         (env.out / ('barrier-%d' % rnd)).mkdir()
         # A deadlock ends at the lock task's 30 s timeout; a hang, at communicate()'s deadline.
         _concurrent(
