@@ -54,7 +54,7 @@ def run_section(args: argparse.Namespace) -> int:
             if Path(args.until_file).exists() and now >= deadline:
                 break
         elif args.until_entered:
-            if count_entered(args.journal, args.sec) >= args.until_entered and now >= deadline:
+            if count_entered(args.journal, args.entered_sec or args.sec) >= args.until_entered and now >= deadline:
                 break
         elif now >= deadline:
             break
@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument('--lock-json', default=None, help='the registered result of the lock task')
     s.add_argument('--until-file', default=None, help='stay until this file exists')
     s.add_argument('--until-entered', type=int, default=0, help='stay until N sections of this kind (--sec) entered')
+    s.add_argument('--entered-sec', default=None, help='count sections of this kind for --until-entered instead')
     s.add_argument('--gate-timeout', type=float, default=60.0)
 
     n = sub.add_parser('note', help='append a free-form event')
