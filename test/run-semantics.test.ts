@@ -157,6 +157,21 @@ describe('a lost hold', () => {
     assert.equal(readFileSync(join(dir, 'journal'), 'utf8'), 'TERM\n');
   });
 
+  for (const st of stores) {
+    test(`hostlock break --backend ${st.label}: the run's command is signalled, exit 75`, async () => {
+      const dir = join(t.dir, `break-${st.label}`);
+      mkdirSync(dir);
+      const run = hostlock(['run', 'broken', '--backend', st.url(), '--', 'sh', '-c', command(dir)]);
+      await until(() => existsSync(join(dir, 'up')), 20000);
+      const b = cli(['break', 'broken', '--backend', st.url(), '--reason', 'test', '--yes']);
+      assert.equal(b.status, 0, b.stderr);
+      const r = await within(run.exit, 20000, 'hostlock run');
+      assert.equal(r.code, 75, r.stderr);
+      assert.match(r.stderr, /hostlock: LOST the lock broken/);
+      assert.equal(readFileSync(join(dir, 'journal'), 'utf8'), 'TERM\n');
+    });
+  }
+
   test('etcd frozen past the ttl: the chosen signal, then SIGKILL after the grace, exit 75', async () => {
     const dir = join(t.dir, 'etcd');
     mkdirSync(dir);
