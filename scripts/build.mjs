@@ -85,7 +85,15 @@ await build({
       },
     },
   ],
-  banner: { js: '#!/usr/bin/env node' },
+  // A shell first: it passes on the signals the process inherited as ignored
+  // (Node resets them as it starts; see src/sigign.ts), then execs node on this
+  // same file, to which the second line is a string and a comment.
+  banner: {
+    js: [
+      '#!/bin/sh',
+      '":" //; while read -r k v; do [ "$k" = SigIgn: ] && HOSTLOCK_SIGIGN="$$:$v" && export HOSTLOCK_SIGIGN; done 2>/dev/null </proc/$$/status; exec node "$0" "$@"',
+    ].join('\n'),
+  },
 });
 chmodSync('dist/cli.js', 0o755);
 

@@ -1,12 +1,30 @@
 // The full `hostlock` command line (yargs): every command and spelling that
 // main.ts does not hand to the fast path. Errors go up to runMain (exit.ts).
 import { EXIT, EXIT_HELP, UsageError } from './exit';
+import { signalName } from './run';
 import type { Holder } from './holders';
 import type { Waiter } from './store';
 import { breakCommand } from './commands/break';
 import { historyCommand } from './commands/history';
 import { timelineCommand } from './commands/timeline';
 import { VERSION } from './version';
+
+// What `hostlock run --help` says of what it promises, beyond the options.
+const RUN_HELP = `Never two commands inside one name, on every store:
+  local store   the command inherits the lock (fd 3), like flock(1): if hostlock is killed,
+                the lock lasts until the command (and whatever inherited fd 3) exits.
+  server store  (--backend postgresql://… or etcd://…) the lock lives in hostlock's session
+                or lease, so the command cannot outlive hostlock: the kernel SIGKILLs it when
+                hostlock dies (kill -9 included). What the command starts in the background
+                and leaves running is not covered.
+Lost lock: if the store ends the hold while the command runs (session terminated, lease
+  expired, lock file removed), hostlock says so on stderr ("LOST the lock"), sends the
+  command --on-lost (default SIGTERM), SIGKILL after --lost-grace seconds (default 10),
+  and exits 75 when the command has ended, whatever its status.
+Signals: SIGHUP, SIGINT and SIGTERM end the wait (exit 129, 130, 143); while the command
+  runs they are forwarded to it, and hostlock exits with the command's status. A signal
+  hostlock inherited as ignored (nohup, a background job's SIGINT and SIGQUIT) stays
+  ignored by hostlock and by the command.`;
 
 export async function main(argv: string[]): Promise<number> {
   const yargs = (await import('yargs')).default;
@@ -66,6 +84,17 @@ export async function main(argv: string[]): Promise<number> {
             default: false,
             describe: 'say nothing about waiting or conflicts',
           })
+          .option('on-lost', {
+            type: 'string',
+            default: 'SIGTERM',
+            describe: 'signal sent to the command if the lock is lost while it runs (then exit 75)',
+          })
+          .option('lost-grace', {
+            type: 'number',
+            default: 10,
+            describe: 'seconds the command has after --on-lost before SIGKILL',
+          })
+          .epilogue(`${RUN_HELP}\n\n${EXIT_HELP}`)
           .conflicts('timeout', 'nonblock')
           .check((a) => {
             if (a.name === '') throw new UsageError('the lock name cannot be empty');
@@ -79,6 +108,10 @@ export async function main(argv: string[]): Promise<number> {
               throw new Error('--slots and --shared do not combine: each slot is exclusive');
             if (a.timeout !== undefined && !(a.timeout >= 0 && Number.isFinite(a.timeout)))
               throw new Error('--timeout must be a number of seconds ≥ 0');
+            if (signalName(a['on-lost']) === undefined)
+              throw new Error(`--on-lost: ${a['on-lost']} is not a signal (e.g. SIGTERM, INT, 9)`);
+            const g = a['lost-grace'];
+            if (!(g >= 0 && Number.isFinite(g))) throw new Error('--lost-grace must be a number of seconds ≥ 0');
             const e = a['conflict-exit-code'];
             if (!Number.isInteger(e) || e < 0 || e > 255)
               throw new Error('--conflict-exit-code must be an integer from 0 to 255');
@@ -97,6 +130,8 @@ export async function main(argv: string[]): Promise<number> {
           conflictExitCode: a['conflict-exit-code'],
           command: (a.command ?? []).map(String),
           quiet: a.quiet,
+          onLost: signalName(a['on-lost']),
+          lostGrace: a['lost-grace'],
         });
       },
     )

@@ -8,10 +8,11 @@ export const EXIT = {
   failure: 1, // anything else that went wrong, with a one-line message
   usage: 64,
   lockUnusable: 73,
+  lockLost: 75, // run: the hold ended under the command (EX_TEMPFAIL)
   cannotExecute: 126,
   notFound: 127,
   signalBase: 128, // + the signal's number when the command was killed
-  interrupted: 130, // the wait was cancelled by SIGINT or SIGTERM
+  interrupted: 130, // the wait was cancelled by SIGINT (SIGTERM: 143, SIGHUP: 129)
 } as const;
 
 export const EXIT_HELP = `Exit codes:
@@ -19,9 +20,11 @@ export const EXIT_HELP = `Exit codes:
   ${EXIT.conflict}      run: the lock is held by another (--nonblock) or --timeout expired; see --conflict-exit-code
   ${EXIT.usage}     usage error
   ${EXIT.lockUnusable}     the lock directory, lock file or lock store is unusable (missing, unwritable, a symlink; a server store unreachable)
+  ${EXIT.lockLost}     run: the lock was lost while the command ran (the command was signalled; see --on-lost)
   ${EXIT.cannotExecute}    run: the command cannot be executed
   ${EXIT.notFound}    run: the command was not found
-  ${EXIT.signalBase}+N  run: the command was killed by signal N; ${EXIT.interrupted} when the wait was interrupted
+  ${EXIT.signalBase}+N  run: the command was killed by signal N, or the wait was ended by signal N
+        (SIGHUP 129, SIGINT 130, SIGTERM 143)
 flock: flock(1)'s statuses (the command's own; 1 or -E on conflict or timeout; 64 usage,
   65 not lockable, 66 cannot open, 69 cannot execute, 71 out of resources, 73 cannot create):
   see hostlock flock --help`;

@@ -6,6 +6,9 @@
 // never compiles it.
 import { runMain } from './exit';
 import { fastCommand } from './fastpath';
+import { takeInheritedIgnored } from './sigign';
+
+takeInheritedIgnored();
 
 const argv = process.argv.slice(2);
 // require, not import(): Node would run its ESM lexer over the 1 MB bundle (~50 ms).

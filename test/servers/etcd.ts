@@ -20,6 +20,9 @@ export interface EtcdCluster {
   // Fault injection (a private cluster only).
   kill(i: number): Promise<void>;
   restart(i: number): Promise<void>;
+  // SIGSTOP / SIGCONT of a member: it freezes, sockets open, answering nothing.
+  pause(i: number): void;
+  resume(i: number): void;
   stop(): Promise<void>;
 }
 
@@ -156,6 +159,10 @@ export async function etcdForTests(): Promise<EtcdCluster> {
     url: 'etcd://' + endpoints.map((e) => e.replace(/^https?:\/\//, '')).join(','),
     kill: none,
     restart: none,
+    pause: () => {
+      throw new Error('cannot pause members of the cluster given in HOSTLOCK_TEST_ETCD');
+    },
+    resume: () => {},
     stop: async () => {},
   };
 }
@@ -224,6 +231,7 @@ export async function startEtcdCluster(members = 3, opts: { tls?: boolean } = {}
   const endpoints = ports.map((p) => `${scheme}://127.0.0.1:${p.client}`);
   const tls = certs?.client;
   const stop = async () => {
+    for (const p of procs) p?.kill('SIGCONT');
     for (const p of procs) p?.kill('SIGKILL');
     await Promise.all(procs.map((p) => (p ? exited(p) : Promise.resolve())));
     rmSync(root, { recursive: true, force: true });
@@ -252,6 +260,12 @@ export async function startEtcdCluster(members = 3, opts: { tls?: boolean } = {}
       p.kill('SIGKILL');
       await exited(p);
       procs[i] = null;
+    },
+    pause(i) {
+      procs[i]?.kill('SIGSTOP');
+    },
+    resume(i) {
+      procs[i]?.kill('SIGCONT');
     },
     async restart(i) {
       if (procs[i]) return;

@@ -1,0 +1,37 @@
+// The signals hostlock inherited as ignored (SIG_IGN), as a shell user means
+// them: `nohup` ignores SIGHUP, a shell's background job ignores SIGINT and
+// SIGQUIT. Node sets every disposition back to the default as it starts, so
+// the executable's first line (a shell, see scripts/build.mjs) reads them from
+// /proc before it execs node and passes them as HOSTLOCK_SIGIGN=PID:MASK; the
+// PID makes a value inherited by another process worthless. main.ts takes the
+// value out of the environment at once, so no command of ours inherits it.
+import { readFileSync } from 'node:fs';
+import { constants } from 'node:os';
+
+const KEY = Symbol.for('hostlock.inheritedSigIgn');
+
+// Called once, first thing, by the executable's main.
+export function takeInheritedIgnored(): void {
+  const raw = process.env.HOSTLOCK_SIGIGN;
+  delete process.env.HOSTLOCK_SIGIGN;
+  let mask: bigint | undefined;
+  const m = /^(\d+):([0-9a-fA-F]{1,16})$/.exec(raw ?? '');
+  if (m && Number(m[1]) === process.pid) mask = BigInt(`0x${m[2]}`);
+  if (mask === undefined) {
+    // Started as `node cli.js`: what is ignored now (Node reset the rest).
+    try {
+      const v = /^SigIgn:\s*([0-9a-fA-F]+)$/m.exec(readFileSync('/proc/self/status', 'latin1'))?.[1];
+      if (v) mask = BigInt(`0x${v}`);
+    } catch {
+      /* no /proc */
+    }
+  }
+  (globalThis as Record<symbol, unknown>)[KEY] = mask ?? 0n;
+}
+
+// Is `sig` one hostlock inherited as ignored?
+export function inheritedIgnored(sig: NodeJS.Signals): boolean {
+  const mask = (globalThis as Record<symbol, unknown>)[KEY];
+  const n = (constants.signals as Record<string, number>)[sig];
+  return typeof mask === 'bigint' && n !== undefined && ((mask >> BigInt(n - 1)) & 1n) === 1n;
+}
