@@ -114,8 +114,10 @@ collection: build venv
 	rm -rf build/collection $(COLLECTION_TARBALL) && mkdir -p build/pkg
 	cp -r ansible build/collection
 	cp -r dist build/collection/helper
-	# Run as `node helper/cli.js`: no shebang, not executable (a collection's scripts are its plugins).
-	sed -i 1d build/collection/helper/cli.js && chmod 0644 build/collection/helper/cli.js
+	# Run as `node helper/cli.js`: without the executable's two-line shell start
+	# (shebang and prelude), not executable (a collection's scripts are its plugins).
+	sed -i 1,2d build/collection/helper/cli.js && chmod 0644 build/collection/helper/cli.js
+	head -c 12 build/collection/helper/cli.js | grep -q '^"use strict"'
 	$(VENV)/bin/ansible-galaxy collection build build/collection --output-path build/pkg >/dev/null
 	@echo "$(COLLECTION_TARBALL)"
 
