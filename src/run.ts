@@ -43,7 +43,10 @@ export async function runLocked(o: RunOptions): Promise<number> {
     onWaiting: ({ waited, holders, position }) => {
       if (o.quiet) return;
       const who = holders
-        .map((h) => `${h.user}@${h.controller} pid ${h.pid}${h.playbook || h.task ? ` (${h.playbook || h.task})` : ''}`)
+        .map((h) => {
+          const what = h.playbook || h.task || h.command;
+          return `${h.user}@${h.controller} pid ${h.pid}${what ? ` (${what})` : ''}`;
+        })
         .join(', ');
       const place = position ? ` (${ordinal(position)} in queue)` : '';
       process.stderr.write(
