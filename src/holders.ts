@@ -19,7 +19,17 @@ import {
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Mode } from './lockfile';
-import { isSameProcess, kernelInodeKey, processStartTime, processUser, readKernelLocks, type KernelLock } from './proc';
+import {
+  commandLine,
+  flockKeepers,
+  isSameProcess,
+  kernelInodeKey,
+  processStartTime,
+  processUser,
+  readKernelLocks,
+  readProcStat,
+  type KernelLock,
+} from './proc';
 
 export interface Owner {
   pid?: number;
@@ -48,6 +58,7 @@ export interface Holder extends Owner {
   slot?: number; // with slots: which one it holds
   slots?: number; // with slots: how many the lock has
   id?: string; // waiter records only: the wait's id
+  command?: string; // foreign holders: the process's command line
 }
 
 export interface StoredRecord extends Holder {
@@ -263,12 +274,20 @@ export function holdersOf(registry: HolderRegistry, inode: string, kernel = read
   if (onInode.length === 0) return [];
   const helpers = new Set(records.map((r) => r.helper_pid));
   const out = records.map(publicHolder);
+  let keepers: Holder[] | undefined;
   for (const k of onInode) {
+    if (helpers.has(k.pid)) continue;
+    if (processStartTime(k.pid) !== null) {
+      out.push(foreignHolder(k));
+      continue;
+    }
     // A lock taken by our flock(1) waiter child shows the child's PID, dead by
     // now. Without any live record, though, a dead PID's lock is still held by
-    // someone who inherited it (the command of a killed `hostlock run`).
-    if (helpers.has(k.pid) || (records.length > 0 && processStartTime(k.pid) === null)) continue;
-    out.push(foreignHolder(k));
+    // someone who inherited it (the command of a killed `hostlock run`): the
+    // live processes that keep it are named instead.
+    if (records.length > 0 || keepers) continue;
+    keepers = inheritors(inode, helpers);
+    out.push(...(keepers.length ? keepers : [foreignHolder(k)]));
   }
   return out;
 }
@@ -302,7 +321,26 @@ function publicHolder(r: StoredRecord): Holder {
 }
 
 function foreignHolder(k: KernelLock): Holder {
-  return { pid: k.pid, user: processUser(k.pid) ?? '?', controller, mode: k.mode, since: '', foreign: true };
+  const command = commandLine(k.pid);
+  return {
+    pid: k.pid,
+    user: processUser(k.pid) ?? '?',
+    controller,
+    mode: k.mode,
+    since: '',
+    foreign: true,
+    ...(command !== undefined && { command }),
+  };
+}
+
+// The live keepers of a lock whose taker is gone; of a parent and its child
+// that both keep it (a shell and its command), the parent only.
+function inheritors(inode: string, helpers: Set<number | undefined>): Holder[] {
+  const found = flockKeepers(inode).filter((k) => !helpers.has(k.pid));
+  const pids = new Set(found.map((k) => k.pid));
+  return found
+    .filter((k) => !pids.has(readProcStat(k.pid)?.ppid ?? 0))
+    .map((k) => foreignHolder({ pid: k.pid, mode: k.mode, inode }));
 }
 
 export function controllerName(): string {

@@ -59,6 +59,9 @@ export interface AcquireRequest {
   slots?: number;
   notifyEvery?: number; // seconds
   onWaiting?: (info: WaitingInfo) => void;
+  // Called once when the request is found to wait (someone else holds the
+  // lock), with who holds it; never for a request granted at its first try.
+  onBlocked?: (holders: Holder[]) => void;
   // Called once if the hold is lost under its holder after the grant.
   onLost?: (hold: Hold, reason: string) => void;
   // Called synchronously when the outcome is known, before the promise settles,
@@ -96,6 +99,8 @@ interface Waiter {
   // The wait is in the history: its end (timeout, cancel) is recorded too.
   waitRecorded?: boolean;
   visibleTimer?: NodeJS.Timeout;
+  // Found to wait behind another holder: only then do waiting notices go out.
+  blocked?: boolean;
 }
 
 // A wait outside a run shows in the queue once it has lasted this long: the
@@ -120,6 +125,8 @@ export class LockManager {
   private readonly entries = new Map<string, LockEntry>();
   private deadlockChecks: Waiter[] = [];
   private readonly holderCache = new Map<string, { at: number; holders: Holder[]; waiters: QueuedWaiter[] }>();
+  // A server store's status reading under way for waiting notices, by lock path: shared by its waiters.
+  private readonly noticeReads = new Map<string, Promise<{ holders: Holder[]; waiters: QueuedWaiter[] } | null>>();
 
   // A name in the local store (in `dir`, or the default lock directory) or in
   // the server store a backend URL names.
@@ -210,6 +217,7 @@ export class LockManager {
         return;
       }
       log.info('Waiting', { prefix: req.prefix, path: req.target.path });
+      this.blocked(waiter);
       entry.queue.push(waiter);
       this.enqueue(waiter);
       this.startTimers(waiter);
@@ -285,43 +293,65 @@ export class LockManager {
   }
 
   // For waiting notices only: hundreds of waiters on one lock must not each
-  // re-read the holders, so their notices share a reading for a moment.
-  private noticeState(target: Target): { holders: Holder[]; waiters: QueuedWaiter[] } {
+  // re-read the holders, so their notices share a reading for a moment. A
+  // server store's notice waits for a fresh reading (one per lock at a time),
+  // so that it names the holder the store has now, as `status` does.
+  private noticeState(
+    target: Target,
+    then: (state: { holders: Holder[]; waiters: QueuedWaiter[] } | null) => void,
+  ): void {
     const now = performance.now();
     const hit = this.holderCache.get(target.path);
-    if (hit && now - hit.at < 250) return hit;
-    let holders: Holder[] = [];
-    let waiters: QueuedWaiter[] = [];
-    try {
-      const s = target.store.status(target.key);
-      if (!(s instanceof Promise)) ({ holders, waiters } = s);
-      else {
-        // A server store: this notice says what the last reading said; the next ones what this one finds.
-        if (hit) ({ holders, waiters } = hit);
-        s.then(
-          (st) =>
-            this.holderCache.set(target.path, { at: performance.now(), holders: st.holders, waiters: st.waiters }),
-          () => undefined,
-        );
+    if (hit && now - hit.at < 250) return then(hit);
+    const keep = (holders: Holder[], waiters: QueuedWaiter[]) => {
+      if (this.holderCache.size > 4096) this.holderCache.clear();
+      const state = { at: performance.now(), holders, waiters };
+      this.holderCache.set(target.path, state);
+      return state;
+    };
+    let reading = this.noticeReads.get(target.path);
+    if (!reading) {
+      let s: KeyStatus | Promise<KeyStatus>;
+      try {
+        s = target.store.status(target.key);
+      } catch {
+        return then(null); // no reading: no notice naming nobody
       }
-    } catch {
-      /* the notice goes out without them */
+      if (!(s instanceof Promise)) return then(keep(s.holders, s.waiters));
+      reading = s.then(
+        (st) => keep(st.holders, st.waiters),
+        () => null,
+      );
+      const mine = reading;
+      this.noticeReads.set(target.path, mine);
+      void mine.then(() => {
+        if (this.noticeReads.get(target.path) === mine) this.noticeReads.delete(target.path);
+      });
     }
-    if (this.holderCache.size > 4096) this.holderCache.clear();
-    const state = { at: now, holders, waiters };
-    this.holderCache.set(target.path, state);
-    return state;
+    void reading.then(then);
   }
 
-  private waitingInfo(w: Waiter): WaitingInfo {
-    const { holders, waiters } = this.noticeState(w.req.target);
-    const info: WaitingInfo = { waited: secondsSince(w.started), holders };
-    const i = w.ticketId === undefined ? -1 : waiters.findIndex((q) => q.id === w.ticketId);
-    if (i >= 0) {
-      info.position = i + 1;
-      info.queued = waiters.length;
-    }
-    return info;
+  private notifyWaiting(w: Waiter): void {
+    if (!w.blocked) return; // not waiting behind anyone (yet): nothing to say
+    this.noticeState(w.req.target, (state) => {
+      // Settled meanwhile, or the reading shows nobody in the way: the grant is on its way.
+      if (w.settled || !state || state.holders.length === 0) return;
+      const info: WaitingInfo = { waited: secondsSince(w.started), holders: state.holders };
+      const i = w.ticketId === undefined ? -1 : state.waiters.findIndex((q) => q.id === w.ticketId);
+      if (i >= 0) {
+        info.position = i + 1;
+        info.queued = state.waiters.length;
+      }
+      w.req.onWaiting?.(info);
+    });
+  }
+
+  // The waiter waits behind another holder: its caller hears who that is.
+  private blocked(w: Waiter): void {
+    if (w.blocked || w.settled) return;
+    w.blocked = true;
+    const tell = w.req.onBlocked;
+    if (tell) this.withHolders(w.req.target, (holders) => !w.settled && tell(holders));
   }
 
   heldCount(): number {
@@ -517,7 +547,7 @@ export class LockManager {
     }
     if (req.wait && req.onWaiting) {
       const every = Math.max(0.05, req.notifyEvery ?? 2) * 1000;
-      w.ticker = setInterval(() => req.onWaiting!(this.waitingInfo(w)), every);
+      w.ticker = setInterval(() => this.notifyWaiting(w), every);
     }
   }
 
@@ -614,7 +644,7 @@ export class LockManager {
           this.withHolders(w.req.target, (holders) =>
             w.settle({ acquired: false, waited, reason: w.req.wait ? 'timeout' : 'busy', holders }),
           );
-        }
+        } else this.blocked(w); // a server store's first try found it held: the wait begins
         this.pump(w.entry);
       },
       (err) => {

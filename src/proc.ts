@@ -1,6 +1,6 @@
 // Facts about processes read from /proc: start times (to tell a live process
 // from a reused PID), owners, and the kernel's table of flock locks.
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { userInfo } from 'node:os';
 
 // Field 22 of /proc/<pid>/stat, in clock ticks since boot; null if the process is gone.
@@ -204,5 +204,55 @@ export function bootTicksNow(): number {
     return Math.floor(Number(readFileSync('/proc/uptime', 'latin1').split(' ')[0]) * 100);
   } catch {
     return 0;
+  }
+}
+
+// The live processes whose open file description holds a FLOCK lock on
+// `inode` (a kernelInodeKey): /proc/<pid>/fdinfo/<fd> lists the locks of that
+// description only, so a process that merely has the file open, or waits for
+// it, is not one. This finds who keeps a lock taken by a process that is gone
+// (/proc/locks still shows the taker's PID): a child that inherited it.
+export function flockKeepers(inode: string): Array<{ pid: number; mode: KernelLock['mode'] }> {
+  let names: string[];
+  try {
+    names = readdirSync('/proc');
+  } catch {
+    return [];
+  }
+  const out: Array<{ pid: number; mode: KernelLock['mode'] }> = [];
+  for (const n of names) {
+    const c = n.charCodeAt(0);
+    if (c < 48 || c > 57) continue;
+    let fds: string[];
+    try {
+      fds = readdirSync(`/proc/${n}/fd`);
+    } catch {
+      continue; // gone, or another user's
+    }
+    for (const fd of fds) {
+      let info: string;
+      try {
+        if (!readlinkSync(`/proc/${n}/fd/${fd}`).startsWith('/')) continue; // a pipe, socket or the like
+        info = readFileSync(`/proc/${n}/fdinfo/${fd}`, 'latin1');
+      } catch {
+        continue;
+      }
+      if (!info.includes(inode)) continue;
+      const lock = info.split('\n').find((l) => l.startsWith('lock:') && l.includes(' FLOCK ') && l.includes(inode));
+      if (!lock || processStartTime(Number(n)) === null) continue;
+      out.push({ pid: Number(n), mode: / WRITE /.test(lock) ? 'exclusive' : 'shared' });
+      break;
+    }
+  }
+  return out;
+}
+
+// A process's command line, its arguments joined by spaces; undefined if it is gone.
+export function commandLine(pid: number): string | undefined {
+  try {
+    const raw = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    return raw.replace(/\0+$/, '').split('\0').join(' ').slice(0, 200) || undefined;
+  } catch {
+    return undefined;
   }
 }

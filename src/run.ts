@@ -68,7 +68,10 @@ export async function runLocked(o: RunOptions): Promise<number> {
     onWaiting: ({ waited, holders, position }) => {
       if (o.quiet) return;
       const who = holders
-        .map((h) => `${h.user}@${h.controller} pid ${h.pid}${h.playbook ? ` (${h.playbook})` : ''}`)
+        .map((h) => {
+          const what = h.playbook || h.task || h.command;
+          return `${h.user}@${h.controller} pid ${h.pid}${what ? ` (${what})` : ''}`;
+        })
         .join(', ');
       const place = position ? ` (${ordinal(position)} in queue)` : '';
       process.stderr.write(
@@ -110,7 +113,7 @@ export async function runLocked(o: RunOptions): Promise<number> {
   }
   if (!out.acquired || !out.hold) {
     if (!o.quiet && out.reason !== 'cancelled') {
-      const who = out.holders.map((h) => `${h.user} pid ${h.pid}`).join(', ') || 'another process';
+      const who = out.holders.map((h) => `${h.user}@${h.controller} pid ${h.pid}`).join(', ') || 'another process';
       process.stderr.write(
         `hostlock: ${o.name} is held by ${who}${out.reason === 'timeout' ? `; gave up after ${out.waited.toFixed(1)}s` : ''}\n`,
       );

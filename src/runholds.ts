@@ -149,7 +149,16 @@ export class RunHolds {
       }
       entry.state = 'taking';
       const owner: Owner = { ...req.owner, host: [...entry.reserved][0] };
-      let settledAtOnce = this.held.has(entry.target.path);
+      let settled = this.held.has(entry.target.path);
+      // Members waiting behind this lock say who holds it, once the store has
+      // said that someone does: a server store's first answer comes later.
+      let early: Holder[] | undefined;
+      let taking = false;
+      const block = (holders: Holder[]) => {
+        if (settled || plan.ended) return;
+        plan.blocked = { entry, holders };
+        this.wakePlan(plan);
+      };
       const attempt = this.acquireOne(
         {
           ...req,
@@ -158,7 +167,8 @@ export class RunHolds {
           wait: true,
           timeout: undefined,
           owner,
-          onSettled: () => (settledAtOnce = true),
+          onSettled: () => (settled = true),
+          onBlocked: (holders) => (taking ? block(holders) : (early = holders)),
           onWaiting: (info) => {
             if (plan.blocked?.entry === entry) plan.blocked.holders = info.holders;
             for (const l of plan.listeners) l(info);
@@ -167,11 +177,8 @@ export class RunHolds {
         undefined,
       );
       plan.current = attempt;
-      if (!settledAtOnce && !plan.ended) {
-        // Someone else holds it: members waiting behind it say who.
-        plan.blocked = { entry, holders: this.manager.holders(entry.target) };
-        this.wakePlan(plan);
-      }
+      taking = true;
+      if (early) block(early);
       let res: RunOutcome | undefined;
       try {
         res = await attempt.outcome;
@@ -179,6 +186,7 @@ export class RunHolds {
         entry.state = 'failed';
         entry.error = err;
       }
+      settled = true;
       plan.current = undefined;
       plan.blocked = undefined;
       if (res?.acquired) {
@@ -354,6 +362,7 @@ export class RunHolds {
               holders: this.manager.holders(req.target),
               changed: false,
             };
+          req.onBlocked?.(this.manager.holders(req.target));
           let timer: NodeJS.Timeout | undefined;
           let stop: () => void = () => {};
           const gaveUp = new Promise<'timeout'>((r) => {

@@ -55,7 +55,7 @@ function who(h: Holder | Waiter): string {
 }
 
 export function describeHolder(h: Holder): string {
-  const base = h.foreign ? `pid ${h.pid} (${h.user}, not hostlock)` : who(h);
+  const base = h.foreign ? `pid ${h.pid}${h.command ? ` ${h.command}` : ''} (${h.user}, not hostlock)` : who(h);
   return `${h.slot !== undefined ? `slot ${h.slot}: ` : ''}${base}${h.lost ? ' LOST' : ''}${h.stopped ? ' STOPPED' : ''}${h.run_ended ? ' (run ended: releasing when its last process exits)' : ''}`;
 }
 

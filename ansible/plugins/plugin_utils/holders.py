@@ -12,8 +12,9 @@ def holder_text(holder):
     if not isinstance(holder, dict):
         return str(holder)
     if holder.get('foreign'):
-        return 'a process outside hostlock (pid %s, user %s, %s)' % (
+        return 'a process outside hostlock (pid %s%s, user %s, %s)' % (
             holder.get('pid', '?'),
+            ' %s' % holder['command'] if holder.get('command') else '',
             holder.get('user', '?'),
             holder.get('mode', 'exclusive'),
         )
