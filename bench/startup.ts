@@ -1,6 +1,7 @@
 // Goal 1: `hostlock serve` cold start to the reply of its first `try`, and
-// its peak RSS, against bare Node (`node -e 0`, start to exit). Anchor and
-// subject runs alternate, so a noisy neighbour hits both alike; medians.
+// its peak RSS, against bare Node (`node -e 0`, start to exit); the agent's
+// start; `hostlock flock` and `hostlock run` around `true`, start to exit.
+// Anchor and subject runs alternate, so a noisy neighbour hits both alike; medians.
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { processStartTime } from '../src/proc';
@@ -8,10 +9,33 @@ import { CLI, commandPeakKiB, connectSocket, median, note, peakRssKiB, report, s
 import { tempDir } from '../test/rpc';
 
 async function bare(): Promise<number> {
+  return whole(['-e', '0']);
+}
+
+// Milliseconds from spawning `node ARGS` to its exit.
+async function whole(args: string[]): Promise<number> {
   const t0 = performance.now();
-  const p = spawn(process.execPath, ['-e', '0'], { stdio: 'ignore' });
-  await waitExit(p);
+  const p = spawn(process.execPath, args, { stdio: 'ignore' });
+  const code = await waitExit(p);
+  if (code !== 0) throw new Error(`node ${args.join(' ')} exited ${code}`);
   return performance.now() - t0;
+}
+
+// Interleaved medians of a command and bare Node, each started `rounds` times.
+async function against(args: string[], rounds: number): Promise<{ ms: number; bareMs: number }> {
+  const a: number[] = [];
+  const b: number[] = [];
+  await whole(args);
+  for (let i = 0; i < rounds; i++) {
+    if (i % 2) {
+      b.push(await bare());
+      a.push(await whole(args));
+    } else {
+      a.push(await whole(args));
+      b.push(await bare());
+    }
+  }
+  return { ms: median(a), bareMs: median(b) };
 }
 
 // Milliseconds from spawn to the first reply line; also the helper's peak RSS then.
@@ -118,6 +142,32 @@ async function main(): Promise<void> {
       met: true,
       info: true,
     });
+
+    // What every flock(1)-style call pays: an uncontended lock around `true`, start to exit.
+    for (const [goal, what, args] of [
+      [
+        '1d',
+        'hostlock flock FILE true, uncontended, start to exit (median)',
+        [CLI, 'flock', join(t.dir, 'f.lock'), 'true'],
+      ],
+      [
+        '1e',
+        'hostlock run NAME -- true, uncontended, start to exit (median)',
+        [CLI, 'run', '--dir', t.dir, 'r', '--', 'true'],
+      ],
+    ] as const) {
+      const { ms: m, bareMs: b } = await against([...args], rounds);
+      report({
+        goal,
+        what,
+        figure: m,
+        unit: 'ms',
+        anchor: b,
+        anchorWhat: 'node -e 0 (median)',
+        target: '≤ 1.2×',
+        met: m / b <= 1.2,
+      });
+    }
 
     // Peak RSS: /usr/bin/time -f %M around both whole processes (serve answers
     // the try, sees EOF, exits); else VmHWM of serve after its reply, against

@@ -1,7 +1,7 @@
 // The full `hostlock` command line (yargs): every command and spelling that
 // main.ts does not hand to the fast path. Errors go up to runMain (exit.ts).
 import { EXIT, EXIT_HELP, UsageError } from './exit';
-import { signalName } from './run';
+import { isPathLike, pathNameRefused, signalName } from './run';
 import type { Holder } from './holders';
 import type { Waiter } from './store';
 import { breakCommand } from './commands/break';
@@ -214,14 +214,6 @@ export async function main(argv: string[]): Promise<number> {
 
 // A name that reads as a path would lock a file other than the one it names
 // (names are encoded into the lock directory): refused, pointing to flock.
-function isPathLike(name: string): boolean {
-  return name.includes('/') || name.startsWith('.') || name.startsWith('~');
-}
-
-function pathNameRefused(name: string): string {
-  return `'${name}' is a path, not a lock name: hostlock run locks names in its lock directory; to lock this file itself use hostlock flock ${name} CMD… (flock(1)'s command line)`;
-}
-
 async function setup(
   backend: string | undefined,
   grant: string | undefined,

@@ -5,7 +5,9 @@
 // left to the full CLI, which gives the same results for these forms.
 // `flock` (a drop-in for flock(1), started as often as a crontab or a script
 // loop asks) is always here: its command line is flock(1)'s own, not yargs'.
+// So is `run NAME [options] -- CMD…` with its plain options, for the same callers.
 import type { Command } from './exit';
+import type { RunOptions } from './run';
 
 export function fastCommand(argv: string[]): Command | null {
   if (argv.length === 1 && argv[0] === 'serve') {
@@ -16,6 +18,11 @@ export function fastCommand(argv: string[]): Command | null {
   }
   if (argv[0] === 'flock') {
     return async () => (await import('./flock')).flockCommand(argv.slice(1));
+  }
+  if (argv[0] === 'run') {
+    const opts = runArgs(argv.slice(1));
+    if (!opts) return null;
+    return async () => (await import('./run')).runLocked(opts);
   }
   if (argv[0] !== 'agent') return null;
   const opts = agentArgs(argv.slice(1));
@@ -53,3 +60,67 @@ function agentArgs(args: string[]): { ownerPid: number; runtime?: string; idleTi
   const runtime = seen.get('--runtime-dir') as string | undefined;
   return { ownerPid: Number(pid), runtime, idleTimeout: Number(idle), print: seen.has('--print-socket') };
 }
+
+// `run` with one name, options each spelt once and apart from its value, and the command
+// after `--`; every value one that the full CLI accepts as it is.
+function runArgs(args: string[]): RunOptions | null {
+  const end = args.indexOf('--');
+  if (end < 0 || end === args.length - 1) return null;
+  const o: RunOptions = {
+    name: '',
+    shared: false,
+    nonblock: false,
+    conflictExitCode: 1,
+    quiet: false,
+    command: args.slice(end + 1),
+    backend: process.env.HOSTLOCK_BACKEND,
+  };
+  const seen = new Set<string>();
+  const rest = args.slice(0, end).values();
+  let name: string | undefined;
+  for (const a of rest) {
+    const flag = RUN_FLAGS[a];
+    if (flag === undefined) {
+      if (name !== undefined || a.startsWith('-')) return null;
+      name = a;
+      continue;
+    }
+    if (seen.has(flag)) return null;
+    seen.add(flag);
+    if (flag === 'shared') o.shared = true;
+    else if (flag === 'nonblock') o.nonblock = true;
+    else if (flag === 'quiet') o.quiet = true;
+    else {
+      const v = rest.next().value;
+      if (v === undefined || v === '' || v.startsWith('-')) return null;
+      if (flag === 'dir') o.dir = v;
+      else if (flag === 'backend') o.backend = v;
+      else if (flag === 'timeout') {
+        if (!/^[0-9]{1,9}(\.[0-9]{1,9})?$/.test(v)) return null;
+        o.timeout = Number(v);
+      } else {
+        if (!/^[0-9]{1,3}$/.test(v) || Number(v) > 255) return null;
+        o.conflictExitCode = Number(v);
+      }
+    }
+  }
+  // An empty name, a path and -w with -n get the full CLI's usage errors.
+  if (!name || /^[.~]|\//.test(name) || (o.nonblock && o.timeout !== undefined)) return null;
+  o.name = name;
+  return o;
+}
+
+const RUN_FLAGS: Record<string, string> = {
+  '--dir': 'dir',
+  '--backend': 'backend',
+  '-s': 'shared',
+  '--shared': 'shared',
+  '-n': 'nonblock',
+  '--nonblock': 'nonblock',
+  '-w': 'timeout',
+  '--timeout': 'timeout',
+  '-E': 'conflict',
+  '--conflict-exit-code': 'conflict',
+  '-q': 'quiet',
+  '--quiet': 'quiet',
+};

@@ -254,3 +254,13 @@ export function ordinal(n: number): string {
 function osSignal(sig: NodeJS.Signals): number {
   return (constants.signals as Record<string, number>)[sig] ?? 0;
 }
+
+// A name with a slash, or starting with `.` or `~`, is a path: `hostlock run` locks names,
+// and a path would silently name another file than the one its user means.
+export function isPathLike(name: string): boolean {
+  return name.includes('/') || name.startsWith('.') || name.startsWith('~');
+}
+
+export function pathNameRefused(name: string): string {
+  return `'${name}' is a path, not a lock name: hostlock run locks names in its lock directory; to lock this file itself use hostlock flock ${name} CMD… (flock(1)'s command line)`;
+}

@@ -1,11 +1,11 @@
 // The `hostlock` command: run behaves like flock(1) with names, status lists
 // every lock, and every exit code in --help is the one scripts get.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { cli, lockedByOthers, tempDir, until } from './rpc';
+import { CLI, cli, lockedByOthers, tempDir, until } from './rpc';
 
 test('--help lists every command and exit code; --version prints the version', () => {
   const h = cli(['--help']);
@@ -173,4 +173,48 @@ test('run refuses a path as a lock name (exit 64), pointing to hostlock flock, a
   assert.throws(() => readFileSync(marker), 'a refused run ran its command');
   assert.match(cli(['run', '--help']).stdout, /not a path/);
   t.cleanup();
+});
+
+// Which bundles a command loads, read at its exit: the full command line is dist/main.js.
+function loadsFullCli(args: string[], env: NodeJS.ProcessEnv): { status: number | null; full: boolean } {
+  const t = tempDir('hl-probe');
+  const probe = join(t.dir, 'probe.js');
+  writeFileSync(
+    probe,
+    "process.on('exit', () => process.stderr.write('\\nLOADED ' + Object.keys(require.cache).join(' ') + '\\n'));\n",
+  );
+  const r = spawnSync(process.execPath, ['-r', probe, CLI, ...args], {
+    env: { ...process.env, ...env },
+    encoding: 'utf8',
+  });
+  t.cleanup();
+  const loaded = /LOADED (.*)/.exec(r.stderr)?.[1];
+  assert.ok(loaded !== undefined, r.stderr);
+  return { status: r.status, full: loaded.split(' ').some((m) => m.endsWith('/main.js')) };
+}
+
+test('flock and plain forms of run start without the full command line; other forms get it, with the same answers', () => {
+  const t = tempDir();
+  const env = { HOSTLOCK_DIR: t.dir };
+  for (const args of [
+    ['flock', join(t.dir, 'f.lock'), 'true'],
+    ['run', 'a', '--', 'true'],
+    ['run', '--dir', t.dir, '-n', '-q', 'a', '--', 'true'],
+    ['run', 'a', '-s', '-w', '2.5', '-E', '3', '--', 'sh', '-c', 'exit 4'],
+  ])
+    assert.equal(loadsFullCli(args, env).full, false, args.join(' '));
+  for (const [args, status] of [
+    [['run', 'a', '--timeout=1', '--', 'true'], 0],
+    [['run', 'a', '--slots', '2', '--', 'true'], 0],
+    [['run', 'a', 'true'], 0],
+    [['run', './a', '--', 'true'], 64],
+    [['run', 'a', '-n', '-w', '1', '--', 'true'], 64],
+    [['run', 'a', '-E', '256', '--', 'true'], 64],
+    [['run', 'a', '-w', '-1', '--', 'true'], 64],
+    [['run', 'a', '--help'], 0],
+  ] as const) {
+    const r = loadsFullCli([...args], env);
+    assert.deepEqual(r, { status, full: true }, args.join(' '));
+  }
+  assert.equal(loadsFullCli(['run', 'a', '-s', '-w', '2.5', '-E', '3', '--', 'sh', '-c', 'exit 4'], env).status, 4);
 });
