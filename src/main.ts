@@ -1,7 +1,8 @@
 // The `hostlock` executable (bundled as dist/cli.js), the one place that picks
 // how a command runs. Bare `serve` and plain `agent` — started once per Python
-// Lock or per playbook run — take the fast path (fastpath.ts), which starts like
-// bare Node; everything else loads the full command line (cli.ts, with yargs),
+// Lock or per playbook run — and `flock` and plain `run`, started as often as a
+// script loop asks, take the fast path (fastpath.ts), which starts like bare
+// Node; everything else loads the full command line (cli.ts, with yargs),
 // which the build keeps in its own bundle (dist/main.js) so a helper start
 // never compiles it.
 import { runMain } from './exit';
