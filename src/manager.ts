@@ -113,7 +113,8 @@ interface LockEntry {
 }
 
 export interface Cancellable {
-  cancel(): void;
+  // `timeout`: the waiter's own time ran out, and the history says so.
+  cancel(reason?: 'timeout' | 'cancelled'): void;
 }
 
 export class LockManager {
@@ -215,7 +216,7 @@ export class LockManager {
       this.startTimers(waiter);
       this.pump(entry);
     });
-    return { outcome, cancel: () => this.giveUp(waiter, 'cancelled') };
+    return { outcome, cancel: (reason = 'cancelled') => this.giveUp(waiter, reason) };
   }
 
   release(hold: Hold): boolean {
