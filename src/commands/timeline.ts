@@ -37,12 +37,15 @@ const PALETTE = [
 const runOf = (r: HistoryRecord) => r.run ?? `pid ${r.pid ?? '?'}`;
 
 // Holds (grant to release, lost or break, matched by token) and waits (wait
-// to its outcome, matched by wait id). A holder killed outright leaves no
-// release: its bar ends where the next exclusive grant of the lock begins.
+// to its outcome, matched by wait id). An exclusive grant means every earlier
+// holder of the lock is gone: their bars end there. Their releases may be
+// stamped a moment later (the releaser writes its line after the grant it
+// enabled) and still count as releases. A holder killed outright leaves none.
 export function bars(records: HistoryRecord[], until: number): Bar[] {
   const out: Bar[] = [];
   const holds = new Map<string, Bar>();
   const waits = new Map<string, Bar>();
+  const endedByGrant = new Map<string, Bar>();
   const holdKey = (r: HistoryRecord) => `${r.path}\0${r.token}`;
   for (const r of records) {
     const t = Date.parse(r.t);
@@ -73,6 +76,7 @@ export function bars(records: HistoryRecord[], until: number): Bar[] {
             if (h.lock === lock && h.open) {
               h.end = t;
               holds.delete(k);
+              endedByGrant.set(k, h);
             }
           }
         }
@@ -112,11 +116,18 @@ export function bars(records: HistoryRecord[], until: number): Bar[] {
       case 'release':
       case 'lost':
       case 'break': {
-        const h = holds.get(holdKey(r));
+        const k = holdKey(r);
+        const h = holds.get(k);
         if (h) {
           h.end = t;
           h.open = false;
-          holds.delete(holdKey(r));
+          holds.delete(k);
+        }
+        const ended = endedByGrant.get(k);
+        if (ended) {
+          // Its end stays at the grant that followed: the two never overlapped.
+          ended.open = false;
+          endedByGrant.delete(k);
         }
         break;
       }
