@@ -1,9 +1,11 @@
 // `hostlock timeline`: who held which lock when, and who waited for whom,
 // drawn from the history of a lock directory, on the terminal and as SVG.
-import { writeFileSync } from 'node:fs';
+import { accessSync, constants, statSync, writeFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import type { HistoryRecord } from '../history';
-import { backendOption, queryHistory } from './history';
+import { UsageError } from '../exit';
+import { backendOption, queryHistory, SINCE_FORMS } from './history';
 
 export interface Bar {
   lock: string;
@@ -341,6 +343,23 @@ export function buildTimeline(records: HistoryRecord[], from: number | null, now
   return new Timeline(all, t0, Math.max(t1, t0 + 1));
 }
 
+// Where the SVG goes is checked before anything is read or drawn.
+function checkSvgPath(path: string): void {
+  if (path === '') throw new UsageError('--svg needs a file name');
+  const folder = dirname(resolve(path));
+  const found = statSync(folder, { throwIfNoEntry: false });
+  if (!found)
+    throw new UsageError(`--svg ${path}: directory ${folder} does not exist; create it or write the SVG elsewhere`);
+  if (!found.isDirectory()) throw new UsageError(`--svg ${path}: ${folder} is not a directory`);
+  if (statSync(path, { throwIfNoEntry: false })?.isDirectory())
+    throw new UsageError(`--svg ${path} is a directory: give a file name in it`);
+  try {
+    accessSync(folder, constants.W_OK);
+  } catch {
+    throw new UsageError(`--svg ${path}: directory ${folder} is not writable; write the SVG elsewhere`);
+  }
+}
+
 interface Args {
   dir?: string;
   backend?: string;
@@ -356,10 +375,11 @@ export const timelineCommand: CommandModule<object, Args> = {
     y
       .option('dir', { type: 'string', describe: 'lock directory' })
       .option('backend', backendOption)
-      .option('since', { type: 'string', describe: 'from: 90s, 15m, 2h, 3d ago or a date (default: all)' })
+      .option('since', { type: 'string', describe: `from: ${SINCE_FORMS} (default: all)` })
       .option('svg', { type: 'string', describe: 'also write the timeline as SVG to this file' })
       .option('width', { type: 'number', describe: 'columns of the terminal chart' }),
   handler: async (a) => {
+    if (a.svg !== undefined) checkSvgPath(a.svg);
     const { dir, from, records } = await queryHistory(a);
     const tl = buildTimeline(records, from);
     const width = a.width ?? Math.max(40, Math.min(110, (process.stdout.columns || 100) - 20));
