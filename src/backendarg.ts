@@ -19,7 +19,7 @@ export function checkBackendArgs(given: string | undefined, dir: string | undefi
   const scheme = schemeOf(backend);
   if (scheme && /^(postgres(ql)?|etcd(\+https?)?):$/i.test(scheme)) {
     throw new UsageError(
-      `${label} ${scheme}…: a ${scheme.replace(/:$/, '')} URL starts with ${scheme}// (two slashes); give ${FORMS}`,
+      `${label} ${scheme}…: the URL needs two slashes after the scheme (${scheme}//…); give ${FORMS}`,
     );
   }
   throw new UsageError(`${label} ${scheme ? `${scheme}…` : 'value'}: unknown backend; give ${FORMS}`);

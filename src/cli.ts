@@ -165,6 +165,12 @@ export async function main(argv: string[]): Promise<number> {
     .command(historyCommand)
     .command(timelineCommand)
     .command(breakCommand)
+    // Every command's --backend (and --dir beside it) is checked the same way, before it runs.
+    .middleware((a) => {
+      // flock's words are flock(1)'s and its command's, never hostlock options.
+      if (argv[0] !== 'flock' && typeof a.backend === 'string')
+        checkBackendArgs(a.backend, typeof a.dir === 'string' ? a.dir : undefined);
+    })
     .demandCommand(1, 'name a command: status, run, flock, history, timeline, break, setup, serve or agent')
     .strict()
     .epilogue(EXIT_HELP)

@@ -17,12 +17,17 @@ test('a backend URL with one slash is a usage error naming the form, on every co
   const t = tempDir('usage');
   const env = { HOSTLOCK_DIR: t.dir, HOSTLOCK_RUNTIME_DIR: join(t.dir, 'rt') };
   try {
-    const twoSlashes = /postgresql:\/\/ \(two slashes\).*postgresql:\/\/\[USER/;
+    const twoSlashes = /two slashes after the scheme \(postgresql:\/\/…\).*postgresql:\/\/\[USER/;
     for (const [cmd, ...rest] of [['status'], ['history'], ['timeline'], ['run', 'h1', '--', 'true']])
       usage([cmd!, '--backend', 'postgresql:/x', ...rest], env, twoSlashes);
     usage(['status', '--backend', 'ftp://x'], env, /unknown backend; give local/);
+    usage(['break', 'x', '--reason', 'r', '--yes', '--backend', 'etcd:/h'], env, /\(etcd:\/\/…\)/);
     // The password of a URL never shows.
-    const r = usage(['status', '--backend', 'postgres:/u:secret@h/db'], env, /postgres:\/\/ \(two slashes\)/);
+    const r = usage(
+      ['status', '--backend', 'postgres:/u:secret@h/db'],
+      env,
+      /two slashes after the scheme \(postgres:\/\/…\)/,
+    );
     assert.doesNotMatch(r.stderr, /secret/);
   } finally {
     t.cleanup();
