@@ -12,6 +12,7 @@ help:
 	@echo "             (test-versions: the version-sensitive tests on ansible-core 2.16, 2.17, 2.18, 2.20)"
 	@echo "make install put hostlock on PATH (npm install -g of the packed helper) and the collection"
 	@echo "             in ~/.ansible/collections (COLLECTIONS_PATH=...; npm's PREFIX=... for the helper)"
+	@echo "make uninstall remove what make install put in place (give the same PREFIX and COLLECTIONS_PATH)"
 	@echo "make bench   run the benchmarks (figures as ratios against anchors)"
 	@echo "make stress  long stress variants"
 	@echo "make lint    eslint, prettier, ruff, ansible-test sanity (also part of make test; ansible-lint runs in test-py)"
@@ -130,6 +131,16 @@ install: collection
 	npm pack --silent --pack-destination build/pkg >/dev/null
 	npm install -g $(NPM_PREFIX) --allow-scripts=fs-ext --no-audit --no-fund build/pkg/hostlock-*.tgz
 	$(VENV)/bin/ansible-galaxy collection install --force -p $(COLLECTIONS_PATH) $(COLLECTION_TARBALL)
+	@echo "hostlock is in $(or $(PREFIX),npm's global prefix)/bin: put that on PATH." \
+	  "The collection is in $(COLLECTIONS_PATH): keep it in ansible.cfg's collections_path."
+
+# Removes what `make install` put in place (same PREFIX and COLLECTIONS_PATH),
+# and nothing else: other collections of the path stay.
+HOSTLOCK_NS := $(COLLECTIONS_PATH)/ansible_collections/hostlock
+uninstall:
+	npm uninstall -g $(NPM_PREFIX) --no-audit --no-fund hostlock
+	rm -rf $(HOSTLOCK_NS)/core $(COLLECTIONS_PATH)/ansible_collections/hostlock.core-*.info
+	[ ! -d $(HOSTLOCK_NS) ] || rmdir --ignore-fail-on-non-empty $(HOSTLOCK_NS)
 
 demo: build venv
 	bash demo/demo.sh
@@ -143,4 +154,4 @@ stress: build venv
 clean:
 	rm -rf dist build node_modules $(VENV) .venv-importer .venv-builder $(foreach v,$(OTHER_VERSIONS),.venv-$(v))
 
-.PHONY: help build venv venvs collection nodes lint fmt install test test-ts test-py test-molecule test-versions galaxy-check ee-check demo bench stress clean
+.PHONY: help build venv venvs collection nodes lint fmt install uninstall test test-ts test-py test-molecule test-versions galaxy-check ee-check demo bench stress clean

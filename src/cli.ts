@@ -1,5 +1,6 @@
 // The full `hostlock` command line (yargs): every command and spelling that
 // main.ts does not hand to the fast path. Errors go up to runMain (exit.ts).
+import { checkBackendArgs } from './backendarg';
 import { EXIT, EXIT_HELP, UsageError } from './exit';
 import { isPathLike, pathNameRefused, signalName } from './run';
 import type { Holder } from './holders';
@@ -49,6 +50,7 @@ export async function main(argv: string[]): Promise<number> {
               'where the locks live: local (default: $HOSTLOCK_BACKEND, else lock files) or a postgresql:// or etcd:// URL',
           }),
       async (a) => {
+        checkBackendArgs(a.backend, a.dir);
         code = await status(a.dir, a.json, a.backend ?? process.env.HOSTLOCK_BACKEND);
       },
     )
@@ -99,6 +101,7 @@ export async function main(argv: string[]): Promise<number> {
           .check((a) => {
             if (a.name === '') throw new UsageError('the lock name cannot be empty');
             if (isPathLike(a.name!)) throw new UsageError(pathNameRefused(a.name!));
+            checkBackendArgs(a.backend, a.dir);
             a.command = [...(a.command ?? []), ...((a['--'] as string[] | undefined) ?? [])];
             if (!a.command || a.command.length === 0)
               throw new Error('give the command after --, e.g. hostlock run db -- ./migrate.sh');
@@ -197,6 +200,12 @@ export async function main(argv: string[]): Promise<number> {
     .command(historyCommand)
     .command(timelineCommand)
     .command(breakCommand)
+    // Every command's --backend (and --dir beside it) is checked the same way, before it runs.
+    .middleware((a) => {
+      // flock's words are flock(1)'s and its command's, never hostlock options.
+      if (argv[0] !== 'flock' && typeof a.backend === 'string')
+        checkBackendArgs(a.backend, typeof a.dir === 'string' ? a.dir : undefined);
+    })
     .demandCommand(1, 'name a command: status, run, flock, history, timeline, break, setup, serve or agent')
     .strict()
     .epilogue(EXIT_HELP)
@@ -205,7 +214,12 @@ export async function main(argv: string[]): Promise<number> {
     .exitProcess(false)
     .wrap(Math.min(110, process.stdout.columns || 100))
     .fail((msg, err) => {
-      throw new UsageError(msg ?? err?.message ?? 'usage error');
+      if (err?.name === 'UsageError') throw err;
+      let text = msg ?? err?.message ?? 'usage error';
+      // `hostlock run db ls -la`: yargs reads -la as options of run.
+      if (argv[0] === 'run' && !argv.includes('--') && /^Unknown arguments?:/.test(text))
+        text += '; put the command and its options after --: hostlock run NAME [OPTIONS] -- COMMAND ARGS…';
+      throw new UsageError(text);
     });
   await cli.parseAsync();
   if (code === -1 && (argv.includes('--help') || argv.includes('--version') || argv.includes('-h'))) code = EXIT.ok;

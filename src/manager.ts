@@ -118,7 +118,8 @@ interface LockEntry {
 }
 
 export interface Cancellable {
-  cancel(): void;
+  // `timeout`: the waiter's own time ran out, and the history says so.
+  cancel(reason?: 'timeout' | 'cancelled'): void;
 }
 
 export class LockManager {
@@ -223,7 +224,7 @@ export class LockManager {
       this.startTimers(waiter);
       this.pump(entry);
     });
-    return { outcome, cancel: () => this.giveUp(waiter, 'cancelled') };
+    return { outcome, cancel: (reason = 'cancelled') => this.giveUp(waiter, reason) };
   }
 
   release(hold: Hold): boolean {

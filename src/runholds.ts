@@ -32,7 +32,8 @@ export interface RunOutcome extends AcquireOutcome {
 
 export interface RunAcquire {
   outcome: Promise<RunOutcome>;
-  cancel(): void;
+  // `timeout`: the waiter's own time ran out, and the history says so.
+  cancel(reason?: 'timeout' | 'cancelled'): void;
 }
 
 export interface Batch {
@@ -249,7 +250,7 @@ export class RunHolds {
             const holders = blocked ? plan.blocked!.holders : this.manager.holders(entry.target);
             const behind = blocked && plan.blocked!.entry !== entry ? plan.blocked!.entry.target.name : undefined;
             // A failed try keeps its place: the block that follows waits in the same plan.
-            if (req.wait || gone) this.giveUp(plan, entry, member);
+            if (req.wait || gone) this.giveUp(plan, entry, member, cancelled || gone ? 'cancelled' : 'timeout');
             if (entry.state === 'taking' && entry.reserved.size === 0 && !cancelled) {
               // This member's timeout ended the take: a store that never answered it says why.
               while (entry.state === 'taking') await new Promise<void>((resolve) => plan.wake.add(resolve));
@@ -289,14 +290,14 @@ export class RunHolds {
   }
 
   // `member` no longer expects its lock: drop the lock if nobody else does.
-  private giveUp(plan: Plan, entry: PlanEntry, member: string): void {
+  private giveUp(plan: Plan, entry: PlanEntry, member: string, reason: 'timeout' | 'cancelled' = 'cancelled'): void {
     entry.reserved.delete(member);
     if (entry.reserved.size > 0) return;
     if (entry.state === 'held') {
       const have = this.held.get(entry.target.path);
       if (have) this.settle(have);
     } else if (entry.state === 'taking') {
-      plan.current?.cancel();
+      plan.current?.cancel(reason);
     } else if (entry.state === 'queued') {
       entry.state = 'dropped';
     }
@@ -404,10 +405,10 @@ export class RunHolds {
     };
     return {
       outcome: run(),
-      cancel: () => {
+      cancel: (reason?: 'timeout' | 'cancelled') => {
         cancelled = true;
         deadline = 0;
-        current?.cancel();
+        current?.cancel(reason);
       },
     };
   }

@@ -1,17 +1,30 @@
 // `hostlock history [NAME]`: the journal of a lock directory (history.ts), or
 // the history a server store keeps (`--backend`), oldest first, as lines or JSON.
 import type { Argv, CommandModule } from 'yargs';
+import { checkBackendArgs } from '../backendarg';
+import { UsageError } from '../exit';
 import { readHistory, type HistoryRecord } from '../history';
 import { checkLockDir } from '../names';
 import { closeStores, isLocal, storeFor } from '../stores';
 
-// "90s", "15m", "2h", "3d" ago, or a date; null when the text is neither.
+// "90s", "15m", "2h", "3d" ago, today, yesterday (from local midnight) or a
+// date; null when the text is none of these.
 export function parseSince(text: string, now = Date.now()): number | null {
+  const word = text.trim().toLowerCase();
+  if (word === 'today' || word === 'yesterday') {
+    // Local midnight, as a person at this controller means it.
+    const d = new Date(now);
+    d.setHours(0, 0, 0, 0);
+    if (word === 'yesterday') d.setDate(d.getDate() - 1);
+    return d.getTime();
+  }
   const m = /^(\d+(?:\.\d+)?)\s*(s|m|h|d)$/.exec(text.trim());
   if (m) return now - Number(m[1]) * { s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 }[m[2] as 's' | 'm' | 'h' | 'd'];
   const t = Date.parse(text);
   return Number.isNaN(t) ? null : t;
 }
+
+export const SINCE_FORMS = 'a duration ago (90s, 15m, 2h, 3d), today, yesterday or a date (2026-11-26T10:00)';
 
 export interface HistoryQuery {
   dir?: string;
@@ -28,9 +41,9 @@ export async function queryHistory(
   let from: number | null = null;
   if (q.since !== undefined) {
     from = parseSince(q.since);
-    if (from === null)
-      throw new Error(`--since ${q.since}: give a duration (90s, 15m, 2h, 3d) or a date (2026-11-26T10:00)`);
+    if (from === null) throw new UsageError(`--since ${q.since}: give ${SINCE_FORMS}`);
   }
+  checkBackendArgs(q.backend, q.dir);
   const wanted = (r: HistoryRecord) =>
     (q.name === undefined || (r.name ?? r.path) === q.name) && (from === null || Date.parse(r.t) >= from);
   const backend = q.backend ?? process.env.HOSTLOCK_BACKEND;
@@ -38,7 +51,6 @@ export async function queryHistory(
     const dir = checkLockDir(q.dir);
     return { dir, from, records: readHistory(dir).filter(wanted) };
   }
-  if (q.dir !== undefined) throw new Error('--dir applies to the local store only; omit it with --backend');
   try {
     const store = storeFor(backend);
     if (!store.history) throw new Error(`the ${store.kind} store keeps no history`);
@@ -95,7 +107,7 @@ export const historyCommand: CommandModule<object, Args> = {
       .positional('name', { type: 'string', describe: 'only this lock' })
       .option('dir', { type: 'string', describe: 'lock directory' })
       .option('backend', backendOption)
-      .option('since', { type: 'string', describe: 'only events since: 90s, 15m, 2h, 3d ago or a date' })
+      .option('since', { type: 'string', describe: `only events since: ${SINCE_FORMS}` })
       .option('json', { type: 'boolean', default: false, describe: 'print JSON' }),
   handler: async (a) => {
     const { dir, records } = await queryHistory(a);

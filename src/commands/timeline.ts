@@ -1,9 +1,11 @@
 // `hostlock timeline`: who held which lock when, and who waited for whom,
 // drawn from the history of a lock directory, on the terminal and as SVG.
-import { writeFileSync } from 'node:fs';
+import { accessSync, constants, statSync, writeFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import type { HistoryRecord } from '../history';
-import { backendOption, queryHistory } from './history';
+import { UsageError } from '../exit';
+import { backendOption, queryHistory, SINCE_FORMS } from './history';
 
 export interface Bar {
   lock: string;
@@ -37,12 +39,15 @@ const PALETTE = [
 const runOf = (r: HistoryRecord) => r.run ?? `pid ${r.pid ?? '?'}`;
 
 // Holds (grant to release, lost or break, matched by token) and waits (wait
-// to its outcome, matched by wait id). A holder killed outright leaves no
-// release: its bar ends where the next exclusive grant of the lock begins.
+// to its outcome, matched by wait id). An exclusive grant means every earlier
+// holder of the lock is gone: their bars end there. Their releases may be
+// stamped a moment later (the releaser writes its line after the grant it
+// enabled) and still count as releases. A holder killed outright leaves none.
 export function bars(records: HistoryRecord[], until: number): Bar[] {
   const out: Bar[] = [];
   const holds = new Map<string, Bar>();
   const waits = new Map<string, Bar>();
+  const endedByGrant = new Map<string, Bar>();
   const holdKey = (r: HistoryRecord) => `${r.path}\0${r.token}`;
   for (const r of records) {
     const t = Date.parse(r.t);
@@ -73,6 +78,7 @@ export function bars(records: HistoryRecord[], until: number): Bar[] {
             if (h.lock === lock && h.open) {
               h.end = t;
               holds.delete(k);
+              endedByGrant.set(k, h);
             }
           }
         }
@@ -112,11 +118,18 @@ export function bars(records: HistoryRecord[], until: number): Bar[] {
       case 'release':
       case 'lost':
       case 'break': {
-        const h = holds.get(holdKey(r));
+        const k = holdKey(r);
+        const h = holds.get(k);
         if (h) {
           h.end = t;
           h.open = false;
-          holds.delete(holdKey(r));
+          holds.delete(k);
+        }
+        const ended = endedByGrant.get(k);
+        if (ended) {
+          // Its end stays at the grant that followed: the two never overlapped.
+          ended.open = false;
+          endedByGrant.delete(k);
         }
         break;
       }
@@ -330,6 +343,23 @@ export function buildTimeline(records: HistoryRecord[], from: number | null, now
   return new Timeline(all, t0, Math.max(t1, t0 + 1));
 }
 
+// Where the SVG goes is checked before anything is read or drawn.
+function checkSvgPath(path: string): void {
+  if (path === '') throw new UsageError('--svg needs a file name');
+  const folder = dirname(resolve(path));
+  const found = statSync(folder, { throwIfNoEntry: false });
+  if (!found)
+    throw new UsageError(`--svg ${path}: directory ${folder} does not exist; create it or write the SVG elsewhere`);
+  if (!found.isDirectory()) throw new UsageError(`--svg ${path}: ${folder} is not a directory`);
+  if (statSync(path, { throwIfNoEntry: false })?.isDirectory())
+    throw new UsageError(`--svg ${path} is a directory: give a file name in it`);
+  try {
+    accessSync(folder, constants.W_OK);
+  } catch {
+    throw new UsageError(`--svg ${path}: directory ${folder} is not writable; write the SVG elsewhere`);
+  }
+}
+
 interface Args {
   dir?: string;
   backend?: string;
@@ -345,10 +375,11 @@ export const timelineCommand: CommandModule<object, Args> = {
     y
       .option('dir', { type: 'string', describe: 'lock directory' })
       .option('backend', backendOption)
-      .option('since', { type: 'string', describe: 'from: 90s, 15m, 2h, 3d ago or a date (default: all)' })
+      .option('since', { type: 'string', describe: `from: ${SINCE_FORMS} (default: all)` })
       .option('svg', { type: 'string', describe: 'also write the timeline as SVG to this file' })
       .option('width', { type: 'number', describe: 'columns of the terminal chart' }),
   handler: async (a) => {
+    if (a.svg !== undefined) checkSvgPath(a.svg);
     const { dir, from, records } = await queryHistory(a);
     const tl = buildTimeline(records, from);
     const width = a.width ?? Math.max(40, Math.min(110, (process.stdout.columns || 100) - 20));

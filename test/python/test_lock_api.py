@@ -392,3 +392,31 @@ def test_holders_right_after_a_handover_in_one_agent(env):
     assert res['second'] is True and res['probe'] is False
     assert len(res['holders']) == 1
     assert res['holders'][0]['since'] != res['first_since'], res
+
+
+LOG_ATTRIBUTE = """
+import logging
+lock = Lock(sys.argv[1], prefix='dl')
+for level in ('debug', 'info', 'warning', 'error'):
+    getattr(lock.log, level)('%s line %d', level, 7, step=level)
+with lock:
+    lock.log.info('inside')
+lock.log.debug('hidden below INFO')
+print('logger %s' % lock.log.logger.name, flush=True)
+"""
+
+
+def test_log_attribute_as_in_cli2(env):
+    path = env.tmp / 'mylock'
+    script = _script(env, 'log.py', LOG_ATTRIBUTE)
+    proc = _py(env, script, path, log_level='DEBUG')
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert out.strip() == 'logger hostlock'
+    for level in ('debug', 'info', 'warning', 'error'):
+        assert 'dl %s line 7 %s step=%s' % (level, path, level) in err, err
+    assert err.index('dl Acquired') < err.index('dl inside %s' % path) < err.index('dl Released'), err
+    quiet = _py(env, script, path, log_level='WARNING')
+    _out, err = quiet.communicate(timeout=30)
+    assert 'dl warning line 7' in err and 'dl error line 7' in err, err
+    assert 'info line' not in err and 'debug line' not in err and 'inside' not in err, err

@@ -110,3 +110,47 @@ def test_make_install_puts_the_helper_and_the_collection_in_place(tmp_path):
     assert version.returncode == 0, version.stderr
     manifest = collections / 'ansible_collections' / 'hostlock' / 'core' / 'MANIFEST.json'
     assert json.loads(manifest.read_text())['collection_info']['version'] == version.stdout.strip()
+
+
+def test_make_uninstall_removes_what_make_install_put_in_place(tmp_path):
+    """The helper and the collection installed as `make install` does, then `make uninstall`."""
+    prefix, collections = tmp_path / 'prefix', tmp_path / 'collections'
+    env = dict(os.environ, MAKEFLAGS='', HOME=str(tmp_path / 'home'), ANSIBLE_HOME=str(tmp_path / 'home' / '.ansible'))
+    packed = tmp_path / 'pkg'
+    packed.mkdir()
+
+    def run(*cmd, cwd=None):
+        res = subprocess.run(list(cmd), capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+        assert res.returncode == 0, '%s: %s%s' % (' '.join(cmd), res.stdout, res.stderr)
+        return res
+
+    run('npm', 'pack', '--silent', '--pack-destination', str(packed), cwd=str(REPO))
+    (helper,) = packed.glob('hostlock-*.tgz')
+    run(
+        'npm',
+        'install',
+        '-g',
+        '--prefix',
+        str(prefix),
+        '--offline',
+        '--omit=optional',
+        '--no-audit',
+        '--no-fund',
+        str(helper),
+    )
+    run(str(VENV_BIN / 'ansible-galaxy'), 'collection', 'build', str(REPO / 'ansible'), '--output-path', str(packed))
+    (tarball,) = packed.glob('hostlock-core-*.tar.gz')
+    run(str(VENV_BIN / 'ansible-galaxy'), 'collection', 'install', '-p', str(collections), str(tarball))
+    other = collections / 'ansible_collections' / 'other' / 'thing'
+    other.mkdir(parents=True)
+    assert (prefix / 'bin' / 'hostlock').exists()
+    assert (collections / 'ansible_collections' / 'hostlock' / 'core' / 'MANIFEST.json').exists()
+
+    run('make', '-s', '-C', str(REPO), 'uninstall', 'PREFIX=%s' % prefix, 'COLLECTIONS_PATH=%s' % collections)
+    assert not (prefix / 'bin' / 'hostlock').exists() and not (prefix / 'bin' / 'hostlock').is_symlink()
+    assert not (prefix / 'lib' / 'node_modules' / 'hostlock').exists()
+    assert not (collections / 'ansible_collections' / 'hostlock').exists()
+    assert not list((collections / 'ansible_collections').glob('hostlock.core-*.info'))
+    assert other.is_dir(), 'other collections stay'
+    # Nothing left to remove: a second uninstall succeeds too.
+    run('make', '-s', '-C', str(REPO), 'uninstall', 'PREFIX=%s' % prefix, 'COLLECTIONS_PATH=%s' % collections)

@@ -35,6 +35,10 @@ ARGUMENT_SPEC = dict(
 # The helper's longest wait, in seconds (365 days).
 MAX_TIMEOUT = 31536000
 
+# How long before the task's own `timeout:` a wait for the lock ends, in seconds: enough
+# for the helper's reply to arrive before Ansible interrupts the task.
+TASK_TIMEOUT_MARGIN = 0.3
+
 # The member a run_once lock belongs to: the run itself, not the host that happened to run it.
 RUN_MEMBER = '(run)'
 
@@ -71,6 +75,10 @@ def _ordinal(n):
     return '%d%s' % (n, {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th'))
 
 
+def _seconds(value):
+    return int(value) if float(value).is_integer() else value
+
+
 def _behind_text(behind):
     if not behind:
         return ''
@@ -84,6 +92,8 @@ class ActionModule(ActionBase):
     _supports_async = False
 
     def run(self, tmp=None, task_vars=None):
+        # The task's own `timeout:` keyword is counted from about now.
+        self._task_started = time.monotonic()
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
         del tmp
@@ -220,6 +230,7 @@ class ActionModule(ActionBase):
         if batch:
             params['batch'] = batch
         started = time.monotonic()
+        by_task = False
         res = first = conn.call('try', params)
         if not res.get('acquired') and state == 'acquired':
             behind = res.get('behind')
@@ -231,8 +242,9 @@ class ActionModule(ActionBase):
                     self._show_wait(host, name, p.get('waited'), p.get('holders'), timeout, behind, p.get('position'))
 
             wait = {'handle': res['handle']}
-            if timeout is not None:
-                wait['timeout'] = timeout
+            limit, by_task = self._wait_limit(timeout)
+            if limit is not None:
+                wait['timeout'] = limit
             res = conn.call('block', wait, on_notify=on_notify)
         out = self._base(name, res, shared)
         if state == 'acquired' and res is not first:
@@ -258,17 +270,35 @@ class ActionModule(ActionBase):
             msg = res.get('message') or "waiting for lock '%s' would close a cycle of runs" % name
             out['msg'] = msg if msg.startswith('deadlock') else 'deadlock: %s' % msg
             return out
-        out['msg'] = "timed out after %.1fs waiting for lock '%s' (%s)%s: held by %s" % (
+        out['msg'] = "timed out after %.1fs waiting for lock '%s' (%s)%s%s: held by %s" % (
             out['waited'],
             name,
             out['path'],
             _behind_text(res.get('behind')),
+            " at the task's timeout of %ss" % _seconds(self._task.timeout) if by_task else '',
             holders_text(out['holders']),
         )
         return out
 
+    def _wait_limit(self, timeout):
+        """How long the helper may wait, and whether the task's `timeout:` keyword is what bounds it.
+
+        Ansible ends a task that outlives its `timeout:` by interrupting it; the helper would
+        only see its client leave and record a cancel. Ending the wait a little before that
+        lets the helper record it as the timeout it is."""
+        try:
+            task_limit = float(getattr(self._task, 'timeout', None) or 0)
+        except (TypeError, ValueError):
+            task_limit = 0
+        if task_limit <= 0:
+            return timeout, False
+        left = max(0.0, task_limit - (time.monotonic() - self._task_started) - TASK_TIMEOUT_MARGIN)
+        if timeout is not None and timeout <= left:
+            return timeout, False
+        return round(left, 3), True
+
     def _show_wait(self, host, name, waited, holders, timeout, behind=None, position=None):
-        limit = '' if timeout is None else ' of %ss' % (int(timeout) if float(timeout).is_integer() else timeout)
+        limit = '' if timeout is None else ' of %ss' % _seconds(timeout)
         place = ', %s in queue' % _ordinal(int(position)) if position else ''
         display.display(
             "hostlock: [%s] waiting (%ds%s%s) for lock '%s'%s held by %s"

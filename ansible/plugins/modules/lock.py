@@ -63,6 +63,8 @@ options:
     description:
       - Seconds to wait with O(state=acquired). Omit it to wait for ever; V(0) fails at once when busy.
       - At most V(31536000) (365 days); a larger value fails before anything is taken.
+      - The task keyword C(timeout) bounds the wait too; the wait then ends a moment before the
+        task would be interrupted, and is recorded in the history as a timeout.
     type: float
   shared:
     description:

@@ -30,7 +30,7 @@ from ansible_collections.hostlock.core.plugins.plugin_utils.procinfo import run_
 from ansible_collections.hostlock.core.plugins.plugin_utils.rpc import NOTIFY_EVERY, HelperGone, RpcError
 from ansible_collections.hostlock.core.plugins.plugin_utils.serve import start_serve
 
-__all__ = ['Lock', 'LockTimeout', 'LockError', 'HelperError', 'logger']
+__all__ = ['Lock', 'LockLog', 'LockTimeout', 'LockError', 'HelperError', 'logger']
 
 logger = logging.getLogger('hostlock')
 
@@ -162,6 +162,45 @@ def _owner():
     )
 
 
+class LockLog:
+    """``lock.log``: the ``hostlock`` logger, each line naming the lock (and its prefix).
+
+    Takes what cli2 code passes to a lock's ``log``: a message, %-style arguments, and
+    keyword values, which are appended as ``key=value``.
+    """
+
+    def __init__(self, lock):
+        self._lock = lock
+        self.logger = logger
+
+    def log(self, level, msg, *args, **kw):
+        if not self.logger.isEnabledFor(level):
+            return
+        text = str(msg) % args if args else str(msg)
+        extra = ''.join(' %s=%s' % (k, v) for k, v in kw.items())
+        self._lock._log(level, text, extra)
+
+    def debug(self, msg, *args, **kw):
+        self.log(logging.DEBUG, msg, *args, **kw)
+
+    def info(self, msg, *args, **kw):
+        self.log(logging.INFO, msg, *args, **kw)
+
+    def warning(self, msg, *args, **kw):
+        self.log(logging.WARNING, msg, *args, **kw)
+
+    warn = warning
+
+    def error(self, msg, *args, **kw):
+        self.log(logging.ERROR, msg, *args, **kw)
+
+    def exception(self, msg, *args, **kw):
+        self.log(logging.ERROR, msg, *args, **kw)
+
+    def critical(self, msg, *args, **kw):
+        self.log(logging.CRITICAL, msg, *args, **kw)
+
+
 class Lock:
     """An flock(2) lock on ``lock_path`` held through the hostlock helper.
 
@@ -172,6 +211,7 @@ class Lock:
     lock in a server store shared by several controllers, named by ``lock_path``.
     ``token`` is the fencing token of the current grant. ``slots=N`` makes the lock a
     counting semaphore (at most N holders); ``slot`` is the one held.
+    ``log`` logs to the ``hostlock`` logger, naming the lock, as cli2's ``Lock.log`` does.
     """
 
     def __init__(
@@ -207,6 +247,7 @@ class Lock:
         self._conn = None
         self._serve = None
         self._handle = None
+        self.log = LockLog(self)
         configure_logging()
 
     def __repr__(self):

@@ -1,0 +1,95 @@
+// Mistakes on the command line are usage errors (exit 64) whose message names
+// the right form, found before anything is opened, read or drawn.
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { cli, tempDir } from './rpc';
+
+function usage(args: string[], env: NodeJS.ProcessEnv, message: RegExp) {
+  const r = cli(args, env);
+  assert.equal(r.status, 64, `${args.join(' ')}: ${r.stderr}`);
+  assert.match(r.stderr, message, args.join(' '));
+  return r;
+}
+
+test('a backend URL with one slash is a usage error naming the form, on every command', () => {
+  const t = tempDir('usage');
+  const env = { HOSTLOCK_DIR: t.dir, HOSTLOCK_RUNTIME_DIR: join(t.dir, 'rt') };
+  try {
+    const twoSlashes = /two slashes after the scheme \(postgresql:\/\/…\).*postgresql:\/\/\[USER/;
+    for (const [cmd, ...rest] of [['status'], ['history'], ['timeline'], ['run', 'h1', '--', 'true']])
+      usage([cmd!, '--backend', 'postgresql:/x', ...rest], env, twoSlashes);
+    usage(['status', '--backend', 'ftp://x'], env, /unknown backend; give local/);
+    usage(['break', 'x', '--reason', 'r', '--yes', '--backend', 'etcd:/h'], env, /\(etcd:\/\/…\)/);
+    // The password of a URL never shows.
+    const r = usage(
+      ['status', '--backend', 'postgres:/u:secret@h/db'],
+      env,
+      /two slashes after the scheme \(postgres:\/\/…\)/,
+    );
+    assert.doesNotMatch(r.stderr, /secret/);
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('--dir with a backend is a usage error, on every command', () => {
+  const t = tempDir('usage');
+  const env = { HOSTLOCK_DIR: t.dir, HOSTLOCK_RUNTIME_DIR: join(t.dir, 'rt') };
+  try {
+    for (const [cmd, ...rest] of [['status'], ['history'], ['timeline'], ['run', 'h1', '--', 'true']])
+      usage(
+        [cmd!, '--backend', 'etcd://127.0.0.1:1', '--dir', t.dir, ...rest],
+        env,
+        /--dir applies to the local store only/,
+      );
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('history --since takes today and yesterday; anything else lists the accepted forms', () => {
+  const t = tempDir('usage');
+  const env = { HOSTLOCK_DIR: t.dir, HOSTLOCK_RUNTIME_DIR: join(t.dir, 'rt') };
+  try {
+    assert.equal(cli(['run', 'x', '--', 'true'], env).status, 0);
+    for (const since of ['yesterday', 'today']) {
+      const r = cli(['history', '--since', since], env);
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /grant .*x/);
+    }
+    usage(
+      ['history', '--since', 'last week'],
+      env,
+      /--since last week: give a duration ago .*today, yesterday or a date/,
+    );
+    usage(['timeline', '--since', 'soon'], env, /--since soon: give /);
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('timeline --svg into a missing directory fails at once, naming it', () => {
+  const t = tempDir('usage');
+  const env = { HOSTLOCK_DIR: t.dir, HOSTLOCK_RUNTIME_DIR: join(t.dir, 'rt') };
+  try {
+    assert.equal(cli(['run', 'x', '--', 'true'], env).status, 0);
+    const svg = join(t.dir, 'no', 'such', 'x.svg');
+    const r = usage(['timeline', '--svg', svg], env, /--svg .*x\.svg: directory .*no\/such does not exist/);
+    assert.doesNotMatch(r.stderr, /ENOENT/);
+    assert.equal(r.stdout, '', 'nothing is drawn');
+    mkdirSync(join(t.dir, 'out'));
+    usage(['timeline', '--svg', join(t.dir, 'out')], env, /is a directory: give a file name/);
+    const ok = cli(['timeline', '--svg', join(t.dir, 'out', 'x.svg')], env);
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.ok(existsSync(join(t.dir, 'out', 'x.svg')));
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('run with the command not after -- says to put it there', () => {
+  const r = usage(['run', 'h1', 'ls', '-la'], {}, /Unknown arguments: l, a; put the command and its options after --/);
+  assert.match(r.stderr, /hostlock run NAME \[OPTIONS\] -- COMMAND ARGS/);
+});
