@@ -6,6 +6,7 @@
 // `flock` (a drop-in for flock(1), started as often as a crontab or a script
 // loop asks) is always here: its command line is flock(1)'s own, not yargs'.
 // So is `run NAME [options] -- CMD…` with its plain options, for the same callers.
+import { checkBackendArgs } from './backendarg';
 import type { Command } from './exit';
 import type { RunOptions } from './run';
 
@@ -73,7 +74,6 @@ function runArgs(args: string[]): RunOptions | null {
     conflictExitCode: 1,
     quiet: false,
     command: args.slice(end + 1),
-    backend: process.env.HOSTLOCK_BACKEND,
   };
   const seen = new Set<string>();
   const rest = args.slice(0, end).values();
@@ -104,9 +104,15 @@ function runArgs(args: string[]): RunOptions | null {
       }
     }
   }
-  // An empty name, a path and -w with -n get the full CLI's usage errors.
+  // An empty name, a path, -w with -n and a wrong store get the full CLI's usage errors.
   if (!name || /^[.~]|\//.test(name) || (o.nonblock && o.timeout !== undefined)) return null;
+  try {
+    checkBackendArgs(o.backend, o.dir);
+  } catch {
+    return null;
+  }
   o.name = name;
+  o.backend ??= process.env.HOSTLOCK_BACKEND;
   return o;
 }
 

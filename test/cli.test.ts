@@ -211,6 +211,8 @@ test('flock and plain forms of run start without the full command line; other fo
     [['run', 'a', '-n', '-w', '1', '--', 'true'], 64],
     [['run', 'a', '-E', '256', '--', 'true'], 64],
     [['run', 'a', '-w', '-1', '--', 'true'], 64],
+    [['run', 'a', '--dir', '/tmp', '--backend', 'etcd://127.0.0.1:1', '--', 'true'], 64],
+    [['run', 'a', '--backend', 'postgresql:/x', '--', 'true'], 64],
     [['run', 'a', '--help'], 0],
   ] as const) {
     const r = loadsFullCli([...args], env);
