@@ -122,6 +122,11 @@ export interface Cancellable {
   cancel(reason?: 'timeout' | 'cancelled'): void;
 }
 
+// How often, and how far apart, a waiting notice looks again at a lock held by a
+// process that has no holder record yet.
+const UNRECORDED_LOOKS = 3;
+const UNRECORDED_WAIT_MS = 50;
+
 export class LockManager {
   private readonly entries = new Map<string, LockEntry>();
   private deadlockChecks: Waiter[] = [];
@@ -300,6 +305,7 @@ export class LockManager {
   private noticeState(
     target: Target,
     then: (state: { holders: Holder[]; waiters: QueuedWaiter[] } | null) => void,
+    tries = 0,
   ): void {
     const now = performance.now();
     const hit = this.holderCache.get(target.path);
@@ -318,7 +324,17 @@ export class LockManager {
       } catch {
         return then(null); // no reading: no notice naming nobody
       }
-      if (!(s instanceof Promise)) return then(keep(s.holders, s.waiters));
+      if (!(s instanceof Promise)) {
+        // A local holder writes its record just after its flock: a lock held by nobody
+        // but a process without a record may be one a moment before its record. Look
+        // again shortly before naming it a process outside hostlock.
+        const unrecorded = s.holders.length > 0 && s.holders.every((h) => h.foreign);
+        if (unrecorded && tries < UNRECORDED_LOOKS) {
+          setTimeout(() => this.noticeState(target, then, tries + 1), UNRECORDED_WAIT_MS).unref();
+          return;
+        }
+        return then(keep(s.holders, s.waiters));
+      }
       reading = s.then(
         (st) => keep(st.holders, st.waiters),
         () => null,
