@@ -75,7 +75,17 @@ def pid_alive(pid: int) -> bool:
 
 
 def count_entered(journal: str, sec: str) -> int:
-    return sum(1 for e in load(journal) if e.get('ev') == 'enter' and e.get('sec') == sec)
+    """Sections of kind `sec` entered so far, read while others append.
+
+    A read beside an append can see the first part of its line: only lines that
+    end in a newline are whole, and the last piece is left for the next look.
+    """
+    try:
+        text = Path(journal).read_text()
+    except FileNotFoundError:
+        return 0
+    whole = (json.loads(line) for line in text.split('\n')[:-1] if line.strip())
+    return sum(1 for e in whole if e.get('ev') == 'enter' and e.get('sec') == sec)
 
 
 @dataclass

@@ -182,3 +182,14 @@ def test_cli_section_then_check(tmp_path):
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.startswith('ok exclusive: 2 sections under 1 locks')
     assert [e['ev'] for e in jl.load(journal)] == ['enter', 'exit', 'enter', 'exit', 'note']
+
+
+def test_gates_count_only_whole_lines(tmp_path):
+    """A gate reads the journal while others append: the first part of a line being written is not counted."""
+    journal = tmp_path / 'journal.jsonl'
+    jl.append(journal, {'ev': 'enter', 'sec': 'work', 'run': 'r1', 'host': 'h1', 'id': 'a'})
+    jl.append(journal, {'ev': 'enter', 'sec': 'work', 'run': 'r2', 'host': 'h1', 'id': 'b'})
+    with open(journal, 'a') as f:
+        f.write('{"ev": "enter", "sec": "wo')
+    assert jl.count_entered(str(journal), 'work') == 2
+    assert jl.count_entered(str(tmp_path / 'none.jsonl'), 'work') == 0
