@@ -10,7 +10,7 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startAgent, type TestAgent } from './agents';
-import { CLI, cli, sleep, startServe, tempDir, until, type Helper } from './rpc';
+import { CLI, cli, sleep, twoControllers, until } from './rpc';
 import { etcdForTests, type EtcdCluster } from './servers/etcd';
 import { LOCK_PASSWORD, LOCK_ROLE, startPostgres, type PgServer } from './servers/postgres';
 
@@ -67,46 +67,33 @@ after(async () => {
 
 for (const b of backends) {
   describe(`${b.label} store through the helper`, () => {
-    const t = tempDir(`hl-${b.label}`);
-    const envA = { HOSTLOCK_RUNTIME_DIR: join(t.dir, 'a'), HOSTLOCK_CONTROLLER: 'ctl-a' };
-    const envB = { HOSTLOCK_RUNTIME_DIR: join(t.dir, 'b'), HOSTLOCK_CONTROLLER: 'ctl-b' };
-    let a: Helper;
-    let c: Helper;
-    before(() => {
-      a = startServe(envA);
-      c = startServe(envB);
-    });
-    after(async () => {
-      await a?.close();
-      await c?.close();
-      t.cleanup();
-    });
+    const { dir, envA, envB, a, c } = twoControllers(`hl-${b.label}`);
 
     test('two controllers take turns; the waiter sees the holder; tokens increase', { timeout: 60_000 }, async () => {
       const backend = b.url();
-      const first = await a.rpc.call('acquire', { name: 'web1', backend, owner: { host: 'web1', task: 'deploy' } });
+      const first = await a().rpc.call('acquire', { name: 'web1', backend, owner: { host: 'web1', task: 'deploy' } });
       assert.equal(first.acquired, true);
       assert.equal(typeof first.token, 'number');
       assert.doesNotMatch(JSON.stringify(first), /pw-s3cret/);
-      const busy = await c.rpc.call('try', { name: 'web1', backend });
+      const busy = await c().rpc.call('try', { name: 'web1', backend });
       assert.equal(busy.acquired, false);
       assert.equal(busy.reason, 'busy');
       assert.equal(busy.holders[0]?.controller, 'ctl-a', `the busy reply names the holder: ${JSON.stringify(busy)}`);
-      const st = await c.rpc.call('status', { name: 'web1', backend });
+      const st = await c().rpc.call('status', { name: 'web1', backend });
       assert.equal(st.held, true);
       assert.equal(st.holders[0].controller, 'ctl-a');
       assert.equal(st.holders[0].task, 'deploy');
-      const waiting = c.rpc.call('block', { handle: busy.handle, timeout: 30 });
-      await a.rpc.call('release', { handle: first.handle });
+      const waiting = c().rpc.call('block', { handle: busy.handle, timeout: 30 });
+      await a().rpc.call('release', { handle: first.handle });
       const second = await waiting;
       assert.equal(second.acquired, true);
       assert.ok(second.token > first.token, `token ${second.token} after ${first.token}`);
-      await c.rpc.call('release', { handle: second.handle });
+      await c().rpc.call('release', { handle: second.handle });
     });
 
     test('`hostlock run --backend` from two controllers never overlaps', { timeout: 90_000 }, async () => {
       const backend = b.url();
-      const journal = join(t.dir, 'journal');
+      const journal = join(dir, 'journal');
       const script = `echo "in $HOSTLOCK_TOKEN" >> ${journal}; sleep 0.2; echo "out $HOSTLOCK_TOKEN" >> ${journal}`;
       const runs = [envA, envB, envA, envB].map(
         (env) =>
@@ -130,9 +117,9 @@ for (const b of backends) {
         last = Number(tokIn);
       }
       // Any controller lists the holders of the store.
-      const held = await a.rpc.call('acquire', { name: 'deploy', backend, owner: { task: 'hold' } });
+      const held = await a().rpc.call('acquire', { name: 'deploy', backend, owner: { task: 'hold' } });
       const st = cli(['status', '--backend', backend, '--json'], envB);
-      await a.rpc.call('release', { handle: held.handle });
+      await a().rpc.call('release', { handle: held.handle });
       assert.equal(st.status, 0, st.stderr);
       type Listed = { locks: Array<{ key: { name: string }; holders: Array<{ controller: string; task: string }> }> };
       const lock = (JSON.parse(st.stdout) as Listed).locks.find((l) => l.key.name === 'deploy');
@@ -144,17 +131,17 @@ for (const b of backends) {
     test('slots, break and history from the command line, across controllers', { timeout: 90_000 }, async () => {
       const backend = b.url();
       // Slots: two holders of a 2-slot name, one per controller; a third count is refused.
-      const s1 = await a.rpc.call('acquire', { name: 'pool', backend, slots: 2, timeout: 10 });
-      const s2 = await c.rpc.call('acquire', { name: 'pool', backend, slots: 2, timeout: 10 });
+      const s1 = await a().rpc.call('acquire', { name: 'pool', backend, slots: 2, timeout: 10 });
+      const s2 = await c().rpc.call('acquire', { name: 'pool', backend, slots: 2, timeout: 10 });
       assert.equal(s1.acquired && s2.acquired, true);
       assert.deepEqual([s1.slot, s2.slot].sort(), [1, 2]);
-      const mismatch = await c.rpc.raw('try', { name: 'pool', backend, slots: 3 });
+      const mismatch = await c().rpc.raw('try', { name: 'pool', backend, slots: 3 });
       assert.equal(mismatch.error?.code, -32008, JSON.stringify(mismatch));
       assert.match(mismatch.error.message, /2.*3|3.*2/);
       const listed = cli(['status', '--backend', backend], envB);
       assert.match(listed.stdout, /pool +2\/2 slots/);
-      await a.rpc.call('release', { handle: s1.handle });
-      await c.rpc.call('release', { handle: s2.handle });
+      await a().rpc.call('release', { handle: s1.handle });
+      await c().rpc.call('release', { handle: s2.handle });
 
       // Break: controller A's run holds `stuck`; B waits; B breaks A's hold.
       let agent: TestAgent | undefined;
@@ -169,7 +156,7 @@ for (const b of backends) {
           owner: { host: 'web1', task: 'hangs' },
         });
         assert.equal(held.acquired, true);
-        const waiting = c.rpc.call('acquire', { name: 'stuck', backend, timeout: 30 });
+        const waiting = c().rpc.call('acquire', { name: 'stuck', backend, timeout: 30 });
         await sleep(300);
         const unconfirmed = cli(['break', 'stuck', '--backend', backend, '--reason', 'stuck deploy'], envB);
         assert.equal(unconfirmed.status, 64, 'not on a terminal, --yes is needed');
@@ -181,7 +168,7 @@ for (const b of backends) {
         const got = await waiting;
         assert.equal(got.acquired, true);
         assert.ok(performance.now() - t0 < 5000, 'the waiter got the broken hold at once');
-        await c.rpc.call('release', { handle: got.handle });
+        await c().rpc.call('release', { handle: got.handle });
         // The broken run's next request for that host fails "lock lost".
         await until(
           async () =>
@@ -297,9 +284,9 @@ for (const b of backends) {
           15_000,
           100,
         );
-        const other = await c.rpc.call('acquire', { name: 'db1', backend, timeout: 20 });
+        const other = await c().rpc.call('acquire', { name: 'db1', backend, timeout: 20 });
         assert.equal(other.acquired, true, 'the other controller gets the lost lock');
-        await c.rpc.call('release', { handle: other.handle });
+        await c().rpc.call('release', { handle: other.handle });
         sock.destroy();
       } finally {
         await agent?.stop();

@@ -5,7 +5,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { after } from 'node:test';
+import { after, before } from 'node:test';
 
 export const ROOT = resolve(__dirname, '..', '..');
 export const CLI = join(ROOT, 'dist', 'cli.js');
@@ -177,6 +177,32 @@ export function startServe(env: NodeJS.ProcessEnv = {}): Helper {
       return exited;
     },
   };
+}
+
+// Two controllers for one describe block: each its own runtime directory, name and
+// serve helper (a() and c()), started before its tests and stopped after them.
+export function twoControllers(tag: string): {
+  dir: string;
+  envA: NodeJS.ProcessEnv;
+  envB: NodeJS.ProcessEnv;
+  a: () => Helper;
+  c: () => Helper;
+} {
+  const t = tempDir(tag);
+  const envA = { HOSTLOCK_RUNTIME_DIR: join(t.dir, 'a'), HOSTLOCK_CONTROLLER: 'ctl-a' };
+  const envB = { HOSTLOCK_RUNTIME_DIR: join(t.dir, 'b'), HOSTLOCK_CONTROLLER: 'ctl-b' };
+  let a: Helper | undefined;
+  let c: Helper | undefined;
+  before(() => {
+    a = startServe(envA);
+    c = startServe(envB);
+  });
+  after(async () => {
+    await a?.close();
+    await c?.close();
+    t.cleanup();
+  });
+  return { dir: t.dir, envA, envB, a: () => a!, c: () => c! };
 }
 
 export function connectSocket(path: string): Promise<{ sock: Socket; rpc: RpcClient }> {
