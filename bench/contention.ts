@@ -9,8 +9,7 @@
 import { spawn } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
-import type { RpcClient } from '../test/rpc';
-import { startServe, tempDir } from '../test/rpc';
+import { type RpcClient, startServe, tempDir } from '../test/rpc';
 import { connectSocket, median, note, report, runPython, size, startAgent } from './lib';
 
 async function cycles(clients: RpcClient[], n: number, name: string): Promise<number> {

@@ -92,7 +92,7 @@ async function main(): Promise<void> {
     const n = size(15, 3);
     const bare: number[] = [];
     const loaded: number[] = [];
-    const mod = JSON.stringify(join(__dirname, '..', 'src', 'stores', 'etcd.js'));
+    const mod = JSON.stringify(join(__dirname, '..', 'src', 'stores', 'etcd', 'store.js'));
     for (let i = 0; i < n; i++) {
       bare.push(loadMs('0'));
       loaded.push(loadMs(`require(${mod})`));

@@ -2,7 +2,7 @@
 // the etcd store, holding it <hold> ms each time, and prints
 // `G <epoch s> <pid>` on each grant and `R <epoch s> <pid>` just before each release.
 // Usage: node etcd-peer.js <etcd url> <rounds> <hold ms>
-import { EtcdStore } from '../src/stores/etcd';
+import { EtcdStore } from '../src/stores/etcd/store';
 
 async function main([url, roundsArg, holdArg]: string[]): Promise<void> {
   if (!url) throw new Error('usage: node etcd-peer.js <etcd url> <rounds> <hold ms>');

@@ -10,8 +10,7 @@
 import { fork } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { RpcClient } from '../test/rpc';
-import { startServe, tempDir } from '../test/rpc';
+import { type RpcClient, startServe, tempDir } from '../test/rpc';
 import { connectSocket, note, quantile, report, size, sleep, startAgent } from './lib';
 
 // Someone is blocked in flock(2) on this file (a "->" line in /proc/locks).
@@ -37,7 +36,7 @@ async function until(cond: () => boolean, ms = 5000): Promise<void> {
 
 async function inodeKey(path: string): Promise<string> {
   const { statSync } = await import('node:fs');
-  const { kernelInodeKey } = await import('../src/proc');
+  const { kernelInodeKey } = await import('../src/sys/proc');
   const st = statSync(path, { bigint: true });
   return kernelInodeKey(st.dev, st.ino);
 }

@@ -10,8 +10,8 @@
 //  - pg-4 (info): 19 runs queued one after the other for the same 200 names
 //    behind one holder, then drained: drain time; anchor: the queueing time.
 import { Client } from 'pg';
-import type { StoreHold } from '../src/store';
-import { PostgresStore, setup } from '../src/stores/postgres';
+import type { StoreHold } from '../src/store/contract';
+import { PostgresStore, setup } from '../src/stores/postgres/store';
 import { startPostgres } from '../test/servers/postgres';
 import { note, quantile, report, size, sleep } from './lib';
 

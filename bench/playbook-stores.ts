@@ -3,7 +3,7 @@
 // same playbook on the local flock store, runs alternating, medians. The
 // servers are private ones on this machine (test/servers), started here.
 import { join } from 'node:path';
-import { setup } from '../src/stores/postgres';
+import { setup } from '../src/stores/postgres/store';
 import { etcdForTests } from '../test/servers/etcd';
 import { LOCK_PASSWORD, LOCK_ROLE, startPostgres } from '../test/servers/postgres';
 import { alternate, haveAnsible, runPlaybook, stage, writePlaybook } from './ansible';

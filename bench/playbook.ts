@@ -8,7 +8,7 @@
 // (below). Needs the venv (make venv).
 import { join } from 'node:path';
 import { alternate, haveAnsible, PLAYBOOK_BIN, runPlaybook, stage, writePlaybook } from './ansible';
-import { PROTOCOL } from '../src/version';
+import { PROTOCOL } from '../src/core/version';
 import { median, note, report, size, ROOT } from './lib';
 
 // Subjects beside hostlock.core.lock, reported for information: `floor` is

@@ -4,7 +4,7 @@
 // Anchor and subject runs alternate, so a noisy neighbour hits both alike; medians.
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { processStartTime } from '../src/proc';
+import { processStartTime } from '../src/sys/proc';
 import { CLI, commandPeakKiB, connectSocket, median, note, peakRssKiB, report, size, sleep, waitExit } from './lib';
 import { tempDir } from '../test/rpc';
 

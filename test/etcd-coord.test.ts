@@ -4,9 +4,9 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
-import type { HistoryRecord } from '../src/history';
-import type { Requester, StoreAcquire } from '../src/store';
-import { EtcdStore } from '../src/stores/etcd';
+import type { HistoryRecord, Requester } from '../src/store/types';
+import type { StoreAcquire } from '../src/store/contract';
+import { EtcdStore } from '../src/stores/etcd/store';
 import { sleep, until } from './rpc';
 import { etcdForTests, type EtcdCluster } from './servers/etcd';
 

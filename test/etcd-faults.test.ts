@@ -9,8 +9,8 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
-import type { Requester } from '../src/store';
-import { EtcdStore } from '../src/stores/etcd';
+import type { Requester } from '../src/store/types';
+import { EtcdStore } from '../src/stores/etcd/store';
 import { sleep, until } from './rpc';
 import { healthy, startEtcdCluster, type EtcdCluster } from './servers/etcd';
 

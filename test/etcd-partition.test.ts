@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { EtcdStore } from '../src/stores/etcd';
+import { EtcdStore } from '../src/stores/etcd/store';
 import { until } from './rpc';
 import { blackholes, type Blackhole } from './servers/blackhole';
 import { etcdForTests, type EtcdCluster } from './servers/etcd';

@@ -7,9 +7,10 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import type { Requester, StoreHold } from '../src/store';
-import { EtcdStore } from '../src/stores/etcd';
-import { maskUrl, parseEtcdUrl } from '../src/stores/etcd-url';
+import type { Requester } from '../src/store/types';
+import type { StoreHold } from '../src/store/contract';
+import { EtcdStore } from '../src/stores/etcd/store';
+import { maskUrl, parseEtcdUrl } from '../src/stores/etcd/url';
 import { sleep, until } from './rpc';
 import { etcdForTests, type EtcdCluster } from './servers/etcd';
 

@@ -10,7 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { EtcdStore } from '../src/stores/etcd';
+import { EtcdStore } from '../src/stores/etcd/store';
 import { checkJournal, parseJournal } from './journal';
 import { tempDir, until } from './rpc';
 import { etcdForTests, type EtcdCluster } from './servers/etcd';

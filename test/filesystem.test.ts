@@ -27,7 +27,7 @@ import {
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { kernelInodeKey } from '../src/proc';
+import { kernelInodeKey } from '../src/sys/proc';
 import { startAgent } from './agents';
 import { CLI, RpcClient, lockedByOthers, sleep, startServe, tempDir, type Helper } from './rpc';
 

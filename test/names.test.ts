@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { basename, dirname } from 'node:path';
-import { decodeLockName, encodeLockName, lockPathFor } from '../src/names';
+import { decodeLockName, encodeLockName, lockPathFor } from '../src/stores/flock/names';
 
 const tricky = [
   'web1',

@@ -7,10 +7,10 @@ import { chmodSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ErrorCode, HostlockError } from '../src/errors';
-import { SCHEMA } from '../src/stores/pgschema';
-import { maskUrl, passfileLookup, resolveTarget } from '../src/stores/pgurl';
-import { PostgresStore, setup } from '../src/stores/postgres';
+import { ErrorCode, HostlockError } from '../src/core/errors';
+import { SCHEMA } from '../src/stores/postgres/schema';
+import { maskUrl, passfileLookup, resolveTarget } from '../src/stores/postgres/url';
+import { PostgresStore, setup } from '../src/stores/postgres/store';
 import { tempDir } from './rpc';
 import { LOCK_PASSWORD, LOCK_ROLE, startPostgres, type PgServer } from './servers/postgres';
 

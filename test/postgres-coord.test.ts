@@ -6,11 +6,16 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ErrorCode, HostlockError } from '../src/errors';
-import type { HistoryRecord } from '../src/history';
-import { HISTORY_PRUNE_EVERY, HISTORY_ROWS, SCHEMA, SCHEMA_VERSION, TABLES_V1_SQL } from '../src/stores/pgschema';
-import { PostgresStore, setup } from '../src/stores/postgres';
-import type { LockKey, Requester } from '../src/store';
+import { ErrorCode, HostlockError } from '../src/core/errors';
+import type { HistoryRecord, LockKey, Requester } from '../src/store/types';
+import {
+  HISTORY_PRUNE_EVERY,
+  HISTORY_ROWS,
+  SCHEMA,
+  SCHEMA_VERSION,
+  TABLES_V1_SQL,
+} from '../src/stores/postgres/schema';
+import { PostgresStore, setup } from '../src/stores/postgres/store';
 import { sleep, tempDir, until } from './rpc';
 import { LOCK_PASSWORD, LOCK_ROLE, startPostgres, type PgServer } from './servers/postgres';
 
@@ -49,7 +54,7 @@ async function settled<T>(p: Promise<T>, ms = 300): Promise<boolean> {
 // Another process holding one slot of `name` through its own store object;
 // resolves once it holds, with the slot and token it printed.
 async function slotHolderProcess(name: string, slots: number, controller: string) {
-  const src = join(__dirname, '..', 'src', 'stores', 'postgres');
+  const src = join(__dirname, '..', 'src', 'stores', 'postgres', 'store');
   const script = `
     const { PostgresStore } = require(${JSON.stringify(src)});
     const s = new PostgresStore(process.argv[1], { controller: ${JSON.stringify(controller)}, log: () => undefined });
@@ -145,7 +150,7 @@ describe('postgresql slots', { timeout: 120_000 }, () => {
     try {
       const journal = join(tmp.dir, 'journal');
       writeFileSync(journal, '');
-      const src = join(__dirname, '..', 'src', 'stores', 'postgres');
+      const src = join(__dirname, '..', 'src', 'stores', 'postgres', 'store');
       // Each process: its own store (one run), rounds of take a slot, journal in, sleep, journal out, release.
       const script = `
         const { appendFileSync } = require('node:fs');

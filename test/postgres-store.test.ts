@@ -3,10 +3,12 @@
 // deadlock, bounded connections, lost holds and the schema's first use.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { ErrorCode, HostlockError } from '../src/errors';
-import { SCHEMA, SCHEMA_VERSION } from '../src/stores/pgschema';
-import { PostgresStore, setup } from '../src/stores/postgres';
-import type { LockKey, Mode, Requester, StoreHold } from '../src/store';
+import { ErrorCode, HostlockError } from '../src/core/errors';
+import { SCHEMA, SCHEMA_VERSION } from '../src/stores/postgres/schema';
+import { PostgresStore, setup } from '../src/stores/postgres/store';
+import type { LockKey, Requester } from '../src/store/types';
+import type { StoreHold } from '../src/store/contract';
+import type { Mode } from '../src/core/mode';
 import { sleep, until } from './rpc';
 import { LOCK_PASSWORD, LOCK_ROLE, startPostgres, type PgServer } from './servers/postgres';
 

@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { setup } from '../src/stores/postgres';
+import { setup } from '../src/stores/postgres/store';
 import { checkJournal } from './journal';
 import { tempDir } from './rpc';
 import { LOCK_PASSWORD, LOCK_ROLE, startPostgres, type PgServer } from './servers/postgres';

@@ -5,8 +5,8 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { ErrorCode } from '../src/errors';
-import { METHODS } from '../src/validate';
+import { ErrorCode } from '../src/core/errors';
+import { METHODS } from '../src/protocol/validate';
 import { ROOT } from './rpc';
 
 interface Schema {
@@ -16,7 +16,7 @@ interface Schema {
   pattern?: string;
 }
 const doc = readFileSync(join(ROOT, 'docs', 'PROTOCOL.md'), 'utf8');
-const params = JSON.parse(readFileSync(join(ROOT, 'src', 'schemas', 'params.json'), 'utf8')) as Record<
+const params = JSON.parse(readFileSync(join(ROOT, 'src', 'protocol', 'schemas', 'params.json'), 'utf8')) as Record<
   string,
   Schema
 > & { $defs: Record<string, Schema> };
@@ -55,7 +55,11 @@ test('PROTOCOL.md documents exactly the methods the helper accepts', () => {
   const documented = [...documentedMethods().keys()].sort();
   assert.deepEqual(documented, [...METHODS].sort());
   const inSchema = Object.keys(params).filter((k) => !k.startsWith('$') && k !== 'description');
-  assert.deepEqual([...inSchema, 'try'].sort(), [...METHODS].sort(), 'src/schemas/params.json and METHODS disagree');
+  assert.deepEqual(
+    [...inSchema, 'try'].sort(),
+    [...METHODS].sort(),
+    'src/protocol/schemas/params.json and METHODS disagree',
+  );
 });
 
 test("each method's documented parameters are exactly its schema's properties", () => {

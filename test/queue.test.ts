@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { ordinal } from '../src/run';
+import { ordinal } from '../src/cli/run';
 import { CLI, cli, sleep, startServe, tempDir, until, type Helper } from './rpc';
 
 describe('visible queue', { timeout: 60000 }, () => {

@@ -9,7 +9,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { processStartTime } from '../src/proc';
+import { processStartTime } from '../src/sys/proc';
 import { CLI, cli, connectSocket, FIXTURES, sleep, tempDir, until } from './rpc';
 
 // The owner (fixtures/run-owner.py) and the flock(2) waiter (fixtures/flock.py wait).

@@ -5,8 +5,8 @@ import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import type { HistoryRecord } from '../src/history';
-import { bars } from '../src/commands/timeline';
+import type { HistoryRecord } from '../src/store/types';
+import { bars } from '../src/cli/commands/timeline';
 import { cli, startServe, tempDir } from './rpc';
 
 const at = (ms: number) => new Date(Date.UTC(2026, 0, 1, 12, 0, 40) + ms).toISOString();

@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { statSync } from 'node:fs';
-import { kernelInodeKey, readKernelLocks } from '../src/proc';
+import { kernelInodeKey, readKernelLocks } from '../src/sys/proc';
 import { CLI, cli, connectSocket, lockedByOthers, sleep, startServe, tempDir, until, type Helper } from './rpc';
 
 const SLACK_MS = 100;

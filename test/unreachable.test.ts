@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { ErrorCode } from '../src/errors';
+import { ErrorCode } from '../src/core/errors';
 import { startAgent, type TestAgent } from './agents';
 import { cli, startServe, tempDir, type Helper } from './rpc';
 

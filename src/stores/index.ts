@@ -2,11 +2,11 @@
 // names a server store. One store object per backend URL per helper, so that
 // a run's agent keeps one session (PostgreSQL) or one lease (etcd) for all of
 // its holds and waits.
-import { invalidParams } from '../errors';
-import { controllerName } from '../holders';
-import { log } from '../log';
-import type { LockStore } from '../store';
-import { FlockStore } from './flock';
+import { invalidParams } from '../core/errors';
+import { controllerName } from '../sys/proc';
+import { log } from '../core/log';
+import type { LockStore } from '../store/contract';
+import { FlockStore } from './flock/store';
 
 let local: FlockStore | undefined;
 const remote = new Map<string, LockStore>();
@@ -60,7 +60,7 @@ const openers: Opener[] = [
     matches: (url) => /^postgres(ql)?:\/\//i.test(url),
     open: (url) => {
       // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use (see above)
-      const { PostgresStore } = require('./postgres') as typeof import('./postgres');
+      const { PostgresStore } = require('./postgres/store') as typeof import('./postgres/store');
       return new PostgresStore(url, { controller: controllerName(), log: (m) => log.error(m) });
     },
   },
@@ -68,7 +68,7 @@ const openers: Opener[] = [
     matches: (url) => /^etcd(\+https?)?:\/\//i.test(url),
     open: (url) => {
       // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use (see above)
-      const { EtcdStore } = require('./etcd') as typeof import('./etcd');
+      const { EtcdStore } = require('./etcd/store') as typeof import('./etcd/store');
       return new EtcdStore(url);
     },
   },

@@ -9,7 +9,7 @@
 // password), `HOSTLOCK_TEST_PG_ADMIN_PASSWORD=…`, `HOSTLOCK_TEST_PG_URL=…` (the
 // lock role) and `HOSTLOCK_TEST_PG_LOCK_ROLE=…` lines.
 import { renameSync, writeFileSync } from 'node:fs';
-import { setup } from '../../src/stores/postgres';
+import { setup } from '../../src/stores/postgres/store';
 import { etcdForTests } from './etcd';
 import { LOCK_PASSWORD, LOCK_ROLE, startPostgres } from './postgres';
 

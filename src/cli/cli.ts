@@ -1,0 +1,17 @@
+// The `hostlock` executable (bundled as dist/cli.js), the one place that picks
+// how a command runs. Bare `serve` and plain `agent` — started once per Python
+// Lock or per playbook run — and `flock` and plain `run`, started as often as a
+// script loop asks, take the fast path (fastpath.ts), which starts like bare
+// Node; everything else loads the full command line (cli.ts, with yargs),
+// which the build keeps in its own bundle (dist/main.js) so a helper start
+// never compiles it.
+import { runMain } from './exit';
+import { fastCommand } from './fastpath';
+import { takeInheritedIgnored } from './sigign';
+
+takeInheritedIgnored();
+
+const argv = process.argv.slice(2);
+// require, not import(): Node would run its ESM lexer over the 1 MB bundle (~50 ms).
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- see the line above
+runMain(fastCommand(argv) ?? (() => (require('./main') as typeof import('./main')).main(argv)));

@@ -1,0 +1,69 @@
+// Exit codes of the `hostlock` command (listed in --help) and the one place
+// that turns a command's outcome or error into one.
+import type { HostlockError } from '../core/errors';
+
+export const EXIT = {
+  ok: 0,
+  conflict: 1, // the default; --conflict-exit-code changes it (like flock -E)
+  failure: 1, // anything else that went wrong, with a one-line message
+  usage: 64,
+  lockUnusable: 73,
+  lockLost: 75, // run: the hold ended under the command (EX_TEMPFAIL)
+  cannotExecute: 126,
+  notFound: 127,
+  signalBase: 128, // + the signal's number when the command was killed
+  interrupted: 130, // the wait was cancelled by SIGINT (SIGTERM: 143, SIGHUP: 129)
+} as const;
+
+export const EXIT_HELP = `Exit codes:
+  ${EXIT.ok}      success (run: the command's own status)
+  ${EXIT.conflict}      run: the lock is held by another (--nonblock) or --timeout expired; see --conflict-exit-code
+  ${EXIT.usage}     usage error
+  ${EXIT.lockUnusable}     the lock directory, lock file or lock store is unusable (missing, unwritable, a symlink; a server store unreachable)
+  ${EXIT.lockLost}     run: the lock was lost while the command ran (the command was signalled; see --on-lost)
+  ${EXIT.cannotExecute}    run: the command cannot be executed
+  ${EXIT.notFound}    run: the command was not found
+  ${EXIT.signalBase}+N  run: the command was killed by signal N, or the wait was ended by signal N
+        (SIGHUP 129, SIGINT 130, SIGTERM 143)
+flock: flock(1)'s statuses (the command's own; 1 or -E on conflict or timeout; 64 usage,
+  65 not lockable, 66 cannot open, 69 cannot execute, 71 out of resources, 73 cannot create):
+  see hostlock flock --help`;
+
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+// A command resolves to its exit code, or to -1 to leave the process to its
+// event loop (`serve` and `agent` end when their clients and owner are gone).
+export type Command = () => Promise<number>;
+
+// Errors are told apart by name and code, not instanceof: the full command line
+// is a separate bundle with its own copies of these classes.
+function isUsageError(err: unknown): boolean {
+  return (err as Error | undefined)?.name === 'UsageError';
+}
+
+export function exitCodeFor(err: unknown): number {
+  if (isUsageError(err)) return EXIT.usage;
+  // hostlock's own errors and failed system calls on the lock's files.
+  if ((err as HostlockError | NodeJS.ErrnoException | undefined)?.code !== undefined) return EXIT.lockUnusable;
+  return EXIT.failure;
+}
+
+export function errorLine(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  return `hostlock: ${message}\n${isUsageError(err) ? 'Try: hostlock --help\n' : ''}`;
+}
+
+// Runs a command as the process's main.
+export function runMain(command: Command): void {
+  command().then(
+    (code) => {
+      if (code >= 0) process.exitCode = code;
+    },
+    (err) => {
+      process.stderr.write(errorLine(err));
+      process.exitCode = exitCodeFor(err);
+    },
+  );
+}
