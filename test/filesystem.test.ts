@@ -11,6 +11,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import {
   chmodSync,
   chownSync,
+  copyFileSync,
   cpSync,
   existsSync,
   lstatSync,
@@ -45,7 +46,8 @@ interface User {
 
 // `hostlock serve` as another user (setpriv), with a given umask.
 function serveAs(user: User | null, env: NodeJS.ProcessEnv, umask = '022'): Helper {
-  const cmd = ['sh', '-c', `umask ${umask}; exec "$0" "$@"`, process.execPath, user ? cliForOthers() : CLI, 'serve'];
+  const { node, cli } = user ? runnableByOthers() : { node: process.execPath, cli: CLI };
+  const cmd = ['sh', '-c', `umask ${umask}; exec "$0" "$@"`, node, cli, 'serve'];
   const full = user
     ? [
         'setpriv',
@@ -76,19 +78,48 @@ function serveAs(user: User | null, env: NodeJS.ProcessEnv, umask = '022'): Help
   };
 }
 
-// Other users run a copy of the helper (dist/ and the fs-ext binding beside
-// it) in a directory anyone can traverse: the checkout may be one they cannot
-// reach (a clone under /root or in a 0700 mktemp directory).
-let othersCli: string | undefined;
-function cliForOthers(): string {
-  if (othersCli) return othersCli;
-  const base = mkdtempSync(join(tmpdir(), 'hl-helper-'));
-  process.once('exit', () => rmSync(base, { recursive: true, force: true }));
+// Other users run a copy of what they need — dist/, the fs-ext binding beside
+// it, and Node itself where they cannot run this one (a Node under the
+// checkout) — in a fresh directory under the temp directory, since the
+// checkout may be one they cannot reach (a clone under /root or in a 0700
+// mktemp directory). Removed when the file's tests end.
+interface ForOthers {
+  node: string;
+  cli: string;
+}
+let forOthers: ForOthers | undefined;
+let forOthersDir: string | undefined;
+after(() => {
+  if (forOthersDir) rmSync(forOthersDir, { recursive: true, force: true });
+});
+
+// Whether `user` may run `sh -c script` on `files` successfully.
+function asUser(user: User, script: string, files: string[]): boolean {
+  const ids = ['--reuid', String(user.uid), '--regid', String(user.gid), '--clear-groups'];
+  return spawnSync('setpriv', [...ids, 'sh', '-c', script, 'sh', ...files], { timeout: 10000 }).status === 0;
+}
+
+function runnableByOthers(): ForOthers {
+  if (forOthers) return forOthers;
+  forOthersDir = mkdtempSync(join(tmpdir(), 'hl-helper-'));
+  const base = forOthersDir;
   cpSync(dirname(CLI), join(base, 'dist'), { recursive: true });
   cpSync(dirname(require.resolve('fs-ext')), join(base, 'node_modules', 'fs-ext'), { recursive: true });
+  let node = process.execPath;
+  if (!asUser(NOBODY, 'test -x "$1"', [node])) {
+    node = join(base, 'bin', 'node');
+    mkdirSync(dirname(node));
+    copyFileSync(process.execPath, node);
+  }
   spawnSync('chmod', ['-R', 'a+rX', base]);
-  othersCli = join(base, 'dist', 'cli.js');
-  return othersCli;
+  const cli = join(base, 'dist', 'cli.js');
+  if (!asUser(NOBODY, 'test -x "$1" && test -r "$2"', [node, cli]))
+    throw new Error(
+      `uid ${NOBODY.uid} cannot reach ${base}, where the tests copy the helper for other users: ` +
+        `a directory above it is not traversable by them; point TMPDIR at one that is (e.g. TMPDIR=/tmp)`,
+    );
+  forOthers = { node, cli };
+  return forOthers;
 }
 
 async function rejects(p: Promise<unknown>, code: number, message: RegExp) {
@@ -490,7 +521,7 @@ describe('another user and a run agent', () => {
           '--regid',
           String(NOBODY.gid),
           '--clear-groups',
-          process.execPath,
+          runnableByOthers().node,
           '-e',
           `
           const s = require('net').connect(${JSON.stringify(agent.socket)});
