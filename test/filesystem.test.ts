@@ -30,7 +30,7 @@ import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { kernelInodeKey } from '../src/proc';
 import { startAgent } from './agents';
-import { CLI, RpcClient, lockedByOthers, sleep, startServe, tempDir, type Helper } from './rpc';
+import { CLI, RpcClient, lockedByOthers, sleep, startServe, tempDir, until, type Helper } from './rpc';
 
 const ROOT = process.getuid?.() === 0;
 const NOBODY = { uid: 65534, gid: 65534 };
@@ -364,7 +364,7 @@ describe('modes: a private default directory, a shared team directory', () => {
       const held = await a.rpc.call('acquire', { name: 'm' });
       assert.equal(held.path, `${base}/locks/m.lock`);
       const waiting = b.rpc.call('acquire', { name: 'm', timeout: 5 }); // makes the turnstile
-      await sleep(150);
+      await until(() => existsSync(`${base}/locks/.m.lock.turnstile`), 10_000);
       await a.rpc.call('release', { handle: held.handle });
       const got = await waiting;
       assert.equal(got.acquired, true);
@@ -430,7 +430,7 @@ describe('modes: a private default directory, a shared team directory', () => {
           `bob sees alice's record: ${JSON.stringify(tried.holders)}`,
         );
         const waiting = b.rpc.call('block', { handle: tried.handle, timeout: 5 }); // bob makes the turnstile
-        await sleep(150);
+        await until(() => existsSync(join(team, '.x.lock.turnstile')), 10_000);
         const y = await b.rpc.call('acquire', { name: 'y', owner: { playbook: 'bob.yml' } });
         const sy = await a.rpc.call('status', { name: 'y' });
         assert.equal(
