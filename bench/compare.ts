@@ -41,6 +41,8 @@ export interface Baseline {
 export const BASELINE = join(__dirname, '..', '..', 'bench', 'baseline.json');
 // Three runs do not show a figure's tails: no spread is taken as narrower than this.
 export const MIN_SPREAD = 0.05;
+// A figure measured in one run only has no spread to go by: this wide one stands in.
+export const ONE_RUN_SPREAD = 0.3;
 
 export function parseRows(text: string): Row[] {
   const rows: Row[] = [];
@@ -79,7 +81,8 @@ const medianOf = (v: number[]) => {
 const measured = (r: Row) => !r.skipped && !r.smoke && Number.isFinite(r.ratio) && (r.ratio ?? 0) > 0;
 
 // The baseline of several runs' rows: per figure the median ratio and the
-// largest relative distance of any run's ratio from it (at least MIN_SPREAD).
+// largest relative distance of any run's ratio from it (at least MIN_SPREAD;
+// ONE_RUN_SPREAD for a figure that only one run measured).
 export function makeBaseline(runs: Row[][], meta: Omit<Baseline, 'figures'>): Baseline {
   const byKey = new Map<string, Row[]>();
   for (const rows of runs) {
@@ -92,7 +95,8 @@ export function makeBaseline(runs: Row[][], meta: Omit<Baseline, 'figures'>): Ba
   for (const [key, rs] of byKey) {
     const ratios = rs.map((r) => r.ratio!);
     const ratio = medianOf(ratios);
-    const spread = Math.max(MIN_SPREAD, ...ratios.map((x) => Math.abs(x / ratio - 1)));
+    const spread =
+      ratios.length < 2 ? ONE_RUN_SPREAD : Math.max(MIN_SPREAD, ...ratios.map((x) => Math.abs(x / ratio - 1)));
     figures[key] = {
       what: rs[0]!.what,
       unit: rs[0]!.unit ?? '',

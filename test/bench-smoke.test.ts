@@ -178,6 +178,8 @@ describe('benchmarks in smoke mode', () => {
       assert.ok(Math.abs(b.figures['1a']!.spread - 0.1 / 1.1) < 1e-3);
       assert.equal(b.figures['3a p99']!.spread, 0.05, 'no spread narrower than the floor');
       assert.deepEqual(b.figures['3a p99']!.runs, [4, 4]);
+      const once = makeBaseline([[row('1a', 2)]], { machine: 'm', measured: 't', command: 'c' });
+      assert.equal(once.figures['1a']!.spread, 0.3, 'one run: the wide stand-in spread');
     });
 
     test('the committed baseline names every figure the benchmarks print', () => {
