@@ -102,7 +102,7 @@ export function makeBaseline(runs: Row[][], meta: Omit<Baseline, 'figures'>): Ba
       unit: rs[0]!.unit ?? '',
       better: betterOf(rs[0]!.unit),
       ratio: round(ratio),
-      spread: round(spread),
+      spread: Math.ceil(spread * 1000) / 1000, // rounded up: no run of its own lies outside it
       runs: ratios.map(round),
       figure: round(medianOf(rs.map((r) => r.figure ?? NaN))),
     };
