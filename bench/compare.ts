@@ -94,7 +94,7 @@ export function makeBaseline(runs: Row[][], meta: Omit<Baseline, 'figures'>): Ba
   const figures: Record<string, BaselineFigure> = {};
   for (const [key, rs] of byKey) {
     const ratios = rs.map((r) => r.ratio!);
-    const ratio = medianOf(ratios);
+    const ratio = round(medianOf(ratios));
     const spread =
       ratios.length < 2 ? ONE_RUN_SPREAD : Math.max(MIN_SPREAD, ...ratios.map((x) => Math.abs(x / ratio - 1)));
     figures[key] = {
@@ -102,7 +102,7 @@ export function makeBaseline(runs: Row[][], meta: Omit<Baseline, 'figures'>): Ba
       unit: rs[0]!.unit ?? '',
       better: betterOf(rs[0]!.unit),
       ratio: round(ratio),
-      spread: Math.ceil(spread * 1000) / 1000, // rounded up: no run of its own lies outside it
+      spread: Math.ceil(spread * 100) / 100, // rounded up to a whole per cent: no run of its own lies outside it
       runs: ratios.map(round),
       figure: round(medianOf(rs.map((r) => r.figure ?? NaN))),
     };
