@@ -175,7 +175,7 @@ describe('benchmarks in smoke mode', () => {
       assert.deepEqual(keys(runs[0]!), ['1a', '3a p50', '3a p99']);
       const b = makeBaseline(runs, { machine: 'm', measured: 't', command: 'c' });
       assert.equal(b.figures['1a']!.ratio, 1.1);
-      assert.ok(Math.abs(b.figures['1a']!.spread - 0.1 / 1.1) < 1e-3);
+      assert.equal(b.figures['1a']!.spread, 0.1, '0.1 / 1.1, rounded up to a whole per cent');
       assert.equal(b.figures['3a p99']!.spread, 0.05, 'no spread narrower than the floor');
       assert.deepEqual(b.figures['3a p99']!.runs, [4, 4]);
       const once = makeBaseline([[row('1a', 2)]], { machine: 'm', measured: 't', command: 'c' });
