@@ -13,7 +13,9 @@ help:
 	@echo "make install put hostlock on PATH (npm install -g of the packed helper) and the collection"
 	@echo "             in ~/.ansible/collections (COLLECTIONS_PATH=...; npm's PREFIX=... for the helper)"
 	@echo "make uninstall remove what make install put in place (give the same PREFIX and COLLECTIONS_PATH)"
-	@echo "make bench   run the benchmarks (figures as ratios against anchors)"
+	@echo "make bench   run the benchmarks (figures as ratios against anchors), flag figures that moved"
+	@echo "             against bench/baseline.json (BENCH_STRICT=1: fail on a worse one)"
+	@echo "make bench-baseline  rewrite bench/baseline.json from BENCH_RUNS (3) runs"
 	@echo "make stress  long stress variants"
 	@echo "make lint    eslint, prettier, ruff, ansible-test sanity (also part of make test; ansible-lint runs in test-py)"
 	@echo "make galaxy-check  galaxy-importer on the collection tarball, as Galaxy and Automation Hub run it"
@@ -148,10 +150,14 @@ demo: build venv
 bench: build venv
 	bash bench/run.sh
 
+# Rewrites bench/baseline.json from BENCH_RUNS (default 3) runs of the benchmarks.
+bench-baseline: build venv
+	bash bench/baseline.sh
+
 stress: build venv
 	HOSTLOCK_STRESS=long node --test --test-concurrency=1 --test-timeout=3600000 build/test/*.test.js
 
 clean:
 	rm -rf dist build node_modules $(VENV) .venv-importer .venv-builder $(foreach v,$(OTHER_VERSIONS),.venv-$(v))
 
-.PHONY: help build venv venvs collection nodes lint fmt install uninstall test test-ts test-py test-molecule test-versions galaxy-check ee-check demo bench stress clean
+.PHONY: help build venv venvs collection nodes lint fmt install uninstall test test-ts test-py test-molecule test-versions galaxy-check ee-check demo bench bench-baseline stress clean

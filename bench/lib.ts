@@ -12,9 +12,20 @@ export { CLI, ROOT };
 // HOSTLOCK_BENCH_SMOKE=1: tiny sizes, so a test can check a benchmark still runs.
 export const SMOKE = process.env.HOSTLOCK_BENCH_SMOKE === '1';
 
+const factor = (name: string) => {
+  const v = Number(process.env[name] ?? '1');
+  return Number.isFinite(v) && v > 0 ? v : 1;
+};
+
+// A size (hosts, tasks, waiters, cycles), scaled by HOSTLOCK_BENCH_SCALE.
 export function size(full: number, smoke: number): number {
-  const v = Number(process.env.HOSTLOCK_BENCH_SCALE ?? '1');
-  return SMOKE ? smoke : Math.max(1, Math.round(full * (Number.isFinite(v) && v > 0 ? v : 1)));
+  return SMOKE ? smoke : Math.max(1, Math.round(full * factor('HOSTLOCK_BENCH_SCALE')));
+}
+
+// How often a slow measurement is repeated (its median is the figure), scaled
+// by HOSTLOCK_BENCH_ROUNDS: fewer rounds change no figure's meaning, only its noise.
+export function rounds(full: number, smoke: number): number {
+  return SMOKE ? smoke : Math.max(1, Math.round(full * factor('HOSTLOCK_BENCH_ROUNDS')));
 }
 
 export function quantile(values: number[], q: number): number {

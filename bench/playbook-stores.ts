@@ -7,7 +7,7 @@ import { setup } from '../src/stores/postgres/store';
 import { etcdForTests } from '../test/servers/etcd';
 import { LOCK_PASSWORD, LOCK_ROLE, startPostgres } from '../test/servers/postgres';
 import { alternate, haveAnsible, runPlaybook, stage, writePlaybook } from './ansible';
-import { median, note, report, size } from './lib';
+import { median, note, report, rounds as roundsOf, size } from './lib';
 
 async function main(): Promise<void> {
   if (!haveAnsible()) {
@@ -18,7 +18,7 @@ async function main(): Promise<void> {
   }
   const tasks = size(20, 2);
   const hosts = size(4, 1);
-  const rounds = size(7, 1);
+  const rounds = roundsOf(7, 1);
   const [pg, etcd] = await Promise.all([startPostgres(), etcdForTests()]);
   const s = stage('playbook-stores', hosts);
   try {

@@ -9,7 +9,7 @@
 import { join } from 'node:path';
 import { alternate, haveAnsible, PLAYBOOK_BIN, runPlaybook, stage, writePlaybook } from './ansible';
 import { PROTOCOL } from '../src/core/version';
-import { median, note, report, size, ROOT } from './lib';
+import { median, note, report, rounds, size, ROOT } from './lib';
 
 // Subjects beside hostlock.core.lock, reported for information: `floor` is
 // bench/action_plugins/agent_floor.py, which reaches the run's real agent as
@@ -88,11 +88,11 @@ async function main(): Promise<void> {
     );
     return;
   }
-  await measure('2', size(10, 2), size(4, 1), size(9, 1), 1.15);
-  await measure('2b', size(40, 2), size(4, 1), size(7, 1), 1.1);
-  await measure('2b-floor', size(40, 2), size(4, 1), size(7, 1), 1.1, 'floor');
-  await measure('2b-null-node', size(40, 2), size(4, 1), size(7, 1), 1.1, 'null-node');
-  await measure('2b-null-python', size(40, 2), size(4, 1), size(7, 1), 1.1, 'null-python');
+  await measure('2', size(10, 2), size(4, 1), rounds(9, 1), 1.15);
+  await measure('2b', size(40, 2), size(4, 1), rounds(7, 1), 1.1);
+  await measure('2b-floor', size(40, 2), size(4, 1), rounds(7, 1), 1.1, 'floor');
+  await measure('2b-null-node', size(40, 2), size(4, 1), rounds(7, 1), 1.1, 'null-node');
+  await measure('2b-null-python', size(40, 2), size(4, 1), rounds(7, 1), 1.1, 'null-python');
 }
 
 main().catch((err) => {

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # make bench: every benchmark in turn (each prints its figures against its
 # anchor, measured in the same run), then one table of them all.
-# HOSTLOCK_BENCH_SMOKE=1: tiny sizes. Run after `make build` (and `make venv` for goal 2).
+# The table ends with the comparison against bench/baseline.json (bench/table.ts).
+# HOSTLOCK_BENCH_SMOKE=1: tiny sizes. BENCH_ONLY="handoff contention": only those.
+# BENCH_STRICT=1: exit non-zero when a figure is worse than the baseline.
+# Run after `make build` (and `make venv` for goal 2).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=bench/out
 mkdir -p "$out"
-log="$out/bench-$(date -u +%Y%m%dT%H%M%SZ).log"
+log=${BENCH_LOG:-$out/bench-$(date -u +%Y%m%dT%H%M%SZ).log}
+mkdir -p "$(dirname "$log")"
 echo "hostlock benchmarks on $(uname -n): $(nproc) cores, $(node --version), load average $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$log"
 status=0
-for b in startup playbook playbook-stores handoff hosts200 waiters500 contention flock-api pg-store etcd-handoff; do
+for b in ${BENCH_ONLY:-startup playbook playbook-stores handoff hosts200 waiters500 contention flock-api pg-store etcd-handoff}; do
   echo "== $b" | tee -a "$log"
   if ! node "build/bench/$b.js" 2> >(tee -a "$log.stderr" >&2) | tee -a "$log"; then
     echo "benchmark $b failed" | tee -a "$log"
@@ -18,5 +22,6 @@ for b in startup playbook playbook-stores handoff hosts200 waiters500 contention
 done
 echo | tee -a "$log"
 node build/bench/table.js < "$log" | tee -a "$log.table"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
 echo "(log: $log)"
 exit $status

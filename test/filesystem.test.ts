@@ -11,6 +11,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import {
   chmodSync,
   chownSync,
+  copyFileSync,
   cpSync,
   existsSync,
   lstatSync,
@@ -29,7 +30,7 @@ import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { kernelInodeKey } from '../src/sys/proc';
 import { startAgent } from './agents';
-import { CLI, RpcClient, lockedByOthers, sleep, startServe, tempDir, type Helper } from './rpc';
+import { CLI, RpcClient, lockedByOthers, sleep, startServe, tempDir, until, type Helper } from './rpc';
 
 const ROOT = process.getuid?.() === 0;
 const NOBODY = { uid: 65534, gid: 65534 };
@@ -45,7 +46,8 @@ interface User {
 
 // `hostlock serve` as another user (setpriv), with a given umask.
 function serveAs(user: User | null, env: NodeJS.ProcessEnv, umask = '022'): Helper {
-  const cmd = ['sh', '-c', `umask ${umask}; exec "$0" "$@"`, process.execPath, user ? cliForOthers() : CLI, 'serve'];
+  const { node, cli } = user ? runnableByOthers() : { node: process.execPath, cli: CLI };
+  const cmd = ['sh', '-c', `umask ${umask}; exec "$0" "$@"`, node, cli, 'serve'];
   const full = user
     ? [
         'setpriv',
@@ -76,19 +78,48 @@ function serveAs(user: User | null, env: NodeJS.ProcessEnv, umask = '022'): Help
   };
 }
 
-// Other users run a copy of the helper (dist/ and the fs-ext binding beside
-// it) in a directory anyone can traverse: the checkout may be one they cannot
-// reach (a clone under /root or in a 0700 mktemp directory).
-let othersCli: string | undefined;
-function cliForOthers(): string {
-  if (othersCli) return othersCli;
-  const base = mkdtempSync(join(tmpdir(), 'hl-helper-'));
-  process.once('exit', () => rmSync(base, { recursive: true, force: true }));
+// Other users run a copy of what they need — dist/, the fs-ext binding beside
+// it, and Node itself where they cannot run this one (a Node under the
+// checkout) — in a fresh directory under the temp directory, since the
+// checkout may be one they cannot reach (a clone under /root or in a 0700
+// mktemp directory). Removed when the file's tests end.
+interface ForOthers {
+  node: string;
+  cli: string;
+}
+let forOthers: ForOthers | undefined;
+let forOthersDir: string | undefined;
+after(() => {
+  if (forOthersDir) rmSync(forOthersDir, { recursive: true, force: true });
+});
+
+// Whether `user` may run `sh -c script` on `files` successfully.
+function asUser(user: User, script: string, files: string[]): boolean {
+  const ids = ['--reuid', String(user.uid), '--regid', String(user.gid), '--clear-groups'];
+  return spawnSync('setpriv', [...ids, 'sh', '-c', script, 'sh', ...files], { timeout: 10000 }).status === 0;
+}
+
+function runnableByOthers(): ForOthers {
+  if (forOthers) return forOthers;
+  forOthersDir = mkdtempSync(join(tmpdir(), 'hl-helper-'));
+  const base = forOthersDir;
   cpSync(dirname(CLI), join(base, 'dist'), { recursive: true });
   cpSync(dirname(require.resolve('fs-ext')), join(base, 'node_modules', 'fs-ext'), { recursive: true });
+  let node = process.execPath;
+  if (!asUser(NOBODY, 'test -x "$1"', [node])) {
+    node = join(base, 'bin', 'node');
+    mkdirSync(dirname(node));
+    copyFileSync(process.execPath, node);
+  }
   spawnSync('chmod', ['-R', 'a+rX', base]);
-  othersCli = join(base, 'dist', 'cli.js');
-  return othersCli;
+  const cli = join(base, 'dist', 'cli.js');
+  if (!asUser(NOBODY, 'test -x "$1" && test -r "$2"', [node, cli]))
+    throw new Error(
+      `uid ${NOBODY.uid} cannot reach ${base}, where the tests copy the helper for other users: ` +
+        `a directory above it is not traversable by them; point TMPDIR at one that is (e.g. TMPDIR=/tmp)`,
+    );
+  forOthers = { node, cli };
+  return forOthers;
 }
 
 async function rejects(p: Promise<unknown>, code: number, message: RegExp) {
@@ -333,7 +364,7 @@ describe('modes: a private default directory, a shared team directory', () => {
       const held = await a.rpc.call('acquire', { name: 'm' });
       assert.equal(held.path, `${base}/locks/m.lock`);
       const waiting = b.rpc.call('acquire', { name: 'm', timeout: 5 }); // makes the turnstile
-      await sleep(150);
+      await until(() => existsSync(`${base}/locks/.m.lock.turnstile`), 10_000);
       await a.rpc.call('release', { handle: held.handle });
       const got = await waiting;
       assert.equal(got.acquired, true);
@@ -399,7 +430,7 @@ describe('modes: a private default directory, a shared team directory', () => {
           `bob sees alice's record: ${JSON.stringify(tried.holders)}`,
         );
         const waiting = b.rpc.call('block', { handle: tried.handle, timeout: 5 }); // bob makes the turnstile
-        await sleep(150);
+        await until(() => existsSync(join(team, '.x.lock.turnstile')), 10_000);
         const y = await b.rpc.call('acquire', { name: 'y', owner: { playbook: 'bob.yml' } });
         const sy = await a.rpc.call('status', { name: 'y' });
         assert.equal(
@@ -490,7 +521,7 @@ describe('another user and a run agent', () => {
           '--regid',
           String(NOBODY.gid),
           '--clear-groups',
-          process.execPath,
+          runnableByOthers().node,
           '-e',
           `
           const s = require('net').connect(${JSON.stringify(agent.socket)});
