@@ -1,11 +1,14 @@
-// The etcd lock store: locks as keys in a shared etcd cluster, made of the
-// pieces etcd's own concurrency package has.
+// The etcd lock store: locks as keys in a shared etcd cluster, one concept
+// a file, as etcd's client/v3/concurrency keeps them:
 //
-//   client.ts   the cluster: settings, TLS files, calls that name the backend
+//   url.ts      the backend URL and its options
+//   config.ts   those options with the caller's overrides, and the TLS files
+//   gateway.ts  etcd's HTTP/JSON gateway: calls with failover, watch streams
+//   client.ts   the cluster as this store sees it: calls that name the backend
 //   session.ts  the store object's one lease: granted, kept alive, lost
 //   watch.ts    one watch on every lock key, for deletions
 //   queue.ts    who holds and who waits, from a name's keys
-//   acquire.ts  a request: its key, its wait, its slot, its hold
+//   acquire.ts  a request: its key, its wait, its slot, its hold (hold.ts)
 //   status.ts   holders and waiters, and breaking a hold
 //   history.ts  the bounded history under `<prefix>history/`
 import type { KeyStatus, LockStore, StoreAcquire, StoreHold } from '../../store/contract';
@@ -19,7 +22,6 @@ import { breakHold, listNames, nameStatus } from './status';
 import { LockWatch } from './watch';
 
 export type { EtcdStoreOptions } from './config';
-export { EtcdHold } from './hold';
 
 export class EtcdStore implements LockStore {
   readonly kind = 'etcd';
