@@ -294,7 +294,7 @@ describe('etcd store', { timeout: 120_000 }, () => {
     aWait.catch(() => {}); // settles during close, asserted below
     await until(async () => (await b.status({ id: 'c3' })).waiters.length === 1, 5000, 20);
     await a.close();
-    await assert.rejects(aWait, /store closed/);
+    await assert.rejects(aWait, /the store was closed while waiting/);
     assert.ok(await take(b, 'c1', { wait: false }));
     assert.ok(await take(b, 'c2', { wait: false }));
     await hb!.release();
