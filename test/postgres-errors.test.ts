@@ -180,6 +180,16 @@ describe('logins the server refuses', { timeout: 120_000 }, () => {
 });
 
 describe('a closed store', () => {
+  test('reports the history records it could not write', async () => {
+    const log: string[] = [];
+    const s = new PostgresStore('postgresql://u:sekrit@127.0.0.1:1/db?sslmode=disable', { log: (m) => log.push(m) });
+    s.record({ event: 'grant', key: { id: 'h', name: 'h' }, who: { pid: process.pid, user: 'u', controller: 'c' } });
+    await s.close();
+    assert.equal(log.length, 1, log.join('\n'));
+    assert.match(log[0]!, /^1 history record\(s\) not written: .*cannot reach the server at 127\.0\.0\.1:1/);
+    assert.ok(!log[0]!.includes('sekrit'));
+  });
+
   test('refuses new requests with the store-closed error', async () => {
     const s = new PostgresStore(pg.url(LOCK_ROLE, LOCK_PASSWORD, '?sslmode=disable'), { log: () => undefined });
     await s.status({ id: 'closed' });

@@ -187,11 +187,6 @@ export class PostgresStore implements LockStore, SessionOwner {
     this.historyLog.record(e);
   }
 
-  // Writes the queued records now; never rejects.
-  flushHistory(): Promise<void> {
-    return this.historyLog.flush();
-  }
-
   history(query: { name?: string; since?: number }): Promise<HistoryRecord[]> {
     return this.historyLog.read(query);
   }
