@@ -58,9 +58,11 @@ export class HistoryBuffer {
     return this.writing;
   }
 
+  // Closed first, so that a batch that fails now is reported, not kept for a
+  // retry that will never come.
   async close(): Promise<void> {
-    await this.flush();
     this.closed = true;
+    await this.flush();
     clearTimeout(this.timer);
     this.timer = undefined;
   }

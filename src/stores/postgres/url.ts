@@ -1,11 +1,13 @@
 // A PostgreSQL backend URL turned into connection settings the way libpq does
-// it: the URL first, then the PG* variables, then libpq's defaults, then
-// ~/.pgpass for the password; and the same URL with its password masked, the
-// only form that is ever printed.
+// it: the URL first, then the PG* variables, then libpq's defaults, then the
+// password file (PGPASSFILE, ~/.pgpass) for the password; and the same URL
+// with its password masked, the only form that is ever printed.
 import { readFileSync, statSync } from 'node:fs';
 import { homedir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import type { ConnectionOptions } from 'node:tls';
+import { ErrorCode, HostlockError } from '../../core/errors';
+import { maskUrl } from '../../store/mask';
 
 export type SslMode = 'disable' | 'allow' | 'prefer' | 'require' | 'verify-ca' | 'verify-full';
 const SSL_MODES: SslMode[] = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'];
@@ -18,6 +20,10 @@ export interface PgTarget {
   user: string;
   readonly password?: string;
   passwordSource: 'url' | 'PGPASSWORD' | 'passfile' | 'none';
+  // The password file looked in (passwordSource 'passfile': the one the
+  // password came from), and why it was ignored if it was (too open).
+  passfile: string;
+  passfileIgnored?: string;
   sslmode: SslMode;
   sslrootcert?: string; // a file, or "system" for the system's CAs
   sslcert?: string;
@@ -60,15 +66,6 @@ const KNOWN = new Set([
 
 export const DEFAULT_CONNECT_TIMEOUT_SEC = 10;
 export const DEFAULT_KEEPALIVE_SEC = 30;
-
-// The URL with any password (user info or `password=` parameter) replaced by
-// ***; also for strings that do not parse, so that an error about a bad URL
-// cannot print its secret either.
-export function maskUrl(url: string): string {
-  return url
-    .replace(/^([a-z][a-z0-9+.-]*:\/\/[^/?#@]*?:)[^/?#@]*@/i, '$1***@')
-    .replace(/([?&]password=)[^&#]*/gi, '$1***');
-}
 
 function decode(s: string, what: string, masked: string): string {
   try {
@@ -159,22 +156,32 @@ function seconds(v: string | undefined, what: string, masked: string, dflt: numb
 export const isSocket = (host: string) => host.startsWith('/');
 
 // libpq's passfile: host:port:database:user:password, `*` matches anything,
-// `\` escapes `:` and `\`; the first matching line wins; a file readable by
-// group or others is ignored, as libpq ignores it.
+// `\` escapes `:` and `\`; the first matching line wins. A file that is not
+// a regular file, or that group or others can read, is ignored, as libpq
+// ignores it: `ignored` is told why, in words that say what to do.
 export function passfileLookup(
   file: string,
   host: string,
   port: number,
   database: string,
   user: string,
+  ignored?: (why: string) => void,
 ): string | undefined {
   let text: string;
   try {
     const st = statSync(file);
-    if (!st.isFile() || (st.mode & 0o077) !== 0) return undefined;
+    if (!st.isFile()) {
+      ignored?.(`password file ${file} was ignored: it is not a regular file`);
+      return undefined;
+    }
+    if ((st.mode & 0o077) !== 0) {
+      const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
+      ignored?.(`password file ${file} was ignored: its permissions are too open (mode ${mode}); chmod 0600 ${file}`);
+      return undefined;
+    }
     text = readFileSync(file, 'utf8');
   } catch {
-    return undefined;
+    return undefined; // no such file: nothing to say, as with libpq
   }
   // A socket connection matches "localhost" as well as the socket directory.
   const hostNames = isSocket(host) ? ['localhost', host] : [host];
@@ -247,10 +254,11 @@ export function resolveTarget(url: string, env: NodeJS.ProcessEnv = process.env)
     password = env.PGPASSWORD;
     passwordSource = 'PGPASSWORD';
   }
+  const passfile = pick('passfile', 'PGPASSFILE') ?? join(home, '.pgpass');
+  let passfileIgnored: string | undefined;
   if (password === undefined) {
-    const passfile = pick('passfile', 'PGPASSFILE') ?? join(home, '.pgpass');
     const { host, port } = hosts[0]!;
-    password = passfileLookup(passfile, host, port, database, user);
+    password = passfileLookup(passfile, host, port, database, user, (why) => (passfileIgnored = why));
     if (password !== undefined) passwordSource = 'passfile';
   }
 
@@ -259,6 +267,8 @@ export function resolveTarget(url: string, env: NodeJS.ProcessEnv = process.env)
     database,
     user,
     passwordSource,
+    passfile,
+    ...(passfileIgnored ? { passfileIgnored } : {}),
     sslmode,
     sslrootcert,
     sslcert: pick('sslcert', 'PGSSLCERT') ?? inHome('postgresql.crt'),
@@ -278,15 +288,45 @@ export function resolveTarget(url: string, env: NodeJS.ProcessEnv = process.env)
   return target;
 }
 
+// resolveTarget for a store: a bad URL is the caller's error (InvalidParams).
+export function targetOf(url: string, env?: NodeJS.ProcessEnv): PgTarget {
+  try {
+    return resolveTarget(url, env);
+  } catch (err) {
+    if (err instanceof PgUrlError) throw new HostlockError(ErrorCode.InvalidParams, err.message);
+    throw err;
+  }
+}
+
+// Why a file could not be read, in a few words.
+function unreadable(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException)?.code;
+  if (code === 'ENOENT') return 'no such file';
+  if (code === 'EACCES' || code === 'EPERM') return 'permission denied';
+  if (code === 'EISDIR') return 'it is a directory';
+  return code ?? (err as Error)?.message ?? String(err);
+}
+
 // Node TLS options for one host under the target's sslmode, or false for a
-// plain connection. Unix sockets never use TLS (as with libpq).
+// plain connection. Unix sockets never use TLS (as with libpq). A file it
+// names that cannot be read is the store's error, saying what to point it at.
 export function tlsOptions(target: PgTarget, host: string, mode: SslMode): ConnectionOptions | false {
   if (mode === 'disable' || isSocket(host)) return false;
-  const read = (file: string, what: string) => {
+  const read = (file: string, what: 'sslrootcert' | 'sslcert' | 'sslkey') => {
     try {
       return readFileSync(file);
     } catch (err) {
-      throw new PgUrlError(`${target.masked}: cannot read ${what} ${file}: ${(err as Error).message}`);
+      const fix =
+        what === 'sslrootcert'
+          ? "point sslrootcert at the CA certificate that signed the server's certificate (a PEM file this user " +
+            "can read), or give sslrootcert=system for the system's CAs"
+          : 'point sslcert and sslkey at the client certificate and its key (PEM files this user can read, ' +
+            'the key mode 0600), or leave both out';
+      throw new HostlockError(
+        ErrorCode.StoreUnavailable,
+        `PostgreSQL backend ${target.masked}: cannot read ${what} ${file} (${unreadable(err)}); ${fix}`,
+        { path: file },
+      );
     }
   };
   const tls: ConnectionOptions = {};
