@@ -3,7 +3,7 @@
 // fencing token cannot be had fails with an IoError and holds nothing; holder
 // records written into reused files read back whole from other processes.
 import assert from 'node:assert/strict';
-import { mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { sleep, startServe, tempDir, type Helper } from './rpc';
@@ -88,6 +88,23 @@ describe('the local store seam', () => {
     assert.equal(back.acquired, true);
     assert.ok((back.token as number) >= 1);
     await b.rpc.call('release', { handle: back.handle });
+  });
+
+  test('a counter written as text goes on from its count, and tokens survive a new helper', async () => {
+    const counter = join(t.dir, '.legacy.lock.token');
+    writeFileSync(counter, '41'.padEnd(20, ' ') + '\n');
+    const h1 = await a.rpc.call('acquire', { name: 'legacy' });
+    assert.equal(h1.token, 42);
+    await a.rpc.call('release', { handle: h1.handle });
+    const fresh = startServe(env);
+    try {
+      const h2 = await fresh.rpc.call('acquire', { name: 'legacy' });
+      assert.equal(h2.token, 43, 'a new helper went back on the count');
+      await fresh.rpc.call('release', { handle: h2.handle });
+    } finally {
+      await fresh.close();
+    }
+    assert.equal(statSync(counter).size, 43, 'the count is the counter file size');
   });
 
   test('holder records in reused files read whole from another helper, and no spare outlives its helper', async () => {

@@ -5,11 +5,10 @@ import { readdirSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { Holder, LockKey } from '../../store/types';
 import type { KeyStatus, Waiter } from '../../store/contract';
-import { checkLockDir, isSharedGroupDir } from '../../sys/paths';
 import { isStopped, kernelInodeKey, readKernelLocks } from '../../sys/proc';
 import { holdersOf, lostHoldersOf, type StoredRecord } from './holders';
 import { decodeLockName, lockNameOf, LOCK_SUFFIX } from './names';
-import { type Place, registryOf } from './place';
+import { groupShared, lockDir, type Place, registryOf } from './place';
 import { slotHoldersOf } from './slots';
 
 export interface FlockStatus extends KeyStatus {
@@ -51,11 +50,11 @@ export function statusOf(key: LockKey, place: Place, lostHere: boolean): FlockSt
 
 // Every lock in a directory, free or held, and the holds lost to a deletion.
 export function listDir(dir?: string): Array<KeyStatus & { name: string; path: string }> {
-  const d = checkLockDir(dir);
-  const registry = registryOf(join(d, '.holders'), isSharedGroupDir(d));
+  const d = lockDir(dir);
+  const registry = registryOf(join(d, '.holders'), groupShared(d));
   const kernel = readKernelLocks();
   const all = registry.readAll();
-  const waiting = registryOf(join(d, '.waiters'), isSharedGroupDir(d)).readAll();
+  const waiting = registryOf(join(d, '.waiters'), groupShared(d)).readAll();
   const waitersOf = (path: string) => queueOf(waiting.filter((w) => w.path === path));
   const locks = [];
   const listed = new Set<string>();

@@ -11,7 +11,7 @@ import { kernelInodeKey, readKernelLocks } from '../../sys/proc';
 import type { StoredRecord } from './holders';
 import { kernelWait, LockFile, type KernelWait } from './lockfile';
 import { LOCK_SUFFIX } from './names';
-import { besideLock, type Place } from './place';
+import { besideLock, exists, made, type Place } from './place';
 import { AbortError } from '../../store/errors';
 
 export interface Slot {
@@ -38,6 +38,7 @@ export function markSlotted(place: Place, n: number): void {
   } finally {
     f.close();
   }
+  made(slotsMarker(place.path));
 }
 
 // A free slot, locked, or null when all `n` are held.
@@ -130,7 +131,7 @@ export function checkSlots(place: Place, n: number): void {
 
 // A plain grant of a lock that slot holders hold is refused.
 export function refuseIfSlotted(place: Place): void {
-  if (!statSync(slotsMarker(place.path), { throwIfNoEntry: false })) return;
+  if (!exists(slotsMarker(place.path))) return;
   const records = place.registry.readPath(place.path);
   const [held] = slotHoldersOf(records, readKernelLocks());
   if (held) throw slotsMismatch(keyOf(place, records[0]?.name), undefined, { found: held.slots, by: held });

@@ -10,14 +10,13 @@ import { historyRecordOf } from '../../store/records';
 import type { HistoryEvent, Requester, LockKey } from '../../store/types';
 import { kernelWait, LockFile, type KernelWait } from './lockfile';
 import { type Mode } from '../../core/mode';
-import { checkLockDir, isSharedGroupDir } from '../../sys/paths';
 import { lockPathFor } from './names';
 import type { KeyStatus, LockStore, MaybePromise, StoreAcquire, StoreHold, WaitTicket } from '../../store/contract';
 import { AbortError } from '../../store/errors';
 import { FlockHold } from './hold';
 import { type FlockStatus, listDir, statusOf } from './listing';
 import { LostWatch } from './lostwatch';
-import { besideLock, type Place, placeOf } from './place';
+import { besideLock, groupShared, lockDir, type Place, placeOf } from './place';
 import { checkSlots, markSlotted, refuseIfSlotted, trySlots, waitSlots } from './slots';
 import { nextToken } from './tokens';
 import { closeTurnstile, passTurnstile, turnstileOpen } from './turnstile';
@@ -40,7 +39,7 @@ export class FlockStore implements LockStore {
 
   // The key of a name in a lock directory (the default one when omitted).
   keyForName(name: string, dir?: string): LockKey {
-    return { id: lockPathFor(checkLockDir(dir), name), name };
+    return { id: lockPathFor(lockDir(dir), name), name };
   }
 
   keyForPath(path: string): LockKey {
@@ -244,7 +243,7 @@ export class FlockStore implements LockStore {
     if (e.key.name === undefined) return;
     const rec = historyRecordOf(e);
     const dir = dirname(e.key.id);
-    appendHistory(dir, rec, isSharedGroupDir(dir), URGENT.has(e.event));
+    appendHistory(dir, rec, groupShared(dir), URGENT.has(e.event));
   }
 }
 

@@ -1,9 +1,12 @@
 // Fencing tokens of the local store: a counter file per lock, incremented
 // under its own brief flock, so it survives restarts and strictly increases
-// across every holder of the lock, shared holders included. A counter that
-// cannot be read or written fails the grant (an IoError): a token that did
-// not increase would let a stale holder pass a fencing check.
-import { readSync, writeSync } from 'node:fs';
+// across every holder of the lock, shared holders included. The count is the
+// file's size (a sparse file: growing it takes no data block, so a full file
+// system still hands out tokens); a counter that holds a count as text, as
+// earlier releases wrote it, goes on from that count. A counter that cannot be
+// used fails the grant (an IoError): a token that did not increase would let
+// a stale holder pass a fencing check.
+import { fstatSync, ftruncateSync, readSync } from 'node:fs';
 import { ErrorCode, HostlockError } from '../../core/errors';
 import { LockFile } from './lockfile';
 
@@ -29,14 +32,10 @@ function increment(counterPath: string, groupShared: boolean): number {
   const file = LockFile.open(counterPath, groupShared);
   try {
     file.lockBlocking();
-    const buf = Buffer.alloc(24);
-    const n = readSync(file.fd, buf, 0, buf.length, 0);
-    const text = buf.subarray(0, n).toString('latin1').trim();
-    const last = text === '' ? 0 : Number(text);
-    if (!Number.isSafeInteger(last) || last < 0) throw new Error(`it holds ${JSON.stringify(text)}, not a count`);
-    const next = last + 1;
-    const out = Buffer.from(String(next).padEnd(20, ' ') + '\n');
-    if (writeSync(file.fd, out, 0, out.length, 0) !== out.length) throw new Error('a short write');
+    const size = fstatSync(file.fd).size;
+    const next = Math.max(size, size <= TEXT_BYTES ? textCount(file.fd) : 0) + 1;
+    if (!Number.isSafeInteger(next)) throw new Error(`its count ${size} is out of range`);
+    ftruncateSync(file.fd, next);
     return next;
   } finally {
     file.close();
@@ -51,4 +50,17 @@ function tokenError(counterPath: string, lockPath: string, err: unknown): Hostlo
       'is damaged, replace it with a number above every token handed out so far',
     { path: lockPath, counter: counterPath },
   );
+}
+
+// A count written as text (`33`, space-padded to 20 bytes and a newline).
+const TEXT_BYTES = 24;
+
+function textCount(fd: number): number {
+  const buf = Buffer.alloc(TEXT_BYTES);
+  const n = readSync(fd, buf, 0, buf.length, 0);
+  const text = buf.subarray(0, n).toString('latin1').replace(/\0/g, '').trim();
+  if (text === '') return 0;
+  const count = Number(text);
+  if (!Number.isSafeInteger(count) || count < 0) throw new Error(`it holds ${JSON.stringify(text)}, not a count`);
+  return count;
 }
