@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { sleep, startServe, tempDir, type Helper } from './rpc';
 import { FlockStore } from '../src/stores/flock/store';
 import { AbortError } from '../src/store/errors';
-import { ErrorCode } from '../src/core/errors';
+import { ErrorCode, type HostlockError } from '../src/core/errors';
 
 describe('the local store seam', () => {
   const t = tempDir('hl-seam');
@@ -52,7 +52,30 @@ describe('the local store seam', () => {
       (err) => err instanceof AbortError,
     );
     await a.rpc.call('release', { handle: h2.handle });
+    // Closed while waiting, and used after close: the shared storeClosed error.
+    const h3 = await a.rpc.call('acquire', { name: 'ab' });
+    const pending = store.acquire({
+      key,
+      mode: 'exclusive',
+      requester,
+      wait: true,
+      signal: new AbortController().signal,
+    });
+    await sleep(100);
     store.close();
+    await assert.rejects(Promise.resolve(pending), (err: HostlockError) => {
+      assert.equal(err.code, ErrorCode.StoreUnavailable);
+      assert.match(err.message, /the store was closed while this request waited/);
+      return true;
+    });
+    assert.throws(
+      () => store.acquire({ key, mode: 'exclusive', requester, wait: false }),
+      (err: HostlockError) => err.code === ErrorCode.StoreUnavailable,
+    );
+    await a.rpc.call('release', { handle: h3.handle });
+    const free = await b.rpc.call('try', { name: 'ab' });
+    assert.equal(free.acquired, true, 'the wait ended by close left a hold behind');
+    await b.rpc.call('release', { handle: free.handle });
   });
 
   test('a counter that cannot be used fails the grant with an IoError, and nothing is held', async () => {

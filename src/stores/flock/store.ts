@@ -3,6 +3,7 @@
 // sit beside them (holders.ts), a turnstile file gives writers preference over
 // readers of other processes (turnstile.ts), a counter file per lock hands out
 // fencing tokens (tokens.ts), and slot files make a counting semaphore (slots.ts).
+import { setMaxListeners } from 'node:events';
 import { dirname } from 'node:path';
 import { ErrorCode, HostlockError } from '../../core/errors';
 import { appendHistory } from './journal';
@@ -12,7 +13,7 @@ import { kernelWait, LockFile, type KernelWait } from './lockfile';
 import { type Mode } from '../../core/mode';
 import { lockPathFor } from './names';
 import type { KeyStatus, LockStore, MaybePromise, StoreAcquire, StoreHold, WaitTicket } from '../../store/contract';
-import { AbortError } from '../../store/errors';
+import { AbortError, isAbort, storeClosed } from '../../store/errors';
 import { FlockHold } from './hold';
 import { type FlockStatus, listDir, statusOf } from './listing';
 import { LostWatch } from './lostwatch';
@@ -36,6 +37,13 @@ export class FlockStore implements LockStore {
   readonly describe = 'local lock files';
   private readonly lost = new LostWatch((e) => this.record(e));
   private readonly graphs = new Map<string, KeyStatus[]>();
+  private closed = false;
+  // Aborts every wait in flight when the store is closed.
+  private readonly closing = new AbortController();
+
+  constructor() {
+    setMaxListeners(0, this.closing.signal); // one listener per wait in flight, however many
+  }
 
   // The key of a name in a lock directory (the default one when omitted).
   keyForName(name: string, dir?: string): LockKey {
@@ -49,6 +57,7 @@ export class FlockStore implements LockStore {
   // Held, or null when busy (a try); a wait resolves held or rejects (an
   // AbortError once `signal` aborts it, with nothing held).
   acquire(req: StoreAcquire): MaybePromise<StoreHold | null> {
+    if (this.closed) throw storeClosed(this.describe);
     const place = placeOf(req.key);
     if (req.slots !== undefined) return this.acquireSlot(req, place, req.slots);
     const attempt: Attempt = { file: undefined, passedGate: false };
@@ -62,7 +71,26 @@ export class FlockStore implements LockStore {
       closeAttempt(attempt);
       throw err;
     }
-    return this.wait(req, place, attempt);
+    return this.untilClosed(req, (signal) => this.wait(req, place, attempt, signal));
+  }
+
+  // A wait ends when its own signal aborts (AbortError) or the store closes (storeClosed).
+  private async untilClosed<T>(req: StoreAcquire, wait: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const both = new AbortController();
+    const end = () => both.abort();
+    if (req.signal?.aborted) both.abort();
+    req.signal?.addEventListener('abort', end);
+    this.closing.signal.addEventListener('abort', end);
+    try {
+      return await wait(both.signal);
+    } catch (err) {
+      if (isAbort(err) && this.closed && !req.signal?.aborted)
+        throw storeClosed(this.describe, 'while this request waited');
+      throw err;
+    } finally {
+      req.signal?.removeEventListener('abort', end);
+      this.closing.signal.removeEventListener('abort', end);
+    }
   }
 
   // One non-blocking attempt. A reader yields to a writer of another process
@@ -89,8 +117,7 @@ export class FlockStore implements LockStore {
   // flock(1) child and settles only once it has exited: it shares our open
   // file description, and one that took the lock just before the kill holds it
   // until it exits. Only then is "not held" true.
-  private async wait(req: StoreAcquire, place: Place, a: Attempt): Promise<StoreHold> {
-    const signal = req.signal;
+  private async wait(req: StoreAcquire, place: Place, a: Attempt, signal: AbortSignal): Promise<StoreHold> {
     let current: KernelWait | undefined;
     const onAbort = () => current?.cancel();
     signal?.addEventListener('abort', onAbort);
@@ -181,7 +208,9 @@ export class FlockStore implements LockStore {
     const free = trySlots(place, n);
     if (free) return this.grantSlot(req, place, free.file, free.slot, n);
     if (!req.wait) return null;
-    return waitSlots(place, n, req.signal).then((s) => this.grantSlot(req, place, s.file, s.slot, n));
+    return this.untilClosed(req, (signal) => waitSlots(place, n, signal)).then((s) =>
+      this.grantSlot(req, place, s.file, s.slot, n),
+    );
   }
 
   private grantSlot(req: StoreAcquire, place: Place, file: LockFile, slot: number, n: number): FlockHold {
@@ -207,7 +236,10 @@ export class FlockStore implements LockStore {
     return listDir(dir);
   }
 
+  // Releases every hold of this store; waits in flight end with storeClosed.
   close(): void {
+    this.closed = true;
+    this.closing.abort();
     for (const h of this.lost.all()) h.release();
   }
 
