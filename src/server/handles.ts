@@ -3,7 +3,8 @@
 //   waiting → held | run | pending | (gone)     pending → waiting (block)
 // and every settled acquisition, of either scope, takes the one path below.
 import { invalidParams } from '../core/errors';
-import type { AcquireOutcome, AcquireRequest, Hold, LockManager } from '../policy/manager';
+import type { LockManager } from '../policy/manager';
+import type { AcquireOutcome, AcquireRequest, Hold } from '../policy/requests';
 import type { AcquireParams } from '../protocol/params';
 
 export type HandleState =

@@ -1,4 +1,4 @@
-// One request handler for every transport: a Session is one client connection
+// One request handler for every transport: a ClientConnection is one client
 // (stdio for `serve`, a socket connection for the agent) speaking line-delimited
 // JSON-RPC 2.0. Framing (framing.ts), the envelope (jsonrpc.ts), handle states
 // (handles.ts) and the methods (methods.ts) each live in their own module;
@@ -9,7 +9,8 @@ import { HandleOwners, HandleTable } from './handles';
 import { errorLine, notificationLine, overlongError, parseLine, resultLine, type Id } from '../protocol/jsonrpc';
 import type { LostHolds } from '../policy/lostholds';
 import { log } from '../core/log';
-import { LockManager, type Hold } from '../policy/manager';
+import { LockManager } from '../policy/manager';
+import type { Hold } from '../policy/requests';
 import { methods, REPLIED_LATER, type Connection, type Handlers } from './methods';
 import { RunHolds } from '../policy/runholds';
 import { closeStores } from '../stores';
@@ -22,7 +23,7 @@ export interface ServerOptions {
 export class Server {
   readonly manager = new LockManager();
   readonly runHolds: RunHolds;
-  readonly sessions = new Set<Session>();
+  readonly connections = new Set<ClientConnection>();
   readonly handleOwners = new HandleOwners();
   readonly isAgent: boolean;
   readonly lostHolds?: LostHolds;
@@ -33,9 +34,9 @@ export class Server {
     this.runHolds = new RunHolds(this.manager, opts.agent?.onRunHoldsChange);
   }
 
-  openSession(write: (line: string) => void): Session {
-    const s = new Session(this, write);
-    this.sessions.add(s);
+  openSession(write: (line: string) => void): ClientConnection {
+    const s = new ClientConnection(this, write);
+    this.connections.add(s);
     return s;
   }
 
@@ -67,7 +68,7 @@ export class Server {
 
   // Releases everything; server stores end their sessions and leases too.
   async shutdown(): Promise<void> {
-    for (const s of [...this.sessions]) s.close();
+    for (const s of [...this.connections]) s.close();
     this.runHolds.releaseAll();
     this.manager.shutdown();
     // Bounded: an unreachable server must not keep a helper from exiting; its
@@ -78,7 +79,7 @@ export class Server {
   }
 }
 
-export class Session implements Connection {
+export class ClientConnection implements Connection {
   readonly handles: HandleTable;
   requestId: Id = null;
   private readonly framer: LineFramer;
@@ -141,6 +142,6 @@ export class Session implements Connection {
     if (this.closed) return;
     this.closed = true;
     this.handles.close();
-    this.server.sessions.delete(this);
+    this.server.connections.delete(this);
   }
 }

@@ -3,20 +3,9 @@
 // atomically and removed on release. A record whose helper process is gone
 // (PID absent or reused, told apart by start time) is never reported, and the
 // kernel's /proc/locks has the last word on whether the inode is locked at all.
-import {
-  chmodSync,
-  closeSync,
-  fchmodSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  readdirSync,
-  renameSync,
-  statSync,
-  unlinkSync,
-  writeSync,
-} from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { RecordFiles } from './recordfiles';
 import type { Holder } from '../../store/types';
 import {
   controllerName,
@@ -66,10 +55,13 @@ export class HolderRegistry {
   // The records this process wrote and has not removed, by file name: a scan
   // takes them from here instead of reading and checking each file again.
   private readonly mine = new Map<string, StoredRecord>();
+  private readonly files: RecordFiles;
   constructor(
     readonly dir: string,
     private readonly dirMode = 0o700,
-  ) {}
+  ) {
+    this.files = new RecordFiles(dir, dirMode === 0o700 ? 0o600 : 0o660);
+  }
 
   private ensure(): boolean {
     if (!this.ready) {
@@ -80,6 +72,7 @@ export class HolderRegistry {
         const st = statSync(this.dir);
         if (st.uid === process.getuid?.() && (st.mode & 0o7777) !== this.dirMode) chmodSync(this.dir, this.dirMode);
         this.ready = true;
+        this.files.sweep();
       } catch {
         return false; // records are best effort: a lock never fails for want of one
       }
@@ -91,7 +84,7 @@ export class HolderRegistry {
   add(inode: string, path: string, name: string | undefined, holder: Holder, keeper?: Keeper): string | undefined {
     if (!this.ensure()) return undefined;
     helperStart ??= processStartTime(process.pid) ?? '0';
-    const file = `${inode.replace(/:/g, '_')}.${pathTag(path)}.${process.pid}.${++seq}.json`;
+    const file = `${namePrefix(inode, path)}${process.pid}.${++seq}.json`;
     const helper = keeper
       ? { helper_pid: keeper.pid, helper_start: keeper.start, fd: keeper.fd }
       : { helper_pid: process.pid, helper_start: helperStart };
@@ -132,44 +125,12 @@ export class HolderRegistry {
   remove(file: string | undefined): void {
     if (!file) return;
     this.mine.delete(file);
-    try {
-      unlinkSync(join(this.dir, file));
-    } catch {
-      /* already gone */
-    }
+    this.files.remove(file);
   }
 
-  // Atomic: a temporary file renamed into place. O_EXCL and an unguessable
-  // name, so that a symlink planted by another member of a team directory can
-  // never make us write through it.
+  // Atomic for readers (recordfiles.ts).
   private write(file: string, rec: StoredRecord): void {
-    const mode = this.dirMode === 0o700 ? 0o600 : 0o660;
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const tmp = join(this.dir, `.${file}.${process.pid}.${Math.random().toString(36).slice(2, 10)}.tmp`);
-      let fd: number;
-      try {
-        fd = openSync(tmp, 'wx', mode);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'EEXIST') continue;
-        return; // records are best effort
-      }
-      try {
-        if (mode !== 0o600) fchmodSync(fd, mode); // past the umask
-        writeSync(fd, JSON.stringify(rec));
-        closeSync(fd);
-        fd = -1;
-        renameSync(tmp, join(this.dir, file));
-        this.mine.set(file, rec);
-      } catch {
-        if (fd >= 0) closeSync(fd);
-        try {
-          unlinkSync(tmp);
-        } catch {
-          /* nothing written */
-        }
-      }
-      return;
-    }
+    if (this.files.write(file, JSON.stringify(rec))) this.mine.set(file, rec);
   }
 
   // Live records for one inode, dead ones swept away as they are found.
@@ -211,7 +172,8 @@ export class HolderRegistry {
       } catch {
         continue;
       }
-      if (rec.helper_pid === undefined) continue;
+      // Read from a file renamed and rewritten meanwhile (recordfiles.ts): not this file's record.
+      if (rec.helper_pid === undefined || !namedFor(f, rec)) continue;
       const helper = `${rec.helper_pid}:${rec.helper_start}`;
       let live = alive.get(helper);
       if (live === undefined) alive.set(helper, (live = isSameProcess(rec.helper_pid, rec.helper_start)));
@@ -220,6 +182,17 @@ export class HolderRegistry {
     }
     return out;
   }
+}
+
+// A record file's name starts with its inode and its path's tag.
+function namePrefix(inode: string, path: string): string {
+  return `${inode.replace(/:/g, '_')}.${pathTag(path)}.`;
+}
+
+function namedFor(file: string, rec: StoredRecord): boolean {
+  return (
+    typeof rec.inode === 'string' && typeof rec.path === 'string' && file.startsWith(namePrefix(rec.inode, rec.path))
+  );
 }
 
 // Does process `pid` still have descriptor `fd` open on `inode`?
