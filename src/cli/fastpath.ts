@@ -18,10 +18,12 @@ import type { RunOptions } from './run';
 
 export function fastCommand(argv: string[]): Command | null {
   if (argv.length === 1 && argv[0] === 'serve') {
-    return async () => {
-      (require('../server/serve') as typeof import('../server/serve')).serveStdio();
-      return -1;
-    };
+    // A failure to load is a rejection, as from every command.
+    return () =>
+      new Promise<number>((done) => {
+        (require('../server/serve') as typeof import('../server/serve')).serveStdio();
+        done(-1);
+      });
   }
   if (argv[0] === 'flock') {
     return async () => (require('./flock') as typeof import('./flock')).flockCommand(argv.slice(1));
