@@ -9,7 +9,7 @@
 import { execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import process from 'node:process';
 import { build } from 'esbuild';
 
@@ -68,9 +68,22 @@ for (const lib of VENDOR) {
   await build({ ...common, entryPoints: [require.resolve(lib)], outfile: `dist/vendor/${lib}.js` });
 }
 
-// The executable (src/cli/cli.ts): the helper starts — bare `serve` (once per
-// Python Lock) and plain `agent` (once per run) — with only what they need.
-// The full command line is left in its own bundle, loaded only for the other commands.
+// The executable (src/cli/cli.ts) is the dispatcher alone: each command it
+// runs itself (src/cli/fastpath.ts) is a bundle of its own, loaded with require()
+// only when that command runs — `flock` (a flock(1) drop-in, started by
+// crontabs and script loops), plain `run`, bare `serve` (once per Python Lock)
+// and plain `agent` (once per run) —, so a start compiles just what it needs.
+// The full command line is left in its own bundle too, for the other commands.
+const FAST = {
+  './flock': 'src/cli/flock.ts',
+  './run': 'src/cli/run.ts',
+  '../server/serve': 'src/server/serve.ts',
+  '../agent/agent': 'src/agent/agent.ts',
+};
+const bundleOf = (entry) => `./${entry.replace(/^.*\//, '').replace(/\.ts$/, '')}.js`;
+for (const entry of Object.values(FAST)) {
+  await build({ ...common, entryPoints: [entry], outfile: join('dist', bundleOf(entry)), plugins: [validators, vendor] });
+}
 await build({
   ...common,
   entryPoints: ['src/cli/cli.ts'],
@@ -79,19 +92,26 @@ await build({
     validators,
     vendor,
     {
-      name: 'full-cli',
+      name: 'own-bundles',
       setup(b) {
         b.onResolve({ filter: /^\.\/main$/ }, () => ({ path: './main.js', external: true }));
+        b.onResolve({ filter: /^\.{1,2}\// }, (args) =>
+          args.importer.endsWith('src/cli/fastpath.ts') && FAST[args.path]
+            ? { path: bundleOf(FAST[args.path]), external: true }
+            : undefined,
+        );
       },
     },
   ],
   // A shell first: it passes on the signals the process inherited as ignored
   // (Node resets them as it starts; see src/cli/sigign.ts), then execs node on this
-  // same file, to which the second line is a string and a comment.
+  // same file, to which the second line is a string and a comment. The mask is
+  // field 33 of /proc/$$/stat (the fields after the command name's last ")"),
+  // read with builtins only: one short line, no fork.
   banner: {
     js: [
       '#!/bin/sh',
-      '":" //; while read -r k v; do [ "$k" = SigIgn: ] && HOSTLOCK_SIGIGN="$$:$v" && export HOSTLOCK_SIGIGN; done 2>/dev/null </proc/$$/status; exec node "$0" "$@"',
+      '":" //; f() { [ $# -gt 30 ] && shift 30 && HOSTLOCK_SIGIGN=$$:$1 && export HOSTLOCK_SIGIGN; }; read -r s 2>/dev/null </proc/$$/stat; f ${s##*) }; exec node "$0" "$@"',
     ].join('\n'),
   },
 });

@@ -1,10 +1,10 @@
 // The `hostlock` executable (bundled as dist/cli.js), the one place that picks
 // how a command runs. Bare `serve` and plain `agent` — started once per Python
 // Lock or per playbook run — and `flock` and plain `run`, started as often as a
-// script loop asks, take the fast path (fastpath.ts), which starts like bare
-// Node; everything else loads the full command line (cli.ts, with yargs),
-// which the build keeps in its own bundle (dist/main.js) so a helper start
-// never compiles it.
+// script loop asks, take the fast path (fastpath.ts), each from a bundle of its
+// own; everything else loads the full command line (main.ts, with yargs),
+// which the build keeps in its own bundle (dist/main.js). This file is the
+// dispatcher alone, so a start compiles only the command it runs.
 import { runMain } from './exit';
 import { fastCommand } from './fastpath';
 import { takeInheritedIgnored } from './sigign';

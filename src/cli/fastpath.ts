@@ -1,35 +1,43 @@
-// The two commands that start helpers — bare `serve` (once per Python Lock)
-// and `agent` with its plain options (once per playbook run) — parsed by hand,
-// so that they never load yargs and start like bare Node. Anything else, or
-// any other spelling of these (--help, --owner-pid=N, repeated options), is
-// left to the full CLI, which gives the same results for these forms.
-// `flock` (a drop-in for flock(1), started as often as a crontab or a script
-// loop asks) is always here: its command line is flock(1)'s own, not yargs'.
-// So is `run NAME [options] -- CMD…` with its plain options, for the same callers.
+// The commands that are started often, parsed by hand so that they never load
+// yargs and start like bare Node: the two that start helpers — bare `serve`
+// (once per Python Lock) and `agent` with its plain options (once per playbook
+// run) —, `flock` (a drop-in for flock(1), started as often as a crontab or a
+// script loop asks; its command line is flock(1)'s own, not yargs', so it is
+// always here) and `run NAME [options] -- CMD…` with its plain options, for the
+// same callers. Anything else, or any other spelling of these (--help,
+// --owner-pid=N, repeated options), is left to the full CLI, which gives the
+// same results for these forms.
+//
+// Each command's code is loaded with require() when it runs: the build makes
+// each its own bundle (scripts/build.mjs), so that a start compiles only the
+// command it runs (an import() would run Node's ESM loader over it).
+/* eslint-disable @typescript-eslint/no-require-imports -- see the line above */
 import { checkBackendArgs } from './backendarg';
 import type { Command } from './exit';
 import type { RunOptions } from './run';
 
 export function fastCommand(argv: string[]): Command | null {
   if (argv.length === 1 && argv[0] === 'serve') {
-    return async () => {
-      (await import('../server/serve')).serveStdio();
-      return -1;
-    };
+    // A failure to load is a rejection, as from every command.
+    return () =>
+      new Promise<number>((done) => {
+        (require('../server/serve') as typeof import('../server/serve')).serveStdio();
+        done(-1);
+      });
   }
   if (argv[0] === 'flock') {
-    return async () => (await import('./flock')).flockCommand(argv.slice(1));
+    return async () => (require('./flock') as typeof import('./flock')).flockCommand(argv.slice(1));
   }
   if (argv[0] === 'run') {
     const opts = runArgs(argv.slice(1));
     if (!opts) return null;
-    return async () => (await import('./run')).runLocked(opts);
+    return async () => (require('./run') as typeof import('./run')).runLocked(opts);
   }
   if (argv[0] !== 'agent') return null;
   const opts = agentArgs(argv.slice(1));
   if (!opts) return null;
   return async () => {
-    const agent = await import('../agent/agent');
+    const agent = require('../agent/agent') as typeof import('../agent/agent');
     const { print, ...o } = opts;
     if (print) {
       process.stdout.write(agent.agentPaths(o).socket + '\n');

@@ -2,7 +2,8 @@
 // them: `nohup` ignores SIGHUP, a shell's background job ignores SIGINT and
 // SIGQUIT. Node sets every disposition back to the default as it starts, so
 // the executable's first line (a shell, see scripts/build.mjs) reads them from
-// /proc before it execs node and passes them as HOSTLOCK_SIGIGN=PID:MASK; the
+// /proc before it execs node and passes them as HOSTLOCK_SIGIGN=PID:MASK (the
+// mask in decimal, as /proc/PID/stat prints it); the
 // PID makes a value inherited by another process worthless. main.ts takes the
 // value out of the environment at once, so no command of ours inherits it.
 import { readFileSync } from 'node:fs';
@@ -15,8 +16,8 @@ export function takeInheritedIgnored(): void {
   const raw = process.env.HOSTLOCK_SIGIGN;
   delete process.env.HOSTLOCK_SIGIGN;
   let mask: bigint | undefined;
-  const m = /^(\d+):([0-9a-fA-F]{1,16})$/.exec(raw ?? '');
-  if (m && Number(m[1]) === process.pid) mask = BigInt(`0x${m[2]}`);
+  const m = /^(\d+):(\d{1,20})$/.exec(raw ?? '');
+  if (m && Number(m[1]) === process.pid) mask = BigInt(m[2]!);
   if (mask === undefined) {
     // Started as `node cli.js`: what is ignored now (Node reset the rest).
     try {
