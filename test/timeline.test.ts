@@ -6,7 +6,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import type { HistoryRecord } from '../src/store/types';
-import { bars } from '../src/cli/commands/timeline';
+import { bars } from '../src/cli/commands/timeline/model';
 import { cli, startServe, tempDir } from './rpc';
 
 const at = (ms: number) => new Date(Date.UTC(2026, 0, 1, 12, 0, 40) + ms).toISOString();
