@@ -109,7 +109,7 @@ export function svg(tl: Timeline, heading: string, source: string): string {
       const tip =
         `${b.run} held ${b.lock}${b.mode === 'shared' ? ' (shared)' : ''}${b.token !== undefined ? `, token ${b.token}` : ''}: ` +
         `${b.before ? 'before the first record' : at(b.start)} to ${at(b.end)}${end}${b.task ? `, task ${b.task}` : ''}` +
-        (run ? `; ${run.label} = ${identity(run)}` : '');
+        (run && identity(run) ? `; ${run.label} = ${identity(run)}` : '');
       const faded = b.open && !still ? ' fill-opacity="0.55" stroke-dasharray="3,2"' : '';
       body.push(
         `<rect x="${n(x0)}" y="${n(by)}" width="${n(w)}" height="${n(holdLaneH - 1)}" fill="${fill}" stroke="white" stroke-width="0.75" rx="2"${faded}>${title(tip)}</rect>`,
@@ -208,7 +208,7 @@ export function svg(tl: Timeline, heading: string, source: string): string {
     const lx = PAD + Math.floor(i / perCol) * colW;
     const ly = y + 10 + (i % perCol) * 20;
     const line = table[i]!;
-    const full = `${r.id}  ${identity(r)}  ${summary(tl, r)}`;
+    const full = [r.id, identity(r), summary(tl, r)].filter(Boolean).join('  ');
     legend.push(
       `<g><rect x="${n(lx)}" y="${n(ly)}" width="${r.label.length > 1 ? 24 : 18}" height="16" fill="${r.colour}" rx="2"/>` +
         `<text x="${n(lx + (r.label.length > 1 ? 12 : 9))}" y="${n(ly + 12)}" text-anchor="middle" fill="${textOn(r.colour)}" font-weight="bold">${esc(r.label)}</text>` +
