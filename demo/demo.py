@@ -3,9 +3,10 @@
 Starts RUNS runs of demo/deploy.yml at the same moment against HOSTS
 inventory names that all live on this machine (ansible_connection: local),
 streams the lines in which a run says it is waiting (and errors), then draws
-who was inside which host's critical section when, how long each run waited
-and for whom, and draws the lock directory's history as an SVG file with
-`hostlock timeline`.
+the lock directory's history with `hostlock timeline` (who held which host
+when, who waited for whom; on the terminal and as an SVG file) and checks,
+from the deploys' own journal, that no two runs were ever inside one host's
+critical section at once.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 # timeline sits next to this script.
 import journal as jl
 from launch import Run, echo
-from timeline import GLYPHS, Timeline, use_colour
+from timeline import use_colour
 
 HERE = Path(__file__).resolve().parent
 SHARED = Path(jl.__file__).resolve().parent
@@ -87,7 +88,7 @@ def main(argv=None) -> int:
                     'stagger': a.hold / 2 if a.stagger is None else a.stagger,
                 },
                 show=r'(?i)hostlock:.*waiting|fatal|error|failed!',
-                prefix=f'[{rid} {GLYPHS[i % len(GLYPHS)]}] ',
+                prefix=f'[{rid}] ',
             )
         )
     t0 = time.monotonic()
@@ -98,41 +99,36 @@ def main(argv=None) -> int:
         rcs[r.id] = r.wait()
     echo(f'all {a.runs} runs finished in {time.monotonic() - t0:.1f}s; logs in {out / "runs"}\n')
 
-    tl = Timeline(jl.load(journal), sec='deploy')
-    # prefix in the live lines is the run id; say which glyph each one got
+    # The picture comes from the lock directory's own history, drawn by the
+    # same `hostlock timeline` a user runs after an incident: a host is drawn
+    # held from its grant to its release, the whole time it was locked.
+    pids = ', '.join(f'{r.id} = pid {r.pid}' for r in runs)
+    echo(f'Who held each host when (from the history in {out / "locks"}; ansible-playbook {pids}):\n')
+    svg = out / 'timeline.svg'
+    helper = shlex.split(os.environ.get('HOSTLOCK_HELPER') or 'hostlock')
     width = max(40, min(110, shutil.get_terminal_size((100, 24)).columns - 12))
-    echo(
-        f"Who was inside each host's section, time across (one glyph per run, · = free; "
-        f'0s = first lock request, {tl.startup:.1f}s after the runs started):\n'
+    env = dict(os.environ, **({'FORCE_COLOR': '1'} if colour else {'NO_COLOR': '1'}))
+    drawn = subprocess.run(
+        [*helper, 'timeline', '--dir', str(out / 'locks'), '--svg', str(svg), '--width', str(width)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
     )
-    echo(tl.terminal(width, colour))
-    echo(tl.legend(colour) + '\n')
-    echo('How long each run waited, and for whom:')
-    echo(tl.waits_text(colour))
+    if drawn.returncode == 0:
+        echo(drawn.stdout.rstrip('\n').replace(f'SVG timeline: {svg}', '').rstrip('\n'))
+    else:
+        echo(f'hostlock timeline failed: {drawn.stderr.strip()}')
 
-    secs = tl.sections
+    # Independent of hostlock: the deploys stamped their own start and end.
+    secs = [s for s in jl.sections(jl.load(journal)) if s.sec == 'deploy']
     bad = jl.exclusion_violations(secs)
     par = jl.overlapping_pairs(secs, lambda x, y: x.host != y.host)
     echo('')
-    echo(
-        f'per host: {"never two runs inside at once" if not bad else f"{len(bad)} OVERLAPS (marked !)"}; '
-        f'across hosts: {len(par)} pairs of sections ran at the same time'
-    )
-    # The picture comes from the lock directory's own history, drawn by the
-    # same `hostlock timeline` a user runs after an incident.
-    svg = out / 'timeline.svg'
-    helper = shlex.split(os.environ.get('HOSTLOCK_HELPER') or 'hostlock')
-    drawn = subprocess.run(
-        [*helper, 'timeline', '--dir', str(out / 'locks'), '--svg', str(svg)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        check=False,
-    )
+    inside = 'never two runs inside one host at once' if not bad else f'{len(bad)} OVERLAPS'
+    echo(f'deploys (from their own journal): {inside}; across hosts: {len(par)} pairs of deploys ran at the same time')
     if drawn.returncode == 0:
         echo(f'timeline written to {svg} (hostlock timeline --dir {out / "locks"} --svg {svg.name})')
-    else:
-        echo(f'hostlock timeline failed: {drawn.stderr.strip()}')
     failed = {k: v for k, v in rcs.items() if v != 0}
     if failed:
         echo(f'runs that failed: {failed} (see {out / "runs"})')
