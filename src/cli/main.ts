@@ -3,8 +3,7 @@
 import { checkBackendArgs } from './backendarg';
 import { EXIT, EXIT_HELP, UsageError } from './exit';
 import { isPathLike, pathNameRefused, signalName } from './run';
-import type { Holder } from '../store/types';
-import type { Waiter } from '../store/contract';
+import type { LockRow, StatusFilter } from './commands/status';
 import { breakCommand } from './commands/break';
 import { historyCommand } from './commands/history';
 import { timelineCommand } from './commands/timeline';
@@ -27,6 +26,14 @@ Signals: SIGHUP, SIGINT and SIGTERM end the wait (exit 129, 130, 143); while the
   hostlock inherited as ignored (nohup, a background job's SIGINT and SIGQUIT) stays
   ignored by hostlock and by the command.`;
 
+// What `hostlock clear --help` says of when clearing is safe.
+const CLEAR_HELP = `Each file is removed while hostlock holds its lock, after checking that the path
+still names the file it locked. Every hostlock user re-checks the same way after its
+own flock and starts over on a new file, so clearing never lets two hostlock users in.
+A flock(1) or fcntl user of the same files does not re-check: one that opened a file
+just before it was cleared, and locks it just after, holds a file nobody else opens.
+Clear a directory that flock(1) scripts use only while they are not running.`;
+
 export async function main(argv: string[]): Promise<number> {
   const yargs = (await import('yargs')).default;
   let code = -1;
@@ -35,10 +42,16 @@ export async function main(argv: string[]): Promise<number> {
     .parserConfiguration({ 'populate--': true })
     .usage('$0 <command>\n\nflock(2) locks for concurrent Ansible runs.')
     .command(
-      'status',
-      'list the locks of a directory, free or held, with their holders',
+      'status [names..]',
+      'show the locks of a directory or store, free or held, with their holders and waiters',
       (y) =>
         y
+          .positional('names', {
+            type: 'string',
+            array: true,
+            describe: 'lock names or shell patterns (web*, db[12]) to show; default: every lock',
+          })
+          .option('held', { type: 'boolean', default: false, describe: 'only locks that are held or waited for' })
           .option('dir', {
             type: 'string',
             describe: 'lock directory (default $HOSTLOCK_DIR or /tmp/hostlock-<uid>/locks)',
@@ -48,10 +61,42 @@ export async function main(argv: string[]): Promise<number> {
             type: 'string',
             describe:
               'where the locks live: local (default: $HOSTLOCK_BACKEND, else lock files) or a postgresql:// or etcd:// URL',
-          }),
+          })
+          .example('$0 status web1', 'who holds web1, and who waits for it')
+          .example("$0 status 'db*' --held", 'the db locks in use'),
       async (a) => {
         checkBackendArgs(a.backend, a.dir);
-        code = await status(a.dir, a.json, a.backend ?? process.env.HOSTLOCK_BACKEND);
+        const filter = { names: (a.names ?? []).map(String), held: a.held };
+        code = await status(a.dir, a.json, filter, a.backend ?? process.env.HOSTLOCK_BACKEND);
+      },
+    )
+    .command(
+      'clear [names..]',
+      'remove the lock files nobody holds or waits for (local store)',
+      (y) =>
+        y
+          .positional('names', {
+            type: 'string',
+            array: true,
+            describe: 'lock names or shell patterns to clear; default: every free lock of the directory',
+          })
+          .option('dir', {
+            type: 'string',
+            describe: 'lock directory (default $HOSTLOCK_DIR or /tmp/hostlock-<uid>/locks)',
+          })
+          .option('dry-run', { type: 'boolean', default: false, describe: 'say what would be removed, remove nothing' })
+          .option('json', { type: 'boolean', default: false, describe: 'print JSON' })
+          .option('backend', { type: 'string', hidden: true })
+          .epilogue(CLEAR_HELP),
+      async (a) => {
+        if (a.backend && a.backend !== 'local')
+          throw new UsageError(
+            'clear applies to the local store: a server store keeps nothing for a lock nobody holds, so there is nothing to clear',
+          );
+        const { clearLocks, printClear } = await import('./commands/clear');
+        const names = (a.names ?? []).map(String);
+        printClear(clearLocks(a.dir, names, a['dry-run']), a['dry-run'], a.json);
+        code = EXIT.ok;
       },
     )
     .command(
@@ -206,7 +251,7 @@ export async function main(argv: string[]): Promise<number> {
       if (argv[0] !== 'flock' && typeof a.backend === 'string')
         checkBackendArgs(a.backend, typeof a.dir === 'string' ? a.dir : undefined);
     })
-    .demandCommand(1, 'name a command: status, run, flock, history, timeline, break, setup, serve or agent')
+    .demandCommand(1, 'name a command: status, run, flock, history, timeline, break, clear, setup, serve or agent')
     .strict()
     .epilogue(EXIT_HELP)
     .version(VERSION)
@@ -259,57 +304,30 @@ async function setup(
   return EXIT.ok;
 }
 
-async function status(dir: string | undefined, json: boolean, backend?: string): Promise<number> {
+async function status(dir: string | undefined, json: boolean, filter: StatusFilter, backend?: string): Promise<number> {
   const { LockManager } = await import('../policy/manager');
+  const { printStatus, selectRows } = await import('./commands/status');
   const m = new LockManager();
+  const show = (where: string, rows: LockRow[], all: number, out: Record<string, unknown>) => {
+    if (json) process.stdout.write(JSON.stringify({ ...out, locks: rows }, null, 2) + '\n');
+    else printStatus(where, all, rows, filter);
+  };
   if (backend && backend !== 'local') {
-    if (dir !== undefined) throw new UsageError('--dir applies to the local store only; omit it with --backend');
     const { closeStores } = await import('../stores');
     try {
       const res = await m.listStore(backend);
-      printStore(res, json);
+      const rows = res.locks.map((l) => ({ ...l, name: l.key.name ?? l.key.id }));
+      show(`backend ${res.backend}`, selectRows(rows, filter), rows.length, { backend: res.backend });
     } finally {
       await closeStores();
     }
     return EXIT.ok;
   }
-  return (await import('./commands/status')).statusCommand(dir, json);
-}
-
-// A server store's locks: holders, then waiters in queue order, each with its controller.
-function printStore(
-  res: {
-    backend: string;
-    locks: Array<{
-      key: { name?: string; id: string };
-      held: boolean;
-      mode: string | null;
-      holders: Holder[];
-      waiters: Waiter[];
-      slots?: number;
-    }>;
-  },
-  json: boolean,
-): void {
-  if (json) {
-    process.stdout.write(JSON.stringify(res, null, 2) + '\n');
-    return;
+  try {
+    const res = m.list(dir);
+    show(`lock directory ${res.dir}`, selectRows(res.locks, filter), res.locks.length, { dir: res.dir });
+  } finally {
+    m.shutdown();
   }
-  process.stdout.write(`backend ${res.backend}: ${res.locks.length} lock(s)\n`);
-  const who = (h: Holder | Waiter) =>
-    `${h.user}@${h.controller} pid ${h.pid}${h.playbook ? ` ${h.playbook}` : ''}${h.task ? ` [${h.task}]` : ''}${h.host ? ` host ${h.host}` : ''}`;
-  for (const l of res.locks) {
-    const state =
-      l.slots !== undefined
-        ? `${l.holders.filter((h) => !h.lost).length}/${l.slots} slots`
-        : l.held
-          ? (l.mode ?? 'held')
-          : 'free';
-    process.stdout.write(`${l.key.name ?? l.key.id}  ${state}\n`);
-    for (const h of l.holders)
-      process.stdout.write(
-        `  held by ${h.slot !== undefined ? `slot ${h.slot}: ` : ''}${who(h)} (${h.mode}) since ${h.since}${h.token !== undefined ? ` token ${h.token}` : ''}${h.lost ? ' LOST' : ''}\n`,
-      );
-    l.waiters.forEach((w, i) => process.stdout.write(`  ${i + 1}. waiting: ${who(w)} (${w.mode}) since ${w.since}\n`));
-  }
+  return EXIT.ok;
 }
