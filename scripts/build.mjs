@@ -82,7 +82,12 @@ const FAST = {
 };
 const bundleOf = (entry) => `./${entry.replace(/^.*\//, '').replace(/\.ts$/, '')}.js`;
 for (const entry of Object.values(FAST)) {
-  await build({ ...common, entryPoints: [entry], outfile: join('dist', bundleOf(entry)), plugins: [validators, vendor] });
+  await build({
+    ...common,
+    entryPoints: [entry],
+    outfile: join('dist', bundleOf(entry)),
+    plugins: [validators, vendor],
+  });
 }
 await build({
   ...common,

@@ -44,6 +44,31 @@ export function fitRecord(rec: HistoryRecord, maxBytes = MAX_RECORD): string {
   delete cut.victim;
   text = JSON.stringify(cut);
   if (Buffer.byteLength(text) <= maxBytes) return text;
+  // What identifies the event, each text cut to a share of the bound by its
+  // JSON size in bytes (multi-byte and escaped characters count as written).
   const { t, event, path, name, token, wait, pid, run } = rec;
-  return JSON.stringify({ t, event, path: path.slice(0, 1000), name: name?.slice(0, 1000), token, wait, pid, run });
+  const share = Math.max(16, Math.floor((maxBytes - 160) / 4));
+  return JSON.stringify({
+    t,
+    event,
+    path: cutBytes(path, share),
+    name: name === undefined ? undefined : cutBytes(name, share),
+    token,
+    wait: wait === undefined ? undefined : cutBytes(wait, share),
+    pid,
+    run: run === undefined ? undefined : cutBytes(run, share),
+  });
+}
+
+// The longest head of `s` whose JSON string is at most `bytes` bytes.
+function cutBytes(s: string, bytes: number): string {
+  if (Buffer.byteLength(JSON.stringify(s)) <= bytes) return s;
+  let lo = 0;
+  let hi = s.length;
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (Buffer.byteLength(JSON.stringify(s.slice(0, mid) + '…')) <= bytes) lo = mid;
+    else hi = mid - 1;
+  }
+  return s.slice(0, lo) + '…';
 }
