@@ -138,6 +138,8 @@ export class Acquirer {
     } catch (e) {
       lease.entries.delete(etcdKey);
       // Nothing stays behind for a request that did not end in a hold.
+      // After close, revoking the lease has deleted the key already.
+      if (this.session.closed) throw e;
       if (written || !(e instanceof EtcdError && e.transport)) await this.session.deleteKey(etcdKey).catch(() => {});
       else this.session.leftBehind(etcdKey);
       throw e;
@@ -261,6 +263,8 @@ export class Acquirer {
           }, reject);
         };
         entry.fail = reject;
+        // A close that came before the wait was set up: it found no `fail` to call.
+        if (this.session.closed) reject(storeClosed(this.c.describe, 'while waiting'));
         onAbort = () => reject(new AbortError());
         signal?.addEventListener('abort', onAbort, { once: true });
         if (signal?.aborted) onAbort();
