@@ -11,7 +11,8 @@ import { ErrorCode, HostlockError } from '../src/core/errors';
 import type { Requester } from '../src/store/types';
 import type { StoreHold } from '../src/store/contract';
 import { EtcdStore } from '../src/stores/etcd/store';
-import { maskUrl, parseEtcdUrl } from '../src/stores/etcd/url';
+import { maskUrl } from '../src/store/mask';
+import { parseEtcdUrl } from '../src/stores/etcd/url';
 import { sleep, until } from './rpc';
 import { etcdForTests, type EtcdCluster } from './servers/etcd';
 

@@ -151,7 +151,8 @@ describe('clear', () => {
       }
       return n;
     })();
-    const runs = Array.from({ length: 3 }, (_, i) =>
+    // `hostlock run ctr` around `rounds` sections of run `i`, each journalled in and out.
+    const run = (i: number, rounds: number, pause: string) =>
       spawn(
         CLI,
         [
@@ -160,11 +161,11 @@ describe('clear', () => {
           '--',
           'sh',
           '-c',
-          `for j in 1 2 3 4 5 6 7 8; do echo "in ${i} $j" >> ${journal}; sleep 0.01; echo "out ${i} $j" >> ${journal}; done`,
+          `for j in $(seq ${rounds}); do echo "in ${i} $j" >> ${journal}; sleep ${pause}; echo "out ${i} $j" >> ${journal}; done`,
         ],
         { env: { ...process.env, ...env }, stdio: 'ignore' },
-      ),
-    );
+      );
+    const runs = Array.from({ length: 3 }, (_, i) => run(i, 8, '0.01'));
     try {
       // Each run enters many times: rerun each as it ends, for a few seconds.
       const deadline = Date.now() + 6000;
@@ -174,18 +175,7 @@ describe('clear', () => {
           for (;;) {
             await new Promise((r) => p.once('exit', r));
             if (Date.now() > deadline) return;
-            p = spawn(
-              CLI,
-              [
-                'run',
-                'ctr',
-                '--',
-                'sh',
-                '-c',
-                `echo "in ${i} x" >> ${journal}; sleep 0.005; echo "out ${i} x" >> ${journal}`,
-              ],
-              { env: { ...process.env, ...env }, stdio: 'ignore' },
-            );
+            p = run(i, 1, '0.005');
           }
         }),
       );

@@ -5,17 +5,7 @@ import { hostname, userInfo } from 'node:os';
 
 // Field 22 of /proc/<pid>/stat, in clock ticks since boot; null if the process is gone.
 export function processStartTime(pid: number): string | null {
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-  } catch {
-    return null;
-  }
-  // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  // rest[0] is field 3 (state); field 22 is rest[19].
-  if (rest[0] === 'Z' || rest[0] === 'X') return null; // a zombie holds no locks
-  return rest[19] ?? null;
+  return readProcStat(pid)?.start ?? null; // a zombie holds no locks
 }
 
 // Stopped by a signal (SIGSTOP, ^Z) or a debugger: state T or t in /proc/<pid>/stat.

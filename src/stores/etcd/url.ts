@@ -7,6 +7,7 @@
 // history (history records kept, default 10000, 0 = none), cacert, cert, key
 // (PEM files, as etcdctl's --cacert/--cert/--key).
 import { invalidParams } from '../../core/errors';
+import { maskUrl } from '../../store/mask';
 
 export interface EtcdConfig {
   endpoints: string[]; // http(s)://host:port
@@ -25,11 +26,6 @@ export interface EtcdConfig {
 }
 
 const OPTIONS = new Set(['prefix', 'ttl', 'timeout_ms', 'history', 'cacert', 'cert', 'key']);
-
-// Replaces the password of an etcd URL (or any URL-like string) with ***.
-export function maskUrl(url: string): string {
-  return url.replace(/^([a-z0-9+]+:\/\/[^:@/]*):[^@/]*@/i, '$1:***@');
-}
 
 export function parseEtcdUrl(url: string): EtcdConfig {
   const masked = maskUrl(url);
