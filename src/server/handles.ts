@@ -1,6 +1,7 @@
 // Handles: what a client holds or waits for, by the name the helper gave it.
 // A handle belongs to the connection that got it; its state moves
 //   waiting → held | run | pending | (gone)     pending → waiting (block)
+//   held → lost (the store lost it: released here at once, kept to answer its release)
 // and every settled acquisition, of either scope, takes the one path below.
 import { invalidParams } from '../core/errors';
 import type { LockManager } from '../policy/manager';
@@ -11,7 +12,8 @@ export type HandleState =
   | { kind: 'held'; hold: Hold } // a connection's own lock
   | { kind: 'run'; path: string; member: string } // a member's share of a run hold
   | { kind: 'waiting'; cancel: () => void }
-  | { kind: 'pending'; req: AcquireRequest; params: AcquireParams }; // a failed try, ready to block
+  | { kind: 'pending'; req: AcquireRequest; params: AcquireParams } // a failed try, ready to block
+  | { kind: 'lost'; path: string; reason: string };
 
 // Helper-wide: which connection owns each handle, so that using another
 // connection's handle gets a precise error.
@@ -71,6 +73,16 @@ export class HandleTable {
       return;
     }
     this.states.set(handle, { kind: 'pending', req: { ...req, onSettled: undefined }, params });
+  }
+
+  // The store lost the connection's hold: it is let go here (the next waiter
+  // goes on), and the handle remembers why, for its release to say so.
+  lost(handle: string, reason: string): boolean {
+    const st = this.states.get(handle);
+    if (st?.kind !== 'held') return false;
+    this.states.set(handle, { kind: 'lost', path: st.hold.target.path, reason });
+    this.manager.release(st.hold);
+    return true;
   }
 
   own(handle: string): HandleState {
