@@ -255,8 +255,11 @@ export function methods(c: Connection): Handlers {
         const st = handles.own(p.handle);
         handles.drop(p.handle);
         switch (st.kind) {
-          case 'held':
-            return { released: manager.release(st.hold), path: st.hold.target.path };
+          case 'held': {
+            const released = manager.release(st.hold);
+            if (st.lost === undefined) return { released, path: st.hold.target.path };
+            return { released: false, lost: true, reason: st.lost, path: st.hold.target.path };
+          }
           case 'run':
             return { released: server.runHolds.release(st.path, st.member), path: st.path };
           case 'waiting':
@@ -264,8 +267,6 @@ export function methods(c: Connection): Handlers {
             return { released: false };
           case 'pending':
             return { released: false };
-          case 'lost':
-            return { released: false, lost: true, reason: st.reason, path: st.path };
         }
       }
       const t = target(p);
