@@ -22,7 +22,9 @@ export const EXIT_HELP = `Exit codes:
   ${EXIT.unavailable}     run: the command cannot be started (not found, not executable, a directory), as flock(1)
         exits when exec fails; checked before locking, so nothing was locked or recorded
   ${EXIT.osError}     run: out of resources to start the command (as flock(1))
-  ${EXIT.lockUnusable}     the lock directory, lock file or lock store is unusable (missing, unwritable, a symlink; a server store unreachable)
+  ${EXIT.lockUnusable}     the lock directory, lock file or lock store is unusable (missing, unwritable; a lock file
+        that is a symlink or not a regular file; a server store unreachable). A --dir that is a
+        symlink is followed: its real directory is used and shown, the same locks as by its path
   ${EXIT.lockLost}     run: the lock was lost while the command ran (the command was signalled; see --on-lost)
   ${EXIT.signalBase}+N  run: the command was killed by signal N, or the wait was ended by signal N
         (SIGHUP 129, SIGINT 130, SIGTERM 143)

@@ -78,6 +78,9 @@ options:
         then a private per-user directory C(/tmp/hostlock-<uid>/locks) chosen by the helper.
       - Runs that must exclude each other need the same directory; for several users, use a
         directory writable by a common group.
+      - A symlink to a directory is followed; the helper uses its real path (the result's RV(path)),
+        so runs naming the link and runs naming the directory itself share their locks.
+        A symlink at a lock file is refused.
     type: path
   slots:
     description:
