@@ -20,7 +20,7 @@ import { LockFile } from '../stores/flock/lockfile';
 import { log } from '../core/log';
 import { ensurePrivateDir, runtimeDir } from '../sys/paths';
 import { processStartTime } from '../sys/proc';
-import { LostHolds, type LostHold } from '../policy/lostholds';
+import { AGENT_STOPPED, LostHolds, type LostHold } from '../policy/lostholds';
 import { Server } from '../server/server';
 import { RunLife } from './runlife';
 import { guardProcess } from '../server/serve';
@@ -97,7 +97,7 @@ export function runAgent(opts: AgentOptions): Promise<number> {
   // lost when it died: the run's next tasks must hear of it.
   try {
     const prev = JSON.parse(readFileSync(paths.holdsFile, 'utf8')) as { holds: LostHold[] };
-    for (const h of prev.holds ?? []) if (h.members?.length) lostHolds.add(h);
+    for (const h of prev.holds ?? []) if (h.members?.length) lostHolds.add({ ...h, reason: AGENT_STOPPED });
     if (lostHolds.size) log.warn(`the previous agent of this run died holding ${lostHolds.size} lock(s)`);
   } catch {
     /* no predecessor */

@@ -43,29 +43,35 @@ TASK_TIMEOUT_MARGIN = 0.3
 RUN_MEMBER = '(run)'
 
 
+# Why a hold was lost, when the helper does not say (its store or its agent ended it).
+_LOST_UNSAID = "this run's hostlock agent stopped or its store ended the hold"
+
+
 def _lost_text(lost):
     parts = []
     for item in lost:
         if isinstance(item, dict):
             parts.append(
-                "'%s' (%s, %s, held since %s)"
+                "'%s' (%s, %s, held since %s): %s"
                 % (
                     item.get('name') or item.get('path'),
                     item.get('path', '?'),
                     item.get('mode', 'exclusive'),
                     item.get('since', '?'),
+                    item.get('reason') or _LOST_UNSAID,
                 )
             )
         else:
             parts.append(str(item))
-    return ', '.join(parts)
+    return '; '.join(parts)
 
 
 def _lost_failure(host, lost):
+    """The one message of a task whose host's holds were lost: "lock lost" once, then each
+    hold with the helper's reason (which carries no "lock lost" of its own)."""
     return (
-        'lock lost: the hostlock agent of this run stopped, or its store lost the hold, while host %s held %s; '
-        'another run may have entered the guarded section. Stopping instead of continuing unprotected.'
-        % (host, _lost_text(lost))
+        'lock lost: host %s held %s; another run may have entered the guarded section. '
+        'Stopping instead of continuing unprotected.' % (host, _lost_text(lost) or 'its locks')
     )
 
 
@@ -140,7 +146,9 @@ class ActionModule(ActionBase):
             owner = owner_metadata(self._task, host, owner_pid, task_vars.get('ansible_play_name'))
             conn, hello = connect_agent(find_cmd, owner_pid, client='hostlock.core.lock', member=host, greet=greet)
         except HelperError as e:
-            raise AnsibleActionFail(str(e)) from e
+            # Every failure is raised `from None`: its message already says all there is, and
+            # ansible-core would append the cause's own message to it a second time.
+            raise AnsibleActionFail(str(e)) from None
 
         with conn:
             display.vvv(
@@ -168,20 +176,20 @@ class ActionModule(ActionBase):
                     )
             except RpcError as e:
                 if e.code == LOCK_LOST:
-                    raise AnsibleActionFail(_lost_failure(host, e.data.get('lost') or [])) from e
+                    raise AnsibleActionFail(_lost_failure(host, e.data.get('lost') or [])) from None
                 try:
                     check_refusal(conn, find_cmd, e)
                 except HelperError as mismatch:
-                    raise AnsibleActionFail(str(mismatch)) from e
+                    raise AnsibleActionFail(str(mismatch)) from None
                 verb = {'acquired': 'acquire', 'try': 'try', 'released': 'release', 'status': 'read the status of'}[
                     state
                 ]
-                raise AnsibleActionFail("hostlock could not %s lock '%s': %s" % (verb, name, e)) from e
+                raise AnsibleActionFail("hostlock could not %s lock '%s': %s" % (verb, name, e)) from None
             except HelperGone as e:
                 raise AnsibleActionFail(
                     'lock lost or not taken: the hostlock agent of this run went away during '
                     "state=%s of lock '%s' (%s)" % (state, name, e)
-                ) from e
+                ) from None
 
         result.update(out)
         return result
