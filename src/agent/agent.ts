@@ -167,8 +167,9 @@ export function runAgent(opts: AgentOptions): Promise<number> {
       const released = server.shutdown();
       for (const s of sockets) s.destroy();
       net.close();
-      // Clean up while still holding the pid lock, so no successor is misled.
-      for (const f of [paths.socket, paths.holdsFile]) {
+      // Clean up while still holding the pid lock, so no successor is misled (the
+      // `.helper` beside the socket: the helper command the shim started us with).
+      for (const f of [paths.socket, `${paths.socket}.helper`, paths.holdsFile]) {
         try {
           unlinkSync(f);
         } catch {

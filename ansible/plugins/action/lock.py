@@ -5,13 +5,19 @@
 from __future__ import annotations
 
 import os
+import shlex
 import time
 
 from ansible.errors import AnsibleActionFail
 from ansible.utils.display import Display
 
 from ansible.plugins.action import ActionBase
-from ansible_collections.hostlock.core.plugins.plugin_utils.agent import LOCK_LOST, check_refusal, connect_agent
+from ansible_collections.hostlock.core.plugins.plugin_utils.agent import (
+    LOCK_LOST,
+    agent_helper,
+    check_refusal,
+    connect_agent,
+)
 from ansible_collections.hostlock.core.plugins.plugin_utils.batch import batch_id, batch_members
 from ansible_collections.hostlock.core.plugins.plugin_utils.discovery import PROTOCOL, HelperError, find_helper
 from ansible_collections.hostlock.core.plugins.plugin_utils.holders import holders_text
@@ -75,6 +81,10 @@ def _lost_failure(host, lost):
     )
 
 
+def _unset(value):
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
 def _ordinal(n):
     if 10 <= n % 100 <= 20:
         return '%dth' % n
@@ -135,8 +145,21 @@ class ActionModule(ActionBase):
         if lock_dir:
             lock_dir = os.path.abspath(os.path.expanduser(str(lock_dir)))
 
+        # A helper this task names must exist even when the run's agent, already up, will serve
+        # the task: a wrong one fails here rather than being silently passed over.
+        named_var = self._var(task_vars, 'hostlock_helper')
+        named = None
+        if not _unset(args['helper']) or not _unset(named_var):
+            try:
+                named = find_helper(arg=args['helper'], var=named_var)
+            except HelperError as e:
+                raise AnsibleActionFail(str(e)) from None
+        used = []
+
         def find_cmd():
-            return find_helper(arg=args['helper'], var=self._var(task_vars, 'hostlock_helper'))
+            cmd = named or find_helper(arg=args['helper'], var=named_var)
+            used.append(cmd)
+            return cmd
 
         # Taking and releasing need no hello: their requests name the protocol, and the
         # agent refuses them for a host whose holds were lost. One round trip per task.
@@ -150,6 +173,10 @@ class ActionModule(ActionBase):
             # ansible-core would append the cause's own message to it a second time.
             raise AnsibleActionFail(str(e)) from None
 
+        if named and not used:
+            self._unused_helper(
+                host, named, 'helper argument' if not _unset(args['helper']) else 'hostlock_helper variable', owner_pid
+            )
         with conn:
             display.vvv(
                 'hostlock: %s: %s for run %s, state=%s name=%s dir=%s'
@@ -193,6 +220,18 @@ class ActionModule(ActionBase):
 
         result.update(out)
         return result
+
+    @staticmethod
+    def _unused_helper(host, named, source, owner_pid):
+        """The run's agent was up: say at -v when the helper this task names is not the agent's."""
+        started = agent_helper(owner_pid)
+        if started == shlex.join(named):
+            return
+        display.v(
+            "hostlock: %s: helper %s (%s) not used: this run's agent is already up, started with %s by an "
+            'earlier task, and serves the whole run; a helper takes effect when a run starts its agent'
+            % (host, shlex.join(named), source, started or 'another helper')
+        )
 
     def _batch(self, task_vars, host, name, with_members):
         """The batch parameter: its id tells the agent when a batch is over; its members let the

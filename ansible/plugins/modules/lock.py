@@ -108,6 +108,9 @@ options:
       - Command line of the hostlock helper, for example C(node /opt/hostlock/dist/cli.js).
       - Defaults to the variable C(hostlock_helper), then E(HOSTLOCK_HELPER), then C(hostlock) on E(PATH),
         then the helper this collection carries, run by C(node) from E(PATH).
+      - The helper starts the run's agent, on the run's first hostlock task; the agent then serves
+        every task of the run. A helper named on a later task must still exist (else the task
+        fails), but is not used; at C(-v) the task says so when it is not the agent's.
     type: raw
 attributes:
   action:
