@@ -124,6 +124,9 @@ test('a command that cannot run is named with what to do, exits 69 as flock(1) d
       assert.match(r.stderr, message, args.join(' '));
       assert.doesNotMatch(r.stderr, /ENOENT|spawn/);
     }
+    // Before any store is reached (none listens here), after the usage errors.
+    assert.equal(cli(['run', '--backend', 'etcd://127.0.0.1:1', 'h1', 'nosuchcmd'], env).status, 69);
+    usage(['run', '--backend', 'postgresql:/x', 'h1', 'nosuchcmd'], env, /two slashes after the scheme/);
     // Nothing was taken: no lock file, no history that says the command ran.
     assert.equal(existsSync(join(t.dir, 'h1.lock')), false);
     const h = cli(['history'], env);

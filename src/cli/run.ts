@@ -46,12 +46,6 @@ export function signalName(v: string): NodeJS.Signals | undefined {
 export async function runLocked(o: RunOptions): Promise<number> {
   const [file, ...args] = o.command;
   if (file === undefined) throw new UsageError('give the command after --, e.g. hostlock run db -- ./migrate.sh');
-  // A command that cannot start is told before anything is locked or recorded.
-  const why = whyUnrunnable(file);
-  if (why) {
-    process.stderr.write(`hostlock: cannot run ${file}: ${unrunnableAdvice(file, why)}; nothing was locked\n`);
-    return EXIT.unavailable;
-  }
   const manager = new LockManager();
   let target;
   try {
@@ -59,6 +53,14 @@ export async function runLocked(o: RunOptions): Promise<number> {
   } catch (err) {
     process.stderr.write(errorLine(err));
     return exitCodeFor(err);
+  }
+  // A command that cannot start is told after the usage errors, before anything is locked or recorded.
+  const why = whyUnrunnable(file);
+  if (why) {
+    process.stderr.write(`hostlock: cannot run ${file}: ${unrunnableAdvice(file, why)}; nothing was locked\n`);
+    manager.shutdown();
+    await closeStores();
+    return EXIT.unavailable;
   }
   const mode = o.shared ? 'shared' : 'exclusive';
   const attempt = manager.acquire({
