@@ -10,7 +10,7 @@ import { CLI, cli, lockedByOthers, tempDir, until } from './rpc';
 test('--help lists every command and exit code; --version prints the version', () => {
   const h = cli(['--help']);
   assert.equal(h.status, 0);
-  for (const w of ['status', 'run', 'serve', 'agent', '64', '73', '126', '127'])
+  for (const w of ['status', 'run', 'serve', 'agent', '64', '69', '71', '73'])
     assert.match(h.stdout, new RegExp(`\\b${w}\\b`));
   const v = cli(['--version']);
   assert.equal(v.status, 0);
@@ -42,7 +42,7 @@ test('run holds the lock for the command and passes its exit status', () => {
   assert.equal(r.status, 7);
   assert.match(r.stdout, /probe=1/, 'the lock was not held while the command ran');
   assert.equal(lockedByOthers(join(t.dir, 'job.lock')), false, 'still held after the command');
-  assert.equal(cli(['run', 'job', '--', '/nonexistent/cmd'], env).status, 127);
+  assert.equal(cli(['run', 'job', '--', '/nonexistent/cmd'], env).status, 69);
   t.cleanup();
 });
 
@@ -219,4 +219,34 @@ test('flock and plain forms of run start without the full command line; other fo
     assert.deepEqual(r, { status, full: true }, args.join(' '));
   }
   assert.equal(loadsFullCli(['run', 'a', '-s', '-w', '2.5', '-E', '3', '--', 'sh', '-c', 'exit 4'], env).status, 4);
+});
+
+test('a symlinked --dir is its real directory: the same files, shown under the real path', () => {
+  const t = tempDir();
+  try {
+    const real = join(t.dir, 'real');
+    const link = join(t.dir, 'link');
+    mkdirSync(real);
+    symlinkSync('real', link);
+    const probe = `flock -n ${join(real, 'x.lock')} true; echo "probe=$?"`;
+    const r = cli(['run', '--dir', link, 'x', '--', 'sh', '-c', probe]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /probe=1/, 'the lock taken through the link is the real directory’s');
+    for (const dir of [link, real]) {
+      const s = JSON.parse(cli(['status', '--dir', dir, '--json']).stdout);
+      assert.equal(s.dir, real);
+      assert.deepEqual(
+        s.locks.map((l: { path: string }) => l.path),
+        [join(real, 'x.lock')],
+      );
+    }
+    // Through HOSTLOCK_DIR too; and --help says so instead of listing a symlink as unusable.
+    const h = cli(['history', '--json'], { HOSTLOCK_DIR: link });
+    assert.equal(JSON.parse(h.stdout).dir, real, h.stderr);
+    const help = cli(['--help']).stdout;
+    assert.match(help, /73 +the lock directory[^\n]*a lock file\n +that is a symlink/);
+    assert.match(help, /A --dir that is a\n +symlink is followed: its real directory is used and shown/);
+  } finally {
+    t.cleanup();
+  }
 });

@@ -261,7 +261,7 @@ describe('etcd history', { timeout: 120_000 }, () => {
       assert.ok(Date.parse(r.t) >= t0 - 1000, r.t);
     }
     assert.ok(xs[1]!.waited! >= 0.25, `waited ${xs[1]!.waited}`);
-    assert.match(xs[4]!.reason!, /lock lost: .*deleted/);
+    assert.match(xs[4]!.reason!, /^its etcd key .*deleted/);
     assert.deepEqual(
       (await observer.history({ name: 'y' })).map((r) => [r.event, r.name, r.token]),
       [['grant', 'y', hy.token]],
@@ -323,7 +323,7 @@ describe('etcd break', { timeout: 120_000 }, () => {
     assert.ok(hb.token > ha.token);
     await until(() => lostA.length > 0, 1000, 5);
     assert.equal(lostA.length, 1);
-    assert.match(lostA[0]!, /lock lost: broken by tester \(pid \d+\) on controller ctl-c: stuck for an hour/);
+    assert.match(lostA[0]!, /^broken by tester \(pid \d+\) on controller ctl-c: stuck for an hour/);
     assert.ok(ha.lost);
 
     // Only that hold went: the run's lease and its other hold stay.

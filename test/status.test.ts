@@ -4,10 +4,11 @@
 // hostlock users into one lock while it does.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { patternRegExp, selectRows } from '../src/cli/commands/status';
+import { turnstilePathFor } from '../src/stores/flock/turnstile';
 import { CLI, cli, lockedByOthers, sleep, tempDir, until } from './rpc';
 import { etcdForTests, type EtcdCluster } from './servers/etcd';
 import { LOCK_PASSWORD, LOCK_ROLE, startPostgres, type PgServer } from './servers/postgres';
@@ -138,64 +139,29 @@ describe('clear', () => {
 
   test('clearing in a loop never lets two hostlock runs into one lock', async () => {
     const t = tempDir('clear-loop');
-    const env = { HOSTLOCK_DIR: t.dir };
-    const journal = join(t.dir, '..', `journal-${process.pid}`);
-    writeFileSync(journal, '');
-    let clearing = true;
-    const cleaner = (async () => {
-      let n = 0;
-      while (clearing) {
-        cli(['clear', 'ctr'], env);
-        n++;
-        await sleep(5);
-      }
-      return n;
-    })();
-    // `hostlock run ctr` around `rounds` sections of run `i`, each journalled in and out.
-    const run = (i: number, rounds: number, pause: string) =>
-      spawn(
-        CLI,
-        [
-          'run',
-          'ctr',
-          '--',
-          'sh',
-          '-c',
-          `for j in $(seq ${rounds}); do echo "in ${i} $j" >> ${journal}; sleep ${pause}; echo "out ${i} $j" >> ${journal}; done`,
-        ],
-        { env: { ...process.env, ...env }, stdio: 'ignore' },
-      );
-    const runs = Array.from({ length: 3 }, (_, i) => run(i, 8, '0.01'));
     try {
-      // Each run enters many times: rerun each as it ends, for a few seconds.
-      const deadline = Date.now() + 6000;
-      await Promise.all(
-        runs.map(async (first, i) => {
-          let p = first;
-          for (;;) {
-            await new Promise((r) => p.once('exit', r));
-            if (Date.now() > deadline) return;
-            p = run(i, 1, '0.005');
-          }
-        }),
-      );
+      const r = await runsWhileClearing(t.dir, () => cli(['clear', 'ctr'], { HOSTLOCK_DIR: t.dir }));
+      assert.ok(r.cleaned >= 3, `the cleaner ran ${r.cleaned} times`);
+      assert.equal(r.overlap, null, r.overlap ?? '');
     } finally {
-      clearing = false;
+      t.cleanup();
     }
-    const cleared = await cleaner;
-    assert.ok(cleared >= 3, `the cleaner ran ${cleared} times`);
-    let inside = -1;
-    for (const line of readFileSync(journal, 'utf8').trim().split('\n')) {
-      const [what, who] = line.split(' ');
-      if (what === 'in') {
-        assert.equal(inside, -1, `run ${who} entered while run ${inside} was inside`);
-        inside = Number(who);
-      } else {
-        assert.equal(inside, Number(who), line);
-        inside = -1;
-      }
+  });
+
+  test('the same loop catches an unsafe clear: files unlinked without their lock let two runs in', async () => {
+    // What clear does, less the lock it takes and the inode it re-checks: the loop
+    // above passing means something only if it fails this.
+    const t = tempDir('clear-unsafe');
+    try {
+      const lockFile = join(t.dir, 'ctr.lock');
+      const r = await runsWhileClearing(t.dir, () => {
+        for (const f of [lockFile, turnstilePathFor(lockFile)]) rmSync(f, { force: true });
+      });
+      assert.notEqual(r.overlap, null, `no overlap seen in ${r.cleaned} unsafe clears`);
+      assert.match(r.overlap!, /^run \d entered while run \d was inside$/);
+    } finally {
+      t.cleanup();
     }
-    t.cleanup();
   });
 });
 
@@ -251,3 +217,73 @@ describe('one status layout for every store', () => {
     });
   }
 });
+
+// Three `hostlock run ctr` commands, each journalling its entries into and exits
+// from the lock and rerun as it ends, for a few seconds, while `clean` runs in a
+// loop: how often it ran, and the journal's first overlap (null: none).
+async function runsWhileClearing(dir: string, clean: () => void): Promise<{ cleaned: number; overlap: string | null }> {
+  const env = { HOSTLOCK_DIR: dir };
+  const journal = join(dir, '..', `journal-${process.pid}-${basename(dir)}`);
+  writeFileSync(journal, '');
+  let clearing = true;
+  const cleaner = (async () => {
+    let n = 0;
+    while (clearing) {
+      clean();
+      n++;
+      await sleep(5);
+    }
+    return n;
+  })();
+  // `hostlock run ctr` around `rounds` sections of run `i`, each journalled in and out.
+  const run = (i: number, rounds: number, pause: string) =>
+    spawn(
+      CLI,
+      [
+        'run',
+        'ctr',
+        '--',
+        'sh',
+        '-c',
+        `for j in $(seq ${rounds}); do echo "in ${i} $j" >> ${journal}; sleep ${pause}; echo "out ${i} $j" >> ${journal}; done`,
+      ],
+      { env: { ...process.env, ...env }, stdio: 'ignore' },
+    );
+  const runs = Array.from({ length: 3 }, (_, i) => run(i, 8, '0.01'));
+  try {
+    // Each run enters many times: rerun each as it ends, for a few seconds.
+    const deadline = Date.now() + 6000;
+    await Promise.all(
+      runs.map(async (first, i) => {
+        let p = first;
+        for (;;) {
+          await new Promise((r) => p.once('exit', r));
+          if (Date.now() > deadline) return;
+          p = run(i, 1, '0.005');
+        }
+      }),
+    );
+  } finally {
+    clearing = false;
+  }
+  const cleaned = await cleaner;
+  let inside = -1;
+  let overlap: string | null = null;
+  for (const line of readFileSync(journal, 'utf8').trim().split('\n')) {
+    const [what, who] = line.split(' ');
+    if (what === 'in') {
+      if (inside !== -1) {
+        overlap = `run ${who} entered while run ${inside} was inside`;
+        break;
+      }
+      inside = Number(who);
+    } else if (inside === Number(who)) {
+      inside = -1;
+    } else {
+      overlap = `run ${who} left while run ${inside} was inside`;
+      break;
+    }
+  }
+  rmSync(journal, { force: true });
+  return { cleaned, overlap };
+}

@@ -1,10 +1,10 @@
 // Mistakes on the command line are usage errors (exit 64) whose message names
 // the right form, found before anything is opened, read or drawn.
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { cli, tempDir } from './rpc';
+import { cli, lockedByOthers, tempDir } from './rpc';
 
 function usage(args: string[], env: NodeJS.ProcessEnv, message: RegExp) {
   const r = cli(args, env);
@@ -92,4 +92,54 @@ test('timeline --svg into a missing directory fails at once, naming it', () => {
 test('run with the command not after -- says to put it there', () => {
   const r = usage(['run', 'h1', 'ls', '-la'], {}, /Unknown arguments: l, a; put the command and its options after --/);
   assert.match(r.stderr, /hostlock run NAME \[OPTIONS\] -- COMMAND ARGS/);
+});
+
+test('a command that cannot run is named with what to do, exits 69 as flock(1) does, and locks nothing', () => {
+  const t = tempDir('usage');
+  const env = { HOSTLOCK_DIR: t.dir, HOSTLOCK_RUNTIME_DIR: join(t.dir, 'rt') };
+  try {
+    const script = join(t.dir, 'deploy.sh');
+    writeFileSync(script, 'echo ran\n');
+    chmodSync(script, 0o644);
+    for (const [args, message] of [
+      [
+        ['run', 'h1', 'nosuchcmd'],
+        /^hostlock: cannot run nosuchcmd: no such command on PATH; check its spelling, install it or give its path; nothing was locked\n$/,
+      ],
+      [['run', 'h1', '--', 'nosuchcmd', '-x'], /^hostlock: cannot run nosuchcmd: no such command on PATH;/],
+      [
+        ['run', 'h1', '--', '/no/such/cmd'],
+        /^hostlock: cannot run \/no\/such\/cmd: no such file; check the path; nothing was locked\n$/,
+      ],
+      [
+        ['run', 'h1', '--', script],
+        new RegExp(
+          `^hostlock: cannot run ${script}: not executable; chmod \\+x it or run it with its interpreter \\(sh ${script}\\); nothing was locked\n$`,
+        ),
+      ],
+      [['run', 'h1', '--', t.dir], /: is a directory; nothing was locked\n$/],
+    ] as const) {
+      const r = cli([...args], env);
+      assert.equal(r.status, 69, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, message, args.join(' '));
+      assert.doesNotMatch(r.stderr, /ENOENT|spawn/);
+    }
+    // Before any store is reached (none listens here), after the usage errors.
+    assert.equal(cli(['run', '--backend', 'etcd://127.0.0.1:1', 'h1', 'nosuchcmd'], env).status, 69);
+    usage(['run', '--backend', 'postgresql:/x', 'h1', 'nosuchcmd'], env, /two slashes after the scheme/);
+    // Nothing was taken: no lock file, no history that says the command ran.
+    assert.equal(existsSync(join(t.dir, 'h1.lock')), false);
+    const h = cli(['history'], env);
+    assert.doesNotMatch(h.stdout, /grant|release/, h.stdout);
+    // hostlock flock: flock(1)'s own line and status; the lock is not left held, and
+    // history does not record a hold by a command that never started.
+    const file = join(t.dir, 'f');
+    const f = cli(['flock', file, 'nosuchcmd'], env);
+    assert.equal(f.status, 69, f.stderr);
+    assert.equal(f.stderr, 'flock: failed to execute nosuchcmd: No such file or directory\n');
+    assert.equal(lockedByOthers(file), false);
+    assert.doesNotMatch(cli(['history'], env).stdout, /grant|release/);
+  } finally {
+    t.cleanup();
+  }
 });

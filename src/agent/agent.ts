@@ -20,7 +20,7 @@ import { LockFile } from '../stores/flock/lockfile';
 import { log } from '../core/log';
 import { ensurePrivateDir, runtimeDir } from '../sys/paths';
 import { processStartTime } from '../sys/proc';
-import { LostHolds, type LostHold } from '../policy/lostholds';
+import { AGENT_STOPPED, LostHolds, type LostHold } from '../policy/lostholds';
 import { Server } from '../server/server';
 import { RunLife } from './runlife';
 import { guardProcess } from '../server/serve';
@@ -97,7 +97,7 @@ export function runAgent(opts: AgentOptions): Promise<number> {
   // lost when it died: the run's next tasks must hear of it.
   try {
     const prev = JSON.parse(readFileSync(paths.holdsFile, 'utf8')) as { holds: LostHold[] };
-    for (const h of prev.holds ?? []) if (h.members?.length) lostHolds.add(h);
+    for (const h of prev.holds ?? []) if (h.members?.length) lostHolds.add({ ...h, reason: AGENT_STOPPED });
     if (lostHolds.size) log.warn(`the previous agent of this run died holding ${lostHolds.size} lock(s)`);
   } catch {
     /* no predecessor */
@@ -167,8 +167,9 @@ export function runAgent(opts: AgentOptions): Promise<number> {
       const released = server.shutdown();
       for (const s of sockets) s.destroy();
       net.close();
-      // Clean up while still holding the pid lock, so no successor is misled.
-      for (const f of [paths.socket, paths.holdsFile]) {
+      // Clean up while still holding the pid lock, so no successor is misled (the
+      // `.helper` beside the socket: the helper command the shim started us with).
+      for (const f of [paths.socket, `${paths.socket}.helper`, paths.holdsFile]) {
         try {
           unlinkSync(f);
         } catch {

@@ -7,10 +7,10 @@ export const EXIT = {
   conflict: 1, // the default; --conflict-exit-code changes it (like flock -E)
   failure: 1, // anything else that went wrong, with a one-line message
   usage: 64,
+  unavailable: 69, // run: the command cannot be started (EX_UNAVAILABLE, as flock(1))
+  osError: 71, // run: out of resources to start the command (EX_OSERR, as flock(1))
   lockUnusable: 73,
   lockLost: 75, // run: the hold ended under the command (EX_TEMPFAIL)
-  cannotExecute: 126,
-  notFound: 127,
   signalBase: 128, // + the signal's number when the command was killed
   interrupted: 130, // the wait was cancelled by SIGINT (SIGTERM: 143, SIGHUP: 129)
 } as const;
@@ -19,10 +19,13 @@ export const EXIT_HELP = `Exit codes:
   ${EXIT.ok}      success (run: the command's own status)
   ${EXIT.conflict}      run: the lock is held by another (--nonblock) or --timeout expired; see --conflict-exit-code
   ${EXIT.usage}     usage error
-  ${EXIT.lockUnusable}     the lock directory, lock file or lock store is unusable (missing, unwritable, a symlink; a server store unreachable)
+  ${EXIT.unavailable}     run: the command cannot be started (not found, not executable, a directory), as flock(1)
+        exits when exec fails; checked before locking, so nothing was locked or recorded
+  ${EXIT.osError}     run: out of resources to start the command (as flock(1))
+  ${EXIT.lockUnusable}     the lock directory, lock file or lock store is unusable (missing, unwritable; a lock file
+        that is a symlink or not a regular file; a server store unreachable). A --dir that is a
+        symlink is followed: its real directory is used and shown, the same locks as by its path
   ${EXIT.lockLost}     run: the lock was lost while the command ran (the command was signalled; see --on-lost)
-  ${EXIT.cannotExecute}    run: the command cannot be executed
-  ${EXIT.notFound}    run: the command was not found
   ${EXIT.signalBase}+N  run: the command was killed by signal N, or the wait was ended by signal N
         (SIGHUP 129, SIGINT 130, SIGTERM 143)
 flock: flock(1)'s statuses (the command's own; 1 or -E on conflict or timeout; 64 usage,

@@ -21,6 +21,7 @@ import { checkLockDir, isSharedGroupDir } from '../sys/paths';
 import type { HistoryEvent, Requester } from '../store/types';
 import { nextToken } from '../stores/flock/tokens';
 import { VERSION } from '../core/version';
+import { whyUnrunnable } from '../sys/which';
 
 // flock(1)'s messages carry its name: a script's logs read the same.
 const warn = (line: string) => process.stderr.write(`flock: ${line}\n`);
@@ -117,6 +118,13 @@ async function flock(a: FlockArgs): Promise<number> {
   if (a.verbose) {
     const us = (process.hrtime.bigint() - started) / 1000n;
     say(`flock: getting lock took ${us / 1000000n}.${String(us % 1000000n).padStart(6, '0')} seconds\n`);
+  }
+  // A command that cannot start fails as flock(1)'s exec does, with the lock
+  // taken and given back, and no holder record or history of a hold it never had.
+  const why = a.command && whyUnrunnable(a.command[0]!);
+  if (why) {
+    warn(`failed to execute ${a.command![0]}: ${strerror(why === 'not found' ? 'ENOENT' : 'EACCES')}`);
+    return EX.unavailable;
   }
   const record = a.op === 'unlock' ? forget(fd, a) : remember(fd, a, waited ? started : undefined);
   if (!a.command) return EX.ok;

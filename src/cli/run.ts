@@ -1,13 +1,13 @@
 // `hostlock run NAME -- CMD`: flock(1) with names, timeouts and holder records.
 import { spawn } from 'node:child_process';
-import { accessSync, constants as fsConstants, existsSync, statSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { constants } from 'node:os';
-import { delimiter, join } from 'node:path';
 import { errorLine, EXIT, exitCodeFor, UsageError } from './exit';
 import { log } from '../core/log';
 import { LockManager } from '../policy/manager';
 import { inheritedIgnored } from './sigign';
 import { closeStores } from '../stores';
+import { whyUnrunnable, type Unrunnable } from '../sys/which';
 
 // The signals a shell user sends to a job: forwarded to the command while it
 // runs, ending the wait (128+N) before; left ignored, for hostlock and its
@@ -53,6 +53,14 @@ export async function runLocked(o: RunOptions): Promise<number> {
   } catch (err) {
     process.stderr.write(errorLine(err));
     return exitCodeFor(err);
+  }
+  // A command that cannot start is told after the usage errors, before anything is locked or recorded.
+  const why = whyUnrunnable(file);
+  if (why) {
+    process.stderr.write(`hostlock: cannot run ${file}: ${unrunnableAdvice(file, why)}; nothing was locked\n`);
+    manager.shutdown();
+    await closeStores();
+    return EXIT.unavailable;
   }
   const mode = o.shared ? 'shared' : 'exclusive';
   const attempt = manager.acquire({
@@ -163,8 +171,11 @@ export async function runLocked(o: RunOptions): Promise<number> {
     };
     if (lost !== undefined) onLost();
     child.on('error', (err: NodeJS.ErrnoException) => {
-      process.stderr.write(`hostlock: cannot run ${file}: ${err.message}\n`);
-      resolve(err.code === 'ENOENT' ? EXIT.notFound : EXIT.cannotExecute);
+      // It was there when checked: gone or changed since, or the system is out of resources.
+      process.stderr.write(
+        `hostlock: cannot run ${file}: ${err.code ?? err.message}; the lock ${o.name} is released\n`,
+      );
+      resolve(err.code === 'ENOMEM' || err.code === 'EAGAIN' ? EXIT.osError : EXIT.unavailable);
     });
     child.on('exit', (status, sig) => {
       for (const [s, h] of handlers) process.off(s, h);
@@ -213,9 +224,11 @@ function commandLine(
   ignored: readonly NodeJS.Signals[],
 ): { file: string; args: string[] } | number {
   if (!tied && ignored.length === 0) return { file, args };
-  if (!findExecutable(file)) {
-    process.stderr.write(`hostlock: cannot run ${file}: not found\n`);
-    return EXIT.notFound;
+  // Checked again: through the shell, an exec that fails would look like the command's own 126/127.
+  const why = whyUnrunnable(file);
+  if (why) {
+    process.stderr.write(`hostlock: cannot run ${file}: ${unrunnableAdvice(file, why)}\n`);
+    return EXIT.unavailable;
   }
   const script =
     'p=$1 t=$2; shift 2; [ -z "$p" ] || [ "$PPID" = "$p" ] || exit 137; [ -z "$t" ] || trap "" $t; exec "$@"';
@@ -229,19 +242,12 @@ function commandLine(
   return { file: 'python3', args: ['-I', '-S', '-c', py, ...sh] };
 }
 
-function findExecutable(file: string): boolean {
-  const dirs = file.includes('/') ? [''] : (process.env.PATH ?? '/usr/bin:/bin').split(delimiter);
-  for (const d of dirs) {
-    const p = d === '' ? file : join(d, file);
-    try {
-      if (!statSync(p).isFile()) continue;
-      if (dirs.length > 1) accessSync(p, fsConstants.X_OK); // a PATH search skips it; a path is for exec to refuse (126)
-      return true;
-    } catch {
-      /* not here */
-    }
-  }
-  return false;
+function unrunnableAdvice(file: string, why: Unrunnable): string {
+  if (why === 'a directory') return 'is a directory';
+  if (why === 'not executable') return `not executable; chmod +x it or run it with its interpreter (sh ${file})`;
+  return file.includes('/')
+    ? 'no such file; check the path'
+    : 'no such command on PATH; check its spelling, install it or give its path';
 }
 
 // 1st, 2nd, 3rd, 4th ... 11th, 12th, 13th, 21st.

@@ -9,7 +9,12 @@ export interface LostHold {
   mode: Mode;
   since: string;
   members: string[];
+  // Why it was lost, as the store or the agent says it (no "lock lost" of its own).
+  reason?: string;
 }
+
+// The reason of the holds a run's agent had when it died, as its successor tells them.
+export const AGENT_STOPPED = "this run's hostlock agent died holding it";
 
 export class LostHolds {
   private lost: LostHold[] = [];

@@ -14,7 +14,7 @@ import type { AcquireOutcome, AcquireRequest, Hold } from '../policy/requests';
 import type { RunOutcome } from '../policy/runhold';
 import type { RunHolds } from '../policy/runholds';
 import type { Target } from '../policy/targets';
-import type { LostHolds } from '../policy/lostholds';
+import { AGENT_STOPPED, type LostHolds } from '../policy/lostholds';
 import type { KeyStatus } from '../store/contract';
 import type { Method } from '../protocol/validate';
 import { PROTOCOL, VERSION } from '../core/version';
@@ -72,12 +72,11 @@ export function methods(c: Connection): Handlers {
     if (member === undefined) return;
     const lost = server.lostHolds?.take(member) ?? [];
     if (!lost.length) return;
-    const names = lost.map((l) => `'${l.name ?? l.path}'`).join(', ');
+    const names = lost.map((l) => `'${l.name ?? l.path}' (${l.reason ?? AGENT_STOPPED})`).join(', ');
     throw new HostlockError(
       ErrorCode.LockLost,
-      `lock lost: ${member} held ${names} when this run's agent stopped or the store lost the hold; ` +
-        'another run may have entered the guarded section',
-      { lost: lost.map(({ name, path, mode, since }) => ({ name, path, mode, since })) },
+      `lock lost: ${member} held ${names}; another run may have entered the guarded section`,
+      { lost: lost.map(({ name, path, mode, since, reason }) => ({ name, path, mode, since, reason })) },
     );
   }
 

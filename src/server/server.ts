@@ -59,6 +59,7 @@ export class Server {
       mode: hold.mode,
       since: hold.since.toISOString(),
       members,
+      reason,
     });
   }
 

@@ -1,7 +1,7 @@
 // The directories hostlock keeps its files in: the per-user base, the
 // default lock directory and the runtime directory for agent sockets, and
 // the checks that make a user's lock directory safe to use.
-import { accessSync, constants, lstatSync, mkdirSync, statSync } from 'node:fs';
+import { accessSync, constants, lstatSync, mkdirSync, realpathSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCode, HostlockError, fromErrno } from '../core/errors';
 
@@ -53,7 +53,12 @@ export function ensurePrivateDir(dir: string): string {
 }
 
 // A lock directory named by the user must already exist and be writable; the
-// default one is created private on first use.
+// default one is created private on first use. A named directory reached
+// through a symlink is the user's own choice (the default one, in /tmp, must
+// be no symlink: anyone could plant it): it is used by its real path, so that
+// runs that name it through the link and runs that name it directly lock the
+// same files under the same paths — one order for a batch, one key for the
+// deadlock watch, one place in status and history.
 export function checkLockDir(dir: string | undefined): string {
   if (!dir) {
     const d = defaultLockDir();
@@ -87,7 +92,11 @@ export function checkLockDir(dir: string | undefined): string {
       { path: dir, errno: e.code },
     );
   }
-  return dir;
+  try {
+    return realpathSync(dir);
+  } catch (err) {
+    throw fromErrno(err, dir, 'use the lock directory');
+  }
 }
 
 // A group-shared lock directory (setgid, group-writable) gets 0660 lock files

@@ -228,4 +228,5 @@ def test_runtime_dir_open_to_others_is_refused(env):
         )
         in msg
     ), msg
+    assert msg.count('must be owned by') == 1, 'the message is said once: %s' % msg
     assert not list(env.runtime_dir.glob('agent-*.sock')), 'an agent started in an open directory'

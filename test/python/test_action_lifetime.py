@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import signal
 import time
 
@@ -144,8 +145,15 @@ def test_agent_death_is_lock_lost(env):
     assert run.returncode == 2, out
     rec = env.record('A', 'after agent death')
     assert rec['status'] == 'failed'
-    assert rec['result']['msg'].startswith('lock lost:'), rec['result']['msg']
-    assert "'x'" in rec['result']['msg']
+    msg = rec['result']['msg']
+    path = re.escape(str(env.lock_dir / 'x.lock'))
+    assert re.fullmatch(
+        r"lock lost: host h1 held 'x' \(%s, exclusive, held since [0-9T:.Z-]+\): "
+        r"this run's hostlock agent died holding it; another run may have entered the guarded section\. "
+        r'Stopping instead of continuing unprotected\.' % path,
+        msg,
+    ), msg
+    assert msg.count('lock lost') == 1, msg
 
 
 GIVES_UP = """

@@ -305,3 +305,43 @@ def test_helper_argument_then_variable_then_env(env):
     assert failed['status'] == 'failed'
     assert 'from hostlock_helper variable' in failed['result']['msg'], failed['result']['msg']
     assert env.record('run', 'argument beats variable')['status'] == 'ok'
+
+
+def test_symlinked_lock_dir_is_its_real_directory(env):
+    """A lock_dir reached through a symlink is followed: the lock is the real directory's file,
+    shown under its real path, and held against those who name the directory itself."""
+    real = env.tmp / 'real-locks'
+    real.mkdir(mode=0o700)
+    (env.tmp / 'link-locks').symlink_to('real-locks')
+    code, out = env.run(
+        env.playbook(
+            'linkdir.yml',
+            """
+        - hosts: h1
+          gather_facts: false
+          tasks:
+            - name: through the link
+              hostlock.core.lock:
+                name: a
+                lock_dir: "{{ playbook_dir }}/link-locks"
+            - name: probe the real file
+              ansible.builtin.command: flock -n {{ playbook_dir }}/real-locks/a.lock true
+              register: probe
+              failed_when: false
+              changed_when: false
+            - name: by the real directory
+              hostlock.core.lock:
+                name: a
+                state: status
+                lock_dir: "{{ playbook_dir }}/real-locks"
+    """,
+        )
+    )
+    assert code == 0, out
+    res = env.record('run', 'through the link')['result']
+    assert res['acquired'], res
+    assert res['path'] == str(real / 'a.lock'), res['path']
+    assert env.record('run', 'probe the real file')['result']['rc'] == 1, 'the real file was not locked'
+    status = env.record('run', 'by the real directory')['result']
+    assert status['path'] == str(real / 'a.lock')
+    assert [h['host'] for h in status['holders']] == ['h1'], status['holders']

@@ -100,3 +100,64 @@ def test_an_unsuitable_node_is_one_clear_error(env, tmp_path, version, what):
     msg = str(info.value)
     assert 'needs Node.js >= 20' in msg and what in msg, msg
     assert 'dnf module enable -y nodejs:20' in msg and 'apt-get install nodejs' in msg, msg
+
+
+def test_a_helper_named_once_the_runs_agent_is_up(env, tmp_path):
+    """The run's agent serves every later task: a `helper` named there that does not exist
+    fails the task; one that exists but is not the agent's is said to be unused at -v."""
+    other = tmp_path / 'other-hostlock'
+    other.write_text('#!/bin/sh\nexec %s "$@"\n' % env.helper)
+    other.chmod(0o755)
+    pb = env.playbook(
+        'helpers-later.yml',
+        """
+        - hosts: h1
+          gather_facts: false
+          tasks:
+            - name: first
+              hostlock.core.lock:
+                name: a
+            - name: missing helper
+              hostlock.core.lock:
+                name: b
+                helper: /nowhere/hostlock
+              ignore_errors: true
+            - name: missing helper variable
+              hostlock.core.lock:
+                name: b
+              vars:
+                hostlock_helper: /nowhere/either
+              ignore_errors: true
+            - name: other helper
+              hostlock.core.lock:
+                name: c
+                helper: %s
+            - name: same helper
+              hostlock.core.lock:
+                name: d
+                helper: "{{ lookup('env', 'HOSTLOCK_HELPER') }}"
+    """
+        % other,
+    )
+    code, out = env.run(pb, '-v')
+    assert code == 0, out
+    missing = env.record('run', 'missing helper')
+    assert missing['status'] == 'failed'
+    assert missing['result']['msg'].startswith(
+        'hostlock helper from helper argument: /nowhere/hostlock is not an executable file.'
+    ), missing['result']['msg']
+    var = env.record('run', 'missing helper variable')
+    assert var['status'] == 'failed'
+    assert 'hostlock helper from hostlock_helper variable: /nowhere/either' in var['result']['msg']
+    for task in ('other helper', 'same helper'):
+        assert env.record('run', task)['status'] == 'ok', task
+    said = [line for line in out.splitlines() if 'not used' in line]
+    assert said == [
+        "hostlock: h1: helper %s (helper argument) not used: this run's agent is already up, started "
+        'with %s by an earlier task, and serves the whole run; a helper takes effect when a run starts '
+        'its agent' % (other, env.helper)
+    ], out
+    # Not at the default verbosity.
+    code, out = env.run(pb, tag='quiet')
+    assert code == 0, out
+    assert 'not used' not in out, out

@@ -5,13 +5,19 @@
 from __future__ import annotations
 
 import os
+import shlex
 import time
 
 from ansible.errors import AnsibleActionFail
 from ansible.utils.display import Display
 
 from ansible.plugins.action import ActionBase
-from ansible_collections.hostlock.core.plugins.plugin_utils.agent import LOCK_LOST, check_refusal, connect_agent
+from ansible_collections.hostlock.core.plugins.plugin_utils.agent import (
+    LOCK_LOST,
+    agent_helper,
+    check_refusal,
+    connect_agent,
+)
 from ansible_collections.hostlock.core.plugins.plugin_utils.batch import batch_id, batch_members
 from ansible_collections.hostlock.core.plugins.plugin_utils.discovery import PROTOCOL, HelperError, find_helper
 from ansible_collections.hostlock.core.plugins.plugin_utils.holders import holders_text
@@ -43,30 +49,40 @@ TASK_TIMEOUT_MARGIN = 0.3
 RUN_MEMBER = '(run)'
 
 
+# Why a hold was lost, when the helper does not say (its store or its agent ended it).
+_LOST_UNSAID = "this run's hostlock agent stopped or its store ended the hold"
+
+
 def _lost_text(lost):
     parts = []
     for item in lost:
         if isinstance(item, dict):
             parts.append(
-                "'%s' (%s, %s, held since %s)"
+                "'%s' (%s, %s, held since %s): %s"
                 % (
                     item.get('name') or item.get('path'),
                     item.get('path', '?'),
                     item.get('mode', 'exclusive'),
                     item.get('since', '?'),
+                    item.get('reason') or _LOST_UNSAID,
                 )
             )
         else:
             parts.append(str(item))
-    return ', '.join(parts)
+    return '; '.join(parts)
 
 
 def _lost_failure(host, lost):
+    """The one message of a task whose host's holds were lost: "lock lost" once, then each
+    hold with the helper's reason (which carries no "lock lost" of its own)."""
     return (
-        'lock lost: the hostlock agent of this run stopped, or its store lost the hold, while host %s held %s; '
-        'another run may have entered the guarded section. Stopping instead of continuing unprotected.'
-        % (host, _lost_text(lost))
+        'lock lost: host %s held %s; another run may have entered the guarded section. '
+        'Stopping instead of continuing unprotected.' % (host, _lost_text(lost) or 'its locks')
     )
+
+
+def _unset(value):
+    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def _ordinal(n):
@@ -129,8 +145,21 @@ class ActionModule(ActionBase):
         if lock_dir:
             lock_dir = os.path.abspath(os.path.expanduser(str(lock_dir)))
 
+        # A helper this task names must exist even when the run's agent, already up, will serve
+        # the task: a wrong one fails here rather than being silently passed over.
+        named_var = self._var(task_vars, 'hostlock_helper')
+        named = None
+        if not _unset(args['helper']) or not _unset(named_var):
+            try:
+                named = find_helper(arg=args['helper'], var=named_var)
+            except HelperError as e:
+                raise AnsibleActionFail(str(e)) from None
+        used = []
+
         def find_cmd():
-            return find_helper(arg=args['helper'], var=self._var(task_vars, 'hostlock_helper'))
+            cmd = named or find_helper(arg=args['helper'], var=named_var)
+            used.append(cmd)
+            return cmd
 
         # Taking and releasing need no hello: their requests name the protocol, and the
         # agent refuses them for a host whose holds were lost. One round trip per task.
@@ -140,8 +169,14 @@ class ActionModule(ActionBase):
             owner = owner_metadata(self._task, host, owner_pid, task_vars.get('ansible_play_name'))
             conn, hello = connect_agent(find_cmd, owner_pid, client='hostlock.core.lock', member=host, greet=greet)
         except HelperError as e:
-            raise AnsibleActionFail(str(e)) from e
+            # Every failure is raised `from None`: its message already says all there is, and
+            # ansible-core would append the cause's own message to it a second time.
+            raise AnsibleActionFail(str(e)) from None
 
+        if named and not used:
+            self._unused_helper(
+                host, named, 'helper argument' if not _unset(args['helper']) else 'hostlock_helper variable', owner_pid
+            )
         with conn:
             display.vvv(
                 'hostlock: %s: %s for run %s, state=%s name=%s dir=%s'
@@ -168,23 +203,35 @@ class ActionModule(ActionBase):
                     )
             except RpcError as e:
                 if e.code == LOCK_LOST:
-                    raise AnsibleActionFail(_lost_failure(host, e.data.get('lost') or [])) from e
+                    raise AnsibleActionFail(_lost_failure(host, e.data.get('lost') or [])) from None
                 try:
                     check_refusal(conn, find_cmd, e)
                 except HelperError as mismatch:
-                    raise AnsibleActionFail(str(mismatch)) from e
+                    raise AnsibleActionFail(str(mismatch)) from None
                 verb = {'acquired': 'acquire', 'try': 'try', 'released': 'release', 'status': 'read the status of'}[
                     state
                 ]
-                raise AnsibleActionFail("hostlock could not %s lock '%s': %s" % (verb, name, e)) from e
+                raise AnsibleActionFail("hostlock could not %s lock '%s': %s" % (verb, name, e)) from None
             except HelperGone as e:
                 raise AnsibleActionFail(
                     'lock lost or not taken: the hostlock agent of this run went away during '
                     "state=%s of lock '%s' (%s)" % (state, name, e)
-                ) from e
+                ) from None
 
         result.update(out)
         return result
+
+    @staticmethod
+    def _unused_helper(host, named, source, owner_pid):
+        """The run's agent was up: say at -v when the helper this task names is not the agent's."""
+        started = agent_helper(owner_pid)
+        if started == shlex.join(named):
+            return
+        display.v(
+            "hostlock: %s: helper %s (%s) not used: this run's agent is already up, started with %s by an "
+            'earlier task, and serves the whole run; a helper takes effect when a run starts its agent'
+            % (host, shlex.join(named), source, started or 'another helper')
+        )
 
     def _batch(self, task_vars, host, name, with_members):
         """The batch parameter: its id tells the agent when a batch is over; its members let the

@@ -64,7 +64,9 @@ class ActionModule(ActionBase):
         try:
             helper = find_helper(arg=args['helper'], var=self._var(task_vars, 'hostlock_helper'))
         except HelperError as e:
-            raise AnsibleActionFail(str(e)) from e
+            # Every failure is raised `from None`: its message already says all there is, and
+            # ansible-core would append the cause's own message to it a second time.
+            raise AnsibleActionFail(str(e)) from None
 
         # The URL goes to the helper in its environment, not on its command line,
         # where any user of the controller could read a password in it.
@@ -86,12 +88,12 @@ class ActionModule(ActionBase):
                 text=True,
                 timeout=args['timeout'],
             )
-        except subprocess.TimeoutExpired as e:
+        except subprocess.TimeoutExpired:
             raise AnsibleActionFail(
                 'hostlock setup did not finish within %ss on %s' % (args['timeout'], _masked(backend, secrets))
-            ) from e
+            ) from None
         except OSError as e:
-            raise AnsibleActionFail('cannot start the hostlock helper %s: %s' % (' '.join(helper), e)) from e
+            raise AnsibleActionFail('cannot start the hostlock helper %s: %s' % (' '.join(helper), e)) from None
 
         if proc.returncode != 0:
             err = (proc.stderr or proc.stdout or '').strip()
@@ -101,11 +103,11 @@ class ActionModule(ActionBase):
             )
         try:
             res = json.loads(proc.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError) as e:
+        except (ValueError, IndexError):
             raise AnsibleActionFail(
                 'the hostlock helper %s printed no setup result (is it older than this collection?): %s'
                 % (' '.join(helper), _masked(proc.stdout.strip(), secrets) or 'no output')
-            ) from e
+            ) from None
 
         result.update(
             changed=bool(res.get('changed')),

@@ -78,6 +78,9 @@ options:
         then a private per-user directory C(/tmp/hostlock-<uid>/locks) chosen by the helper.
       - Runs that must exclude each other need the same directory; for several users, use a
         directory writable by a common group.
+      - A symlink to a directory is followed; the helper uses its real path (the result's RV(path)),
+        so runs naming the link and runs naming the directory itself share their locks.
+        A symlink at a lock file is refused.
     type: path
   slots:
     description:
@@ -105,6 +108,9 @@ options:
       - Command line of the hostlock helper, for example C(node /opt/hostlock/dist/cli.js).
       - Defaults to the variable C(hostlock_helper), then E(HOSTLOCK_HELPER), then C(hostlock) on E(PATH),
         then the helper this collection carries, run by C(node) from E(PATH).
+      - The helper starts the run's agent, on the run's first hostlock task; the agent then serves
+        every task of the run. A helper named on a later task must still exist (else the task
+        fails), but is not used; at C(-v) the task says so when it is not the agent's.
     type: raw
 attributes:
   action:

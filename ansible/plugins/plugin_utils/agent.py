@@ -22,7 +22,7 @@ from ansible_collections.hostlock.core.plugins.plugin_utils.discovery import (
 from ansible_collections.hostlock.core.plugins.plugin_utils.procinfo import run_id
 from ansible_collections.hostlock.core.plugins.plugin_utils.rpc import HelperGone, RpcConnection, RpcError
 
-__all__ = ['connect_agent', 'check_refusal', 'default_runtime_dir', 'LOCK_LOST']
+__all__ = ['agent_helper', 'connect_agent', 'check_refusal', 'default_runtime_dir', 'LOCK_LOST']
 
 # Error codes of docs/PROTOCOL.md the shim acts on.
 INVALID_PARAMS = -32602
@@ -131,6 +131,36 @@ def _start_agent(cmd, owner_pid, sock_path):
             delay = min(delay * 1.5, 0.2)
 
 
+def _helper_record(sock_path):
+    return sock_path + '.helper'
+
+
+def _record_helper(sock_path, cmd):
+    """Beside the socket, the helper command line the agent was started with (the agent
+    removes it with its socket), so that a later task naming another helper can say so."""
+    path = _helper_record(sock_path)
+    try:
+        tmp = '%s.%d' % (path, os.getpid())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, 'w') as f:
+            f.write(shlex.join(cmd))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # only a -v remark depends on it
+
+
+def agent_helper(owner_pid):
+    """The helper command line (a string) the run's agent was started with, or None if unknown."""
+    sock_path = _guess_socket(owner_pid)
+    if sock_path is None:
+        return None
+    try:
+        with open(_helper_record(sock_path), encoding='utf-8') as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
 def _base_dir():
     return '/tmp/hostlock-%d' % os.getuid()
 
@@ -217,6 +247,7 @@ def connect_agent(find_cmd, owner_pid, client='ansible', member=None, greet=True
             conn = _try_connect(sock_path)
             if conn is None:
                 conn = _start_agent(helper, owner_pid, sock_path)
+                _record_helper(sock_path, helper)
     finally:
         if start_lock is not None:
             os.close(start_lock)

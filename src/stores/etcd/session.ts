@@ -149,7 +149,7 @@ export class Session {
     this.retryLeftovers();
     for (const entry of [...lease.entries.values()]) {
       lease.entries.delete(entry.etcdKey);
-      if (entry.hold) entry.hold.markLost(`lock lost: ${reason}`);
+      if (entry.hold) entry.hold.markLost(reason);
       else entry.fail?.(new EtcdError(`lock lost while waiting: ${reason} (backend ${this.c.describe})`, ''));
     }
   }
@@ -165,8 +165,8 @@ export class Session {
       const broken = lastValue ? parseRecord({ value: lastValue })?.broken : undefined;
       entry.hold.markLost(
         broken
-          ? `lock lost: broken by ${broken.by}: ${broken.reason}`
-          : `lock lost: its etcd key ${k} was deleted (by an admin, or its lease was revoked)`,
+          ? `broken by ${broken.by}: ${broken.reason}`
+          : `its etcd key ${k} was deleted (by an admin, or its lease was revoked)`,
       );
     } else {
       entry.wake?.();
