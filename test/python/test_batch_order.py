@@ -58,11 +58,11 @@ def _check_turns(env, hosts, runs):
 
 
 @pytest.mark.timeout(1500)
-@pytest.mark.parametrize('runs', [2, 3, 6])
+@pytest.mark.parametrize('runs', [2, 6])
 def test_quick_start_never_deadlocks(env, runs):
     """20 hosts, forks 20: every run of every round completes, each host's sections take turns."""
     pb = env.playbook('quick.yml', QUICK_START)
-    for _ in range(5):
+    for _ in range(3):
         _clear_journals(env)
         _concurrent(env, pb, runs)
         _check_turns(env, HOSTS, runs)
