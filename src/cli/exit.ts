@@ -53,7 +53,8 @@ export function exitCodeFor(err: unknown): number {
   return EXIT.failure;
 }
 
-export function errorLine(err: unknown): string {
+// What a command prints on stderr for an error that ends it.
+export function errorReport(err: unknown): string {
   const message = err instanceof Error ? err.message : String(err);
   return `hostlock: ${message}\n${isUsageError(err) ? 'Try: hostlock --help\n' : ''}`;
 }
@@ -65,7 +66,7 @@ export function runMain(command: Command): void {
       if (code >= 0) process.exitCode = code;
     },
     (err) => {
-      process.stderr.write(errorLine(err));
+      process.stderr.write(errorReport(err));
       process.exitCode = exitCodeFor(err);
     },
   );

@@ -2,7 +2,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { constants } from 'node:os';
-import { errorLine, EXIT, exitCodeFor, UsageError } from './exit';
+import { errorReport, EXIT, exitCodeFor, UsageError } from './exit';
 import { log } from '../core/log';
 import { LockManager } from '../policy/manager';
 import { inheritedIgnored } from './sigign';
@@ -51,7 +51,7 @@ export async function runLocked(o: RunOptions): Promise<number> {
   try {
     target = manager.targetForName(o.name, o.dir, o.backend);
   } catch (err) {
-    process.stderr.write(errorLine(err));
+    process.stderr.write(errorReport(err));
     return exitCodeFor(err);
   }
   // A command that cannot start is told after the usage errors, before anything is locked or recorded.
@@ -108,7 +108,7 @@ export async function runLocked(o: RunOptions): Promise<number> {
   try {
     out = await attempt.outcome;
   } catch (err) {
-    process.stderr.write(errorLine(err));
+    process.stderr.write(errorReport(err));
     await closeStores();
     return exitCodeFor(err);
   } finally {
