@@ -127,7 +127,11 @@ describe('a lock file deleted or replaced under its holder', () => {
     const b = await other.rpc.call('try', { name: 'gone' });
     assert.equal(b.acquired, true);
     await other.rpc.call('release', { handle: b.handle });
-    assert.equal((await h.rpc.call('release', { handle: a.handle })).released, true);
+    // Its holder was told, and its release says it was lost.
+    const told = h.rpc.notifications.find((m) => m.method === 'lost' && m.params.handle === a.handle);
+    assert.match(told?.params.reason ?? '', /was deleted or replaced while held/);
+    const rel = await h.rpc.call('release', { handle: a.handle });
+    assert.deepEqual([rel.released, rel.lost], [false, true]);
   });
 
   test('replaced by rename: the holder warns, status and `hostlock status` say lost', async () => {

@@ -10,7 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { CLI, cli, sleep, tempDir, until } from './rpc';
+import { CLI, cli, sleep, startServe, tempDir, until } from './rpc';
 import { startEtcdCluster, type EtcdCluster } from './servers/etcd';
 import { LOCK_PASSWORD, LOCK_ROLE, startPostgres, type PgServer } from './servers/postgres';
 
@@ -192,6 +192,67 @@ describe('a lost hold', () => {
       assert.ok(grace > 0.5, `ended ${grace.toFixed(2)} s after SIGUSR1, before its grace`);
     } finally {
       etcd.resume(0);
+    }
+  });
+});
+
+// The same promise for a connection's own lock over `hostlock serve` (the
+// Python `Lock`, an action plugin): a hold lost in the store is told to its
+// client at once, and its release says it was lost instead of "released".
+describe("a serve connection's lost hold", () => {
+  for (const st of stores) {
+    test(`${st.label}: a \`lost\` notification at once, release answers lost, status frees it`, async () => {
+      const helper = startServe();
+      try {
+        const name = `conn-${st.label}`;
+        const got = await helper.rpc.call('acquire', { name, backend: st.url() });
+        assert.equal(got.acquired, true);
+        const b = cli(['break', name, '--backend', st.url(), '--reason', 'test', '--yes']);
+        assert.equal(b.status, 0, b.stderr);
+        await until(() => helper.rpc.notifications.some((m) => m.method === 'lost'), 10000);
+        const note = helper.rpc.notifications.find((m) => m.method === 'lost')!;
+        assert.equal(note.params.handle, got.handle);
+        assert.equal(note.params.name, name);
+        assert.match(note.params.reason, /broken by .*test/);
+        assert.match(helper.stderr(), new RegExp(`lock '${name}' lost`));
+        const rel = await helper.rpc.call('release', { handle: got.handle });
+        assert.deepEqual(
+          { released: rel.released, lost: rel.lost, reason: rel.reason },
+          { released: false, lost: true, reason: note.params.reason },
+        );
+        // The name is free for the next holder, in this helper and outside it.
+        const again = await helper.rpc.call('try', { name, backend: st.url() });
+        assert.equal(again.acquired, true, JSON.stringify(again));
+        assert.equal((await helper.rpc.call('release', { handle: again.handle })).released, true);
+        assert.equal(helper.rpc.notifications.filter((m) => m.method === 'lost').length, 1);
+        // The lost hold ends at its `lost` record: no release of it is recorded.
+        const h = cli(['history', name, '--backend', st.url(), '--json']);
+        assert.equal(h.status, 0, h.stderr);
+        const first = (JSON.parse(h.stdout) as { events: { event: string; token?: number }[] }).events.filter(
+          (r) => r.token === got.token,
+        );
+        assert.deepEqual(
+          first.map((r) => r.event).filter((e) => e !== 'break'),
+          ['grant', 'lost'],
+        );
+      } finally {
+        await helper.close();
+      }
+    });
+  }
+
+  test('postgresql session terminated: the client hears `lost`, release answers lost', async () => {
+    const helper = startServe();
+    try {
+      const got = await helper.rpc.call('acquire', { name: 'conn-cut', backend: stores[0]!.url() });
+      assert.equal(got.acquired, true);
+      await pg.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1', [LOCK_ROLE]);
+      await until(() => helper.rpc.notifications.some((m) => m.method === 'lost'), 10000);
+      const rel = await helper.rpc.call('release', { handle: got.handle });
+      assert.equal(rel.released, false);
+      assert.equal(rel.lost, true);
+    } finally {
+      await helper.close();
     }
   });
 });

@@ -123,13 +123,16 @@ export class LockManager {
   release(hold: Hold): boolean {
     const entry = this.entries.get(hold.target.path);
     if (!entry || !entry.holds.delete(hold)) return false;
+    const lost = hold.held.lost;
     const done = hold.held.release();
-    record(hold.target, {
-      event: 'release',
-      mode: hold.mode,
-      who: requesterOf(hold.owner),
-      token: hold.held.token,
-    });
+    // A lost hold's end is its `lost` record, written by the store.
+    if (!lost)
+      record(hold.target, {
+        event: 'release',
+        mode: hold.mode,
+        who: requesterOf(hold.owner),
+        token: hold.held.token,
+      });
     if (done instanceof Promise) {
       done.catch((err) => log.warn(`releasing ${hold.target.path}: ${(err as Error).message}`));
     }

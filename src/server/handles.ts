@@ -1,6 +1,8 @@
 // Handles: what a client holds or waits for, by the name the helper gave it.
 // A handle belongs to the connection that got it; its state moves
 //   waiting → held | run | pending | (gone)     pending → waiting (block)
+// A held handle whose hold the store lost stays held (a lock file's old inode
+// still excludes whoever opened it) until its client, told at once, releases it.
 // and every settled acquisition, of either scope, takes the one path below.
 import { invalidParams } from '../core/errors';
 import type { LockManager } from '../policy/manager';
@@ -8,7 +10,7 @@ import type { AcquireOutcome, AcquireRequest, Hold } from '../policy/requests';
 import type { AcquireParams } from '../protocol/params';
 
 export type HandleState =
-  | { kind: 'held'; hold: Hold } // a connection's own lock
+  | { kind: 'held'; hold: Hold; lost?: string } // a connection's own lock; `lost`: why the store lost it
   | { kind: 'run'; path: string; member: string } // a member's share of a run hold
   | { kind: 'waiting'; cancel: () => void }
   | { kind: 'pending'; req: AcquireRequest; params: AcquireParams }; // a failed try, ready to block
@@ -71,6 +73,14 @@ export class HandleTable {
       return;
     }
     this.states.set(handle, { kind: 'pending', req: { ...req, onSettled: undefined }, params });
+  }
+
+  // The store lost the connection's hold: its release will say so.
+  lost(handle: string, reason: string): boolean {
+    const st = this.states.get(handle);
+    if (st?.kind !== 'held' || st.lost !== undefined) return false;
+    st.lost = reason;
+    return true;
   }
 
   own(handle: string): HandleState {

@@ -1,6 +1,7 @@
 // The protocol's methods, one handler each, typed by their parameters
 // (src/protocol/schemas/params.json has already checked them).
 import { ErrorCode, HostlockError, invalidParams } from '../core/errors';
+import { log } from '../core/log';
 import type { HandleTable } from './handles';
 import { controllerName, currentUser } from '../sys/proc';
 import { type Holder } from '../store/types';
@@ -112,6 +113,14 @@ export function methods(c: Connection): Handlers {
   // release that granted it, so the new holder hears before the releaser does.
   function acquireOwn(handle: string, req: AcquireRequest, p: AcquireParams): unknown {
     waitingNotice(handle, req);
+    req.onLost = (hold, reason) => {
+      if (!handles.lost(handle, reason)) return;
+      const name = hold.target.name ?? hold.target.path;
+      log.error(`lock '${name}' lost under its holder (${reason}); another holder may be inside`, {
+        path: hold.target.path,
+      });
+      c.notify('lost', { handle, name: hold.target.name, path: hold.target.path, reason });
+    };
     const id = c.requestId;
     let settled: { out?: AcquireOutcome; err?: unknown } | undefined;
     let later = false;
@@ -246,8 +255,11 @@ export function methods(c: Connection): Handlers {
         const st = handles.own(p.handle);
         handles.drop(p.handle);
         switch (st.kind) {
-          case 'held':
-            return { released: manager.release(st.hold), path: st.hold.target.path };
+          case 'held': {
+            const released = manager.release(st.hold);
+            if (st.lost === undefined) return { released, path: st.hold.target.path };
+            return { released: false, lost: true, reason: st.lost, path: st.hold.target.path };
+          }
           case 'run':
             return { released: server.runHolds.release(st.path, st.member), path: st.path };
           case 'waiting':

@@ -420,3 +420,21 @@ def test_log_attribute_as_in_cli2(env):
     _out, err = quiet.communicate(timeout=30)
     assert 'dl warning line 7' in err and 'dl error line 7' in err, err
     assert 'info line' not in err and 'debug line' not in err and 'inside' not in err, err
+
+
+def test_a_lock_lost_while_held_raises_on_release(env):
+    # The lock file deleted under its holder: the helper sees the hold lost
+    # (it looks at its lock files every 2 s) and the release says so loudly.
+    lock = _in_process(env)
+    path = env.tmp / 'deleted'
+    held = lock.Lock(str(path))
+    held.acquire()
+    path.unlink()
+    time.sleep(3)
+    with pytest.raises(lock.LockError) as info:
+        held.release()
+    assert 'lost while held' in str(info.value) and str(path) in str(info.value)
+    assert not held.acquired
+    # Nothing is left held: the next holder gets the path at once.
+    with lock.Lock(str(path), blocking=False) as again:
+        assert again.acquired

@@ -372,16 +372,24 @@ class Lock:
         )
 
     def release(self):
-        """Drop the lock (or a pending try); safe to call when nothing is held."""
+        """Drop the lock (or a pending try); safe to call when nothing is held.
+
+        Raises ``LockError`` when the helper lost the lock while it was held
+        (its file deleted or replaced, its server session or lease ended).
+        """
         was = self.acquired
         self.acquired = False
         if self._conn is None:
             return False
         released = False
         clean = False
+        lost = None
         try:
             if self._handle is not None:
-                released = bool(self._conn.call('release', {'handle': self._handle}, timeout=30).get('released'))
+                result = self._conn.call('release', {'handle': self._handle}, timeout=30)
+                released = bool(result.get('released'))
+                if result.get('lost'):
+                    lost = result.get('reason') or 'the store lost it'
             clean = True
         except (RpcError, HelperGone) as e:
             logger.warning('%s release of %s failed: %s', self.prefix or '', self.lock_path, e)
@@ -391,6 +399,12 @@ class Lock:
             else:
                 # Closing the connection drops anything it still holds, whatever the reply was.
                 self._disconnect()
+        if lost is not None:
+            self._log(logging.ERROR, 'Lost', ' while held: %s' % lost)
+            raise LockError(
+                'hostlock: the lock %s was lost while held (%s); another holder may have been inside'
+                % (self.lock_path, lost)
+            )
         if was:
             self._log(logging.INFO, 'Released')
         return released or was
