@@ -21,7 +21,11 @@ for (const [i, store] of (['flock', 'postgres', 'etcd'] as StoreKind[]).entries(
     try {
       const r = await campaign(store, SECONDS, SEED + i, fence?.spec ?? '');
       ctx.diagnostic(table([r]).split('\n')[2]!);
-      assert.deepEqual(r.verdict.violations, [], `seed ${SEED + i}: replay with CHAOS_SEED=${SEED + i} CHAOS_STORES=${store}`);
+      assert.deepEqual(
+        r.verdict.violations,
+        [],
+        `seed ${SEED + i}: replay with CHAOS_SEED=${SEED + i} CHAOS_STORES=${store}`,
+      );
       assert.ok(r.verdict.accepted > 20, `only ${r.verdict.accepted} sections accepted`);
     } finally {
       await fence?.pg.stop();

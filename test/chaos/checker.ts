@@ -84,10 +84,10 @@ function sectionsOf(journal: JournalEvent[]): Section[] {
       byId.set(e.id, {
         id: e.id,
         name: String(e.lock_name),
-        key: String(e.key ?? e.lock_name),
+        key: typeof e.key === 'string' ? e.key : String(e.lock_name),
         mode: e.slot !== undefined ? 'slot' : (e.mode ?? 'exclusive'),
         token: Number(e.token),
-        client: String(e.client ?? e.pid),
+        client: typeof e.client === 'string' ? e.client : String(e.pid),
         enter: Number(e.t),
         exit: Infinity,
         accepted: e.accepted === true,

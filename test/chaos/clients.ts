@@ -91,7 +91,15 @@ async function section(
   release: () => Promise<string>,
 ): Promise<void> {
   const mode = p.shared ? 'shared' : 'exclusive';
-  await fencedSection(ctx.fence, ctx.journal, { id, client, name: p.name, mode, token: r.token, slot: r.slot, holdMs: p.holdMs });
+  await fencedSection(ctx.fence, ctx.journal, {
+    id,
+    client,
+    name: p.name,
+    mode,
+    token: r.token,
+    slot: r.slot,
+    holdMs: p.holdMs,
+  });
   done(ctx, id, client, p.name, await release().catch(() => 'error'));
 }
 
@@ -99,7 +107,10 @@ export async function serveLoop(ctl: Controller, client: string, r: Rng, ctx: Cl
   let n = 0;
   while (!ctx.stopping()) {
     const argv = [...ctl.wrap, process.execPath, CLI, 'serve'];
-    const proc = spawn(argv[0]!, argv.slice(1), { env: { ...process.env, ...ctl.env }, stdio: ['pipe', 'pipe', 'ignore'] });
+    const proc = spawn(argv[0]!, argv.slice(1), {
+      env: { ...process.env, ...ctl.env },
+      stdio: ['pipe', 'pipe', 'ignore'],
+    });
     proc.stdin.on('error', () => undefined);
     ctx.victims.add('helper', proc);
     const exited = new Promise<void>((res) => proc.once('exit', () => res()));
@@ -224,7 +235,7 @@ export async function runLoop(ctl: Controller, client: string, r: Rng, ctx: Clie
       proc.once('exit', (c, s) => res([c, s])),
     );
     // Only a run that granted journals a section; the outcome of one that did not is not looked at.
-      done(ctx, id, client, p.name, signal ? 'killed' : code === 0 ? 'released' : code === 75 ? 'lost' : 'error');
+    done(ctx, id, client, p.name, signal ? 'killed' : code === 0 ? 'released' : code === 75 ? 'lost' : 'error');
     if (code !== 0) await sleep(100);
   }
 }

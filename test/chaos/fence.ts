@@ -11,7 +11,7 @@ import { Client } from 'pg';
 
 // fs-ext's flock(2), the kernel lock on the resource's own lock file.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
-const { flockSync } = require('fs-ext') as { flockSync(fd: number, flags: 'ex' | 'un'): void };
+const { flockSync } = require('fs-ext') as { flockSync: (fd: number, flags: 'ex' | 'un') => void };
 
 export type FenceMode = 'exclusive' | 'shared';
 
@@ -92,10 +92,13 @@ class FileFence implements Fence {
     try {
       flockSync(lock, 'ex');
       const f = this.file(key);
-      const now = existsSync(f) ? (JSON.parse(readFileSync(f, 'utf8')) as { top: number; wtop: number }) : { top: 0, wtop: 0 };
+      const now = existsSync(f)
+        ? (JSON.parse(readFileSync(f, 'utf8')) as { top: number; wtop: number })
+        : { top: 0, wtop: 0 };
       const ok = mode === 'shared' ? now.wtop < token : now.top <= token;
       if (ok) {
-        const next = mode === 'shared' ? { top: Math.max(now.top, token), wtop: now.wtop } : { top: token, wtop: token };
+        const next =
+          mode === 'shared' ? { top: Math.max(now.top, token), wtop: now.wtop } : { top: token, wtop: token };
         writeFileSync(`${f}.tmp`, JSON.stringify(next));
         renameSync(`${f}.tmp`, f);
       }
@@ -110,7 +113,10 @@ class FileFence implements Fence {
   state(): Promise<Map<string, number>> {
     const out = new Map<string, number>();
     for (const f of readdirSync(this.dir).filter((n) => n.endsWith('.json')))
-      out.set(decodeURIComponent(f.slice(0, -5)), (JSON.parse(readFileSync(join(this.dir, f), 'utf8')) as { top: number }).top);
+      out.set(
+        decodeURIComponent(f.slice(0, -5)),
+        (JSON.parse(readFileSync(join(this.dir, f), 'utf8')) as { top: number }).top,
+      );
     return Promise.resolve(out);
   }
 

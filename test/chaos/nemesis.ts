@@ -28,12 +28,17 @@ function signal(pid: number, sig: NodeJS.Signals): void {
   }
 }
 
-const inNs = (w: World, ns: string, args: string[]) => execFileSync('ip', ['netns', 'exec', ns, ...args], { stdio: 'ignore' });
+const inNs = (w: World, ns: string, args: string[]) =>
+  execFileSync('ip', ['netns', 'exec', ns, ...args], { stdio: 'ignore' });
 
 async function etcdLeader(w: World): Promise<number> {
   for (const [i, e] of w.etcd!.endpoints.entries()) {
     try {
-      const r = await fetch(`${e}/v3/maintenance/status`, { method: 'POST', body: '{}', signal: AbortSignal.timeout(1000) });
+      const r = await fetch(`${e}/v3/maintenance/status`, {
+        method: 'POST',
+        body: '{}',
+        signal: AbortSignal.timeout(1000),
+      });
       const s = (await r.json()) as { header?: { member_id?: string }; leader?: string };
       if (s.leader && s.header?.member_id === s.leader) return i;
     } catch {
@@ -91,16 +96,46 @@ async function inject(kind: string, w: World, victims: Victims, r: Rng): Promise
     case 'delay': {
       // No netem in this kernel: loss is an nftables rule dropping a share of
       // the packets at random, delay a tbf rate limit that queues them.
-      const dev = spawnSync('ip', ['netns', 'exec', ns!, 'ip', '-o', 'link', 'show', 'type', 'veth'], { encoding: 'utf8' })
+      const dev = spawnSync('ip', ['netns', 'exec', ns!, 'ip', '-o', 'link', 'show', 'type', 'veth'], {
+        encoding: 'utf8',
+      })
         .stdout.split(':')[1]!
         .trim()
         .replace(/@.*/, '');
       if (kind === 'loss') {
         inNs(w, ns!, ['nft', 'add', 'table', 'inet', 'chaos']);
         inNs(w, ns!, ['nft', 'add', 'chain', 'inet', 'chaos', 'out', '{ type filter hook output priority 0; }']);
-        inNs(w, ns!, ['nft', 'add', 'rule', 'inet', 'chaos', 'out', 'numgen', 'random', 'mod', '100', '<', String(r.int(10, 40)), 'drop']);
+        inNs(w, ns!, [
+          'nft',
+          'add',
+          'rule',
+          'inet',
+          'chaos',
+          'out',
+          'numgen',
+          'random',
+          'mod',
+          '100',
+          '<',
+          String(r.int(10, 40)),
+          'drop',
+        ]);
       } else {
-        inNs(w, ns!, ['tc', 'qdisc', 'add', 'dev', dev, 'root', 'tbf', 'rate', '64kbit', 'burst', '1600', 'latency', '400ms']);
+        inNs(w, ns!, [
+          'tc',
+          'qdisc',
+          'add',
+          'dev',
+          dev,
+          'root',
+          'tbf',
+          'rate',
+          '64kbit',
+          'burst',
+          '1600',
+          'latency',
+          '400ms',
+        ]);
       }
       await sleep(r.int(2000, 5000));
       if (kind === 'loss') inNs(w, ns!, ['nft', 'delete', 'table', 'inet', 'chaos']);

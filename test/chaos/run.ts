@@ -47,13 +47,20 @@ function leftovers(w: World, victims: Victims): string[] {
   for (const c of w.controllers) {
     const dir = String(c.env.HOSTLOCK_RUNTIME_DIR);
     // A live agent holds the flock of its pid file (a killed one leaves its files, unlocked).
-    const live = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.pid') && lockedByOthers(join(dir, f))) : [];
+    const live = existsSync(dir)
+      ? readdirSync(dir).filter((f) => f.endsWith('.pid') && lockedByOthers(join(dir, f)))
+      : [];
     if (live.length) out.push(`${c.label}: agents still running: ${live.join(', ')}`);
   }
   return out;
 }
 
-export async function campaign(store: StoreKind, seconds: number, seed: number, serverFence: string): Promise<StoreResult> {
+export async function campaign(
+  store: StoreKind,
+  seconds: number,
+  seed: number,
+  serverFence: string,
+): Promise<StoreResult> {
   const w = await buildWorld(store, CONTROLLERS, serverFence);
   log(`${store}: ${CONTROLLERS} controllers, ${seconds} s, seed ${seed}, in ${w.root}`);
   const journal = join(w.root, 'journal.jsonl');
@@ -108,7 +115,8 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<StoreR
   const seconds = Number(env.CHAOS_DURATION ?? 300);
   const stores = (env.CHAOS_STORES ?? 'flock,postgres,etcd').split(',').map((s) => s.trim()) as StoreKind[];
   for (const s of stores)
-    if (!['flock', 'postgres', 'etcd'].includes(s)) throw new Error(`CHAOS_STORES: unknown store ${s} (flock, postgres, etcd)`);
+    if (!['flock', 'postgres', 'etcd'].includes(s))
+      throw new Error(`CHAOS_STORES: unknown store ${s} (flock, postgres, etcd)`);
   if (process.getuid?.() !== 0)
     throw new Error('the campaign mounts a tmpfs and simulates controllers in network namespaces: run it as root');
   if (stores.some((s) => s !== 'flock')) requireNft();
@@ -120,7 +128,10 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<StoreR
     const results =
       env.CHAOS_PARALLEL === '1'
         ? await Promise.all(stores.map(one))
-        : await stores.reduce<Promise<StoreResult[]>>(async (acc, s, i) => [...(await acc), await one(s, i)], Promise.resolve([]));
+        : await stores.reduce<Promise<StoreResult[]>>(
+            async (acc, s, i) => [...(await acc), await one(s, i)],
+            Promise.resolve([]),
+          );
     return results;
   } finally {
     await fenceDb?.stop();

@@ -43,7 +43,14 @@ async function main(argv: string[]): Promise<void> {
   const { openFence } = await import('./fence');
   const fence = openFence(fenceSpec!);
   try {
-    const spec = { id: id!, client: client!, name: name!, mode: mode as 'exclusive' | 'shared', token, holdMs: Number(holdMs) };
+    const spec = {
+      id: id!,
+      client: client!,
+      name: name!,
+      mode: mode as 'exclusive' | 'shared',
+      token,
+      holdMs: Number(holdMs),
+    };
     await fencedSection(fence, journal!, slot ? { ...spec, slot } : spec);
   } finally {
     await fence.close();

@@ -123,7 +123,12 @@ export async function buildWorld(store: StoreKind, controllers: number, serverFe
           backend: `postgresql://${LOCK_ROLE}:${LOCK_PASSWORD}@${ns.hostAddr}:${pg.port}/${pg.database}${q}`,
         }),
       );
-      return world({ fenceSpec, backendArgs: ['--backend', pg.url(LOCK_ROLE, LOCK_PASSWORD, q)], holdBound: PG_KEEPALIVE, pg });
+      return world({
+        fenceSpec,
+        backendArgs: ['--backend', pg.url(LOCK_ROLE, LOCK_PASSWORD, q)],
+        holdBound: PG_KEEPALIVE,
+        pg,
+      });
     }
     const etcd = await startEtcdCluster(3);
     cleanups.push(() => etcd.stop());
@@ -140,9 +145,20 @@ export async function buildWorld(store: StoreKind, controllers: number, serverFe
         cleanups.unshift(() => void relay.close());
         via.push(`${ns.hostAddr}:${(relay.address() as { port: number }).port}`);
       }
-      ctls.push({ label: `ctl${i}`, env: env(i), wrap: ns.exec, ns, backend: `etcd://${via.join(',')}?ttl=${ETCD_TTL}${prefix}` });
+      ctls.push({
+        label: `ctl${i}`,
+        env: env(i),
+        wrap: ns.exec,
+        ns,
+        backend: `etcd://${via.join(',')}?ttl=${ETCD_TTL}${prefix}`,
+      });
     }
-    return world({ fenceSpec, backendArgs: ['--backend', `${etcd.url}?ttl=${ETCD_TTL}${prefix}`], holdBound: ETCD_TTL, etcd });
+    return world({
+      fenceSpec,
+      backendArgs: ['--backend', `${etcd.url}?ttl=${ETCD_TTL}${prefix}`],
+      holdBound: ETCD_TTL,
+      etcd,
+    });
   } catch (e) {
     for (const c of cleanups.reverse()) await c();
     rmSync(root, { recursive: true, force: true });

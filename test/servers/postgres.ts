@@ -264,7 +264,18 @@ export async function startPostgres(opts: { listen?: string[] } = {}): Promise<P
     otherCaFile: certs.otherCa,
     query: (sql, values) => adminQuery(url('postgres', ADMIN_PASSWORD, '?sslmode=disable'), sql, values),
     restart: () =>
-      asServerUser(join(PG_BIN, 'pg_ctl'), ['-D', data, '-o', serverOpts, '-l', join(dir, 'server.log'), '-m', 'fast', '-w', 'restart']),
+      asServerUser(join(PG_BIN, 'pg_ctl'), [
+        '-D',
+        data,
+        '-o',
+        serverOpts,
+        '-l',
+        join(dir, 'server.log'),
+        '-m',
+        'fast',
+        '-w',
+        'restart',
+      ]),
     stop: () => {
       process.removeListener('exit', stopSync);
       for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.removeListener(sig, onSignal);
