@@ -23,9 +23,13 @@ export interface Fence {
   close(): Promise<void>;
 }
 
-// "pg:URL" or "file:DIR": how a section process finds the resource.
+// "pg:URL|PREFIX" or "file:DIR": how a section process finds the resource.
+// PREFIX keeps the keys of campaigns sharing one table apart.
 export function openFence(spec: string): Fence {
-  if (spec.startsWith('pg:')) return new PgFence(spec.slice(3));
+  if (spec.startsWith('pg:')) {
+    const bar = spec.lastIndexOf('|');
+    return new PgFence(spec.slice(3, bar), spec.slice(bar + 1));
+  }
   if (spec.startsWith('file:')) return new FileFence(spec.slice(5));
   throw new Error(`unknown fence ${spec}: pg:URL or file:DIR`);
 }
@@ -39,7 +43,10 @@ export const FENCE_TABLE_SQL = `CREATE TABLE IF NOT EXISTS chaos_fence (
 
 class PgFence implements Fence {
   private client: Client | undefined;
-  constructor(private readonly url: string) {}
+  constructor(
+    private readonly url: string,
+    private readonly prefix: string,
+  ) {}
 
   private async db(): Promise<Client> {
     if (this.client) return this.client;
@@ -52,7 +59,8 @@ class PgFence implements Fence {
     return c;
   }
 
-  async write(key: string, mode: FenceMode, token: number): Promise<boolean> {
+  async write(name: string, mode: FenceMode, token: number): Promise<boolean> {
+    const key = `${this.prefix}/${name}`;
     try {
       const c = await this.db();
       await c.query('INSERT INTO chaos_fence (k) VALUES ($1) ON CONFLICT DO NOTHING', [key]);
@@ -70,8 +78,10 @@ class PgFence implements Fence {
   }
 
   async state(): Promise<Map<string, number>> {
-    const rows = (await (await this.db()).query('SELECT k, top FROM chaos_fence')).rows as { k: string; top: string }[];
-    return new Map(rows.map((r) => [r.k, Number(r.top)]));
+    const mine = `${this.prefix}/`;
+    const rows = (await (await this.db()).query('SELECT k, top FROM chaos_fence WHERE starts_with(k, $1)', [mine]))
+      .rows as { k: string; top: string }[];
+    return new Map(rows.map((r) => [r.k.slice(mine.length), Number(r.top)]));
   }
 
   async close(): Promise<void> {

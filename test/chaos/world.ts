@@ -90,11 +90,13 @@ export async function buildWorld(store: StoreKind, controllers: number, serverFe
     HOSTLOCK_RUNTIME_DIR: join(root, `ctl${i}`, 'run'),
     HOSTLOCK_CONTROLLER: `ctl${i}`,
     HOSTLOCK_DIR: store === 'flock' ? lockDir : join(root, `ctl${i}`, 'locks'),
+    // The whole run's history in the journal and its one rotation, for the checker.
+    HOSTLOCK_HISTORY_BYTES: String(8 * 1024 * 1024),
   });
   try {
     if (store === 'flock') {
       // A small file system of its own, for the nemesis to fill.
-      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m,mode=0755', 'hl-chaos', lockDir]);
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=32m,mode=0755', 'hl-chaos', lockDir]);
       cleanups.push(() => void spawnSync('umount', ['-l', lockDir]));
       const fenceDir = join(root, 'fence');
       mkdirSync(fenceDir);
@@ -107,7 +109,7 @@ export async function buildWorld(store: StoreKind, controllers: number, serverFe
       nss.push(ns);
       cleanups.push(() => ns.remove());
     }
-    const fenceSpec = serverFence;
+    const fenceSpec = `${serverFence}|${store}-${process.pid}`;
     if (store === 'postgres') {
       const pg = await startPostgres({ listen: nss.map((n) => n.hostAddr) });
       cleanups.push(() => pg.stop());
