@@ -3,10 +3,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { campaign } from './chaos/run';
-import { startFenceServer } from './chaos/world';
-import { requireNft } from './chaos/world';
 import { table } from './chaos/table';
-import type { StoreKind } from './chaos/world';
+import { requireNft, startFenceServer, type StoreKind } from './chaos/world';
 
 const SECONDS = 40;
 const SEED = 20;
