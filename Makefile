@@ -17,6 +17,8 @@ help:
 	@echo "             against bench/baseline.json (BENCH_STRICT=1: fail on a worse one)"
 	@echo "make bench-baseline  rewrite bench/baseline.json from BENCH_RUNS (3) runs"
 	@echo "make stress  long stress variants"
+	@echo "make chaos   the fault campaign on every store (CHAOS_SEED, CHAOS_DURATION s per store,"
+	@echo "             CHAOS_STORES=flock,postgres,etcd, CHAOS_PARALLEL=1); prints a table of figures"
 	@echo "make lint    eslint, prettier, ruff, ansible-test sanity (also part of make test; ansible-lint runs in test-py)"
 	@echo "make galaxy-check  galaxy-importer on the collection tarball, as Galaxy and Automation Hub run it"
 	@echo "make ee-check      ansible-builder create and introspect on the documented execution environment"
@@ -157,7 +159,12 @@ bench-baseline: build venv
 stress: build venv
 	HOSTLOCK_STRESS=long node --test --test-concurrency=1 --test-timeout=3600000 build/test/*.test.js
 
+# The fault campaign (test/chaos/run.ts): crashes, pauses, partitions and server restarts under load.
+CHAOS_DURATION ?= 300
+chaos: build
+	CHAOS_DURATION=$(CHAOS_DURATION) node build/test/chaos/run.js
+
 clean:
 	rm -rf dist build node_modules $(VENV) .venv-importer .venv-builder $(foreach v,$(OTHER_VERSIONS),.venv-$(v))
 
-.PHONY: help build venv venvs collection nodes lint fmt install uninstall test test-ts test-py test-molecule test-versions galaxy-check ee-check demo bench bench-baseline stress clean
+.PHONY: help build venv venvs collection nodes lint fmt install uninstall test test-ts test-py test-molecule test-versions galaxy-check ee-check demo bench bench-baseline stress chaos clean
