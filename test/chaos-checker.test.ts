@@ -147,4 +147,8 @@ test('a grant or release the history lacks: history-missing', () => {
   assert.deepEqual(kinds(input(clean, { history: noGrant })), ['history-missing']);
   const noRelease = historyOf(clean).filter((r) => !(r.token === 1 && r.name === 'x' && r.event === 'release'));
   assert.deepEqual(kinds(input(clean, { history: noRelease })), ['history-missing']);
+  // Inside a fault's window (or within the bound after it) a missing record is a gap, counted apart.
+  const fault = { kind: 'full-fs', start: 0, end: 100 * S };
+  const gapped = check(input(clean, { history: noGrant, faults: [fault] }));
+  assert.deepEqual([gapped.violations.map((v) => v.kind), gapped.historyGaps], [[], 1]);
 });

@@ -16,7 +16,7 @@ export type ViolationKind =
   | 'lost-untold' // the client reported success for a hold the store recorded lost
   | 'recovery' // a name not granted within the bound after a fault healed
   | 'leftover' // something held, queued or running once every client stopped
-  | 'history-missing' // a grant or release the journal shows and the history lacks
+  | 'history-missing' // a grant or release the journal shows and the history lacks, away from any fault
   | 'resource'; // the resource's state disagrees with the accepted writes
 
 export interface Violation {
@@ -72,6 +72,7 @@ export interface Verdict {
   accepted: number;
   refused: number; // sections the resource refused
   fencedOverlaps: number; // pairs of overlapping sections of which the resource refused one
+  historyGaps: number; // history records missing from a fault's window (history is best effort)
   // Worst time from a fault's end to the next grant of each name (ms), and its name.
   worstRecoveryMs: number;
   worstRecoveryName: string;
@@ -168,11 +169,21 @@ export function check(input: CheckInput): Verdict {
     const k = `${r.name}#${r.token}`;
     hist.set(k, (hist.get(k) ?? new Set()).add(r.event));
   }
+  // History is written best effort: a full disk, a killed writer or a server
+  // that cannot take it within the history's retries loses records. A record
+  // missing from such a window is a gap; missing from a quiet time, a violation.
+  const graceNs = input.recoveryBoundMs * 1e6;
+  const duringFault = (t: number) => input.faults.some((f) => t >= f.start && t <= f.end + graceNs);
+  let historyGaps = 0;
+  const missing = (t: number, detail: string) => {
+    if (duringFault(t)) historyGaps++;
+    else add('history-missing', detail);
+  };
   for (const s of sections) {
     const events = hist.get(`${s.name}#${s.token}`) ?? new Set<string>();
-    if (!events.has('grant')) add('history-missing', `no grant of ${s.name} token ${s.token} (${s.client})`);
+    if (!events.has('grant')) missing(s.enter, `no grant of ${s.name} token ${s.token} (${s.client})`);
     if (s.outcome === 'released' && !events.has('release') && !events.has('lost'))
-      add('history-missing', `no release of ${s.name} token ${s.token} (${s.client})`);
+      missing(s.exit, `no release of ${s.name} token ${s.token} (${s.client})`);
     if (s.outcome === 'released' && events.has('lost'))
       add('lost-untold', `${s.client} was told ${s.name} token ${s.token} was released; the store recorded it lost`);
   }
@@ -211,6 +222,7 @@ export function check(input: CheckInput): Verdict {
     accepted,
     refused: sections.length - accepted,
     fencedOverlaps,
+    historyGaps,
     worstRecoveryMs: worst,
     worstRecoveryName: worstName,
   };

@@ -7,7 +7,7 @@
 // rewritten under its own flock(2) (fs-ext, not hostlock's lock files).
 import { closeSync, existsSync, openSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Client } from 'pg';
+import { Pool } from 'pg';
 
 // fs-ext's flock(2), the kernel lock on the resource's own lock file.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -42,51 +42,41 @@ export const FENCE_TABLE_SQL = `CREATE TABLE IF NOT EXISTS chaos_fence (
 )`;
 
 class PgFence implements Fence {
-  private client: Client | undefined;
+  // A pool: sections of several loops write at once, each on a connection of its own.
+  private readonly pool: Pool;
   constructor(
-    private readonly url: string,
+    url: string,
     private readonly prefix: string,
-  ) {}
-
-  private async db(): Promise<Client> {
-    if (this.client) return this.client;
-    const c = new Client({ connectionString: this.url, connectionTimeoutMillis: 5000, statement_timeout: 5000 });
-    c.on('error', () => {
-      if (this.client === c) this.client = undefined;
-    });
-    await c.connect();
-    this.client = c;
-    return c;
+  ) {
+    this.pool = new Pool({ connectionString: url, max: 6, connectionTimeoutMillis: 5000, statement_timeout: 5000 });
+    this.pool.on('error', () => {});
   }
 
   async write(name: string, mode: FenceMode, token: number): Promise<boolean> {
     const key = `${this.prefix}/${name}`;
     try {
-      const c = await this.db();
-      await c.query('INSERT INTO chaos_fence (k) VALUES ($1) ON CONFLICT DO NOTHING', [key]);
+      await this.pool.query('INSERT INTO chaos_fence (k) VALUES ($1) ON CONFLICT DO NOTHING', [key]);
       const sql =
         mode === 'shared'
           ? 'UPDATE chaos_fence SET top = GREATEST(top, $2) WHERE k = $1 AND wtop < $2'
           : 'UPDATE chaos_fence SET top = $2, wtop = $2 WHERE k = $1 AND top <= $2';
-      return (await c.query(sql, [key, token])).rowCount === 1;
+      return (await this.pool.query(sql, [key, token])).rowCount === 1;
     } catch {
-      const c = this.client;
-      this.client = undefined;
-      await c?.end().catch(() => undefined);
       return false;
     }
   }
 
   async state(): Promise<Map<string, number>> {
     const mine = `${this.prefix}/`;
-    const rows = (await (await this.db()).query('SELECT k, top FROM chaos_fence WHERE starts_with(k, $1)', [mine]))
-      .rows as { k: string; top: string }[];
+    const rows = (await this.pool.query('SELECT k, top FROM chaos_fence WHERE starts_with(k, $1)', [mine])).rows as {
+      k: string;
+      top: string;
+    }[];
     return new Map(rows.map((r) => [r.k.slice(mine.length), Number(r.top)]));
   }
 
   async close(): Promise<void> {
-    await this.client?.end().catch(() => undefined);
-    this.client = undefined;
+    await this.pool.end().catch(() => undefined);
   }
 }
 

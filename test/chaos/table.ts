@@ -20,14 +20,14 @@ export function faultSummary(faults: Map<string, number>): string {
 
 export function table(results: StoreResult[]): string {
   const rows = [
-    '| store | seconds | sections (accepted) | faults by kind | violations | fenced overlaps (refused sections) | worst fault end → next grant (bound) |',
-    '|---|---|---|---|---|---|---|',
+    '| store | seconds | sections (accepted) | faults by kind | violations | fenced overlaps (refused sections) | history gaps in faults | worst fault end → next grant (bound) |',
+    '|---|---|---|---|---|---|---|---|',
   ];
   for (const r of results) {
     const v = r.verdict;
     const worst = `${(v.worstRecoveryMs / 1000).toFixed(1)} s${v.worstRecoveryName ? ` (${v.worstRecoveryName})` : ''}`;
     rows.push(
-      `| ${r.store} | ${r.seconds} | ${v.sections} (${v.accepted}) | ${faultSummary(r.faults)} | ${v.violations.length} | ${v.fencedOverlaps} (${v.refused}) | ${worst} (${r.boundS} s) |`,
+      `| ${r.store} | ${r.seconds} | ${v.sections} (${v.accepted}) | ${faultSummary(r.faults)} | ${v.violations.length} | ${v.fencedOverlaps} (${v.refused}) | ${v.historyGaps} | ${worst} (${r.boundS} s) |`,
     );
   }
   return rows.join('\n');
