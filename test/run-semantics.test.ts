@@ -324,4 +324,15 @@ describe('signals', () => {
     assert.equal(r.code, 7, r.stderr);
     assert.equal(readFileSync(join(dir, 't'), 'utf8'), 'term\n');
   });
+
+  test('SIGTERM sent the instant the command starts still goes to the command', async () => {
+    // The command signals hostlock as its first act, racing hostlock's return
+    // from starting it: a moment without a handler would let SIGTERM kill hostlock.
+    const dir = fresh();
+    const script = 'trap "exit 7" TERM; kill -TERM $PPID; sleep 5 & wait';
+    for (let i = 0; i < 30; i++) {
+      const r = await within(hostlock(['run', `race${i}`, '--dir', dir, '--', 'sh', '-c', script]).exit, 20000, 'run');
+      assert.deepEqual([r.code, r.signal], [7, null], `attempt ${i}: ${r.stderr}`);
+    }
+  });
 });

@@ -1,5 +1,5 @@
 // `hostlock run NAME -- CMD`: flock(1) with names, timeouts and holder records.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { constants } from 'node:os';
 import { errorReport, EXIT, exitCodeFor, UsageError } from './exit';
@@ -93,26 +93,37 @@ export async function runLocked(o: RunOptions): Promise<number> {
   const ignore = () => {};
   for (const s of ignored) process.on(s, ignore);
   const live = JOB_SIGNALS.filter((s) => !ignored.includes(s));
+  // One handler per job signal for as long as hostlock runs: while it waits,
+  // the signal cancels the wait; once the command runs, it goes to the
+  // command. (With no handler in between, even for an instant, Node would give
+  // the signal back its default action, and hostlock would die of it.)
   let caught: NodeJS.Signals | undefined;
-  const cancels = live.map((s) => {
+  let command: ChildProcess | undefined;
+  const jobHandlers = live.map((s) => {
     const h = () => {
+      if (command) {
+        command.kill(s);
+        return;
+      }
       caught ??= s;
       attempt.cancel();
     };
     process.on(s, h);
     return [s, h] as const;
   });
+  const dropJobHandlers = () => {
+    for (const [s, h] of jobHandlers) process.off(s, h);
+  };
   let lost: string | undefined;
   let onLost: (() => void) | undefined;
   let out;
   try {
     out = await attempt.outcome;
   } catch (err) {
+    dropJobHandlers();
     process.stderr.write(errorReport(err));
     await closeStores();
     return exitCodeFor(err);
-  } finally {
-    for (const [s, h] of cancels) process.off(s, h);
   }
   if (out.acquired && out.hold && caught) {
     // The grant and the signal crossed: the user asked to stop, the command does not start.
@@ -120,6 +131,7 @@ export async function runLocked(o: RunOptions): Promise<number> {
     out = { ...out, acquired: false, reason: 'cancelled' as const };
   }
   if (!out.acquired || !out.hold) {
+    dropJobHandlers();
     if (!o.quiet && out.reason !== 'cancelled') {
       const who = out.holders.map((h) => `${h.user}@${h.controller} pid ${h.pid}`).join(', ') || 'another process';
       process.stderr.write(
@@ -135,6 +147,7 @@ export async function runLocked(o: RunOptions): Promise<number> {
   const fd = hold.held.fd;
   const spec = commandLine(file, args, fd === undefined, ignored);
   if (typeof spec === 'number') {
+    dropJobHandlers();
     manager.release(hold);
     manager.shutdown();
     await closeStores();
@@ -155,9 +168,7 @@ export async function runLocked(o: RunOptions): Promise<number> {
         ...(hold.held.slot !== undefined ? { HOSTLOCK_SLOT: String(hold.held.slot) } : {}),
       },
     });
-    const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
-    const handlers = live.map((s) => [s, forward(s)] as const);
-    for (const [s, h] of handlers) process.on(s, h);
+    command = child;
     let killer: NodeJS.Timeout | undefined;
     onLost = () => {
       process.stderr.write(
@@ -178,11 +189,11 @@ export async function runLocked(o: RunOptions): Promise<number> {
       resolve(err.code === 'ENOMEM' || err.code === 'EAGAIN' ? EXIT.osError : EXIT.unavailable);
     });
     child.on('exit', (status, sig) => {
-      for (const [s, h] of handlers) process.off(s, h);
       clearTimeout(killer);
       resolve(status ?? EXIT.signalBase + (sig ? osSignal(sig) : 0));
     });
   });
+  dropJobHandlers();
   for (const s of ignored) process.off(s, ignore);
   if (lost !== undefined) {
     process.stderr.write(
