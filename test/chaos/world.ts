@@ -21,6 +21,8 @@ export type StoreKind = 'flock' | 'postgres' | 'etcd';
 // The documented bounds the campaign sets: PostgreSQL's keepalive K and etcd's lease TTL.
 export const PG_KEEPALIVE = 4;
 export const ETCD_TTL = 3;
+// The etcd store keeps the newest `history` records: enough for a whole run, for the checker.
+const HISTORY_CAP = 1_000_000;
 
 export interface Controller {
   label: string;
@@ -152,12 +154,12 @@ export async function buildWorld(store: StoreKind, controllers: number, serverFe
         env: env(i),
         wrap: ns.exec,
         ns,
-        backend: `etcd://${via.join(',')}?ttl=${ETCD_TTL}${prefix}`,
+        backend: `etcd://${via.join(',')}?ttl=${ETCD_TTL}&history=${HISTORY_CAP}${prefix}`,
       });
     }
     return world({
       fenceSpec,
-      backendArgs: ['--backend', `${etcd.url}?ttl=${ETCD_TTL}${prefix}`],
+      backendArgs: ['--backend', `${etcd.url}?ttl=${ETCD_TTL}&history=${HISTORY_CAP}${prefix}`],
       holdBound: ETCD_TTL,
       etcd,
     });
