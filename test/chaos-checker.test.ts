@@ -151,4 +151,10 @@ test('a grant or release the history lacks: history-missing', () => {
   const fault = { kind: 'full-fs', start: 0, end: 100 * S };
   const gapped = check(input(clean, { history: noGrant, faults: [fault] }));
   assert.deepEqual([gapped.violations.map((v) => v.kind), gapped.historyGaps], [[], 1]);
+  // Within the bound (5 s) before a fault too: a killed writer loses what it had buffered.
+  const kill = { kind: 'kill-helper', start: 6 * S, end: 6 * S };
+  assert.equal(check(input(clean, { history: noGrant, faults: [kill] })).historyGaps, 1);
+  // Far from every fault it is a violation.
+  const later = { kind: 'kill-helper', start: 97 * S, end: 97 * S };
+  assert.deepEqual(kinds(input(clean, { history: noGrant, faults: [later] })), ['history-missing']);
 });

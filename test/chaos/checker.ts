@@ -172,8 +172,10 @@ export function check(input: CheckInput): Verdict {
   // History is written best effort: a full disk, a killed writer or a server
   // that cannot take it within the history's retries loses records. A record
   // missing from such a window is a gap; missing from a quiet time, a violation.
+  // The window opens a bound before the fault: a killed writer loses what it
+  // had not yet written, and closes a bound after it, for the writes' retries.
   const graceNs = input.recoveryBoundMs * 1e6;
-  const duringFault = (t: number) => input.faults.some((f) => t >= f.start && t <= f.end + graceNs);
+  const duringFault = (t: number) => input.faults.some((f) => t >= f.start - graceNs && t <= f.end + graceNs);
   let historyGaps = 0;
   const missing = (t: number, detail: string) => {
     if (duringFault(t)) historyGaps++;
