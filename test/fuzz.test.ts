@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startAgent, type TestAgent } from './agents';
 import { CLI, lockedByOthers, sleep, tempDir } from './rpc';
+import { rng } from './chaos/rng';
 
 const MAX_LINE = 1024 * 1024;
 const PER_TARGET = Number(process.env.HOSTLOCK_FUZZ_COUNT ?? 5200);
@@ -21,16 +22,10 @@ const BATCH = 200;
 const HEAP_MB = 32;
 const SEED = Number(process.env.HOSTLOCK_FUZZ_SEED ?? Date.now() % 1e9);
 
-// mulberry32: small, seedable, good enough to pick mutations.
+// The campaign's seeded generator, with the choices the fuzzer makes.
 function prng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = rng(seed);
+  const next = () => r.next();
   return {
     next,
     int: (n: number) => Math.floor(next() * n),
