@@ -97,6 +97,21 @@ test('an overlap the resource refused is counted apart, not a violation', () => 
   assert.equal(v.refused, 1);
 });
 
+test('a section killed inside lasts until its client saw the kill, and no longer', () => {
+  const j = journal([
+    { id: 'a', name: 'x', token: 1, at: 1, to: 2, outcome: 'killed' },
+    { id: 'b', name: 'x', token: 2, at: 3, to: 4 },
+  ]).filter((e) => !(e.id === 'a' && e.ev === 'exit'));
+  const base = input([], { journal: j, history: historyOf([]), faults: [{ kind: 'kill-run', start: 0, end: 2 * S }] });
+  const v = check(base);
+  assert.deepEqual([v.violations, v.fencedOverlaps], [[], 0]);
+  // Killed after the next holder entered: an overlap.
+  const late = j.map((e) => (e.id === 'a' && e.ev === 'done' ? { ...e, t: 3.5 * S } : e));
+  assert.deepEqual(kinds({ ...base, journal: late }), ['overlap']);
+  // With no word from its client at all, it never ended.
+  assert.deepEqual(kinds({ ...base, journal: j.filter((e) => e.id !== 'a' || e.ev !== 'done') }), ['overlap']);
+});
+
 test('more than N inside an N-slot name: slots', () => {
   const j = [...clean, { id: 's4', name: 's', token: 4, at: 2, to: 2.5, slot: 2 }];
   assert.ok(kinds(input(j)).includes('slots'));

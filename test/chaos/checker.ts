@@ -61,7 +61,9 @@ export interface Section {
   token: number;
   client: string;
   enter: number;
-  exit: number; // Infinity when the client died inside
+  // Infinity while the journal has no end of it: a section whose process was
+  // killed inside ends, at the latest, when its client saw the kill (`done`).
+  exit: number;
   accepted: boolean; // both of its writes accepted
   outcome?: string; // released | lost | error | killed, as the client saw it
 }
@@ -80,6 +82,7 @@ export interface Verdict {
 
 function sectionsOf(journal: JournalEvent[]): Section[] {
   const byId = new Map<string, Section>();
+  const doneAt = new Map<string, number>();
   for (const e of journal) {
     if (e.ev === 'enter') {
       byId.set(e.id, {
@@ -100,8 +103,14 @@ function sectionsOf(journal: JournalEvent[]): Section[] {
       s.accepted = s.accepted && e.accepted === true;
     } else if (e.ev === 'done') {
       const s = byId.get(e.id);
-      if (s) s.outcome = String(e.outcome);
+      if (!s) continue;
+      s.outcome = String(e.outcome);
+      doneAt.set(e.id, Number(e.t));
     }
+  }
+  for (const [id, t] of doneAt) {
+    const s = byId.get(id)!;
+    if (s.exit === Infinity) s.exit = t;
   }
   return [...byId.values()];
 }

@@ -1,10 +1,11 @@
 // The clients of one simulated controller, each a loop until the campaign
 // stops: a `hostlock serve` helper spoken to over stdio, a run agent spoken to
-// over its socket (run-scope holds), and `hostlock run` around a section
-// process that reads its token from HOSTLOCK_TOKEN. Each takes exclusive,
-// shared and slot locks on a few names, does a fenced section while holding
-// (section.ts), releases, and journals how the release came out as it saw it:
-// `released` (success), `lost` (it was told), `error`, `killed`.
+// over its socket (run-scope holds), `hostlock run` around a section process
+// that reads its token from HOSTLOCK_TOKEN, and ansible-playbook (playbook.ts).
+// Each takes exclusive, shared and slot locks on a few names, does a fenced
+// section while holding (section.ts), releases, and journals how the release
+// came out as it saw it: `released` (success), `lost` (it was told), `error`,
+// `killed`.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { startAgent } from '../agents';
@@ -18,9 +19,9 @@ import type { Controller } from './world';
 export const NAMES: { name: string; slots?: number }[] = [{ name: 'x1' }, { name: 'x2' }, { name: 's1', slots: 2 }];
 export const SLOTS = new Map(NAMES.filter((n) => n.slots).map((n) => [n.name, n.slots!]));
 const SECTION_JS = join(__dirname, 'section.js');
-const ACQUIRE_TIMEOUT = 20;
+export const ACQUIRE_TIMEOUT = 20;
 
-export type VictimKind = 'helper' | 'agent' | 'run';
+export type VictimKind = 'helper' | 'agent' | 'run' | 'playbook';
 
 // The processes the nemesis may kill or stop, as they come and go.
 export class Victims {
@@ -54,7 +55,7 @@ interface Pick {
   holdMs: number;
 }
 
-function choose(r: Rng): Pick {
+export function choose(r: Rng): Pick {
   const n = r.pick(NAMES);
   return { name: n.name, shared: !n.slots && r.next() < 0.3, slots: n.slots, holdMs: r.int(20, 250) };
 }
@@ -69,7 +70,7 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   ]);
 }
 
-const done = (ctx: ClientContext, id: string, client: string, name: string, outcome: string) =>
+export const done = (ctx: ClientContext, id: string, client: string, name: string, outcome: string) =>
   journalAppend(ctx.journal, { ev: 'done', id, pid: process.pid, client, lock_name: name, outcome });
 
 function lockParams(ctl: Controller, p: Pick): Record<string, unknown> {

@@ -13,7 +13,7 @@ const now = () => Number(process.hrtime.bigint());
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export function faultKinds(w: World): string[] {
-  const procs = ['kill-helper', 'kill-agent', 'kill-run', 'stop-holder'];
+  const procs = ['kill-helper', 'kill-agent', 'kill-run', 'kill-playbook', 'stop-holder'];
   if (w.store === 'flock') return [...procs, 'full-fs'];
   const net = ['cut', 'loss', 'delay'];
   if (w.store === 'postgres') return [...procs, ...net, 'pg-restart', 'pg-terminate'];
@@ -57,7 +57,8 @@ async function inject(kind: string, w: World, victims: Victims, r: Rng): Promise
   switch (kind) {
     case 'kill-helper':
     case 'kill-agent':
-    case 'kill-run': {
+    case 'kill-run':
+    case 'kill-playbook': {
       const of = victims.list().filter((v) => v.kind === kind.slice(5));
       if (!of.length) return false;
       signal(r.pick(of).pid, 'SIGKILL');

@@ -16,6 +16,7 @@ import { check, type HistoryRecord } from './checker';
 import { agentLoop, runLoop, serveLoop, SLOTS, Victims, type ClientContext } from './clients';
 import { openFence } from './fence';
 import { nemesis } from './nemesis';
+import { playbookLoop, preparePlaybooks } from './playbook';
 import { rng } from './rng';
 import { table, type StoreResult } from './table';
 import { buildWorld, requireNft, startFenceServer, type StoreKind, type World } from './world';
@@ -72,11 +73,13 @@ export async function campaign(
   let stopping = false;
   const ctx: ClientContext = { journal, fence, fenceSpec: w.fenceSpec, victims, stopping: () => stopping };
   try {
+    const playbooks = preparePlaybooks(w.root);
     const loops: Promise<void>[] = [];
     w.controllers.forEach((c, i) => {
       loops.push(serveLoop(c, `${c.label}-serve`, r.fork(10 + i), ctx));
       loops.push(agentLoop(c, `${c.label}-agent`, r.fork(20 + i), ctx));
       loops.push(runLoop(c, `${c.label}-run`, r.fork(30 + i), ctx));
+      loops.push(playbookLoop(c, `${c.label}-playbook`, r.fork(40 + i), ctx, playbooks));
     });
     const faults = await nemesis(w, victims, r.fork(1), () => Date.now() >= end);
     stopping = true;
