@@ -161,7 +161,7 @@ stress: build venv
 
 # The fault campaign (test/chaos/run.ts): crashes, pauses, partitions and server restarts under load.
 CHAOS_DURATION ?= 300
-chaos: build
+chaos: build collection
 	CHAOS_DURATION=$(CHAOS_DURATION) node build/test/chaos/run.js
 
 clean:
