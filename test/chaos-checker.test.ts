@@ -17,6 +17,7 @@ interface Sec {
   slot?: number;
   accepted?: boolean;
   outcome?: string;
+  ask?: number; // seconds: when its client asked for the lock (default 0)
 }
 
 function journal(sections: Sec[]): JournalEvent[] {
@@ -32,6 +33,7 @@ function journal(sections: Sec[]): JournalEvent[] {
       ...(s.slot ? { slot: s.slot } : {}),
     };
     return [
+      { ev: 'ask', ...base, t: (s.ask ?? 0) * S, wall: 0 },
       { ev: 'grant', ...base, t: s.at * S, wall: 0 },
       { ev: 'enter', ...base, t: s.at * S, wall: 0, accepted: true },
       { ev: 'exit', ...base, t: s.to * S, wall: 0, accepted: s.accepted ?? true },
@@ -151,6 +153,36 @@ test('a name not granted within the bound after a fault: recovery', () => {
     ['recovery'],
   );
   assert.equal(v.worstRecoveryName, 's');
+});
+
+test('no violation for a name nobody waits for, nor beyond a waiter that gave up', () => {
+  const faults = [{ kind: 'kill-helper', start: 0, end: 0.5 * S }];
+  // Asked for only long after the fault: granted at once.
+  const unasked = clean.map((s) => (s.name === 's' ? { ...s, at: s.at + 10, to: s.to + 10, ask: s.at + 10 } : s));
+  assert.deepEqual(check(input(unasked, { faults })).violations, []);
+  // A waiter that gave up after 2 s, the next grant 10 s later: it waited 1.5 s after the fault.
+  const j = journal(clean).filter((e) => e.lock_name !== 's');
+  j.push({ ev: 'ask', id: 'w', pid: 1, client: 'c-w', lock_name: 's', t: 0, wall: 0 });
+  j.push({ ev: 'giveup', id: 'w', pid: 1, client: 'c-w', lock_name: 's', t: 2 * S, wall: 0 });
+  const v = check(input([], { journal: j, history: historyOf(clean), faults }));
+  assert.deepEqual(v.violations, []);
+  assert.equal(v.worstRecoveryName, 's');
+  assert.ok(Math.abs(v.worstRecoveryMs - 1500) < 1, `worst recovery ${v.worstRecoveryMs}`);
+});
+
+test('a recovery the next fault interrupts is judged after that fault', () => {
+  const late = clean.map((s) => (s.name === 's' ? { ...s, at: s.at + 10, to: s.to + 10 } : s));
+  const faults = [
+    { kind: 'cut', start: 0, end: 0.5 * S },
+    { kind: 'majority-down', start: 3 * S, end: 9 * S },
+  ];
+  assert.deepEqual(kinds(input(late, { faults })), []);
+  assert.deepEqual(kinds(input(late, { faults: [faults[0]!, { ...faults[1]!, start: 7 * S }] })), ['recovery']);
+});
+
+test('requests and not one grant: progress', () => {
+  const j = journal(clean).filter((e) => e.ev === 'ask');
+  assert.deepEqual(kinds(input([], { journal: j, history: [] })), ['progress']);
 });
 
 test('a hold, waiter or process left at the end: leftover', () => {

@@ -14,7 +14,8 @@ export type ViolationKind =
   | 'reader-writer' // an accepted writer beside an accepted reader
   | 'token-order' // an accepted write with a token lower than one accepted before
   | 'lost-untold' // the client reported success for a hold the store recorded lost
-  | 'recovery' // a name not granted within the bound after a fault healed
+  | 'recovery' // a waiter that did not get a name, nor saw anyone get it, within the bound after a fault healed
+  | 'progress' // requests made and none granted in the whole run
   | 'leftover' // something held, queued or running once every client stopped
   | 'history-missing' // a grant or release the journal shows and the history lacks, away from any fault
   | 'resource'; // the resource's state disagrees with the accepted writes
@@ -75,7 +76,7 @@ export interface Verdict {
   refused: number; // sections the resource refused
   fencedOverlaps: number; // pairs of overlapping sections of which the resource refused one
   historyGaps: number; // history records missing from a fault's window (history is best effort)
-  // Worst time from a fault's end to the next grant of each name (ms), and its name.
+  // The longest a waiter went on waiting after a fault's end for its name's next grant (ms), and the name.
   worstRecoveryMs: number;
   worstRecoveryName: string;
 }
@@ -112,6 +113,27 @@ function sectionsOf(journal: JournalEvent[]): Section[] {
     const s = byId.get(id)!;
     if (s.exit === Infinity) s.exit = t;
   }
+  return [...byId.values()];
+}
+
+// Each request for a lock (`ask`) from when it was made until it was granted,
+// given up or its client gone (`giveup`, `done`), or the clients stopped.
+interface Wait {
+  name: string;
+  ask: number;
+  close: number;
+}
+
+function waitsOf(journal: JournalEvent[], stoppedAt: number): Wait[] {
+  const byId = new Map<string, Wait>();
+  for (const e of journal) {
+    if (e.ev === 'ask') byId.set(e.id, { name: String(e.lock_name), ask: Number(e.t), close: Infinity });
+    else if (e.ev === 'grant' || e.ev === 'giveup' || e.ev === 'done') {
+      const w = byId.get(e.id);
+      if (w && w.close === Infinity) w.close = Number(e.t);
+    }
+  }
+  for (const w of byId.values()) if (w.close === Infinity) w.close = Math.max(stoppedAt, w.ask);
   return [...byId.values()];
 }
 
@@ -199,32 +221,43 @@ export function check(input: CheckInput): Verdict {
       add('lost-untold', `${s.client} was told ${s.name} token ${s.token} was released; the store recorded it lost`);
   }
 
-  // After each fault's end, every name is granted again within the bound.
+  // After each fault's end, a waiter of a name gets it, or sees somebody get
+  // it, within the bound: from the fault's end (or the first request after
+  // it) to the name's next grant, as long as somebody kept waiting. Measured
+  // up to the next fault's start; a recovery that the next fault interrupts
+  // is judged after that one.
   const grants = input.journal
     .filter((e) => e.ev === 'grant')
     .map((e) => ({ name: String(e.lock_name), t: Number(e.t) }))
     .sort((a, b) => a.t - b.t);
+  const waits = waitsOf(input.journal, input.stoppedAt);
+  const faults = [...input.faults].sort((a, b) => a.start - b.start);
+  const boundNs = input.recoveryBoundMs * 1e6;
   let worst = 0;
   let worstName = '';
-  for (const f of input.faults) {
-    for (const name of byName.keys()) {
-      const next = grants.find((g) => g.name === name && g.t >= f.end);
-      // A name nobody asked for again before the clients stopped is not waiting.
-      const due = next ? next.t : input.stoppedAt;
-      const took = ms(due - f.end);
-      if (!next && input.stoppedAt - f.end < input.recoveryBoundMs * 1e6) continue;
-      if (took > worst) {
-        worst = took;
+  for (const [i, f] of faults.entries()) {
+    const limit = Math.min(faults[i + 1]?.start ?? Infinity, input.stoppedAt);
+    for (const name of new Set([...byName.keys(), ...waits.map((w) => w.name)])) {
+      const open = waits.filter((w) => w.name === name && w.close > f.end && w.ask < limit);
+      if (!open.length) continue;
+      const t0 = Math.max(f.end, Math.min(...open.map((w) => w.ask)));
+      const next = grants.find((g) => g.name === name && g.t >= t0);
+      const end = Math.min(next?.t ?? Infinity, limit);
+      // The longest anyone waiting at t0 went on waiting, until the name's next grant.
+      const stuck = Math.max(0, ...open.filter((w) => w.ask <= t0).map((w) => Math.min(w.close, end) - t0));
+      if (stuck > worst * 1e6) {
+        worst = ms(stuck);
         worstName = name;
       }
-      if (took > input.recoveryBoundMs)
+      if (stuck > boundNs)
         add(
           'recovery',
-          `${name} not granted for ${(took / 1000).toFixed(1)} s after ${f.kind} ended (bound ${(input.recoveryBoundMs / 1000).toFixed(1)} s)`,
+          `${name} not granted for ${(stuck / 1e9).toFixed(1)} s after ${f.kind} ended, with a waiter (bound ${(input.recoveryBoundMs / 1000).toFixed(1)} s)`,
         );
     }
   }
 
+  if (waits.length && !grants.length) add('progress', `${waits.length} requests and not one grant`);
   for (const l of input.leftovers) add('leftover', l);
   const accepted = sections.filter((s) => s.accepted).length;
   return {

@@ -70,6 +70,19 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   ]);
 }
 
+// A request for a lock as its client makes it, and its end without a grant.
+export const ask = (ctx: ClientContext, id: string, client: string, name: string, ev: 'ask' | 'giveup' = 'ask') =>
+  journalAppend(ctx.journal, { ev, id, pid: process.pid, client, lock_name: name });
+
+// A failed request, said once per client and message (faults make many).
+const said = new Set<string>();
+function failed(client: string, e: unknown): void {
+  const m = `${client}: acquire failed: ${(e as Error).message ?? String(e)}`.slice(0, 300);
+  if (said.has(m)) return;
+  said.add(m);
+  process.stderr.write(`[chaos] ${m}\n`);
+}
+
 export const done = (ctx: ClientContext, id: string, client: string, name: string, outcome: string) =>
   journalAppend(ctx.journal, { ev: 'done', id, pid: process.pid, client, lock_name: name, outcome });
 
@@ -126,15 +139,20 @@ export async function serveLoop(ctl: Controller, client: string, r: Rng, ctx: Cl
       while (!ctx.stopping() && !gone) {
         const p = choose(r);
         const id = `${client}-${n++}`;
+        ask(ctx, id, client, p.name);
         const got = await within(
           rpc.call('acquire', { ...lockParams(ctl, p), timeout: ACQUIRE_TIMEOUT, owner: { task: 'chaos' } }),
           (ACQUIRE_TIMEOUT + 30) * 1000,
           'acquire',
-        ).catch(async () => {
+        ).catch(async (e: unknown) => {
+          failed(client, e);
           await sleep(200);
           return undefined;
         });
-        if (!got?.acquired) continue;
+        if (!got?.acquired) {
+          ask(ctx, id, client, p.name, 'giveup');
+          continue;
+        }
         await section(ctx, client, id, p, got, async () => {
           const rel = await within(rpc.call('release', { handle: got.handle }), 60_000, 'release');
           return told.has(String(got.handle)) || !rel.released ? 'lost' : 'released';
@@ -170,15 +188,20 @@ export async function agentLoop(ctl: Controller, client: string, r: Rng, ctx: Cl
           const member = `m${n % 3}`;
           const params = { ...lockParams(ctl, p), scope: 'run', member };
           const which = { name: p.name, ...(ctl.backend ? { backend: ctl.backend } : {}), scope: 'run', member };
+          ask(ctx, id, client, p.name);
           const got = await within(
             rpc.call('acquire', { ...params, timeout: ACQUIRE_TIMEOUT, owner: { task: 'chaos', host: member } }),
             (ACQUIRE_TIMEOUT + 30) * 1000,
             'acquire',
-          ).catch(async () => {
+          ).catch(async (e: unknown) => {
+            failed(client, e);
             await sleep(200);
             return undefined;
           });
-          if (!got?.acquired) continue;
+          if (!got?.acquired) {
+            ask(ctx, id, client, p.name, 'giveup');
+            continue;
+          }
           await section(ctx, client, id, p, got, async () => {
             try {
               const rel = await within(rpc.call('release', which), 60_000, 'release');
@@ -230,6 +253,7 @@ export async function runLoop(ctl: Controller, client: string, r: Rng, ctx: Clie
       mode,
       String(p.holdMs),
     ];
+    ask(ctx, id, client, p.name);
     const proc = spawn(argv[0]!, argv.slice(1), { env: { ...process.env, ...ctl.env }, stdio: 'ignore' });
     ctx.victims.add('run', proc);
     const [code, signal] = await new Promise<[number | null, string | null]>((res) =>

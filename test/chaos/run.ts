@@ -79,7 +79,8 @@ export async function campaign(
       loops.push(serveLoop(c, `${c.label}-serve`, r.fork(10 + i), ctx));
       loops.push(agentLoop(c, `${c.label}-agent`, r.fork(20 + i), ctx));
       loops.push(runLoop(c, `${c.label}-run`, r.fork(30 + i), ctx));
-      loops.push(playbookLoop(c, `${c.label}-playbook`, r.fork(40 + i), ctx, playbooks));
+      // One ansible-playbook loop per store: a run's Python start costs as much as a dozen sections.
+      if (i === 0) loops.push(playbookLoop(c, `${c.label}-playbook`, r.fork(40 + i), ctx, playbooks));
     });
     const faults = await nemesis(w, victims, r.fork(1), () => Date.now() >= end);
     stopping = true;

@@ -20,7 +20,7 @@ export function faultSummary(faults: Map<string, number>): string {
 
 export function table(results: StoreResult[]): string {
   const rows = [
-    '| store | seconds | sections (accepted) | faults by kind | violations | fenced overlaps (refused sections) | history gaps in faults | worst fault end → next grant (bound) |',
+    '| store | seconds | sections (accepted) | faults by kind | violations | fenced overlaps (refused sections) | history gaps in faults | worst wait after a fault (bound) |',
     '|---|---|---|---|---|---|---|---|',
   ];
   for (const r of results) {
