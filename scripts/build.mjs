@@ -69,23 +69,18 @@ for (const lib of VENDOR) {
 }
 
 // The executable (src/cli/cli.ts) is the dispatcher alone: each command it
-// runs itself (src/cli/fastpath.ts) is a bundle of its own, loaded with require()
-// only when that command runs — `flock` (a flock(1) drop-in, started by
-// crontabs and script loops), plain `run`, bare `serve` (once per Python Lock)
-// and plain `agent` (once per run) —, so a start compiles just what it needs.
-// The full command line is left in its own bundle too, for the other commands.
-const FAST = {
-  './flock': 'src/cli/flock.ts',
-  './run': 'src/cli/run.ts',
-  '../server/serve': 'src/server/serve.ts',
-  '../agent/agent': 'src/agent/agent.ts',
-};
-const bundleOf = (entry) => `./${entry.replace(/^.*\//, '').replace(/\.ts$/, '')}.js`;
-for (const entry of Object.values(FAST)) {
+// runs itself (src/cli/fastpath.ts) is a bundle of its own beside it, loaded
+// only when that command runs (src/cli/bundles.ts, with a code cache) —
+// `flock` (a flock(1) drop-in, started by crontabs and script loops), plain
+// `run`, bare `serve` (once per Python Lock) and plain `agent` (once per run)
+// —, so a start compiles just what it needs. The full command line is a
+// bundle of its own too (main.js), for the other commands.
+const FAST = ['src/cli/flock.ts', 'src/cli/run.ts', 'src/server/serve.ts', 'src/agent/agent.ts'];
+for (const entry of FAST) {
   await build({
     ...common,
     entryPoints: [entry],
-    outfile: join('dist', bundleOf(entry)),
+    outfile: join('dist', entry.replace(/^.*\//, '').replace(/\.ts$/, '.js')),
     plugins: [validators, vendor],
   });
 }
@@ -93,21 +88,7 @@ await build({
   ...common,
   entryPoints: ['src/cli/cli.ts'],
   outfile: 'dist/cli.js',
-  plugins: [
-    validators,
-    vendor,
-    {
-      name: 'own-bundles',
-      setup(b) {
-        b.onResolve({ filter: /^\.\/main$/ }, () => ({ path: './main.js', external: true }));
-        b.onResolve({ filter: /^\.{1,2}\// }, (args) =>
-          args.importer.endsWith('src/cli/fastpath.ts') && FAST[args.path]
-            ? { path: bundleOf(FAST[args.path]), external: true }
-            : undefined,
-        );
-      },
-    },
-  ],
+  plugins: [validators, vendor],
   // A shell first: it passes on the signals the process inherited as ignored
   // (Node resets them as it starts; see src/cli/sigign.ts), then execs node on this
   // same file, to which the second line is a string and a comment. The mask is

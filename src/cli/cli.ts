@@ -5,6 +5,7 @@
 // own; everything else loads the full command line (main.ts, with yargs),
 // which the build keeps in its own bundle (dist/main.js). This file is the
 // dispatcher alone, so a start compiles only the command it runs.
+import { loadBundle } from './bundles';
 import { runMain } from './exit';
 import { fastCommand } from './fastpath';
 import { takeInheritedIgnored } from './sigign';
@@ -12,6 +13,5 @@ import { takeInheritedIgnored } from './sigign';
 takeInheritedIgnored();
 
 const argv = process.argv.slice(2);
-// require, not import(): Node would run its ESM lexer over the 1 MB bundle (~50 ms).
-// eslint-disable-next-line @typescript-eslint/no-require-imports -- see the line above
-runMain(fastCommand(argv) ?? (() => (require('./main') as typeof import('./main')).main(argv)));
+// Not import(): Node would run its ESM lexer over the 1 MB bundle.
+runMain(fastCommand(argv) ?? (() => loadBundle<typeof import('./main')>('main').main(argv)));

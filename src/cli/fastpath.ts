@@ -8,10 +8,10 @@
 // --owner-pid=N, repeated options), is left to the full CLI, which gives the
 // same results for these forms.
 //
-// Each command's code is loaded with require() when it runs: the build makes
-// each its own bundle (scripts/build.mjs), so that a start compiles only the
-// command it runs (an import() would run Node's ESM loader over it).
-/* eslint-disable @typescript-eslint/no-require-imports -- see the line above */
+// Each command's code is loaded when it runs: the build makes each its own
+// bundle (scripts/build.mjs), so that a start compiles only the command it
+// runs, and bundles.ts keeps a code cache of it.
+import { loadBundle } from './bundles';
 import { checkBackendArgs } from './backendarg';
 import type { Command } from './exit';
 import type { RunOptions } from './run';
@@ -21,23 +21,23 @@ export function fastCommand(argv: string[]): Command | null {
     // A failure to load is a rejection, as from every command.
     return () =>
       new Promise<number>((done) => {
-        (require('../server/serve') as typeof import('../server/serve')).serveStdio();
+        loadBundle<typeof import('../server/serve')>('serve').serveStdio();
         done(-1);
       });
   }
   if (argv[0] === 'flock') {
-    return async () => (require('./flock') as typeof import('./flock')).flockCommand(argv.slice(1));
+    return async () => loadBundle<typeof import('./flock')>('flock').flockCommand(argv.slice(1));
   }
   if (argv[0] === 'run') {
     const opts = runArgs(argv.slice(1));
     if (!opts) return null;
-    return async () => (require('./run') as typeof import('./run')).runLocked(opts);
+    return async () => loadBundle<typeof import('./run')>('run').runLocked(opts);
   }
   if (argv[0] !== 'agent') return null;
   const opts = agentArgs(argv.slice(1));
   if (!opts) return null;
   return async () => {
-    const agent = require('../agent/agent') as typeof import('../agent/agent');
+    const agent = loadBundle<typeof import('../agent/agent')>('agent');
     const { print, ...o } = opts;
     if (print) {
       process.stdout.write(agent.agentPaths(o).socket + '\n');

@@ -1,0 +1,95 @@
+// Loads one of the executable's own bundles (dist/run.js, dist/flock.js, …)
+// as require() would, with a V8 code cache beside it: a start that finds the
+// cache skips compiling the code an earlier start ran, a few milliseconds of
+// every `hostlock flock` and `hostlock run` (Node 20 has no compile cache of
+// its own to turn on).
+//
+// The cache is one file per bundle file in the user's private directory
+// (/tmp/hostlock-UID/cache, 0700, checked as the lock directory's parent is),
+// written once, at the exit of a start that found none it could use. Its
+// first line names the bundle file (path, inode, size, change time) and the
+// Node that made it: V8 itself checks only the source's length and its own
+// version and flags, so a bundle replaced by another of the same length must
+// not meet the old code. A cache that is not ours, not private, stale or
+// refused by V8 is ignored and rewritten; a directory that cannot be used
+// leaves the start as it would be without a cache, as HOSTLOCK_CODE_CACHE=0
+// does.
+import { closeSync, fstatSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createRequire, Module } from 'node:module';
+import { basename, dirname, join } from 'node:path';
+import { Script } from 'node:vm';
+import { baseDir, ensurePrivateDir } from '../sys/paths';
+
+type Loaded = { exports: unknown };
+
+// `name`: a bundle beside the executable's own (scripts/build.mjs puts them there).
+export function loadBundle<T>(name: string): T {
+  const file = join(__dirname, `${name}.js`);
+  const known = require.cache[file] as Loaded | undefined;
+  if (known) return known.exports as T;
+  const source = readFileSync(file, 'utf8');
+  const key = process.env.HOSTLOCK_CODE_CACHE === '0' ? undefined : keyOf(file);
+  const cachePath = join(baseDir(), 'cache', `${basename(file)}-${pathHash(file)}.v8`);
+  const cached = key ? readCache(cachePath, key) : undefined;
+  const script = new Script(Module.wrap(source), { filename: file, cachedData: cached });
+  const m = new Module(file);
+  m.filename = file;
+  require.cache[file] = m;
+  if (key && (!cached || script.cachedDataRejected)) {
+    process.once('exit', () => writeCache(cachePath, key, script));
+  }
+  const wrapper = script.runInThisContext() as (...args: unknown[]) => void;
+  wrapper.call(m.exports, m.exports, createRequire(file), m, file, dirname(file));
+  m.loaded = true;
+  return m.exports as T;
+}
+
+// FNV-1a of the bundle's path: each installed copy (the npm one, a
+// collection's) keeps a cache of its own instead of overwriting another's.
+function pathHash(file: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < file.length; i++) h = Math.imul(h ^ file.charCodeAt(i), 0x01000193) >>> 0;
+  return h.toString(16).padStart(8, '0');
+}
+
+function keyOf(file: string): string | undefined {
+  try {
+    const st = statSync(file, { bigint: true });
+    return `${file} ${st.ino} ${st.size} ${st.ctimeNs} ${process.version} ${process.arch}\n`;
+  } catch {
+    return undefined;
+  }
+}
+
+function readCache(path: string, key: string): Buffer | undefined {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch {
+    return undefined;
+  }
+  try {
+    const st = fstatSync(fd);
+    if (st.uid !== (process.getuid?.() ?? 0) || (st.mode & 0o077) !== 0) return undefined;
+    const data = readFileSync(fd);
+    const head = Buffer.byteLength(key);
+    if (data.length <= head || data.toString('utf8', 0, head) !== key) return undefined;
+    return data.subarray(head);
+  } catch {
+    return undefined;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function writeCache(path: string, key: string, script: Script): void {
+  try {
+    ensurePrivateDir(dirname(path));
+    const tmp = `${path}.${process.pid}`;
+    writeFileSync(tmp, Buffer.concat([Buffer.from(key), script.createCachedData()]), { mode: 0o600 });
+    renameSync(tmp, path);
+  } catch {
+    // No cache this time: the next start compiles as this one did.
+    rmSync(`${path}.${process.pid}`, { force: true });
+  }
+}
