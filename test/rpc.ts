@@ -1,7 +1,7 @@
 // Shared test fixtures: real helper processes spoken to over real pipes and
 // sockets. Nothing here mocks flock or the helper.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -11,6 +11,15 @@ export const ROOT = resolve(__dirname, '..', '..');
 export const CLI = join(ROOT, 'dist', 'cli.js');
 // Helper scripts the tests run (the .py and .sh files stay in the source tree).
 export const FIXTURES = join(ROOT, 'test', 'fixtures');
+export const VENV_BIN = join(ROOT, '.venv', 'bin');
+const PKG = join(ROOT, 'build', 'pkg');
+
+// The collection tarball `make collection` built, as users install it.
+export function collectionTarball(): string {
+  const found = existsSync(PKG) ? readdirSync(PKG).filter((f) => /^hostlock-core-.*\.tar\.gz$/.test(f)) : [];
+  if (found.length !== 1) throw new Error(`expected one collection tarball in ${PKG}: run \`make collection\` first`);
+  return join(PKG, found[0]!);
+}
 // The two ways a helper takes flock(2) on a lock file (hello's `flock`), and the
 // environment that makes a helper use each: the tests of exclusion run on both.
 export const FLOCK_APIS: [string, NodeJS.ProcessEnv][] = [

@@ -14,7 +14,7 @@
 // refused by V8 is ignored and rewritten; a directory that cannot be used
 // leaves the start as it would be without a cache, as HOSTLOCK_CODE_CACHE=0
 // does.
-import { closeSync, fstatSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire, Module } from 'node:module';
 import { basename, dirname, join } from 'node:path';
 import { Script } from 'node:vm';
@@ -27,8 +27,7 @@ export function loadBundle<T>(name: string): T {
   const file = join(__dirname, `${name}.js`);
   const known = require.cache[file] as Loaded | undefined;
   if (known) return known.exports as T;
-  const source = readFileSync(file, 'utf8');
-  const key = process.env.HOSTLOCK_CODE_CACHE === '0' ? undefined : keyOf(file);
+  const { source, key } = readBundle(file);
   const cachePath = join(baseDir(), 'cache', `${basename(file)}-${pathHash(file)}.v8`);
   const cached = key ? readCache(cachePath, key) : undefined;
   const script = new Script(Module.wrap(source), { filename: file, cachedData: cached });
@@ -52,12 +51,16 @@ function pathHash(file: string): string {
   return h.toString(16).padStart(8, '0');
 }
 
-function keyOf(file: string): string | undefined {
+// The bundle's source and, unless turned off, its cache key, from one open file.
+function readBundle(file: string): { source: string; key?: string } {
+  const fd = openSync(file, 'r');
   try {
-    const st = statSync(file, { bigint: true });
-    return `${file} ${st.ino} ${st.size} ${st.ctimeNs} ${process.version} ${process.arch}\n`;
-  } catch {
-    return undefined;
+    const source = readFileSync(fd, 'utf8');
+    if (process.env.HOSTLOCK_CODE_CACHE === '0') return { source };
+    const st = fstatSync(fd, { bigint: true });
+    return { source, key: `${file} ${st.ino} ${st.size} ${st.ctimeNs} ${process.version} ${process.arch}\n` };
+  } finally {
+    closeSync(fd);
   }
 }
 

@@ -233,20 +233,26 @@ export function check(input: CheckInput): Verdict {
   const waits = waitsOf(input.journal, input.stoppedAt);
   const faults = [...input.faults].sort((a, b) => a.start - b.start);
   const boundNs = input.recoveryBoundMs * 1e6;
-  let worst = 0;
+  const waitsByName = new Map<string, Wait[]>([...byName.keys()].map((n) => [n, []]));
+  for (const w of waits) {
+    const list = waitsByName.get(w.name);
+    if (list) list.push(w);
+    else waitsByName.set(w.name, [w]);
+  }
+  let worstNs = 0;
   let worstName = '';
   for (const [i, f] of faults.entries()) {
     const limit = Math.min(faults[i + 1]?.start ?? Infinity, input.stoppedAt);
-    for (const name of new Set([...byName.keys(), ...waits.map((w) => w.name)])) {
-      const open = waits.filter((w) => w.name === name && w.close > f.end && w.ask < limit);
+    for (const [name, ofName] of waitsByName) {
+      const open = ofName.filter((w) => w.close > f.end && w.ask < limit);
       if (!open.length) continue;
       const t0 = Math.max(f.end, Math.min(...open.map((w) => w.ask)));
       const next = grants.find((g) => g.name === name && g.t >= t0);
       const end = Math.min(next?.t ?? Infinity, limit);
       // The longest anyone waiting at t0 went on waiting, until the name's next grant.
       const stuck = Math.max(0, ...open.filter((w) => w.ask <= t0).map((w) => Math.min(w.close, end) - t0));
-      if (stuck > worst * 1e6) {
-        worst = ms(stuck);
+      if (stuck > worstNs) {
+        worstNs = stuck;
         worstName = name;
       }
       if (stuck > boundNs)
@@ -267,7 +273,7 @@ export function check(input: CheckInput): Verdict {
     refused: sections.length - accepted,
     fencedOverlaps,
     historyGaps,
-    worstRecoveryMs: worst,
+    worstRecoveryMs: ms(worstNs),
     worstRecoveryName: worstName,
   };
 }

@@ -83,6 +83,12 @@ function failed(client: string, e: unknown): void {
   process.stderr.write(`[chaos] ${m}\n`);
 }
 
+// The section process a command-running client runs under its lock (section.ts's main).
+export function sectionArgv(ctx: ClientContext, id: string, client: string, p: Pick): string[] {
+  const mode = p.shared ? 'shared' : 'exclusive';
+  return [process.execPath, SECTION_JS, ctx.fenceSpec, ctx.journal, id, client, p.name, mode, String(p.holdMs)];
+}
+
 export const done = (ctx: ClientContext, id: string, client: string, name: string, outcome: string) =>
   journalAppend(ctx.journal, { ev: 'done', id, pid: process.pid, client, lock_name: name, outcome });
 
@@ -227,7 +233,6 @@ export async function runLoop(ctl: Controller, client: string, r: Rng, ctx: Clie
   while (!ctx.stopping()) {
     const p = choose(r);
     const id = `${client}-${n++}`;
-    const mode = p.shared ? 'shared' : 'exclusive';
     const argv = [
       ...ctl.wrap,
       process.execPath,
@@ -243,15 +248,7 @@ export async function runLoop(ctl: Controller, client: string, r: Rng, ctx: Clie
       '--lost-grace',
       '1',
       '--',
-      process.execPath,
-      SECTION_JS,
-      ctx.fenceSpec,
-      ctx.journal,
-      id,
-      client,
-      p.name,
-      mode,
-      String(p.holdMs),
+      ...sectionArgv(ctx, id, client, p),
     ];
     ask(ctx, id, client, p.name);
     const proc = spawn(argv[0]!, argv.slice(1), { env: { ...process.env, ...ctl.env }, stdio: 'ignore' });

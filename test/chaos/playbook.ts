@@ -5,16 +5,12 @@
 // exit tells how the release came out: 0 released; a failure saying "lock
 // lost" lost (the task told its user); any other failure an error.
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT } from '../rpc';
-import { ACQUIRE_TIMEOUT, choose, done, type ClientContext } from './clients';
+import { collectionTarball, VENV_BIN } from '../rpc';
+import { ACQUIRE_TIMEOUT, choose, done, sectionArgv, type ClientContext } from './clients';
 import type { Rng } from './rng';
 import type { Controller } from './world';
-
-const VENV_BIN = join(ROOT, '.venv', 'bin');
-const PKG = join(ROOT, 'build', 'pkg');
-const SECTION_JS = join(__dirname, 'section.js');
 
 const PLAYBOOK = `- hosts: all
   gather_facts: false
@@ -49,8 +45,7 @@ export interface Playbooks {
 // The collection installed from its tarball into the world's own collections
 // path, the playbook and a one-host local inventory.
 export function preparePlaybooks(root: string): Playbooks {
-  const found = existsSync(PKG) ? readdirSync(PKG).filter((f) => /^hostlock-core-.*\.tar\.gz$/.test(f)) : [];
-  if (found.length !== 1) throw new Error(`expected one collection tarball in ${PKG}: run \`make collection\` first`);
+  const tarball = collectionTarball();
   if (!existsSync(join(VENV_BIN, 'ansible-playbook'))) throw new Error('no ansible-playbook in .venv: run `make venv`');
   const dir = join(root, 'ansible');
   mkdirSync(dir, { recursive: true });
@@ -65,7 +60,7 @@ export function preparePlaybooks(root: string): Playbooks {
   };
   execFileSync(
     join(VENV_BIN, 'ansible-galaxy'),
-    ['collection', 'install', '-p', env.ANSIBLE_COLLECTIONS_PATH, join(PKG, found[0]!)],
+    ['collection', 'install', '-p', env.ANSIBLE_COLLECTIONS_PATH, tarball],
     { env: { ...process.env, ...env }, stdio: 'ignore' },
   );
   const playbook = join(dir, 'section.yml');
@@ -86,11 +81,10 @@ export async function playbookLoop(
   while (!ctx.stopping()) {
     const p = choose(r);
     const id = `${client}-${n++}`;
-    const mode = p.shared ? 'shared' : 'exclusive';
     const vars = {
       pick: { name: p.name, shared: p.shared, ...(p.slots ? { slots: p.slots } : {}) },
       backend: ctl.backend ?? '',
-      section: [process.execPath, SECTION_JS, ctx.fenceSpec, ctx.journal, id, client, p.name, mode, String(p.holdMs)],
+      section: sectionArgv(ctx, id, client, p),
     };
     const argv = [
       ...ctl.wrap,
