@@ -114,5 +114,11 @@ await build({
   banner: { js: "const __hostlockMetaUrl = require('node:url').pathToFileURL(__filename).href;" },
 });
 
+// The executable reads its bundles as latin1 (src/cli/bundles.ts): they must be ASCII.
+for (const b of [...FAST.map((e) => e.replace(/^.*\//, '').replace(/\.ts$/, '')), 'main']) {
+  const at = readFileSync(`dist/${b}.js`).findIndex((byte) => byte > 0x7f);
+  if (at >= 0) throw new Error(`dist/${b}.js has a non-ASCII byte at ${at}`);
+}
+
 // The agent's exit watcher (src/agent/runlife.ts), beside the bundle that starts it.
 copyFileSync('src/agent/pidwatch.py', 'dist/pidwatch.py');

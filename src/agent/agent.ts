@@ -24,6 +24,7 @@ import { AGENT_STOPPED, LostHolds, type LostHold } from '../policy/lostholds';
 import { Server } from '../server/server';
 import { RunLife } from './runlife';
 import { guardProcess } from '../server/serve';
+import { nowMs } from '../core/time';
 
 export interface AgentOptions {
   ownerPid: number;
@@ -155,7 +156,7 @@ export function runAgent(opts: AgentOptions): Promise<number> {
 
   return new Promise<number>((resolve) => {
     let stopping = false;
-    let idleSince = performance.now();
+    let idleSince = nowMs();
     const idleMs = (opts.idleTimeout ?? 60) * 1000;
 
     const stop = (why: string) => {
@@ -194,8 +195,8 @@ export function runAgent(opts: AgentOptions): Promise<number> {
     const watch = setInterval(() => {
       runLife.tick();
       if (stopping) return;
-      if (sockets.size > 0 || server.busy()) idleSince = performance.now();
-      else if (performance.now() - idleSince > idleMs) stop('idle');
+      if (sockets.size > 0 || server.busy()) idleSince = nowMs();
+      else if (nowMs() - idleSince > idleMs) stop('idle');
     }, 200);
 
     net.on('error', (err) => {

@@ -14,7 +14,7 @@
 // refused by V8 is ignored and rewritten; a directory that cannot be used
 // leaves the start as it would be without a cache, as HOSTLOCK_CODE_CACHE=0
 // does.
-import { closeSync, fstatSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire, Module } from 'node:module';
 import { basename, dirname, join } from 'node:path';
 import { Script } from 'node:vm';
@@ -51,17 +51,31 @@ function pathHash(file: string): string {
   return h.toString(16).padStart(8, '0');
 }
 
-// The bundle's source and, unless turned off, its cache key, from one open file.
+// The bundle's source and, unless turned off, its cache key, from one open
+// file. The build writes ASCII only, so the bytes are decoded as latin1: one
+// read of the known size, no UTF-8 decoding.
 function readBundle(file: string): { source: string; key?: string } {
   const fd = openSync(file, 'r');
   try {
-    const source = readFileSync(fd, 'utf8');
-    if (process.env.HOSTLOCK_CODE_CACHE === '0') return { source };
     const st = fstatSync(fd, { bigint: true });
+    const source = readWhole(fd, Number(st.size)).toString('latin1');
+    if (process.env.HOSTLOCK_CODE_CACHE === '0') return { source };
     return { source, key: `${file} ${st.ino} ${st.size} ${st.ctimeNs} ${process.version} ${process.arch}\n` };
   } finally {
     closeSync(fd);
   }
+}
+
+// `size` bytes from the start of `fd`, or fewer if the file is shorter.
+function readWhole(fd: number, size: number): Buffer {
+  const buf = Buffer.allocUnsafe(size);
+  let n = 0;
+  while (n < size) {
+    const got = readSync(fd, buf, n, size - n, n);
+    if (got === 0) break;
+    n += got;
+  }
+  return buf.subarray(0, n);
 }
 
 function readCache(path: string, key: string): Buffer | undefined {
@@ -74,7 +88,7 @@ function readCache(path: string, key: string): Buffer | undefined {
   try {
     const st = fstatSync(fd);
     if (st.uid !== (process.getuid?.() ?? 0) || (st.mode & 0o077) !== 0) return undefined;
-    const data = readFileSync(fd);
+    const data = readWhole(fd, st.size);
     const head = Buffer.byteLength(key);
     if (data.length <= head || data.toString('utf8', 0, head) !== key) return undefined;
     return data.subarray(head);

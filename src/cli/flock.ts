@@ -22,6 +22,7 @@ import type { HistoryEvent, Requester } from '../store/types';
 import { nextToken } from '../stores/flock/tokens';
 import { VERSION } from '../core/version';
 import { whyUnrunnable } from '../sys/which';
+import { isoTime } from '../core/time';
 
 // flock(1)'s messages carry its name: a script's logs read the same.
 const warn = (line: string) => process.stderr.write(`flock: ${line}\n`);
@@ -223,7 +224,7 @@ function remember(fd: number, a: FlockArgs, waitStarted?: bigint): HoldRecord | 
     place.inode,
     place.path,
     undefined,
-    { ...who, mode, since: since.toISOString(), token },
+    { ...who, mode, since: isoTime(since), token },
     keeper,
   );
   const waited = waitStarted === undefined ? undefined : Number(process.hrtime.bigint() - waitStarted) / 1e9;
@@ -303,7 +304,8 @@ async function runCommand(a: FlockArgs, fd: number, token: number | undefined): 
   if (a.close) pass.delete(fd);
   else pass.add(fd);
   const stdio: Array<'inherit' | 'ignore' | number> = ['inherit', 'inherit', 'inherit'];
-  for (let i = 3; i <= Math.max(2, ...pass); i++) stdio.push(pass.has(i) ? i : 'ignore');
+  const last = Math.max(2, ...pass);
+  for (let i = 3; i <= last; i++) stdio.push(pass.has(i) ? i : 'ignore');
   const env = { ...process.env, ...(token ? { HOSTLOCK_TOKEN: String(token) } : {}) };
   return new Promise<number>((done) => {
     const child = spawn(file!, args, { stdio, env });

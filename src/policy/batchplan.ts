@@ -8,7 +8,7 @@
 import { isStoreUnavailable } from '../core/errors';
 import type { Holder, Owner } from '../store/types';
 import type { Mode } from '../core/mode';
-import { secondsSince as since } from '../core/time';
+import { nowMs, secondsSince as since } from '../core/time';
 import type { AcquireRequest, Cancellable, WaitingInfo } from './requests';
 import { type Batch, type RunAcquire, type RunHold, type RunOutcome, conflict } from './runhold';
 import type { Target } from './targets';
@@ -183,7 +183,7 @@ export class BatchPlans {
 
   awaitPlan(plan: Plan, req: AcquireRequest, member: string): RunAcquire {
     const entry = plan.byMember.get(member)!;
-    const started = performance.now();
+    const started = nowMs();
     let deadline =
       !req.wait || req.timeout === undefined || req.timeout === null ? Infinity : started + req.timeout * 1000;
     let cancelled = false;
@@ -214,7 +214,7 @@ export class BatchPlans {
           }
           const blocked = plan.blocked && plan.entries.indexOf(plan.blocked.entry) <= plan.entries.indexOf(entry);
           const gone = entry.state === 'dropped' || entry.state === 'held' || plan.ended;
-          const now = performance.now();
+          const now = nowMs();
           if (gone || cancelled || now >= deadline || (!req.wait && blocked)) {
             const holders = blocked ? plan.blocked!.holders : this.run.holders(entry.target);
             const behind = blocked && plan.blocked!.entry !== entry ? plan.blocked!.entry.target.name : undefined;

@@ -10,7 +10,7 @@ import { checkLockDir } from '../sys/paths';
 import type { KeyStatus, StoreHold } from '../store/contract';
 import { slotsMismatch } from '../store/errors';
 import { localStore, storeFor } from '../stores';
-import { secondsSince } from '../core/time';
+import { nowMs, secondsSince } from '../core/time';
 import { DeadlockWatch } from './deadlockwatch';
 import { record, requesterOf } from './history';
 import { Notices } from './notices';
@@ -50,7 +50,7 @@ export class LockManager {
       a = {
         req,
         entry,
-        started: performance.now(),
+        started: nowMs(),
         settled: false,
         resolve: (o) => {
           if (a.settled) return;

@@ -5,7 +5,7 @@
 // it names the holder the store has now, as `status` does.
 import type { Holder } from '../store/types';
 import type { KeyStatus, Waiter } from '../store/contract';
-import { secondsSince } from '../core/time';
+import { nowMs, secondsSince } from '../core/time';
 import type { Acquisition } from './queue';
 import type { WaitingInfo } from './requests';
 import type { Target } from './targets';
@@ -57,10 +57,10 @@ export class Notices {
 
   private read(target: Target, then: (state: Reading | null) => void, tries = 0): void {
     const hit = this.readings.get(target.path);
-    if (hit && performance.now() - hit.at < FRESH_MS) return then(hit);
+    if (hit && nowMs() - hit.at < FRESH_MS) return then(hit);
     const keep = (holders: Holder[], waiters: Waiter[]) => {
       if (this.readings.size > 4096) this.readings.clear();
-      const state = { at: performance.now(), holders, waiters };
+      const state = { at: nowMs(), holders, waiters };
       this.readings.set(target.path, state);
       return state;
     };

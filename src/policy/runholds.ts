@@ -5,7 +5,7 @@
 // (batchplan.ts).
 import type { Owner } from '../store/types';
 import type { Mode } from '../core/mode';
-import { secondsSince as since } from '../core/time';
+import { isoTime, nowMs, secondsSince as since } from '../core/time';
 import { BatchPlans } from './batchplan';
 import type { LockManager } from './manager';
 import type { AcquireOutcome, AcquireRequest, Cancellable } from './requests';
@@ -50,9 +50,8 @@ export class RunHolds {
     const key = req.target.path;
     let current: Cancellable | undefined;
     let cancelled = false;
-    let deadline =
-      req.timeout === undefined || req.timeout === null ? Infinity : performance.now() + req.timeout * 1000;
-    const started = performance.now();
+    let deadline = req.timeout === undefined || req.timeout === null ? Infinity : nowMs() + req.timeout * 1000;
+    const started = nowMs();
 
     const run = async (): Promise<RunOutcome> => {
       for (;;) {
@@ -62,7 +61,7 @@ export class RunHolds {
         if (other) {
           // Another member of this run is already waiting for this lock: wait with it.
           if (other.mode !== req.mode) throw conflict(key, other.mode);
-          const left = deadline - performance.now();
+          const left = deadline - nowMs();
           if (!req.wait || left <= 0)
             return {
               acquired: false,
@@ -93,7 +92,7 @@ export class RunHolds {
             };
           continue; // joined hold is now in `held`, or the other gave up: look again
         }
-        const timeout = deadline === Infinity ? req.timeout : Math.max(0, (deadline - performance.now()) / 1000);
+        const timeout = deadline === Infinity ? req.timeout : Math.max(0, (deadline - nowMs()) / 1000);
         const attempt = this.manager.acquire({ ...req, timeout });
         current = attempt;
         const outcome = attempt.outcome;
@@ -159,7 +158,7 @@ export class RunHolds {
       path: h.target.path,
       mode: h.mode,
       members: [...h.members],
-      since: h.hold.since.toISOString(),
+      since: isoTime(h.hold.since),
       owner: h.hold.owner,
     }));
   }

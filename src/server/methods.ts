@@ -18,6 +18,7 @@ import { AGENT_STOPPED, type LostHolds } from '../policy/lostholds';
 import type { KeyStatus } from '../store/contract';
 import type { Method } from '../protocol/validate';
 import { PROTOCOL, VERSION } from '../core/version';
+import { isoTime } from '../core/time';
 
 // A request whose reply is sent later by its own code (a wait), not by the session.
 export const REPLIED_LATER = Symbol('replied later');
@@ -197,7 +198,7 @@ export function methods(c: Connection): Handlers {
       user: h.owner.user ?? currentUser(),
       controller: controllerName(),
       mode: h.mode,
-      since: h.since.toISOString(),
+      since: isoTime(h.since),
       helper_pid: process.pid,
     };
   }

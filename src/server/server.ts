@@ -14,6 +14,7 @@ import type { Hold } from '../policy/requests';
 import { methods, REPLIED_LATER, type Connection, type Handlers } from './methods';
 import { RunHolds } from '../policy/runholds';
 import { closeStores } from '../stores';
+import { isoTime } from '../core/time';
 
 export interface ServerOptions {
   // The agent serves a whole run: run holds, and the holds the run lost.
@@ -57,7 +58,7 @@ export class Server {
       name: hold.target.name,
       path: hold.target.path,
       mode: hold.mode,
-      since: hold.since.toISOString(),
+      since: isoTime(hold.since),
       members,
       reason,
     });

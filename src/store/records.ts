@@ -1,6 +1,7 @@
 // Events as history records: the one format every store keeps, and how a
 // record is cut to fit a journal line or a store's value.
 import type { DeadlockLink, HistoryEvent, HistoryRecord } from './types';
+import { isoTime } from '../core/time';
 
 // Below PIPE_BUF: a journal line written in one write(2) is never interleaved.
 export const MAX_RECORD = 4000;
@@ -9,7 +10,7 @@ export const MAX_RECORD = 4000;
 export function historyRecordOf(e: HistoryEvent): HistoryRecord {
   const { pid, user, controller, run, playbook, play, task, host } = e.who;
   return {
-    t: (e.at ?? new Date()).toISOString(),
+    t: isoTime(e.at),
     event: e.event,
     name: e.key.name,
     path: e.key.id,

@@ -93,7 +93,7 @@ export function checkLockDir(dir: string | undefined): string {
     );
   }
   try {
-    return realpathSync(dir);
+    return realpathSync.native(dir);
   } catch (err) {
     throw fromErrno(err, dir, 'use the lock directory');
   }

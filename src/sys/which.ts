@@ -26,7 +26,8 @@ export function whyUnrunnable(file: string): Unrunnable | undefined {
   for (const d of (process.env.PATH ?? '/usr/bin:/bin').split(delimiter)) {
     const p = join(d || '.', file);
     try {
-      if (!statSync(p).isFile()) continue;
+      // No exception for the usual miss: each would cost a stack trace.
+      if (!statSync(p, { throwIfNoEntry: false })?.isFile()) continue;
       accessSync(p, constants.X_OK);
       return undefined;
     } catch {

@@ -16,6 +16,7 @@ import { EtcdHold } from './hold';
 import { blockersOf, freeSlot, rev, slotsConflict, waitId, waitingRecord, type KeyRecord, type Kv } from './queue';
 import type { Entry, Lease, Session } from './session';
 import type { LockWatch } from './watch';
+import { isoTime } from '../../core/time';
 
 export class Acquirer {
   private seq = 0;
@@ -99,7 +100,7 @@ export class Acquirer {
       let since = new Date();
       let token = rev(mine.create_revision);
       record.held = true;
-      record.since = since.toISOString();
+      record.since = isoTime(since);
       if (slots !== undefined) {
         // The slot is written before the grant is told: it is the hold's identity.
         const claim = await this.claimSlot(lease, prefix, etcdKey, record, slots, req.signal);
@@ -198,7 +199,7 @@ export class Acquirer {
       const mine = holders.find((kv) => unb64(kv.key) === etcdKey);
       if (!mine) throw this.lostWaiting(lease, etcdKey);
       const slot = freeSlot(holders, mine);
-      const claimed = { ...record, slot, since: new Date().toISOString() };
+      const claimed = { ...record, slot, since: isoTime() };
       const t = await this.whileLeased(lease, etcdKey, signal, () =>
         this.c.call<TxnResponse>('/v3/kv/txn', {
           compare: holders.map((kv) => ({

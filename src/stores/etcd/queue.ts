@@ -12,6 +12,7 @@ import type { KeyStatus, Waiter } from '../../store/contract';
 import type { SlotsUse } from '../../store/errors';
 import type { Holder, LockKey, Requester } from '../../store/types';
 import { unb64 } from './gateway';
+import { isoTime } from '../../core/time';
 
 // What a key's value says about its owner.
 export interface KeyRecord {
@@ -56,7 +57,7 @@ export function waitingRecord(requester: Requester, mode: Mode, slots: number | 
   return {
     mode,
     held: false,
-    since: new Date().toISOString(),
+    since: isoTime(),
     pid: requester.pid,
     user: requester.user,
     controller: requester.controller,

@@ -12,7 +12,7 @@ import {
   statSync,
   writeSync,
 } from 'node:fs';
-import { basename } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { ErrorCode, HostlockError, fromErrno } from '../../core/errors';
 import type { Mode } from '../../core/mode';
 import { isHashedStem, LOCK_SUFFIX } from './names';
@@ -26,23 +26,42 @@ import { kernelInodeKey } from '../../sys/proc';
 // native addon, so it takes flock(1): a process start per lock, no compiler.
 const FLOCK_BIN = ['/usr/bin/flock', '/bin/flock'].find((p) => existsSync(p));
 
-interface FsExt {
-  flockSync(fd: number, flags: string): void;
+// fs-ext's compiled binding, opened by its path in the nearest node_modules
+// that has the package, where require would find it: require('fs-ext') would
+// also resolve and compile the package's wrapper, a millisecond of every start.
+interface FlockBinding {
+  flock(fd: number, operation: number): void;
+  constants: { LOCK_SH: number; LOCK_EX: number; LOCK_NB: number; LOCK_UN: number };
 }
-let fsExt: FsExt | null | undefined;
+let binding: FlockBinding | null | undefined;
 
 export type FlockApi = 'fs-ext' | 'flock(1)';
 
-function nativeFlock(): FsExt | null {
-  if (fsExt === undefined) {
-    try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports -- native addon without types, loaded on first use
-      fsExt = process.env.HOSTLOCK_FLOCK === 'flock1' ? null : (require('fs-ext') as FsExt);
-    } catch {
-      fsExt = null; // not installed, or built for another Node or architecture
+function nativeFlock(): FlockBinding | null {
+  if (binding !== undefined) return binding;
+  binding = null;
+  if (process.env.HOSTLOCK_FLOCK === 'flock1') return binding;
+  for (let dir = __dirname; ; dir = dirname(dir)) {
+    const pkg = join(dir, 'node_modules', 'fs-ext');
+    if (existsSync(pkg)) {
+      try {
+        const m = { exports: {} };
+        process.dlopen(m, join(pkg, 'build', 'Release', 'fs_ext.node'));
+        binding = m.exports as FlockBinding;
+      } catch {
+        // not built, or built for another Node or architecture
+      }
+      return binding;
     }
+    if (dirname(dir) === dir) return binding;
   }
-  return fsExt;
+}
+
+// flock(2) through the binding: blocking unless `nonblock`.
+function nativeLock(b: FlockBinding, fd: number, op: Mode | 'unlock', nonblock: boolean): void {
+  const c = b.constants;
+  const base = op === 'unlock' ? c.LOCK_UN : op === 'shared' ? c.LOCK_SH : c.LOCK_EX;
+  b.flock(fd, nonblock ? base | c.LOCK_NB : base);
 }
 
 // Which of the two this helper uses (HOSTLOCK_FLOCK=flock1 forces flock(1)).
@@ -73,7 +92,7 @@ function flockChild(fd: number, args: string[]): number {
 export function flockOnce(fd: number, op: Mode | 'unlock'): string | null {
   try {
     const native = nativeFlock();
-    if (native) native.flockSync(fd, op === 'unlock' ? 'un' : op === 'shared' ? 'shnb' : 'exnb');
+    if (native) nativeLock(native, fd, op, true);
     else if (flockChild(fd, ['-n', op === 'unlock' ? '-u' : op === 'shared' ? '-s' : '-x']) !== 0) return 'EWOULDBLOCK';
     return null;
   } catch (err) {
@@ -133,7 +152,7 @@ export class LockFile implements Lockable {
     try {
       const native = nativeFlock();
       if (!native) return flockChild(this.fd, ['-n', mode === 'shared' ? '-s' : '-x']) === 0;
-      native.flockSync(this.fd, mode === 'shared' ? 'shnb' : 'exnb');
+      nativeLock(native, this.fd, mode, true);
       return true;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
@@ -146,7 +165,7 @@ export class LockFile implements Lockable {
   lockBlocking(): void {
     try {
       const native = nativeFlock();
-      if (native) native.flockSync(this.fd, 'ex');
+      if (native) nativeLock(native, this.fd, 'exclusive', false);
       else flockChild(this.fd, ['-x']);
     } catch (err) {
       throw fromErrno(err, this.path, 'lock');

@@ -7,6 +7,8 @@
 // as a spare of this process (a hidden name no scan reads) and the next
 // record is written into it. Spares are removed when the process exits, and
 // those of a process that died are swept by the next one to use the directory.
+// A process's first record is removed outright: a command that holds one lock
+// and exits (`hostlock flock`, `hostlock run`) would only pay for a spare.
 import {
   closeSync,
   constants,
@@ -35,6 +37,7 @@ export class RecordFiles {
   // The bytes of each record file this process wrote and has not removed.
   private readonly sizes = new Map<string, number>();
   private seq = 0;
+  private written = 0;
 
   constructor(
     readonly dir: string,
@@ -62,6 +65,7 @@ export class RecordFiles {
 
   // Writes `text` as record file `file`; false if it could not be written.
   write(file: string, text: string): boolean {
+    this.written++;
     const data = Buffer.from(text);
     for (let spare = this.spares.pop(); spare; spare = this.spares.pop()) {
       if (this.fill(spare, data)) {
@@ -82,7 +86,7 @@ export class RecordFiles {
     const size = this.sizes.get(file);
     this.sizes.delete(file);
     const path = join(this.dir, file);
-    if (size !== undefined && this.spares.length < SPARES) {
+    if (size !== undefined && this.written > 1 && this.spares.length < SPARES) {
       processStart ??= processStartTime(process.pid) ?? '0';
       const name = `${SPARE_PREFIX}${process.pid}.${processStart}.${++this.seq}`;
       try {

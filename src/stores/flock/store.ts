@@ -21,6 +21,7 @@ import { besideLock, groupShared, lockDir, type Place, placeOf } from './place';
 import { checkSlots, markSlotted, refuseIfSlotted, trySlots, waitSlots } from './slots';
 import { nextToken } from './tokens';
 import { closeTurnstile, passTurnstile, turnstileOpen } from './turnstile';
+import { isoTime } from '../../core/time';
 
 export type { FlockStatus } from './listing';
 
@@ -181,7 +182,7 @@ export class FlockStore implements LockStore {
     const record = place.registry.add(file.inodeKey, place.path, req.key.name, {
       ...req.requester,
       mode,
-      since: since.toISOString(),
+      since: isoTime(since),
       token,
       ...(slot !== undefined && { slot, slots: req.slots }),
     });
@@ -250,7 +251,7 @@ export class FlockStore implements LockStore {
     const rec = place.waiters.add('w', place.path, key.name, {
       ...requester,
       mode,
-      since: new Date().toISOString(),
+      since: isoTime(),
       id,
       slots,
     });

@@ -18,6 +18,7 @@ import { noSuchHold } from './messages';
 import { SCHEMA } from './schema';
 import type { Session, SessionOwner } from './session';
 import { targetOf, type PgTarget } from './url';
+import { isoTime } from '../../core/time';
 
 export { setup, type SetupResult } from './setup';
 
@@ -218,5 +219,5 @@ export class PostgresStore implements LockStore, SessionOwner {
 }
 
 function iso(d: Date | string): string {
-  return (d instanceof Date ? d : new Date(d)).toISOString();
+  return isoTime(d instanceof Date ? d : new Date(d));
 }
