@@ -90,14 +90,15 @@ await build({
   outfile: 'dist/cli.js',
   plugins: [validators, vendor],
   // A shell first: it passes on the signals the process inherited as ignored
-  // (Node resets them as it starts; see src/cli/sigign.ts), then execs node on this
-  // same file, to which the second line is a string and a comment. The mask is
-  // field 33 of /proc/$$/stat (the fields after the command name's last ")"),
-  // read with builtins only: one short line, no fork.
+  // (Node resets them as it starts; see src/cli/sigign.ts) and the process's
+  // start time, then execs node on this same file, to which the second line is
+  // a string and a comment. Both are fields of /proc/$$/stat (22 and 33, counted
+  // over the fields after the command name's last ")"), read with builtins
+  // only: one short line, no fork.
   banner: {
     js: [
       '#!/bin/sh',
-      '":" //; f() { [ $# -gt 30 ] && shift 30 && HOSTLOCK_SIGIGN=$$:$1 && export HOSTLOCK_SIGIGN; }; read -r s 2>/dev/null </proc/$$/stat; f ${s##*) }; exec node "$0" "$@"',
+      '":" //; f() { [ $# -gt 30 ] && HOSTLOCK_PROC=$$:${20}:${31} && export HOSTLOCK_PROC; }; read -r s 2>/dev/null </proc/$$/stat; f ${s##*) }; exec node "$0" "$@"',
     ].join('\n'),
   },
 });

@@ -7,7 +7,7 @@
 // file, not `node file`), so it sees the signals it inherited.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CLI, cli, sleep, startServe, tempDir, until } from './rpc';
@@ -23,9 +23,10 @@ interface Exit {
 function start(
   file: string,
   args: string[],
-  opts: { detached?: boolean } = {},
+  opts: { detached?: boolean; env?: NodeJS.ProcessEnv } = {},
 ): { proc: ChildProcess; exit: Promise<Exit> } {
-  const proc = spawn(file, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: opts.detached });
+  const env = { ...process.env, ...opts.env };
+  const proc = spawn(file, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: opts.detached, env });
   let stderr = '';
   proc.stderr.on('data', (d) => (stderr += d));
   const exit = new Promise<Exit>((r) => proc.on('exit', (code, signal) => r({ code, signal, stderr })));
@@ -276,6 +277,22 @@ describe('signals', () => {
     const r = await within(job.exit, 10000, 'hostlock run');
     assert.equal(r.code, 0, `${r.signal ?? ''} ${r.stderr}`);
     assert.ok(existsSync(join(dir, 'done')), 'the command did not complete');
+  });
+
+  test("the executable's shell hands over the start time: the holder record carries /proc's, the command no variable", async () => {
+    const dir = fresh();
+    const script = `echo "[$HOSTLOCK_PROC]" > ${dir}/env; cat /proc/$PPID/stat > ${dir}/stat; sleep 1`;
+    const job = start(CLI, ['flock', join(dir, 'f.lock'), 'sh', '-c', script], { env: { HOSTLOCK_DIR: dir } });
+    await until(() => existsSync(join(dir, 'stat')), 10000);
+    const stat = readFileSync(join(dir, 'stat'), 'utf8');
+    const start22 = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    const records = readdirSync(join(dir, '.holders')).filter((f) => f.endsWith('.json'));
+    assert.equal(records.length, 1, records.join(' '));
+    const rec = JSON.parse(readFileSync(join(dir, '.holders', records[0]!), 'utf8'));
+    assert.equal(rec.helper_pid, job.proc.pid);
+    assert.equal(rec.helper_start, start22);
+    assert.equal(readFileSync(join(dir, 'env'), 'utf8'), '[]\n');
+    assert.equal((await within(job.exit, 10000, 'hostlock flock')).code, 0);
   });
 
   test("a background job's SIGINT (ignored on entry) leaves hostlock and its command running", async () => {

@@ -2,22 +2,28 @@
 // them: `nohup` ignores SIGHUP, a shell's background job ignores SIGINT and
 // SIGQUIT. Node sets every disposition back to the default as it starts, so
 // the executable's first line (a shell, see scripts/build.mjs) reads them from
-// /proc before it execs node and passes them as HOSTLOCK_SIGIGN=PID:MASK (the
-// mask in decimal, as /proc/PID/stat prints it); the
-// PID makes a value inherited by another process worthless. main.ts takes the
-// value out of the environment at once, so no command of ours inherits it.
+// /proc before it execs node and passes them as HOSTLOCK_PROC=PID:START:MASK
+// (the mask in decimal, as /proc/PID/stat prints it), with the process's start
+// time, which holder records carry and which would otherwise cost a read of
+// /proc; the PID makes a value inherited by another process worthless. The
+// executable takes the value out of the environment at once, so no command of
+// ours inherits it.
 import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
+import { knowOwnStartTime } from '../sys/proc';
 
 const KEY = Symbol.for('hostlock.inheritedSigIgn');
 
 // Called once, first thing, by the executable's main.
 export function takeInheritedIgnored(): void {
-  const raw = process.env.HOSTLOCK_SIGIGN;
-  delete process.env.HOSTLOCK_SIGIGN;
+  const raw = process.env.HOSTLOCK_PROC;
+  delete process.env.HOSTLOCK_PROC;
   let mask: bigint | undefined;
-  const m = /^(\d+):(\d{1,20})$/.exec(raw ?? '');
-  if (m && Number(m[1]) === process.pid) mask = BigInt(m[2]!);
+  const m = /^(\d+):(\d{1,20}):(\d{1,20})$/.exec(raw ?? '');
+  if (m && Number(m[1]) === process.pid) {
+    knowOwnStartTime(m[2]!);
+    mask = BigInt(m[3]!);
+  }
   if (mask === undefined) {
     // Started as `node cli.js`: what is ignored now (Node reset the rest).
     try {

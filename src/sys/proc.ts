@@ -3,8 +3,20 @@
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { hostname, userInfo } from 'node:os';
 
+// This process's start time as the executable's shell read it from /proc
+// (src/cli/sigign.ts), kept on the global object: each bundle of the
+// executable has its own copy of this module.
+const OWN_START = Symbol.for('hostlock.ownStartTime');
+export function knowOwnStartTime(start: string): void {
+  (globalThis as Record<symbol, unknown>)[OWN_START] = start;
+}
+
 // Field 22 of /proc/<pid>/stat, in clock ticks since boot; null if the process is gone.
 export function processStartTime(pid: number): string | null {
+  if (pid === process.pid) {
+    const own = (globalThis as Record<symbol, unknown>)[OWN_START];
+    if (typeof own === 'string') return own;
+  }
   return readProcStat(pid)?.start ?? null; // a zombie holds no locks
 }
 
