@@ -2,9 +2,10 @@
 // the right form, found before anything is opened, read or drawn.
 import assert from 'node:assert/strict';
 import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { cli, lockedByOthers, tempDir } from './rpc';
+import { CLI, cli, lockedByOthers, tempDir } from './rpc';
 
 function usage(args: string[], env: NodeJS.ProcessEnv, message: RegExp) {
   const r = cli(args, env);
@@ -139,6 +140,24 @@ test('a command that cannot run is named with what to do, exits 69 as flock(1) d
     assert.equal(f.stderr, 'flock: failed to execute nosuchcmd: No such file or directory\n');
     assert.equal(lockedByOthers(file), false);
     assert.doesNotMatch(cli(['history'], env).stdout, /grant|release/);
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('output cut short by its reader (status | head -1) ends quietly with the status of a SIGPIPE', () => {
+  const t = tempDir('usage-pipe');
+  try {
+    for (let i = 0; i < 2000; i++) writeFileSync(join(t.dir, `h${i}.lock`), '');
+    for (let i = 0; i < 40; i++) assert.equal(cli(['run', `h${i}`, '--', 'true'], { HOSTLOCK_DIR: t.dir }).status, 0);
+    for (const args of [['status'], ['status', '--json'], ['history']]) {
+      const r = spawnSync('/bin/bash', ['-o', 'pipefail', '-c', `"$0" "$@" | head -c 1 >/dev/null`, CLI, ...args], {
+        env: { ...process.env, HOSTLOCK_DIR: t.dir },
+        encoding: 'utf8',
+      });
+      assert.equal(r.stderr, '', `${args.join(' ')}: ${r.stderr}`);
+      assert.ok(r.status === 0 || r.status === 141, `${args.join(' ')}: exit ${r.status}`);
+    }
   } finally {
     t.cleanup();
   }

@@ -35,6 +35,12 @@ just before it was cleared, and locks it just after, holds a file nobody else op
 Clear a directory that flock(1) scripts use only while they are not running.`;
 
 export async function main(argv: string[]): Promise<number> {
+  // A reader that stops early (`hostlock status | head -1`) ends the output as
+  // it ends coreutils' commands, with the status of a SIGPIPE, not a stack trace.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+    process.exit(EXIT.signalBase + 13);
+  });
   const yargs = (await import('yargs')).default;
   let code = -1;
   const cli = yargs(argv)
