@@ -181,7 +181,14 @@ function loadsFullCli(args: string[], env: NodeJS.ProcessEnv): { status: number 
   const probe = join(t.dir, 'probe.js');
   writeFileSync(
     probe,
-    "process.on('exit', () => process.stderr.write('\\nLOADED ' + Object.keys(require.cache).join(' ') + '\\n'));\n",
+    // The executable compiles each bundle it loads as a vm.Script named by its file.
+    [
+      "const vm = require('node:vm');",
+      'const loaded = [];',
+      'const Script = vm.Script;',
+      'vm.Script = class extends Script { constructor(s, o) { super(s, o); loaded.push(o.filename); } };',
+      "process.on('exit', () => process.stderr.write('\\nLOADED ' + loaded.join(' ') + '\\n'));",
+    ].join('\n'),
   );
   const r = spawnSync(process.execPath, ['-r', probe, CLI, ...args], {
     env: { ...process.env, ...env },

@@ -15,31 +15,36 @@
 // leaves the start as it would be without a cache, as HOSTLOCK_CODE_CACHE=0
 // does.
 import { closeSync, fstatSync, openSync, readSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire, Module } from 'node:module';
 import { basename, dirname, join } from 'node:path';
 import { Script } from 'node:vm';
 import { baseDir, ensurePrivateDir } from '../sys/paths';
 
 type Loaded = { exports: unknown };
 
-// `name`: a bundle beside the executable's own (scripts/build.mjs puts them there).
+// The bundles this process loaded, by file.
+const loaded = new Map<string, Loaded>();
+
+// `name`: a bundle beside the executable's own (scripts/build.mjs puts them
+// there). It runs as require() runs a CommonJS file, with the executable's own
+// require, which resolves from the same directory: node:module, for its
+// wrapper and a require of the bundle's own, would cost a third of a
+// millisecond to load.
 export function loadBundle<T>(name: string): T {
   const file = join(__dirname, `${name}.js`);
-  const known = require.cache[file] as Loaded | undefined;
+  const known = loaded.get(file);
   if (known) return known.exports as T;
   const { source, key } = readBundle(file);
   const cachePath = join(baseDir(), 'cache', `${basename(file)}-${pathHash(file)}.v8`);
   const cached = key ? readCache(cachePath, key) : undefined;
-  const script = new Script(Module.wrap(source), { filename: file, cachedData: cached });
-  const m = new Module(file);
-  m.filename = file;
-  require.cache[file] = m;
+  const wrapped = `(function (exports, require, module, __filename, __dirname) { ${source}\n});`;
+  const script = new Script(wrapped, { filename: file, cachedData: cached });
+  const m: Loaded = { exports: {} };
+  loaded.set(file, m);
   if (key && (!cached || script.cachedDataRejected)) {
     process.once('exit', () => writeCache(cachePath, key, script));
   }
   const wrapper = script.runInThisContext() as (...args: unknown[]) => void;
-  wrapper.call(m.exports, m.exports, createRequire(file), m, file, dirname(file));
-  m.loaded = true;
+  wrapper.call(m.exports, m.exports, require, m, file, dirname(file));
   return m.exports as T;
 }
 
