@@ -118,11 +118,12 @@ export class Session {
   async query<T extends object>(text: string, values?: unknown[]): Promise<T[]> {
     if (this.ended) throw storeError(`PostgreSQL backend ${this.store.describe}: the session has ended`);
     const limit = (this.store.target.keepaliveSec * 1000) / 3;
+    const seconds = Number((limit / 1000).toFixed(2)); // 1.33, not 1.3333333333333333
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        this.lose(`the PostgreSQL server did not answer within ${limit / 1000} s`);
-        reject(storeError(`PostgreSQL backend ${this.store.describe}: no answer within ${limit / 1000} s`));
+        this.lose(`the PostgreSQL server did not answer within ${seconds} s`);
+        reject(storeError(`PostgreSQL backend ${this.store.describe}: no answer within ${seconds} s`));
       }, limit);
     });
     // One statement at a time on the wire, in the order asked.
