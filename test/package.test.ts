@@ -21,6 +21,23 @@ function packAndInstall(dir: string, how: string): { prefix: string; stderr: str
   return { prefix, stderr: inst.stderr };
 }
 
+// `hostlock serve` from an installed copy, asked `hello` and then to `try` a lock in `dir`.
+function helloAndTry(bin: string, dir: string) {
+  const lines = [
+    { jsonrpc: '2.0', id: 1, method: 'hello', params: {} },
+    { jsonrpc: '2.0', id: 2, method: 'try', params: { name: 'p', dir } },
+  ];
+  const serve = spawnSync(bin, ['serve'], {
+    encoding: 'utf8',
+    input: lines.map((l) => JSON.stringify(l)).join('\n') + '\n',
+  });
+  const [hello, tried] = serve.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+  return { serve, hello, tried };
+}
+
 test('npm pack → npm install -g (as README and make install do it) → hostlock works, quietly', () => {
   const t = tempDir('pack');
   try {
@@ -38,11 +55,10 @@ test('npm pack → npm install -g (as README and make install do it) → hostloc
     const v = spawnSync(bin, ['--version'], { encoding: 'utf8' });
     assert.equal(v.status, 0, v.stderr);
     assert.equal(v.stdout.trim(), JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version);
-    const serve = spawnSync(bin, ['serve'], {
-      encoding: 'utf8',
-      input: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'try', params: { name: 'p', dir: t.dir } }) + '\n',
-    });
-    assert.equal(JSON.parse(serve.stdout.split('\n')[0]!).result.acquired, true, serve.stderr);
+    const { serve, hello, tried } = helloAndTry(bin, t.dir);
+    // The helper finds the binding npm built beside it, and locks with it.
+    assert.equal(hello.result.flock, 'fs-ext', serve.stderr);
+    assert.equal(tried.result.acquired, true, serve.stderr);
     // The agent's exit watcher ships beside the bundle that starts it.
     assert.ok(
       existsSync(join(prefix, 'lib', 'node_modules', 'hostlock', 'dist', 'pidwatch.py')),
@@ -58,18 +74,7 @@ test('npm install -g without building fs-ext (no compiler, no headers): hostlock
   try {
     const { prefix } = packAndInstall(t.dir, '--ignore-scripts');
     const bin = join(prefix, 'bin', 'hostlock');
-    const lines = [
-      { jsonrpc: '2.0', id: 1, method: 'hello', params: {} },
-      { jsonrpc: '2.0', id: 2, method: 'try', params: { name: 'p', dir: t.dir } },
-    ];
-    const serve = spawnSync(bin, ['serve'], {
-      encoding: 'utf8',
-      input: lines.map((l) => JSON.stringify(l)).join('\n') + '\n',
-    });
-    const [hello, tried] = serve.stdout
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l));
+    const { serve, hello, tried } = helloAndTry(bin, t.dir);
     assert.equal(hello.result.flock, 'flock(1)', serve.stderr);
     assert.equal(tried.result.acquired, true, serve.stderr);
     assert.equal(serve.stderr, '', 'a helper without fs-ext says nothing about it');
