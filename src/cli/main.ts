@@ -1,5 +1,6 @@
 // The full `hostlock` command line (yargs): every command and spelling that
 // main.ts does not hand to the fast path. Errors go up to runMain (exit.ts).
+import { constants } from 'node:os';
 import { checkBackendArgs } from './backendarg';
 import { EXIT, EXIT_HELP, UsageError } from './exit';
 import { isPathLike, pathNameRefused, signalName } from './run';
@@ -39,7 +40,7 @@ export async function main(argv: string[]): Promise<number> {
   // it ends coreutils' commands, with the status of a SIGPIPE, not a stack trace.
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code !== 'EPIPE') throw err;
-    process.exit(EXIT.signalBase + 13);
+    process.exit(EXIT.signalBase + constants.signals.SIGPIPE);
   });
   const yargs = (await import('yargs')).default;
   let code = -1;
