@@ -2,7 +2,8 @@
 // precompile the JSON Schema validators to plain code (so no helper compiles
 // a schema at start), then bundle the helper into dist/: the executable
 // (cli.js), the full command line (main.js), one bundle per library they load
-// on demand (vendor/), and the agent's exit watcher (pidwatch.py). dist/ needs
+// on demand (vendor/) and per server store (store-*.js), and the agent's exit
+// watcher (pidwatch.py). dist/ needs
 // nothing else but Node: no node_modules, no compiler. fs-ext, the one native
 // addon, is used where it loads and replaced by flock(1) where it does not
 // (src/stores/flock/lockfile.ts).
@@ -57,6 +58,22 @@ const common = {
   external: ['fs-ext', 'pg-native'],
   logLevel: 'warning',
 };
+// The server stores, each a bundle of its own (dist/store-postgres.js,
+// dist/store-etcd.js) that src/stores/index.ts loads when a backend URL names
+// it: a command on the local store, the common case, does not read their code.
+// Each bundle has its own copy of the modules they share with the command
+// (errors, records), which is why hostlock's error classes are recognised by
+// brand, not by class identity (src/core/errors.ts).
+const STORES = ['postgres', 'etcd'];
+const stores = {
+  name: 'stores',
+  setup(b) {
+    b.onResolve({ filter: new RegExp(`^\\./(${STORES.join('|')})/store$`) }, (args) => ({
+      path: `./store-${args.path.split('/')[1]}.js`,
+      external: true,
+    }));
+  },
+};
 const validators = {
   name: 'validators',
   setup(b) {
@@ -66,6 +83,14 @@ const validators = {
 
 for (const lib of VENDOR) {
   await build({ ...common, entryPoints: [require.resolve(lib)], outfile: `dist/vendor/${lib}.js` });
+}
+for (const store of STORES) {
+  await build({
+    ...common,
+    entryPoints: [`src/stores/${store}/store.ts`],
+    outfile: `dist/store-${store}.js`,
+    plugins: [vendor],
+  });
 }
 
 // The executable (src/cli/cli.ts) is the dispatcher alone: each command it
@@ -81,14 +106,14 @@ for (const entry of FAST) {
     ...common,
     entryPoints: [entry],
     outfile: join('dist', entry.replace(/^.*\//, '').replace(/\.ts$/, '.js')),
-    plugins: [validators, vendor],
+    plugins: [validators, vendor, stores],
   });
 }
 await build({
   ...common,
   entryPoints: ['src/cli/cli.ts'],
   outfile: 'dist/cli.js',
-  plugins: [validators, vendor],
+  plugins: [validators, vendor, stores],
   // A shell first: it passes on the signals the process inherited as ignored
   // (Node resets them as it starts; see src/cli/sigign.ts) and the process's
   // start time, then execs node on this same file, to which the second line is
@@ -109,14 +134,18 @@ await build({
   ...common,
   entryPoints: ['src/cli/main.ts'],
   outfile: 'dist/main.js',
-  plugins: [validators, vendor],
+  plugins: [validators, vendor, stores],
   // yargs is ESM and finds its files through import.meta.url, which a CJS bundle lacks.
   define: { 'import.meta.url': '__hostlockMetaUrl' },
   banner: { js: "const __hostlockMetaUrl = require('node:url').pathToFileURL(__filename).href;" },
 });
 
 // The executable reads its bundles as latin1 (src/cli/bundles.ts): they must be ASCII.
-for (const b of [...FAST.map((e) => e.replace(/^.*\//, '').replace(/\.ts$/, '')), 'main']) {
+for (const b of [
+  ...FAST.map((e) => e.replace(/^.*\//, '').replace(/\.ts$/, '')),
+  'main',
+  ...STORES.map((s) => `store-${s}`),
+]) {
   const at = readFileSync(`dist/${b}.js`).findIndex((byte) => byte > 0x7f);
   if (at >= 0) throw new Error(`dist/${b}.js has a non-ASCII byte at ${at}`);
 }

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { CLI, cli, lockedByOthers, tempDir, until } from './rpc';
 
@@ -175,19 +175,21 @@ test('run refuses a path as a lock name (exit 64), pointing to hostlock flock, a
   t.cleanup();
 });
 
-// Which bundles a command loads, read at its exit: the full command line is dist/main.js.
-function loadsFullCli(args: string[], env: NodeJS.ProcessEnv): { status: number | null; full: boolean } {
+// Which bundles a command loads, read at its exit: the full command line is
+// dist/main.js; a server store's code is dist/store-<kind>.js.
+function bundlesLoaded(args: string[], env: NodeJS.ProcessEnv): { status: number | null; loaded: string[] } {
   const t = tempDir('hl-probe');
   const probe = join(t.dir, 'probe.js');
   writeFileSync(
     probe,
-    // The executable compiles each bundle it loads as a vm.Script named by its file.
+    // The executable compiles each of its command bundles as a vm.Script named
+    // by its file; a store's bundle is required as a library is.
     [
       "const vm = require('node:vm');",
       'const loaded = [];',
       'const Script = vm.Script;',
       'vm.Script = class extends Script { constructor(s, o) { super(s, o); loaded.push(o.filename); } };',
-      "process.on('exit', () => process.stderr.write('\\nLOADED ' + loaded.join(' ') + '\\n'));",
+      "process.on('exit', () => process.stderr.write('\\nLOADED ' + [...loaded, ...Object.keys(require.cache)].join(' ') + '\\n'));",
     ].join('\n'),
   );
   const r = spawnSync(process.execPath, ['-r', probe, CLI, ...args], {
@@ -197,8 +199,38 @@ function loadsFullCli(args: string[], env: NodeJS.ProcessEnv): { status: number 
   t.cleanup();
   const loaded = /LOADED (.*)/.exec(r.stderr)?.[1];
   assert.ok(loaded !== undefined, r.stderr);
-  return { status: r.status, full: loaded.split(' ').some((m) => m.endsWith('/main.js')) };
+  return { status: r.status, loaded: loaded.split(' ') };
 }
+
+function loadsFullCli(args: string[], env: NodeJS.ProcessEnv): { status: number | null; full: boolean } {
+  const r = bundlesLoaded(args, env);
+  return { status: r.status, full: r.loaded.some((m) => m.endsWith('/main.js')) };
+}
+
+test('a command on the local store reads no server store’s code; a backend loads its own store only', () => {
+  const t = tempDir();
+  const env = { HOSTLOCK_DIR: t.dir };
+  const stores = (args: string[]) =>
+    bundlesLoaded(args, env)
+      .loaded.filter((m) => /\/store-[a-z]+\.js$/.test(m))
+      .map((m) => m.replace(/^.*\//, ''));
+  // Each server store's code is in its own bundle only.
+  for (const b of ['cli', 'flock', 'run', 'serve', 'agent', 'main'])
+    assert.doesNotMatch(
+      readFileSync(join(dirname(CLI), `${b}.js`), 'latin1'),
+      /\b(PostgresStore|EtcdStore) = class\b/,
+      b,
+    );
+  assert.deepEqual(stores(['run', 'a', '--', 'true']), []);
+  assert.deepEqual(stores(['flock', join(t.dir, 'f.lock'), 'true']), []);
+  assert.deepEqual(stores(['status']), []);
+  // Unreachable servers: the store is loaded, and fails with its own error.
+  assert.deepEqual(stores(['run', '--backend', 'postgresql://127.0.0.1:1/x', 'a', '--', 'true']), [
+    'store-postgres.js',
+  ]);
+  assert.deepEqual(stores(['status', '--backend', 'etcd://127.0.0.1:1']), ['store-etcd.js']);
+  t.cleanup();
+});
 
 test('flock and plain forms of run start without the full command line; other forms get it, with the same answers', () => {
   const t = tempDir();

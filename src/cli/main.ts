@@ -9,6 +9,7 @@ import { breakCommand } from './commands/break';
 import { historyCommand } from './commands/history';
 import { timelineCommand } from './commands/timeline';
 import { VERSION } from '../core/version';
+import { postgresModule } from '../stores';
 
 // What `hostlock run --help` says of what it promises, beyond the options.
 const RUN_HELP = `Never two commands inside one name, on every store:
@@ -278,8 +279,8 @@ export async function main(argv: string[]): Promise<number> {
   return code;
 }
 
-// A name that reads as a path would lock a file other than the one it names
-// (names are encoded into the lock directory): refused, pointing to flock.
+// `hostlock setup`: a PostgreSQL store's schema created or upgraded, and a
+// role granted what locking needs; with --check, only what it would change.
 async function setup(
   backend: string | undefined,
   grant: string | undefined,
@@ -291,8 +292,7 @@ async function setup(
       'hostlock setup prepares a PostgreSQL store: give --backend postgresql://… (the local store and etcd need no setup)',
     );
   }
-  const { setup: pgSetup } = await import('../stores/postgres/store');
-  const r = await pgSetup(backend, { grantTo: grant, check });
+  const r = await postgresModule().setup(backend, { grantTo: grant, check });
   if (json) {
     process.stdout.write(JSON.stringify(r) + '\n');
   } else if (check) {

@@ -35,6 +35,23 @@ export class HostlockError extends Error {
     this.name = 'HostlockError';
   }
 }
+sharedClass(HostlockError, 'HostlockError');
+
+// A process can run several of hostlock's bundles at once (a command's and a
+// server store's, scripts/build.mjs), each with its own copy of a class that
+// they all use: `instanceof` on such a class asks for a brand that every copy
+// puts on its prototype, so an error made by one copy is one to all of them.
+// A subclass (`instanceof EtcdError`) keeps the ordinary prototype test.
+export function sharedClass(cls: abstract new (...args: never[]) => object, name: string): void {
+  const brand = Symbol.for(`hostlock.${name}`);
+  Object.defineProperty(cls.prototype, brand, { value: true });
+  Object.defineProperty(cls, Symbol.hasInstance, {
+    value(this: unknown, v: unknown): boolean {
+      if (this !== cls) return Function.prototype[Symbol.hasInstance].call(this, v);
+      return typeof v === 'object' && v !== null && brand in v;
+    },
+  });
+}
 
 // The store could not be reached or refused us: nothing was learnt about the lock.
 export function isStoreUnavailable(err: unknown): err is HostlockError {

@@ -3,7 +3,7 @@
 // its other users do not share. Each store's own failures (a server that does
 // not answer, a refused login) are HostlockErrors with code StoreUnavailable,
 // made where the store knows what to advise.
-import { ErrorCode, HostlockError } from '../core/errors';
+import { ErrorCode, HostlockError, sharedClass } from '../core/errors';
 import type { LockKey, Owner } from './types';
 
 // The wait was aborted (its task was cancelled, its timeout expired or its
@@ -14,6 +14,7 @@ export class AbortError extends Error {
     this.name = 'AbortError';
   }
 }
+sharedClass(AbortError, 'AbortError');
 
 export function isAbort(err: unknown): err is AbortError {
   return err instanceof AbortError;

@@ -54,22 +54,28 @@ interface Opener {
 }
 
 // Server stores are loaded only when a backend names them: a local run's
-// agent never pays for their clients.
+// agent never pays for their clients. Each is a bundle of its own in dist/
+// (scripts/build.mjs), so a command on the local store does not even read
+// their code.
 const openers: Opener[] = [
   {
     matches: (url) => /^postgres(ql)?:\/\//i.test(url),
-    open: (url) => {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use (see above)
-      const { PostgresStore } = require('./postgres/store') as typeof import('./postgres/store');
-      return new PostgresStore(url, { controller: controllerName(), log: (m) => log.error(m) });
-    },
+    open: (url) =>
+      new (postgresModule().PostgresStore)(url, { controller: controllerName(), log: (m) => log.error(m) }),
   },
   {
     matches: (url) => /^etcd(\+https?)?:\/\//i.test(url),
-    open: (url) => {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use (see above)
-      const { EtcdStore } = require('./etcd/store') as typeof import('./etcd/store');
-      return new EtcdStore(url);
-    },
+    open: (url) => new (etcdModule().EtcdStore)(url),
   },
 ];
+
+// The PostgreSQL store's code, for its stores and for `hostlock setup`.
+export function postgresModule(): typeof import('./postgres/store') {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use (see above)
+  return require('./postgres/store') as typeof import('./postgres/store');
+}
+
+function etcdModule(): typeof import('./etcd/store') {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use (see above)
+  return require('./etcd/store') as typeof import('./etcd/store');
+}
