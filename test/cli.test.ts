@@ -260,6 +260,26 @@ test('flock and plain forms of run start without the full command line; other fo
   assert.equal(loadsFullCli(['run', 'a', '-s', '-w', '2.5', '-E', '3', '--', 'sh', '-c', 'exit 4'], env).status, 4);
 });
 
+test('flock and run end as soon as their command does, with every line written and the history flushed', () => {
+  const t = tempDir();
+  const env = { HOSTLOCK_DIR: t.dir, LOG_LEVEL: 'debug' };
+  const big = 'x'.repeat(300_000);
+  const r = cli(['run', 'a', '--', 'sh', '-c', "head -c 300000 /dev/zero | tr '\\0' x; exit 3"], env);
+  assert.equal(r.status, 3, r.stderr);
+  assert.equal(r.stdout, big, "the command's output, whole");
+  assert.match(r.stderr, /INFO a \S+ Released\n.*DEBUG command finished \{"code":3\}\n$/s);
+  const f = cli(['flock', join(t.dir, 'f.lock'), 'sh', '-c', 'exit 4'], env);
+  assert.equal(f.status, 4, f.stderr);
+  const h = JSON.parse(cli(['history', '--json'], env).stdout) as { events: { event: string; path: string }[] };
+  for (const path of [join(t.dir, 'a.lock'), join(t.dir, 'f.lock')])
+    assert.deepEqual(
+      h.events.filter((e) => e.path === path).map((e) => e.event),
+      ['grant', 'release'],
+      path,
+    );
+  t.cleanup();
+});
+
 test('a symlinked --dir is its real directory: the same files, shown under the real path', () => {
   const t = tempDir();
   try {

@@ -13,7 +13,7 @@
 // runs, and bundles.ts keeps a code cache of it.
 import { loadBundle } from './bundles';
 import { checkBackendArgs } from './backendarg';
-import type { Command } from './exit';
+import { exitNow, type Command } from './exit';
 import type { RunOptions } from './run';
 
 export function fastCommand(argv: string[]): Command | null {
@@ -26,12 +26,12 @@ export function fastCommand(argv: string[]): Command | null {
       });
   }
   if (argv[0] === 'flock') {
-    return async () => loadBundle<typeof import('./flock')>('flock').flockCommand(argv.slice(1));
+    return async () => exitNow(await loadBundle<typeof import('./flock')>('flock').flockCommand(argv.slice(1)));
   }
   if (argv[0] === 'run') {
     const opts = runArgs(argv.slice(1));
     if (!opts) return null;
-    return async () => loadBundle<typeof import('./run')>('run').runLocked(opts);
+    return async () => exitNow(await loadBundle<typeof import('./run')>('run').runLocked(opts));
   }
   if (argv[0] !== 'agent') return null;
   const opts = agentArgs(argv.slice(1));
