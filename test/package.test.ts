@@ -64,6 +64,17 @@ test('npm pack → npm install -g (as README and make install do it) → hostloc
       existsSync(join(prefix, 'lib', 'node_modules', 'hostlock', 'dist', 'pidwatch.py')),
       'pidwatch.py not installed',
     );
+    // So do the server stores' own bundles: each answers for its store
+    // (here unreachable, exit 73), not as a module that cannot be found.
+    for (const [url, says] of [
+      ['postgresql://127.0.0.1:1/locks', /cannot reach the server/],
+      ['etcd://127.0.0.1:1', /etcd/],
+    ] as const) {
+      const st = spawnSync(bin, ['status', '--backend', url], { encoding: 'utf8', timeout: 60000 });
+      assert.equal(st.status, 73, `${url}: ${st.stderr}`);
+      assert.match(st.stderr, says, url);
+      assert.doesNotMatch(st.stderr, /Cannot find module/, url);
+    }
   } finally {
     t.cleanup();
   }
