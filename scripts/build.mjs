@@ -3,10 +3,9 @@
 // a schema at start), then bundle the helper into dist/: the executable
 // (cli.js), the full command line (main.js), one bundle per library they load
 // on demand (vendor/) and per server store (store-*.js), and the agent's exit
-// watcher (pidwatch.py). dist/ needs
-// nothing else but Node: no node_modules, no compiler. fs-ext, the one native
-// addon, is used where it loads and replaced by flock(1) where it does not
-// (src/stores/flock/lockfile.ts).
+// watcher (pidwatch.py). dist/ needs nothing else but Node: no node_modules,
+// no compiler. fs-ext, the one native addon, is used where it loads and
+// replaced by flock(1) where it does not (src/stores/flock/lockfile.ts).
 import { execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
