@@ -281,7 +281,8 @@ describe('signals', () => {
 
   test("the executable's shell hands over the start time: the holder record carries /proc's, the command no variable", async () => {
     const dir = fresh();
-    const script = `echo "[$HOSTLOCK_PROC]" > ${dir}/env; cat /proc/$PPID/stat > ${dir}/stat; sleep 1`;
+    // Renamed into place once whole: the test reads it as soon as it exists.
+    const script = `echo "[$HOSTLOCK_PROC]" > ${dir}/env; cat /proc/$PPID/stat > ${dir}/stat.tmp; mv ${dir}/stat.tmp ${dir}/stat; sleep 1`;
     const job = start(CLI, ['flock', join(dir, 'f.lock'), 'sh', '-c', script], { env: { HOSTLOCK_DIR: dir } });
     await until(() => existsSync(join(dir, 'stat')), 10000);
     const stat = readFileSync(join(dir, 'stat'), 'utf8');
