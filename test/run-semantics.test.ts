@@ -7,7 +7,7 @@
 // file, not `node file`), so it sees the signals it inherited.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CLI, cli, sleep, startServe, tempDir, until } from './rpc';
@@ -156,6 +156,23 @@ describe('a lost hold', () => {
     assert.match(r.stderr, /hostlock: LOST the lock cut/);
     assert.match(r.stderr, /another holder may be inside/);
     assert.equal(readFileSync(join(dir, 'journal'), 'utf8'), 'TERM\n');
+  });
+
+  test('local store, lock file deleted: loud, SIGTERM to the command, exit 75, the history says lost', async () => {
+    const dir = join(t.dir, 'local');
+    mkdirSync(dir);
+    const run = hostlock(['run', 'unlinked', '--dir', dir, '--', 'sh', '-c', command(dir)]);
+    await until(() => existsSync(join(dir, 'up')), 20000);
+    unlinkSync(join(dir, 'unlinked.lock'));
+    const r = await within(run.exit, 20000, 'hostlock run');
+    assert.equal(r.code, 75, r.stderr);
+    assert.match(r.stderr, /hostlock: LOST the lock unlinked: lock file .* was deleted or replaced while held/);
+    assert.equal(readFileSync(join(dir, 'journal'), 'utf8'), 'TERM\n');
+    const events = readFileSync(join(dir, '.history', 'journal'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { event: string }).event);
+    assert.deepEqual(events, ['grant', 'lost']);
   });
 
   for (const st of stores) {

@@ -4,7 +4,11 @@ import { existsSync } from 'node:fs';
 import { constants } from 'node:os';
 import { errorReport, EXIT, exitCodeFor, UsageError } from './exit';
 import { log } from '../core/log';
+import { takeIfFree } from '../policy/atonce';
+import { releaseAndRecord } from '../policy/history';
 import { LockManager } from '../policy/manager';
+import type { AcquireRequest, Cancellable, Hold } from '../policy/requests';
+import { type Target, targetForName } from '../policy/targets';
 import { inheritedIgnored } from './sigign';
 import { closeStores } from '../stores';
 import { whyUnrunnable, type Unrunnable } from '../sys/which';
@@ -46,10 +50,9 @@ export function signalName(v: string): NodeJS.Signals | undefined {
 export async function runLocked(o: RunOptions): Promise<number> {
   const [file, ...args] = o.command;
   if (file === undefined) throw new UsageError('give the command after --, e.g. hostlock run db -- ./migrate.sh');
-  const manager = new LockManager();
-  let target;
+  let target: Target;
   try {
-    target = manager.targetForName(o.name, o.dir, o.backend);
+    target = targetForName(o.name, o.dir, o.backend);
   } catch (err) {
     process.stderr.write(errorReport(err));
     return exitCodeFor(err);
@@ -58,14 +61,12 @@ export async function runLocked(o: RunOptions): Promise<number> {
   const why = whyUnrunnable(file);
   if (why) {
     process.stderr.write(`hostlock: cannot run ${file}: ${unrunnableAdvice(file, why)}; nothing was locked\n`);
-    manager.shutdown();
     await closeStores();
     return EXIT.unavailable;
   }
-  const mode = o.shared ? 'shared' : 'exclusive';
-  const attempt = manager.acquire({
+  const request: AcquireRequest = {
     target,
-    mode,
+    mode: o.shared ? 'shared' : 'exclusive',
     slots: o.slots,
     wait: !o.nonblock,
     timeout: o.timeout,
@@ -86,7 +87,7 @@ export async function runLocked(o: RunOptions): Promise<number> {
         `hostlock: waiting ${waited.toFixed(0)}s${place} for ${o.name}${who ? ` held by ${who}` : ''}\n`,
       );
     },
-  });
+  };
   // Inherited as ignored: ignored for good (a handler that does nothing keeps
   // Node's default action away); the command gets them ignored too.
   const ignored = KEEP_IGNORED.filter((s) => inheritedIgnored(s));
@@ -99,6 +100,7 @@ export async function runLocked(o: RunOptions): Promise<number> {
   // the signal back its default action, and hostlock would die of it.)
   let caught: NodeJS.Signals | undefined;
   let command: ChildProcess | undefined;
+  let waiting: Cancellable | undefined;
   const jobHandlers = live.map((s) => {
     const h = () => {
       if (command) {
@@ -106,7 +108,7 @@ export async function runLocked(o: RunOptions): Promise<number> {
         return;
       }
       caught ??= s;
-      attempt.cancel();
+      waiting?.cancel();
     };
     process.on(s, h);
     return [s, h] as const;
@@ -116,40 +118,62 @@ export async function runLocked(o: RunOptions): Promise<number> {
   };
   let lost: string | undefined;
   let onLost: (() => void) | undefined;
-  let out;
+  let hold: Hold;
+  let release: () => void;
+  let free: Hold | null;
   try {
-    out = await attempt.outcome;
+    free = takeIfFree(request);
   } catch (err) {
     dropJobHandlers();
     process.stderr.write(errorReport(err));
-    await closeStores();
     return exitCodeFor(err);
   }
-  if (out.acquired && out.hold && caught) {
-    // The grant and the signal crossed: the user asked to stop, the command does not start.
-    manager.release(out.hold);
-    out = { ...out, acquired: false, reason: 'cancelled' as const };
-  }
-  if (!out.acquired || !out.hold) {
-    dropJobHandlers();
-    if (!o.quiet && out.reason !== 'cancelled') {
-      const who = out.holders.map((h) => `${h.user}@${h.controller} pid ${h.pid}`).join(', ') || 'another process';
-      process.stderr.write(
-        `hostlock: ${o.name} is held by ${who}${out.reason === 'timeout' ? `; gave up after ${out.waited.toFixed(1)}s` : ''}\n`,
-      );
+  if (free) {
+    hold = free;
+    release = () => releaseAndRecord(free);
+  } else {
+    const manager = new LockManager();
+    const attempt = manager.acquire(request);
+    waiting = attempt;
+    let out;
+    try {
+      out = await attempt.outcome;
+    } catch (err) {
+      dropJobHandlers();
+      process.stderr.write(errorReport(err));
+      await closeStores();
+      return exitCodeFor(err);
     }
-    manager.shutdown();
-    await closeStores();
-    if (out.reason === 'cancelled') return caught ? EXIT.signalBase + osSignal(caught) : EXIT.interrupted;
-    return o.conflictExitCode;
+    if (out.acquired && out.hold && caught) {
+      // The grant and the signal crossed: the user asked to stop, the command does not start.
+      manager.release(out.hold);
+      out = { ...out, acquired: false, reason: 'cancelled' as const };
+    }
+    if (!out.acquired || !out.hold) {
+      dropJobHandlers();
+      if (!o.quiet && out.reason !== 'cancelled') {
+        const who = out.holders.map((h) => `${h.user}@${h.controller} pid ${h.pid}`).join(', ') || 'another process';
+        process.stderr.write(
+          `hostlock: ${o.name} is held by ${who}${out.reason === 'timeout' ? `; gave up after ${out.waited.toFixed(1)}s` : ''}\n`,
+        );
+      }
+      manager.shutdown();
+      await closeStores();
+      if (out.reason === 'cancelled') return caught ? EXIT.signalBase + osSignal(caught) : EXIT.interrupted;
+      return o.conflictExitCode;
+    }
+    const held = out.hold;
+    hold = held;
+    release = () => {
+      manager.release(held);
+      manager.shutdown();
+    };
   }
-  const hold = out.hold;
   const fd = hold.held.fd;
   const spec = commandLine(file, args, fd === undefined, ignored);
   if (typeof spec === 'number') {
     dropJobHandlers();
-    manager.release(hold);
-    manager.shutdown();
+    release();
     await closeStores();
     return spec;
   }
@@ -193,20 +217,22 @@ export async function runLocked(o: RunOptions): Promise<number> {
       resolve(status ?? EXIT.signalBase + (sig ? osSignal(sig) : 0));
     });
   });
-  dropJobHandlers();
-  for (const s of ignored) process.off(s, ignore);
+  // The command has ended. A job signal from now on goes to nobody: hostlock
+  // releases, records and exits with the command's status. (Signals ignored on
+  // entry stay ignored to the end.)
   if (lost !== undefined) {
+    // Only the store may be slow now: a job signal ends hostlock as it would by default.
+    dropJobHandlers();
     process.stderr.write(
       `hostlock: the command ended (status ${code}) after the lock ${o.name} was lost: exit ${EXIT.lockLost}\n`,
     );
-    manager.shutdown();
+    release();
     // The store may be the reason (frozen, unreachable): do not wait on it for long.
     await Promise.race([closeStores(), new Promise((r) => setTimeout(r, 2000).unref())]);
     setTimeout(() => process.exit(EXIT.lockLost), 2000).unref();
     return EXIT.lockLost;
   }
-  manager.release(hold);
-  manager.shutdown();
+  release();
   await closeStores();
   log.debug('command finished', { code });
   return code;

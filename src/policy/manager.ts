@@ -12,10 +12,10 @@ import { slotsMismatch } from '../store/errors';
 import { localStore, storeFor } from '../stores';
 import { nowMs, secondsSince } from '../core/time';
 import { DeadlockWatch } from './deadlockwatch';
-import { record, requesterOf } from './history';
+import { record, recordGrant, releaseAndRecord, requesterOf } from './history';
 import { Notices } from './notices';
 import { type Acquisition, type LockEntry, type StoreWait, leaveQueue } from './queue';
-import type { AcquireOutcome, AcquireRequest, Cancellable, Hold } from './requests';
+import { type AcquireOutcome, type AcquireRequest, type Cancellable, type Hold, holdFor } from './requests';
 import { type Target, targetForName, targetForPath } from './targets';
 import { Tickets } from './tickets';
 
@@ -123,21 +123,8 @@ export class LockManager {
   release(hold: Hold): boolean {
     const entry = this.entries.get(hold.target.path);
     if (!entry || !entry.holds.delete(hold)) return false;
-    const lost = hold.held.lost;
-    const done = hold.held.release();
-    // A lost hold's end is its `lost` record, written by the store.
-    if (!lost)
-      record(hold.target, {
-        event: 'release',
-        mode: hold.mode,
-        who: requesterOf(hold.owner),
-        token: hold.held.token,
-      });
-    if (done instanceof Promise) {
-      done.catch((err) => log.warn(`releasing ${hold.target.path}: ${(err as Error).message}`));
-    }
+    releaseAndRecord(hold);
     this.notices.forget(hold.target.path); // the holders changed: never report the previous one
-    log.info('Released', { prefix: hold.prefix, path: hold.target.path });
     this.pump(entry);
     this.forget(entry);
     return true;
@@ -264,30 +251,12 @@ export class LockManager {
 
   private grant(a: Acquisition, held: StoreHold): void {
     const { req } = a;
-    const hold: Hold = {
-      target: req.target,
-      mode: req.mode,
-      held,
-      since: held.since,
-      owner: req.owner ?? {},
-      prefix: req.prefix ?? '',
-      slots: req.slots,
-    };
+    const hold = holdFor(req, held);
     a.hold = hold;
     a.entry.holds.add(hold);
     this.notices.forget(req.target.path);
     const waited = secondsSince(a.started);
-    // Written before the reply: a holder killed the moment it hears still has its line.
-    record(req.target, {
-      event: 'grant',
-      mode: req.mode,
-      who: requesterOf(req.owner),
-      token: held.token,
-      wait: a.ticketId,
-      waited,
-      at: held.since,
-    });
-    log.info('Acquired', { prefix: hold.prefix, path: req.target.path, mode: req.mode });
+    recordGrant(hold, waited, a.ticketId);
     a.resolve({ acquired: true, hold, waited, holders: [] });
   }
 

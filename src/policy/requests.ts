@@ -15,6 +15,19 @@ export interface Hold {
   slots?: number;
 }
 
+// The hold a request gets from its store.
+export function holdFor(req: AcquireRequest, held: StoreHold): Hold {
+  return {
+    target: req.target,
+    mode: req.mode,
+    held,
+    since: held.since,
+    owner: req.owner ?? {},
+    prefix: req.prefix ?? '',
+    slots: req.slots,
+  };
+}
+
 export interface WaitingInfo {
   waited: number;
   holders: Holder[];

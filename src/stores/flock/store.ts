@@ -81,6 +81,11 @@ export class FlockStore implements LockStore {
     return this.untilClosed(req, (signal) => this.wait(req, place, attempt, signal));
   }
 
+  // One try: held, or null when busy. A try never waits, so it answers at once.
+  tryAcquire(req: Omit<StoreAcquire, 'wait' | 'signal'>): StoreHold | null {
+    return this.acquire({ ...req, wait: false }) as StoreHold | null;
+  }
+
   // A wait ends when its own signal aborts (AbortError) or the store closes (storeClosed).
   private async untilClosed<T>(req: StoreAcquire, wait: (signal: AbortSignal) => Promise<T>): Promise<T> {
     const both = new AbortController();
