@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { sleep, startServe, tempDir, type Helper } from './rpc';
+import { cli, sleep, startServe, tempDir, type Helper } from './rpc';
 import { FlockStore } from '../src/stores/flock/store';
 import { AbortError } from '../src/store/errors';
 import { ErrorCode, type HostlockError } from '../src/core/errors';
@@ -158,5 +158,39 @@ describe('the local store seam', () => {
       'spares left behind by a helper that exited',
     );
     a = startServe(env);
+  });
+
+  test('the spares of a helper that was killed are swept by the next helper that keeps spares there', async () => {
+    const holders = join(t.dir, '.holders');
+    const churn = async (h: Helper) => {
+      for (let i = 0; i < 3; i++) {
+        const held = await h.rpc.call('acquire', { name: 'sw' });
+        await h.rpc.call('release', { handle: held.handle });
+      }
+    };
+    const killed = startServe(env);
+    await churn(killed);
+    const pid = killed.proc.pid;
+    killed.proc.kill('SIGKILL');
+    await killed.exited;
+    assert.ok(
+      readdirSync(holders).some((f) => f.startsWith(`.spare.${pid}.`)),
+      'the killed helper kept no spare to sweep',
+    );
+    // A one-shot command with one record keeps no spare, and leaves them be.
+    const one = cli(['run', 'sw', '--', 'true'], env);
+    assert.equal(one.status, 0, one.stderr);
+    assert.ok(readdirSync(holders).some((f) => f.startsWith(`.spare.${pid}.`)));
+    const next = startServe(env);
+    try {
+      await churn(next);
+      assert.deepEqual(
+        readdirSync(holders).filter((f) => f.startsWith(`.spare.${pid}.`)),
+        [],
+        'spares of a dead helper outlived the next helper that kept spares',
+      );
+    } finally {
+      await next.close();
+    }
   });
 });

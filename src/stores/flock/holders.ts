@@ -72,7 +72,6 @@ export class HolderRegistry {
         const st = statSync(this.dir);
         if (st.uid === process.getuid?.() && (st.mode & 0o7777) !== this.dirMode) chmodSync(this.dir, this.dirMode);
         this.ready = true;
-        this.files.sweep();
       } catch {
         return false; // records are best effort: a lock never fails for want of one
       }

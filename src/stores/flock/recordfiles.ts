@@ -6,7 +6,8 @@
 // overwriting one is not. A removed record's file is therefore renamed aside
 // as a spare of this process (a hidden name no scan reads) and the next
 // record is written into it. Spares are removed when the process exits, and
-// those of a process that died are swept by the next one to use the directory.
+// those of a process that died are swept by the next one to keep spares in
+// the directory.
 // A process's first record is removed outright: a command that holds one lock
 // and exits (`hostlock flock`, `hostlock run`) would only pay for a spare.
 import {
@@ -38,6 +39,7 @@ export class RecordFiles {
   private readonly sizes = new Map<string, number>();
   private seq = 0;
   private written = 0;
+  private swept = false;
 
   constructor(
     readonly dir: string,
@@ -45,7 +47,8 @@ export class RecordFiles {
   ) {}
 
   // Spares of processes that are gone; once per directory and process.
-  sweep(): void {
+  private sweep(): void {
+    this.swept = true;
     let files: string[];
     try {
       files = readdirSync(this.dir).filter((f) => f.startsWith(SPARE_PREFIX));
@@ -87,6 +90,7 @@ export class RecordFiles {
     this.sizes.delete(file);
     const path = join(this.dir, file);
     if (size !== undefined && this.written > 1 && this.spares.length < SPARES) {
+      if (!this.swept) this.sweep();
       processStart ??= processStartTime(process.pid) ?? '0';
       const name = `${SPARE_PREFIX}${process.pid}.${processStart}.${++this.seq}`;
       try {
