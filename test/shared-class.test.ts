@@ -52,3 +52,14 @@ test('an AbortError of one copy is an abort to another', () => {
   assert.ok(new a.AbortError() instanceof b.AbortError);
   assert.ok(!a.isAbort(new Error('the wait was aborted')));
 });
+
+test("a usage error of one bundle's command line is one to the other's: exit 64 and the hint", () => {
+  const a = freshCopy<typeof import('../src/cli/exit')>('../src/cli/exit');
+  const b = freshCopy<typeof import('../src/cli/exit')>('../src/cli/exit');
+  assert.notEqual(a.UsageError, b.UsageError, 'two copies of the class');
+  const err = new b.UsageError('give a name');
+  assert.equal(a.exitCodeFor(err), 64);
+  assert.equal(a.errorReport(err), 'hostlock: give a name\nTry: hostlock --help\n');
+  const plain = Object.assign(new Error('give a name'), { name: 'UsageError' });
+  assert.equal(a.exitCodeFor(plain), 1, 'an error that only borrows the name is no usage error');
+});

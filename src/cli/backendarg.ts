@@ -1,5 +1,6 @@
 // The --backend and --dir options of the commands, checked before anything is
 // opened: a mistake in them is a usage error (exit 64) that names the right form.
+import { serverStoreOf } from '../store/urls';
 import { UsageError } from './exit';
 
 const FORMS = 'local (the default), postgresql://[USER[:PASSWORD]@]HOST[:PORT]/DB or etcd://HOST:PORT';
@@ -15,9 +16,9 @@ export function checkBackendArgs(given: string | undefined, dir: string | undefi
   const label = given !== undefined ? '--backend' : 'HOSTLOCK_BACKEND';
   if (backend === undefined || backend === '' || backend === 'local') return;
   if (dir !== undefined) throw new UsageError(`--dir applies to the local store only; omit it with ${label}`);
-  if (/^postgres(ql)?:\/\//i.test(backend) || /^etcd(\+https?)?:\/\//i.test(backend)) return;
+  if (serverStoreOf(backend)) return;
   const scheme = schemeOf(backend);
-  if (scheme && /^(postgres(ql)?|etcd(\+https?)?):$/i.test(scheme)) {
+  if (scheme && serverStoreOf(`${scheme}//`)) {
     throw new UsageError(
       `${label} ${scheme}…: the URL needs two slashes after the scheme (${scheme}//…); give ${FORMS}`,
     );

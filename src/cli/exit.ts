@@ -1,6 +1,6 @@
 // Exit codes of the `hostlock` command (listed in --help) and the one place
 // that turns a command's outcome or error into one.
-import type { HostlockError } from '../core/errors';
+import { type HostlockError, sharedClass } from '../core/errors';
 
 export const EXIT = {
   ok: 0,
@@ -35,19 +35,15 @@ flock: flock(1)'s statuses (the command's own; 1 or -E on conflict or timeout; 6
 export class UsageError extends Error {
   override readonly name = 'UsageError';
 }
+// The fast path's bundle and the full command line's each have a copy.
+sharedClass(UsageError, 'UsageError');
 
 // A command resolves to its exit code, or to -1 to leave the process to its
 // event loop (`serve` and `agent` end when their clients and owner are gone).
 export type Command = () => Promise<number>;
 
-// Errors are told apart by name and code, not instanceof: the full command line
-// is a separate bundle with its own copies of these classes.
-function isUsageError(err: unknown): boolean {
-  return (err as Error | undefined)?.name === 'UsageError';
-}
-
 export function exitCodeFor(err: unknown): number {
-  if (isUsageError(err)) return EXIT.usage;
+  if (err instanceof UsageError) return EXIT.usage;
   // hostlock's own errors and failed system calls on the lock's files.
   if ((err as HostlockError | NodeJS.ErrnoException | undefined)?.code !== undefined) return EXIT.lockUnusable;
   return EXIT.failure;
@@ -56,7 +52,7 @@ export function exitCodeFor(err: unknown): number {
 // What a command prints on stderr for an error that ends it.
 export function errorReport(err: unknown): string {
   const message = err instanceof Error ? err.message : String(err);
-  return `hostlock: ${message}\n${isUsageError(err) ? 'Try: hostlock --help\n' : ''}`;
+  return `hostlock: ${message}\n${err instanceof UsageError ? 'Try: hostlock --help\n' : ''}`;
 }
 
 // Ends a one-shot command (`flock`, `run`) with its status as soon as it has

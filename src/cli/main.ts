@@ -10,6 +10,7 @@ import { historyCommand } from './commands/history';
 import { timelineCommand } from './commands/timeline';
 import { VERSION } from '../core/version';
 import { postgresModule } from '../stores';
+import { serverStoreOf } from '../store/urls';
 
 // What `hostlock run --help` says of what it promises, beyond the options.
 const RUN_HELP = `Never two commands inside one name, on every store:
@@ -287,7 +288,7 @@ async function setup(
   check: boolean,
   json: boolean,
 ): Promise<number> {
-  if (!backend || !/^postgres(ql)?:\/\//i.test(backend)) {
+  if (!backend || serverStoreOf(backend) !== 'postgresql') {
     throw new UsageError(
       'hostlock setup prepares a PostgreSQL store: give --backend postgresql://… (the local store and etcd need no setup)',
     );

@@ -11,7 +11,7 @@ function levelFromEnv(): Level {
   return v in LEVELS ? (v as Level) : 'warn';
 }
 
-let threshold: Level = levelFromEnv();
+const threshold: Level = levelFromEnv();
 let winston: Logger | undefined;
 
 function logger(): Logger {
@@ -48,12 +48,4 @@ export const log = {
   warn: (m: string, meta?: Meta) => emit('warn', m, meta),
   info: (m: string, meta?: Meta) => emit('info', m, meta),
   debug: (m: string, meta?: Meta) => emit('debug', m, meta),
-  setLevel(level: string): void {
-    const l = level.toLowerCase() as Level;
-    if (l in LEVELS) {
-      threshold = l;
-      if (winston) winston.level = l;
-    }
-  },
-  enabled: (level: Level) => LEVELS[level] <= LEVELS[threshold],
 };

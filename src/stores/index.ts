@@ -6,6 +6,7 @@ import { invalidParams } from '../core/errors';
 import { controllerName } from '../sys/proc';
 import { log } from '../core/log';
 import type { LockStore } from '../store/contract';
+import { serverStoreOf } from '../store/urls';
 import { FlockStore } from './flock/store';
 
 let local: FlockStore | undefined;
@@ -59,12 +60,12 @@ interface Opener {
 // their code.
 const openers: Opener[] = [
   {
-    matches: (url) => /^postgres(ql)?:\/\//i.test(url),
+    matches: (url) => serverStoreOf(url) === 'postgresql',
     open: (url) =>
       new (postgresModule().PostgresStore)(url, { controller: controllerName(), log: (m) => log.error(m) }),
   },
   {
-    matches: (url) => /^etcd(\+https?)?:\/\//i.test(url),
+    matches: (url) => serverStoreOf(url) === 'etcd',
     open: (url) => new (etcdModule().EtcdStore)(url),
   },
 ];
