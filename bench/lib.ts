@@ -63,6 +63,19 @@ export function report(f: Figure): void {
   process.stdout.write('BENCH ' + JSON.stringify({ ...f, ratio, smoke: SMOKE }) + '\n');
 }
 
+// Node's start depends on its environment: NODE_EXTRA_CA_CERTS makes every
+// start read and parse that file of certificates (on a machine that sets it
+// to the system's bundle, `node -e 0` takes twice as long), and NODE_OPTIONS
+// may add anything. The start-up figures are of Node as it starts bare, so
+// both leave the environment of this process and of all it starts.
+export function bareNodeEnvironment(): void {
+  for (const k of ['NODE_EXTRA_CA_CERTS', 'NODE_OPTIONS']) {
+    if (process.env[k] === undefined) continue;
+    note(`${k} is set (${process.env[k]}): unset for these figures`);
+    delete process.env[k];
+  }
+}
+
 export function note(msg: string): void {
   process.stderr.write(`[bench] ${msg}\n`);
 }

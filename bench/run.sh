@@ -11,6 +11,10 @@ out=bench/out
 mkdir -p "$out"
 log=${BENCH_LOG:-$out/bench-$(date -u +%Y%m%dT%H%M%SZ).log}
 mkdir -p "$(dirname "$log")"
+# Node as it starts bare (bench/lib.ts, bareNodeEnvironment, says why).
+for v in NODE_EXTRA_CA_CERTS NODE_OPTIONS; do
+  [ -n "${!v+set}" ] && echo "[bench] $v is set (${!v}): unset for these figures" >&2 && unset "$v"
+done
 echo "hostlock benchmarks on $(uname -n): $(nproc) cores, $(node --version), load average $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$log"
 status=0
 for b in ${BENCH_ONLY:-startup playbook playbook-stores handoff hosts200 waiters500 contention flock-api pg-store etcd-handoff}; do
