@@ -118,11 +118,12 @@ await build({
   // start time, then execs node on this same file, to which the second line is
   // a string and a comment. Both are fields of /proc/$$/stat (22 and 33, counted
   // over the fields after the command name's last ")"), read with builtins
-  // only: one short line, no fork.
+  // only: one short line, no fork. It also keeps NODE_EXTRA_CA_CERTS from
+  // node's start (src/sys/extraca.ts).
   banner: {
     js: [
       '#!/bin/sh',
-      '":" //; f() { [ $# -gt 30 ] && HOSTLOCK_PROC=$$:${20}:${31} && export HOSTLOCK_PROC; }; read -r s 2>/dev/null </proc/$$/stat; f ${s##*) }; exec node "$0" "$@"',
+      '":" //; f() { [ $# -gt 30 ] && HOSTLOCK_PROC=$$:${20}:${31} && export HOSTLOCK_PROC; }; read -r s 2>/dev/null </proc/$$/stat; f ${s##*) }; [ -n "$NODE_EXTRA_CA_CERTS" ] && [ -z "$NODE_OPTIONS" ] && HOSTLOCK_CA=$$:$NODE_EXTRA_CA_CERTS && export HOSTLOCK_CA && unset NODE_EXTRA_CA_CERTS; exec node "$0" "$@"',
     ].join('\n'),
   },
 });

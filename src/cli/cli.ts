@@ -9,8 +9,10 @@ import { loadBundle } from './bundles';
 import { runMain } from './exit';
 import { fastCommand } from './fastpath';
 import { takeInheritedIgnored } from './sigign';
+import { takeExtraCaCerts } from '../sys/extraca';
 
 takeInheritedIgnored();
+takeExtraCaCerts();
 
 const argv = process.argv.slice(2);
 // Not import(): Node would run its ESM lexer over the 1 MB bundle.

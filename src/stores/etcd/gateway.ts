@@ -4,6 +4,7 @@
 // gRPC client weighs ~16 MB and 130-195 ms of `require`; see docs/ETCD.md).
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type ClientRequest } from 'node:http';
 import { ErrorCode, HostlockError } from '../../core/errors';
+import { defaultCas } from '../../sys/extraca';
 
 // TLS costs its load time only to clusters that use it.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -87,7 +88,7 @@ export class Gateway {
         ? new (https().Agent)({
             keepAlive: true,
             maxSockets,
-            ca: opts.tls?.ca,
+            ca: opts.tls?.ca ?? defaultCas(),
             cert: opts.tls?.cert,
             key: opts.tls?.key,
           })

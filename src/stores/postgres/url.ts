@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import type { ConnectionOptions } from 'node:tls';
 import { ErrorCode, HostlockError } from '../../core/errors';
 import { maskUrl } from '../../store/mask';
+import { defaultCas } from '../../sys/extraca';
 
 export type SslMode = 'disable' | 'allow' | 'prefer' | 'require' | 'verify-ca' | 'verify-full';
 const SSL_MODES: SslMode[] = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'];
@@ -341,6 +342,10 @@ export function tlsOptions(target: PgTarget, host: string, mode: SslMode): Conne
     return tls;
   }
   if (target.sslrootcert && target.sslrootcert !== 'system') tls.ca = read(target.sslrootcert, 'sslrootcert');
+  else {
+    const ca = defaultCas();
+    if (ca) tls.ca = ca;
+  }
   tls.rejectUnauthorized = true;
   // verify-full: pg itself checks the name (SNI for host names, the address for IPs).
   if (mode === 'verify-ca') tls.checkServerIdentity = () => undefined;
