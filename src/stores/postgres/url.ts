@@ -26,7 +26,7 @@ export interface PgTarget {
   passfile: string;
   passfileIgnored?: string;
   sslmode: SslMode;
-  sslrootcert?: string; // a file, or "system" for the system's CAs
+  sslrootcert?: string; // a file, or "system" for Node's default CAs
   sslcert?: string;
   sslkey?: string;
   connectTimeoutMs: number;
@@ -320,7 +320,7 @@ export function tlsOptions(target: PgTarget, host: string, mode: SslMode): Conne
       const fix =
         what === 'sslrootcert'
           ? "point sslrootcert at the CA certificate that signed the server's certificate (a PEM file this user " +
-            "can read), or give sslrootcert=system for the system's CAs"
+            "can read), or give sslrootcert=system for Node's default CAs"
           : 'point sslcert and sslkey at the client certificate and its key (PEM files this user can read, ' +
             'the key mode 0600), or leave both out';
       throw new HostlockError(
