@@ -18,27 +18,29 @@ const KEY = Symbol.for('hostlock.inheritedSigIgn');
 export function takeInheritedIgnored(): void {
   const raw = process.env.HOSTLOCK_PROC;
   delete process.env.HOSTLOCK_PROC;
-  let mask: bigint | undefined;
   const m = /^(\d+):(\d{1,20}):(\d{1,20})$/.exec(raw ?? '');
   if (m && Number(m[1]) === process.pid) {
     knowOwnStartTime(m[2]!);
-    mask = BigInt(m[3]!);
+    (globalThis as Record<symbol, unknown>)[KEY] = BigInt(m[3]!);
   }
-  if (mask === undefined) {
-    // Started as `node cli.js`: what is ignored now (Node reset the rest).
-    try {
-      const v = /^SigIgn:\s*([0-9a-fA-F]+)$/m.exec(readFileSync('/proc/self/status', 'latin1'))?.[1];
-      if (v) mask = BigInt(`0x${v}`);
-    } catch {
-      /* no /proc */
-    }
-  }
-  (globalThis as Record<symbol, unknown>)[KEY] = mask ?? 0n;
 }
 
 // Is `sig` one hostlock inherited as ignored?
 export function inheritedIgnored(sig: NodeJS.Signals): boolean {
-  const mask = (globalThis as Record<symbol, unknown>)[KEY];
+  const store = globalThis as Record<symbol, unknown>;
+  // Started as `node cli.js`: what is ignored now (Node reset the rest), read
+  // when first asked (only `hostlock run` asks), not at every start.
+  store[KEY] ??= ignoredNow();
+  const mask = store[KEY];
   const n = (constants.signals as Record<string, number>)[sig];
   return typeof mask === 'bigint' && n !== undefined && ((mask >> BigInt(n - 1)) & 1n) === 1n;
+}
+
+function ignoredNow(): bigint {
+  try {
+    const v = /^SigIgn:\s*([0-9a-fA-F]+)$/m.exec(readFileSync('/proc/self/status', 'latin1'))?.[1];
+    return v ? BigInt(`0x${v}`) : 0n;
+  } catch {
+    return 0n; // no /proc
+  }
 }
