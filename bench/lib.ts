@@ -67,13 +67,17 @@ export function report(f: Figure): void {
 // start read and parse that file of certificates (on a machine that sets it
 // to the system's bundle, `node -e 0` takes twice as long), and NODE_OPTIONS
 // may add anything. The start-up figures are of Node as it starts bare, so
-// both leave the environment of this process and of all it starts.
-export function bareNodeEnvironment(): void {
+// both leave the environment of this process and of all it starts; their
+// values are returned.
+export function bareNodeEnvironment(): NodeJS.ProcessEnv {
+  const removed: NodeJS.ProcessEnv = {};
   for (const k of ['NODE_EXTRA_CA_CERTS', 'NODE_OPTIONS']) {
     if (process.env[k] === undefined) continue;
     note(`${k} is set (${process.env[k]}): unset for these figures`);
+    removed[k] = process.env[k];
     delete process.env[k];
   }
+  return removed;
 }
 
 export function note(msg: string): void {

@@ -3,6 +3,7 @@
 // start; `hostlock flock` and `hostlock run` around `true`, start to exit.
 // Anchor and subject runs alternate, so a noisy neighbour hits both alike; medians.
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { processStartTime } from '../src/sys/proc';
 import {
@@ -24,17 +25,19 @@ import { tempDir } from '../test/rpc';
 const FLOOR =
   "require('node:child_process').spawn('true', { stdio: 'inherit' }).on('exit', (c) => process.exit(c ?? 1))";
 
+// A CA bundle for 1i when the environment names none (Debian's, Ubuntu's).
+const SYSTEM_CAS = '/etc/ssl/certs/ca-certificates.crt';
+
 async function bare(): Promise<number> {
   return whole(['-e', '0']);
 }
 
-// Milliseconds from spawning `node ARGS` (or, first CLI, the executable as users start it) to its exit.
-async function whole(args: string[]): Promise<number> {
+// Milliseconds from spawning `node ARGS` (or, first CLI, the executable as
+// users start it) to its exit; `env` on top of this process's environment.
+async function whole(args: string[], env?: NodeJS.ProcessEnv): Promise<number> {
   const t0 = performance.now();
-  const p =
-    args[0] === CLI
-      ? spawn(CLI, args.slice(1), { stdio: 'ignore' })
-      : spawn(process.execPath, args, { stdio: 'ignore' });
+  const opts = { stdio: 'ignore' as const, env: env && { ...process.env, ...env } };
+  const p = args[0] === CLI ? spawn(CLI, args.slice(1), opts) : spawn(process.execPath, args, opts);
   const code = await waitExit(p);
   if (code !== 0) throw new Error(`${args.join(' ')} exited ${code}`);
   return performance.now() - t0;
@@ -42,13 +45,15 @@ async function whole(args: string[]): Promise<number> {
 
 // Medians of several commands (`whole` arguments), each started `rounds`
 // times, all of them in every round, the order rotating from round to round.
-async function interleaved(cmds: string[][], rounds: number): Promise<number[]> {
+type Command = string[] | { args: string[]; env: NodeJS.ProcessEnv };
+async function interleaved(cmds: Command[], rounds: number): Promise<number[]> {
   const times: number[][] = cmds.map(() => []);
-  for (const c of cmds) await whole(c);
+  const start = (c: Command) => (Array.isArray(c) ? whole(c) : whole(c.args, c.env));
+  for (const c of cmds) await start(c);
   for (let i = 0; i < rounds; i++) {
     for (let j = 0; j < cmds.length; j++) {
       const k = (i + j) % cmds.length;
-      times[k]!.push(await whole(cmds[k]!));
+      times[k]!.push(await start(cmds[k]!));
     }
   }
   return times.map(median);
@@ -108,7 +113,7 @@ async function agent(runtime: string): Promise<number> {
 }
 
 async function main(): Promise<void> {
-  bareNodeEnvironment();
+  const removed = bareNodeEnvironment();
   const rounds = size(25, 2);
   const t = tempDir('hl-bench-start');
   const bareMs: number[] = [];
@@ -207,6 +212,28 @@ async function main(): Promise<void> {
         anchor: floorM,
         anchorWhat: 'the Node program of 1f (median)',
         target: 'info',
+        met: true,
+        info: true,
+      });
+    }
+
+    // NODE_EXTRA_CA_CERTS, which Node would read as it starts, is kept from
+    // the executable's start: 1d with the variable set against 1d without.
+    const caFile = removed.NODE_EXTRA_CA_CERTS ?? SYSTEM_CAS;
+    if (existsSync(caFile)) {
+      const flock = [CLI, 'flock', join(t.dir, 'f.lock'), 'true'];
+      const [withCas, without] = (await interleaved(
+        [{ args: flock, env: { NODE_EXTRA_CA_CERTS: caFile } }, flock],
+        rounds,
+      )) as [number, number];
+      report({
+        goal: '1i',
+        what: `1d with NODE_EXTRA_CA_CERTS=${caFile} (median)`,
+        figure: withCas,
+        unit: 'ms',
+        anchor: without,
+        anchorWhat: '1d without it (median)',
+        target: 'info (1.0×: the file costs hostlock nothing)',
         met: true,
         info: true,
       });
