@@ -32,7 +32,7 @@ function figures(stdout: string): any[] {
 }
 
 const EXPECTED: Record<string, string[]> = {
-  startup: ['1a', '1c', '1d', '1e', '1b'],
+  startup: ['1a', '1c', '1f', '1d', '1g', '1e', '1h', '1i', '1b'],
   playbook: ['2', '2b', '2b-floor', '2b-null-node', '2b-null-python'],
   'playbook-stores': ['st-pg', 'st-etcd'],
   handoff: ['3a', '3a', '3a-hot', '3b', '3b'],

@@ -86,7 +86,20 @@ function makeCerts(dir: string): { server: TlsFiles; client: TlsFiles } {
   return { server: files('server'), client: files('client') };
 }
 
-function freePort(): Promise<number> {
+// A port nobody listens on now, and none this process handed out before: the
+// kernel may offer a port again once its listener is closed, and a cluster
+// given one port twice does not start.
+const handedOut = new Set<number>();
+async function freePort(): Promise<number> {
+  for (;;) {
+    const port = await unusedPort();
+    if (handedOut.has(port)) continue;
+    handedOut.add(port);
+    return port;
+  }
+}
+
+function unusedPort(): Promise<number> {
   return new Promise((res, rej) => {
     const s = createServer();
     s.once('error', rej);
