@@ -229,7 +229,7 @@ async function main(): Promise<void> {
     const flock = [CLI, 'flock', join(t.dir, 'f.lock'), 'true'];
     const [withCas, without] = (await interleaved(
       [{ args: flock, env: { NODE_EXTRA_CA_CERTS: caFile } }, flock],
-      rounds,
+      3 * rounds,
     )) as [number, number];
     report({
       goal: '1i',
