@@ -10,18 +10,16 @@
 // ours inherits it.
 import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
-import { knowOwnStartTime } from '../sys/proc';
+import { fromPrelude, knowOwnStartTime } from '../sys/proc';
 
 const KEY = Symbol.for('hostlock.inheritedSigIgn');
 
 // Called once, first thing, by the executable's main.
 export function takeInheritedIgnored(): void {
-  const raw = process.env.HOSTLOCK_PROC;
-  delete process.env.HOSTLOCK_PROC;
-  const m = /^(\d+):(\d{1,20}):(\d{1,20})$/.exec(raw ?? '');
-  if (m && Number(m[1]) === process.pid) {
-    knowOwnStartTime(m[2]!);
-    (globalThis as Record<symbol, unknown>)[KEY] = BigInt(m[3]!);
+  const m = /^(\d{1,20}):(\d{1,20})$/.exec(fromPrelude('HOSTLOCK_PROC') ?? '');
+  if (m) {
+    knowOwnStartTime(m[1]!);
+    (globalThis as Record<symbol, unknown>)[KEY] = BigInt(m[2]!);
   }
 }
 

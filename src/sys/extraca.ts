@@ -13,20 +13,15 @@
 // started as `node cli.js`, Node handles the variable itself.
 import { readFileSync } from 'node:fs';
 import { log } from '../core/log';
+import { fromPrelude } from './proc';
 
 const KEY = Symbol.for('hostlock.extraCaFile');
 const store = globalThis as Record<symbol, unknown>;
 
 // Called once, first thing, by the executable's main.
 export function takeExtraCaCerts(): void {
-  const raw = process.env.HOSTLOCK_CA;
-  if (raw === undefined) return;
-  delete process.env.HOSTLOCK_CA;
-  const colon = raw.indexOf(':');
-  // The PID makes a value inherited by another process worthless.
-  if (colon < 0 || Number(raw.slice(0, colon)) !== process.pid) return;
-  if (process.env.NODE_EXTRA_CA_CERTS !== undefined) return;
-  const file = raw.slice(colon + 1);
+  const file = fromPrelude('HOSTLOCK_CA');
+  if (file === undefined || process.env.NODE_EXTRA_CA_CERTS !== undefined) return;
   process.env.NODE_EXTRA_CA_CERTS = file;
   store[KEY] = file;
 }

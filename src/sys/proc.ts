@@ -11,6 +11,18 @@ export function knowOwnStartTime(start: string): void {
   (globalThis as Record<symbol, unknown>)[OWN_START] = start;
 }
 
+// A value the executable's shell passed to this process as NAME=PID:VALUE
+// (scripts/build.mjs): VALUE, taken out of the environment at once, so no
+// command of ours inherits it. The PID makes a value inherited by another
+// process worthless: undefined then, as when it is missing.
+export function fromPrelude(name: string): string | undefined {
+  const raw = process.env[name];
+  if (raw === undefined) return undefined;
+  delete process.env[name];
+  const colon = raw.indexOf(':');
+  return colon > 0 && Number(raw.slice(0, colon)) === process.pid ? raw.slice(colon + 1) : undefined;
+}
+
 // Field 22 of /proc/<pid>/stat, in clock ticks since boot; null if the process is gone.
 export function processStartTime(pid: number): string | null {
   if (pid === process.pid) {
